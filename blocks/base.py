@@ -1,0 +1,91 @@
+"""The one surface every transfer module offers: a filesystem, where files land, what it can do.
+
+Callers branch on the declared capabilities, never on the concrete class (as rclone's backends
+declare `Mover` or `Copier`). The contract suite in `tests/blocks` checks every declared flag.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any, ClassVar
+
+import fsspec
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+from catalog.errors import FailOverToNextHost, FailTransfer, RetryOnSameHost, TransferError
+from catalog.models import Host
+
+_FAILOVER_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENOSPC, errno.EDQUOT}
+_FAIL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+class HostBlock(Block):
+    """A host: protocol, address, directory template, credentials and options.
+
+    Subclasses set `protocol` and the capability flags and implement `filesystem()`.
+    """
+
+    _block_type_name = "pds Host"
+
+    protocol: ClassVar[str] = ""
+    supports_rename: ClassVar[bool] = False
+    """Files can be written under a temporary name and renamed atomically when complete."""
+    supports_resume: ClassVar[bool] = False
+    """An interrupted upload can continue where it stopped."""
+    supports_server_side_copy: ClassVar[bool] = False
+    """The host copies objects itself, without the bytes passing through the mover."""
+    reports_md5: ClassVar[bool] = False
+    """The host can tell the MD5 of a written file, so it is verified after upload."""
+
+    name: str = ""
+    address: str = ""
+    directory: str = ""
+    login: str = ""
+    password: SecretStr = Field(default=SecretStr(""))
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_host(cls, host: Host) -> HostBlock:
+        return cls(
+            name=host.name,
+            address=host.address,
+            directory=host.directory,
+            login=host.login,
+            password=SecretStr(host.password),
+            options=dict(host.options or {}),
+        )
+
+    def filesystem(self) -> fsspec.AbstractFileSystem:
+        """A new connection to the host (not shared with other transfers)."""
+        raise NotImplementedError
+
+    def base_path(self) -> str:
+        """The path on `filesystem()` that rendered directories are relative to."""
+        return ""
+
+    def join(self, *parts: str) -> str:
+        joined = "/".join(p.strip("/") for p in (self.base_path(), *parts) if p and p.strip("/"))
+        return ("/" + joined) if self.base_path().startswith("/") else joined
+
+    def remote_md5(self, fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+        """The MD5 the host reports for `path`, or None when it cannot tell."""
+        return None
+
+    def classify(self, exc: BaseException) -> TransferError:
+        """Translate a protocol error into what the scheduler does next, keeping the server's words."""
+        if isinstance(exc, TransferError):
+            return exc
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, PermissionError):
+            return FailTransfer(f"permission denied on host {self.name}: {message}")
+        if isinstance(exc, ConnectionRefusedError | socket.gaierror):
+            return FailOverToNextHost(f"cannot reach host {self.name}: {message}")
+        if isinstance(exc, TimeoutError | ConnectionResetError | BrokenPipeError):
+            return RetryOnSameHost(f"connection to host {self.name} broke: {message}")
+        if isinstance(exc, OSError) and exc.errno in _FAILOVER_ERRNOS:
+            return FailOverToNextHost(f"host {self.name}: {message}")
+        if isinstance(exc, OSError) and exc.errno in _FAIL_ERRNOS:
+            return FailTransfer(f"host {self.name}: {message}")
+        return RetryOnSameHost(f"host {self.name}: {message}")

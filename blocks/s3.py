@@ -1,0 +1,78 @@
+"""Amazon S3 and S3-compatible object stores through s3fs.
+
+`address` is the endpoint URL (empty for AWS); `directory` starts with the bucket
+(`bucket/prefix/$destination`). Credentials: `login`/`password` as access key/secret key, or
+`options.aws_credentials_block`, the name of a saved prefect-aws `AwsCredentials` block.
+Options: `region`, `path_style` (true for most non-AWS servers), `part_size` (bytes per multipart
+part; memory per upload is about one part).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import fsspec
+from s3fs import S3FileSystem
+
+from blocks.base import HostBlock
+from catalog.errors import FailOverToNextHost, FailTransfer, TransferError
+
+_AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled"}
+DEFAULT_PART_SIZE = 16 * 1024 * 1024
+
+
+class S3Host(HostBlock):
+    """Objects appear only when their upload completes, so no temporary name is needed."""
+
+    _block_type_name = "pds S3 Host"
+    protocol: ClassVar[str] = "s3"
+    supports_server_side_copy: ClassVar[bool] = True
+    reports_md5: ClassVar[bool] = True  # the ETag of a single-part upload is its MD5
+
+    def _credentials(self) -> dict[str, Any]:
+        block_name = self.options.get("aws_credentials_block")
+        if block_name:
+            from prefect_aws import AwsCredentials
+
+            creds = AwsCredentials.load(block_name)
+            secret = creds.aws_secret_access_key
+            return {
+                "key": creds.aws_access_key_id,
+                "secret": secret.get_secret_value() if secret else None,
+                "token": creds.aws_session_token,
+            }
+        if self.login:
+            return {"key": self.login, "secret": self.password.get_secret_value()}
+        return {}
+
+    def filesystem(self) -> fsspec.AbstractFileSystem:
+        client_kwargs: dict[str, Any] = {}
+        if self.address:
+            client_kwargs["endpoint_url"] = self.address
+        if self.options.get("region"):
+            client_kwargs["region_name"] = self.options["region"]
+        config: dict[str, Any] = {"connect_timeout": 30, "read_timeout": 120}
+        if self.options.get("path_style", bool(self.address)):
+            config["s3"] = {"addressing_style": "path"}
+        return S3FileSystem(
+            **self._credentials(),
+            client_kwargs=client_kwargs,
+            config_kwargs=config,
+            default_block_size=int(self.options.get("part_size", DEFAULT_PART_SIZE)),
+            skip_instance_cache=True,
+        )
+
+    def remote_md5(self, fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+        etag = str(fs.info(path, refresh=True).get("ETag", "")).strip('"')
+        return etag if etag and "-" not in etag else None  # multipart ETags are not MD5s
+
+    def classify(self, exc: BaseException) -> TransferError:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+        cause = exc.__cause__ or exc.__context__
+        if code is None and cause is not None and hasattr(cause, "response"):
+            code = cause.response.get("Error", {}).get("Code")
+        if code in _AUTH_CODES:
+            return FailTransfer(f"host {self.name} refused the request ({code}): {exc}")
+        if type(exc).__name__ in {"EndpointConnectionError", "ConnectTimeoutError"}:
+            return FailOverToNextHost(f"cannot reach host {self.name}: {exc}")
+        return super().classify(exc)

@@ -1,0 +1,61 @@
+"""SFTP through sshfs/asyncssh: password or key (with passphrase), and host-key pinning.
+
+Options: `port` (22), `key_filename` (a private key file), `secret_passphrase`, `known_hosts`
+(a known_hosts file; when unset the host key is not checked — set it in production), `timeout` (s).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import asyncssh
+import fsspec
+from sshfs import SSHFileSystem
+
+from blocks.base import HostBlock
+from catalog.errors import FailOverToNextHost, FailTransfer, RetryOnSameHost, TransferError
+
+
+class SftpHost(HostBlock):
+    """`address` is `host` or `host:port`; `directory` is where files land (absolute or from home)."""
+
+    _block_type_name = "pds SFTP Host"
+    protocol: ClassVar[str] = "sftp"
+    supports_rename: ClassVar[bool] = True  # posix-rename@openssh.com replaces atomically
+
+    def _host_port(self) -> tuple[str, int]:
+        host, _, port = self.address.partition(":")
+        return host or "127.0.0.1", int(port or self.options.get("port", 22))
+
+    def filesystem(self) -> fsspec.AbstractFileSystem:
+        host, port = self._host_port()
+        kwargs: dict[str, Any] = {
+            "port": port,
+            "username": self.login or None,
+            "known_hosts": self.options.get("known_hosts"),
+            "timeout": float(self.options.get("timeout", 30)),
+            "skip_instance_cache": True,
+        }
+        if self.password.get_secret_value():
+            kwargs["password"] = self.password.get_secret_value()
+        if self.options.get("key_filename"):
+            kwargs["client_keys"] = [self.options["key_filename"]]
+            if self.options.get("secret_passphrase"):
+                kwargs["passphrase"] = self.options["secret_passphrase"]
+        return SSHFileSystem(host, **kwargs)
+
+    def base_path(self) -> str:
+        return ""
+
+    def classify(self, exc: BaseException) -> TransferError:
+        if isinstance(exc, asyncssh.PermissionDenied | asyncssh.HostKeyNotVerifiable):
+            return FailTransfer(f"host {self.name} refused the credentials: {exc}")
+        if isinstance(exc, asyncssh.ConnectionLost | asyncssh.DisconnectError):
+            return RetryOnSameHost(f"connection to host {self.name} lost: {exc}")
+        if isinstance(exc, asyncssh.SFTPFailure | asyncssh.SFTPConnectionLost):
+            return RetryOnSameHost(f"host {self.name}: {exc}")
+        if isinstance(exc, asyncssh.SFTPPermissionDenied):
+            return FailTransfer(f"permission denied on host {self.name}: {exc}")
+        if isinstance(exc, OSError) and "Could not connect" in str(exc):
+            return FailOverToNextHost(f"cannot reach host {self.name}: {exc}")
+        return super().classify(exc)

@@ -1,0 +1,110 @@
+"""Destinations and hosts: creating, reading and linking them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from catalog.errors import Conflict, InvalidInput, NotFound
+from catalog.models import (
+    Destination,
+    DestinationCreate,
+    DestinationHost,
+    Host,
+    HostCreate,
+    HostKind,
+    HostPublic,
+)
+
+SECRET_OPTION_PREFIX = "secret_"
+
+
+def create_destination(session: Session, data: DestinationCreate) -> Destination:
+    if session.get(Destination, data.name) is not None:
+        raise Conflict(f"destination {data.name!r} already exists")
+    destination = Destination.model_validate(data.model_dump())
+    session.add(destination)
+    session.flush()
+    return destination
+
+
+def get_destination(session: Session, name: str) -> Destination:
+    destination = session.get(Destination, name)
+    if destination is None:
+        raise NotFound(f"no destination {name!r}")
+    return destination
+
+
+def list_destinations(session: Session) -> list[Destination]:
+    return list(session.exec(select(Destination).order_by(Destination.name)))
+
+
+def create_host(session: Session, data: HostCreate, *, known_protocols: frozenset[str]) -> Host:
+    if data.protocol not in known_protocols:
+        raise InvalidInput(f"unknown protocol {data.protocol!r}; known: {', '.join(sorted(known_protocols))}")
+    if session.get(Host, data.name) is not None:
+        raise Conflict(f"host {data.name!r} already exists")
+    host = Host.model_validate(data.model_dump())
+    session.add(host)
+    session.flush()
+    return host
+
+
+def get_host(session: Session, name: str) -> Host:
+    host = session.get(Host, name)
+    if host is None:
+        raise NotFound(f"no host {name!r}")
+    return host
+
+
+def list_hosts(session: Session) -> list[Host]:
+    return list(session.exec(select(Host).order_by(Host.name)))
+
+
+def host_public(host: Host) -> HostPublic:
+    """A host as the API shows it: secrets replaced by whether they are set."""
+    options: dict[str, Any] = {
+        k: ("***" if k.startswith(SECRET_OPTION_PREFIX) else v) for k, v in (host.options or {}).items()
+    }
+    return HostPublic(**host.model_dump(exclude={"password", "options", "created_at"}), options=options,
+                      has_password=bool(host.password))
+
+
+def attach_host(
+    session: Session, destination: str, host: str, kind: HostKind, rank: int | None = None
+) -> DestinationHost:
+    """Add `host` to `destination`'s hosts of `kind`, last unless `rank` is given (0 = primary)."""
+    get_destination(session, destination)
+    get_host(session, host)
+    existing = list_destination_hosts(session, destination, kind)
+    if any(link.host_name == host for link in existing):
+        raise Conflict(f"host {host!r} is already a {kind.value} host of {destination!r}")
+    if rank is None:
+        rank = len(existing)
+    for link in existing:
+        if link.rank >= rank:
+            link.rank += 1
+            session.add(link)
+    link = DestinationHost(destination_name=destination, host_name=host, kind=kind, rank=rank)
+    session.add(link)
+    session.flush()
+    return link
+
+
+def list_destination_hosts(session: Session, destination: str, kind: HostKind) -> list[DestinationHost]:
+    return list(
+        session.exec(
+            select(DestinationHost)
+            .where(DestinationHost.destination_name == destination, DestinationHost.kind == kind)
+            .order_by(col(DestinationHost.rank))
+        )
+    )
+
+
+def dissemination_hosts(session: Session, destination: str) -> list[Host]:
+    """The destination's dissemination hosts in order: the primary first, then the fallbacks."""
+    return [
+        get_host(session, link.host_name)
+        for link in list_destination_hosts(session, destination, HostKind.DISSEMINATION)
+    ]

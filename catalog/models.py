@@ -1,0 +1,296 @@
+"""The entities of pds as SQLModel tables, with OpenECPDS's names.
+
+Each table has a `*Public` twin for what the API returns (never secrets) where callers need one.
+Times are stored and returned in UTC, timezone-aware (`UTCDateTime`), because a scheduler that mixes
+naive and aware times is wrong twice a year.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import JSON, Column, Field, SQLModel
+
+from catalog.statuses import TransferStatus
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A DateTime that always comes back timezone-aware in UTC (SQLite drops the zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use timezone-aware UTC times")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _time(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class HostKind(StrEnum):
+    DISSEMINATION = "dissemination"
+    ACQUISITION = "acquisition"
+    SOURCE = "source"
+    REPLICATION = "replication"
+    BACKUP = "backup"
+    PROXY = "proxy"
+
+
+class OnHostFailure(StrEnum):
+    NEXT_AND_STAY = "next_and_stay"
+    NEXT_AND_RETRY = "next_and_retry"
+
+
+# --- Destination ------------------------------------------------------------------------------
+
+
+class DestinationBase(SQLModel):
+    name: str = Field(primary_key=True, max_length=64, regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    comment: str = ""
+    active: bool = True
+    """False when the destination is on hold: its scheduler claims nothing."""
+    max_parallel_transfers: int = Field(default=4, ge=1, le=1000)
+    max_starts: int = Field(default=3, ge=1, le=1000)
+    """Attempts per transfer before it fails."""
+    start_frequency_seconds: int = Field(default=60, ge=0)
+    """Delay before a failed attempt is tried again (its queue time is pushed back by this)."""
+    max_requeue: int = Field(default=3, ge=0)
+    on_host_failure: OnHostFailure = Field(default=OnHostFailure.NEXT_AND_STAY, sa_type=sa.String(16))
+    lifetime_seconds: int | None = Field(default=None, ge=1)
+    """Transfers not done this long after queueing fail with "not transferred before expiration"."""
+
+
+class Destination(DestinationBase, table=True):
+    __tablename__ = "destination"
+    created_at: datetime = _created()
+
+
+class DestinationCreate(DestinationBase):
+    pass
+
+
+class DestinationHost(SQLModel, table=True):
+    """A host serving a destination, in order: rank 0 is the primary, then the fallbacks."""
+
+    __tablename__ = "destination_host"
+    destination_name: str = Field(foreign_key="destination.name", primary_key=True, ondelete="CASCADE")
+    host_name: str = Field(foreign_key="host.name", primary_key=True, ondelete="CASCADE")
+    kind: HostKind = Field(primary_key=True, sa_type=sa.String(16))
+    rank: int = 0
+
+
+class DestinationAlias(SQLModel, table=True):
+    """Transfers queued to `destination_name` are queued to `alias_name` too (if `pattern` matches)."""
+
+    __tablename__ = "destination_alias"
+    destination_name: str = Field(foreign_key="destination.name", primary_key=True, ondelete="CASCADE")
+    alias_name: str = Field(foreign_key="destination.name", primary_key=True, ondelete="CASCADE")
+    pattern: str | None = None
+    """A regular expression on the target; None aliases every transfer."""
+    priority: int | None = Field(default=None, ge=0, le=99)
+    delay_seconds: int = Field(default=0, ge=0)
+
+
+# --- Host --------------------------------------------------------------------------------------
+
+
+class HostBase(SQLModel):
+    name: str = Field(primary_key=True, max_length=64, regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    kind: HostKind = Field(default=HostKind.DISSEMINATION, sa_type=sa.String(16))
+    protocol: str = Field(max_length=16)
+    """A transfer module of the block registry: file, sftp, s3, …"""
+    address: str = ""
+    """Where the host is: a directory for `file`, host[:port] for sftp, an endpoint URL for s3."""
+    directory: str = ""
+    """Directory template where files land; `$destination`, `$target`, `$date{%Y%m%d}` … expand."""
+    login: str = ""
+    comment: str = ""
+    active: bool = True
+
+
+class Host(HostBase, table=True):
+    __tablename__ = "host"
+    password: str = ""
+    """The secret (password, secret key); never returned by the API, never logged."""
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    """Protocol options (port, region, key file, …); values under `secret_*` keys are hidden too."""
+    created_at: datetime = _created()
+
+
+class HostCreate(HostBase):
+    password: str = ""
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class HostPublic(HostBase):
+    options: dict[str, Any] = Field(default_factory=dict)
+    has_password: bool = False
+
+
+# --- Data user ---------------------------------------------------------------------------------
+
+
+class DataUser(SQLModel, table=True):
+    """A person or program that uses the API and the portal."""
+
+    __tablename__ = "data_user"
+    login: str = Field(primary_key=True, max_length=64)
+    password_hash: str = ""
+    token_hash: str | None = Field(default=None, index=True)
+    is_admin: bool = False
+    active: bool = True
+    created_at: datetime = _created()
+
+
+# --- Data file ---------------------------------------------------------------------------------
+
+
+class DataFileBase(SQLModel):
+    name: str
+    """The name the provider gave the product."""
+    size: int | None = None
+    adler32: str | None = Field(default=None, max_length=8)
+    md5: str | None = Field(default=None, max_length=32)
+    compression: str | None = None
+    stream: str | None = None
+    data_type: str | None = None
+    time_base: str | None = None
+    time_step: str | None = None
+
+
+class DataFile(DataFileBase, table=True):
+    """One product in the Data Store."""
+
+    __tablename__ = "data_file"
+    id: int | None = Field(default=None, primary_key=True)
+    store_key: str | None = Field(default=None, unique=True)
+    """The object's key in the Data Store; set once the content is whole."""
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _created()
+    arrived_at: datetime | None = _time(nullable=True)
+
+    @property
+    def etag(self) -> str | None:
+        return f'"{self.md5}"' if self.md5 else None
+
+
+class DataFilePublic(DataFileBase):
+    id: int
+    meta: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    arrived_at: datetime | None = None
+
+
+# --- Data transfer -----------------------------------------------------------------------------
+
+
+class DataTransfer(SQLModel, table=True):
+    """One data file to one destination."""
+
+    __tablename__ = "data_transfer"
+    __table_args__ = (sa.Index("ix_data_transfer_queue", "status", "priority", "queued_at", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    data_file_id: int = Field(foreign_key="data_file.id", index=True)
+    destination_name: str = Field(foreign_key="destination.name", index=True)
+    target: str
+    """Path of the file at the destination, relative to the host's directory."""
+    status: TransferStatus = Field(sa_type=sa.String(16))
+    priority: int = Field(default=99, ge=0, le=99)
+    queued_at: datetime = _created()
+    scheduled_at: datetime = _created()
+    """Not claimed before this time (delays, retries)."""
+    expires_at: datetime | None = _time(nullable=True)
+    start_count: int = 0
+    requeue_count: int = 0
+    host_name: str | None = None
+    """The host that served (or is serving) the last attempt."""
+    mover: str | None = None
+    flow_run_id: str | None = None
+    """The Prefect flow run of the last dispatch, for links from the monitor."""
+    bytes_sent: int = 0
+    started_at: datetime | None = _time(nullable=True)
+    finished_at: datetime | None = _time(nullable=True)
+    error: str | None = None
+    updated_at: datetime = _created()
+
+
+class TransferHistory(SQLModel, table=True):
+    """One status change of a data transfer: who, when, why."""
+
+    __tablename__ = "transfer_history"
+    id: int | None = Field(default=None, primary_key=True)
+    transfer_id: int = Field(foreign_key="data_transfer.id", index=True, ondelete="CASCADE")
+    action: str
+    from_status: str | None = None
+    to_status: str
+    at: datetime = _created()
+    by: str
+    reason: str = ""
+
+
+class HistoryPublic(SQLModel):
+    action: str
+    from_status: str | None
+    to_status: str
+    at: datetime
+    by: str
+    reason: str
+
+
+class DataTransferPublic(SQLModel):
+    id: int
+    data_file_id: int
+    destination: str
+    target: str
+    status: str
+    priority: int
+    queued_at: datetime
+    scheduled_at: datetime
+    expires_at: datetime | None
+    start_count: int
+    requeue_count: int
+    host: str | None
+    mover: str | None
+    flow_run_id: str | None
+    bytes_sent: int
+    size: int | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    history: list[HistoryPublic] = Field(default_factory=list)
+
+
+# --- Mover -------------------------------------------------------------------------------------
+
+
+class Mover(SQLModel, table=True):
+    """A running mover's lease: recovery interrupts only transfers of movers that stopped beating."""
+
+    __tablename__ = "mover"
+    name: str = Field(primary_key=True)
+    started_at: datetime = _created()
+    heartbeat_at: datetime = _created()
+    machine: str = ""
+    pid: int = 0

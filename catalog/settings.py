@@ -1,0 +1,79 @@
+"""One settings class for the whole system, read from `PDS_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.cwd() / "pds-data"
+
+
+class Settings(BaseSettings):
+    """Where pds keeps its state and how its processes find each other.
+
+    Every field can be set as `PDS_<FIELD>` (e.g. `PDS_DATABASE_URL`). Unset locations derive from
+    `data_dir`, so one directory holds an embedded installation whole.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PDS_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Directory for the embedded stack: database, Data Store, Prefect home, logs."""
+
+    database_url: str = ""
+    """SQLAlchemy URL of the pds database; empty means SQLite at `<data_dir>/pds.db`."""
+
+    store_url: str = ""
+    """fsspec URL of the Data Store's primary location; empty means `<data_dir>/store`."""
+
+    api_host: str = "127.0.0.1"
+    """Interface the Litestar API listens on."""
+
+    api_port: int = 8440
+    """Port of the Litestar API (health, portal, transfers, docs at /schema)."""
+
+    api_url: str = ""
+    """Base URL clients (the `pds` command, notebooks) use; empty means http://api_host:api_port."""
+
+    prefect_port: int = 4200
+    """Port of the local Prefect server that `pds up` starts."""
+
+    admin_user: str = "admin"
+    """Login of the administrator created on first start of an empty database."""
+
+    admin_password: SecretStr = SecretStr("admin")
+    """Password of that administrator; change it (PDS_ADMIN_PASSWORD) before exposing the API."""
+
+    mover_name: str = "mover-1"
+    """Name a mover claims transfers under; restarts under the same name recover its transfers."""
+
+    mover_poll_seconds: float = 0.25
+    """How often an idle mover looks for ready transfers."""
+
+    mover_parallel: int = 4
+    """Transfers a mover runs at once (each in its own thread)."""
+
+    mover_heartbeat_seconds: float = 5.0
+    """How often a mover records that it is alive."""
+
+    mover_stale_seconds: float = 30.0
+    """A mover silent this long is dead: its Transferring rows become Interrupted."""
+
+    mover_max_runtime_seconds: float = 3600.0
+    """A mover flow run ends after this long so no run grows without bound; its supervisor restarts it."""
+
+    chunk_size: int = 4 * 1024 * 1024
+    """Bytes read and written at a time when streaming data files."""
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'pds.db'}"
+
+    def resolved_store_url(self) -> str:
+        return self.store_url or str(self.data_dir / "store")
+
+    def resolved_api_url(self) -> str:
+        return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")

@@ -1,0 +1,164 @@
+"""The Data Store: data files as objects in an fsspec location, streamed in and out.
+
+An object is written under `tmp/` and moved to its key only once whole, so a crash never leaves a
+partial object under a key a data file points at. ADLER32 (OpenECPDS's own checksum) and MD5 (what
+sites and S3 ETags compare) are computed while the bytes stream through, never by re-reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+DEFAULT_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What the store knows of an object once it is whole."""
+
+    key: str
+    size: int
+    adler32: str
+    md5: str
+
+
+class Checksums:
+    """ADLER32 and MD5 of a stream, fed chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._adler = 1
+        self._md5 = hashlib.md5(usedforsecurity=False)
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self._adler = zlib.adler32(chunk, self._adler)
+        self._md5.update(chunk)
+
+    @property
+    def adler32(self) -> str:
+        return f"{self._adler & 0xFFFFFFFF:08x}"
+
+    @property
+    def md5(self) -> str:
+        return self._md5.hexdigest()
+
+
+class ObjectWriter:
+    """An object being written: `write()` chunks, then `commit()` or `abort()` (also as a context)."""
+
+    def __init__(self, store: DataStore, key: str) -> None:
+        self._store = store
+        self.key = key
+        self._temp = store._path(f"tmp/{uuid.uuid4().hex}")
+        self._file: IO[bytes] = store.fs.open(self._temp, "wb")
+        self.checksums = Checksums()
+        self._closed = False
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self.checksums.update(chunk)
+
+    def commit(self) -> StoredObject:
+        self._file.close()
+        self._closed = True
+        final = self._store._path(self.key)
+        self._store.fs.mv(self._temp, final)
+        return StoredObject(self.key, self.checksums.size, self.checksums.adler32, self.checksums.md5)
+
+    def abort(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self._file.close()
+            finally:
+                if self._store.fs.exists(self._temp):
+                    self._store.fs.rm(self._temp)
+
+    def __enter__(self) -> ObjectWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+class DataStore:
+    """Objects under `root` of filesystem `fs`; hand it any fsspec filesystem (tests use memory://)."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, *, chunk_size: int = DEFAULT_CHUNK) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.chunk_size = chunk_size
+        if not self.fs.exists(self.root):
+            self.fs.makedirs(self.root, exist_ok=True)
+
+    @classmethod
+    def from_url(cls, url: str, *, chunk_size: int = DEFAULT_CHUNK, **options: Any) -> DataStore:
+        if "://" not in url:
+            options.setdefault("auto_mkdir", True)
+        fs, root = url_to_fs(url, **options)
+        return cls(fs, root, chunk_size=chunk_size)
+
+    def _path(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"invalid store key {key!r}")
+        return f"{self.root}/{key}"
+
+    @staticmethod
+    def new_key(now: datetime | None = None) -> str:
+        """A fresh, stable object key; dated directories keep listings small."""
+        day = (now or datetime.now(UTC)).strftime("%Y/%m/%d")
+        return f"objects/{day}/{uuid.uuid4().hex}"
+
+    def writer(self, key: str | None = None) -> ObjectWriter:
+        return ObjectWriter(self, key or self.new_key())
+
+    def put_stream(self, chunks: Iterable[bytes], key: str | None = None) -> StoredObject:
+        """Store an iterable of byte chunks; nothing is visible under the key unless all arrived."""
+        with self.writer(key) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.commit()
+
+    def put_file(self, file: IO[bytes], key: str | None = None) -> StoredObject:
+        return self.put_stream(iter(lambda: file.read(self.chunk_size), b""), key)
+
+    def open(self, key: str) -> IO[bytes]:
+        f: IO[bytes] = self.fs.open(self._path(key), "rb", block_size=self.chunk_size)
+        return f
+
+    def iter_chunks(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """Stream an object's bytes, optionally a range, without holding more than one chunk."""
+        with self.open(key) as f:
+            if start:
+                f.seek(start)
+            remaining = length
+            while remaining is None or remaining > 0:
+                want = self.chunk_size if remaining is None else min(self.chunk_size, remaining)
+                chunk = f.read(want)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def size(self, key: str) -> int:
+        return int(self.fs.size(self._path(key)))
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self._path(key)))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if self.fs.exists(path):
+            self.fs.rm(path)

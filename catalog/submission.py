@@ -1,0 +1,157 @@
+"""Submitting data files: a push registers the data file and its transfers, then the content arrives.
+
+A push happens in three short steps so no database transaction is held while bytes stream in:
+`begin_push` (validate everything, create the data file and Arriving transfers, aliases included),
+the caller streams the content into the Data Store, then `finish_push` (Arriving → Queued) or
+`abort_push` (Arriving → Failed, reason kept). Bad input is rejected before anything is written.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import Session, select
+
+from catalog.errors import InvalidInput, NotFound
+from catalog.models import DataFile, DataTransfer, Destination, DestinationAlias, utcnow
+from catalog.paths import clean_target
+from catalog.statuses import TransferStatus
+from catalog.store import StoredObject
+from catalog.transfers import change_status, record_history
+
+
+@dataclass
+class PushRequest:
+    """What a data provider says about a file it pushes."""
+
+    destination: str
+    target: str
+    priority: int = 99
+    standby: bool = False
+    delay_seconds: int = 0
+    lifetime_seconds: int | None = None
+    stream: str | None = None
+    data_type: str | None = None
+    time_base: str | None = None
+    time_step: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def check_priority(value: Any) -> int:
+    try:
+        priority = int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"priority must be an integer from 0 to 99, not {value!r}") from None
+    if not 0 <= priority <= 99:
+        raise InvalidInput(f"priority must be from 0 (first) to 99 (last), not {priority}")
+    return priority
+
+
+def validate(session: Session, request: PushRequest) -> Destination:
+    """Check the whole request before anything is written; return the destination."""
+    request.target = clean_target(request.target)
+    request.priority = check_priority(request.priority)
+    if request.delay_seconds < 0:
+        raise InvalidInput("delay must not be negative")
+    if request.lifetime_seconds is not None and request.lifetime_seconds <= 0:
+        raise InvalidInput("lifetime must be positive")
+    destination = session.get(Destination, request.destination)
+    if destination is None:
+        raise NotFound(f"no destination {request.destination!r}")
+    return destination
+
+
+def _aliases(session: Session, destination: str, target: str) -> list[DestinationAlias]:
+    """Aliases of `destination` (and of its aliases) that apply to `target`, each destination once."""
+    seen, found, pending = {destination}, [], [destination]
+    while pending:
+        current = pending.pop()
+        for alias in session.exec(select(DestinationAlias).where(DestinationAlias.destination_name == current)):
+            if alias.alias_name in seen or (alias.pattern and not re.search(alias.pattern, target)):
+                continue
+            seen.add(alias.alias_name)
+            found.append(alias)
+            pending.append(alias.alias_name)
+    return found
+
+
+def begin_push(session: Session, request: PushRequest, *, by: str) -> tuple[DataFile, list[DataTransfer]]:
+    """Register the data file and one Arriving transfer per destination (the target and its aliases)."""
+    validate(session, request)
+    data_file = DataFile(
+        name=posixpath.basename(request.target),
+        stream=request.stream,
+        data_type=request.data_type,
+        time_base=request.time_base,
+        time_step=request.time_step,
+        meta=dict(request.meta),
+    )
+    session.add(data_file)
+    session.flush()
+    assert data_file.id is not None
+    targets = [(request.destination, request.priority, 0)] + [
+        (a.alias_name, a.priority if a.priority is not None else request.priority, a.delay_seconds)
+        for a in _aliases(session, request.destination, request.target)
+    ]
+    transfers = []
+    for destination, priority, _delay in targets:
+        transfer = DataTransfer(
+            data_file_id=data_file.id,
+            destination_name=destination,
+            target=request.target,
+            status=TransferStatus.ARRIVING,
+            priority=priority,
+        )
+        session.add(transfer)
+        session.flush()
+        assert transfer.id is not None
+        record_history(session, transfer.id, "create", None, TransferStatus.ARRIVING, by=by, reason="pushed")
+        transfers.append(transfer)
+    return data_file, transfers
+
+
+def finish_push(
+    session: Session, data_file_id: int, stored: StoredObject, request: PushRequest, *, by: str
+) -> list[DataTransfer]:
+    """The content is whole in the store: record it and queue every transfer (or hold it)."""
+    data_file = session.get(DataFile, data_file_id)
+    if data_file is None:
+        raise NotFound(f"no data file {data_file_id}")
+    now = utcnow()
+    data_file.store_key, data_file.size = stored.key, stored.size
+    data_file.adler32, data_file.md5, data_file.arrived_at = stored.adler32, stored.md5, now
+    session.add(data_file)
+    delays = {request.destination: request.delay_seconds} | {
+        a.alias_name: a.delay_seconds + request.delay_seconds
+        for a in _aliases(session, request.destination, request.target)
+    }
+    queued = []
+    for transfer in session.exec(select(DataTransfer).where(DataTransfer.data_file_id == data_file_id)).all():
+        assert transfer.id is not None
+        destination = session.get(Destination, transfer.destination_name)
+        lifetime = request.lifetime_seconds or (destination.lifetime_seconds if destination else None)
+        start = now + timedelta(seconds=delays.get(transfer.destination_name, 0))
+        status = TransferStatus.STANDBY if request.standby else TransferStatus.QUEUED
+        queued.append(
+            change_status(
+                session, transfer.id, "stored", status, by=by,
+                reason=f"{stored.size} bytes stored, adler32 {stored.adler32}",
+                queued_at=now, scheduled_at=start,
+                expires_at=now + timedelta(seconds=lifetime) if lifetime else None,
+            )
+        )
+    return queued
+
+
+def abort_push(session: Session, data_file_id: int, reason: str, *, by: str) -> None:
+    """The content never arrived whole: fail its transfers with the reason."""
+    for transfer in session.exec(select(DataTransfer).where(DataTransfer.data_file_id == data_file_id)).all():
+        assert transfer.id is not None
+        if transfer.status == TransferStatus.ARRIVING:
+            change_status(
+                session, transfer.id, "arrival_failed", TransferStatus.FAILED, by=by, reason=reason, error=reason
+            )

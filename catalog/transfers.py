@@ -1,0 +1,354 @@
+"""Data transfers in the database: status changes with history, claiming, outcomes, recovery.
+
+The database is the queue. Every change is a compare-and-set on the current status
+(`UPDATE … WHERE id = ? AND status = ?`), so two processes can never both move the same transfer,
+on SQLite (one writer at a time) as on PostgreSQL (where claiming also uses `FOR UPDATE SKIP LOCKED`
+so movers on several machines do not wait for each other).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from catalog.errors import Conflict, NotFound, TransferError
+from catalog.models import (
+    DataFile,
+    DataTransfer,
+    DataTransferPublic,
+    Destination,
+    DestinationHost,
+    HistoryPublic,
+    HostKind,
+    Mover,
+    TransferHistory,
+    utcnow,
+)
+from catalog.scheduling import QUEUE_ORDER, after_failure
+from catalog.statuses import READY, TransferStatus, allowed
+
+
+def get_transfer(session: Session, transfer_id: int) -> DataTransfer:
+    transfer = session.get(DataTransfer, transfer_id, populate_existing=True)
+    if transfer is None:
+        raise NotFound(f"no data transfer {transfer_id}")
+    return transfer
+
+
+def record_history(
+    session: Session,
+    transfer_id: int,
+    action: str,
+    source: TransferStatus | None,
+    target: TransferStatus,
+    *,
+    by: str,
+    reason: str = "",
+    at: datetime | None = None,
+) -> None:
+    session.add(
+        TransferHistory(
+            transfer_id=transfer_id,
+            action=action,
+            from_status=source.value if source else None,
+            to_status=target.value,
+            at=at or utcnow(),
+            by=by,
+            reason=reason,
+        )
+    )
+
+
+def _compare_and_set(
+    session: Session, transfer_id: int, source: TransferStatus, values: dict[str, Any]
+) -> bool:
+    table: Any = DataTransfer.__table__
+    result = session.connection().execute(
+        sa.update(table).where(table.c.id == transfer_id, table.c.status == source.value).values(**values)
+    )
+    return bool(result.rowcount == 1)
+
+
+def change_status(
+    session: Session,
+    transfer_id: int,
+    action: str,
+    target: TransferStatus,
+    *,
+    by: str,
+    reason: str = "",
+    **fields: Any,
+) -> DataTransfer:
+    """Move a transfer along an allowed edge, set `fields`, and write the history row.
+
+    Raises Conflict when the edge is not in the status table or another process changed the
+    transfer first.
+    """
+    transfer = get_transfer(session, transfer_id)
+    source = TransferStatus(transfer.status)
+    if not allowed(action, source, target):
+        raise Conflict(f"transfer {transfer_id} is {source.value}: '{action}' cannot make it {target.value}")
+    now = utcnow()
+    values = {"status": target.value, "updated_at": now, **fields}
+    if not _compare_and_set(session, transfer_id, source, values):
+        raise Conflict(f"transfer {transfer_id} changed while '{action}' was applied; try again")
+    record_history(session, transfer_id, action, source, target, by=by, reason=reason, at=now)
+    session.flush()
+    return get_transfer(session, transfer_id)
+
+
+# --- Claiming ----------------------------------------------------------------------------------
+
+
+def _dispatchable_destinations() -> Any:
+    """Active destinations with at least one dissemination host (the others are portal buckets)."""
+    return (
+        select(Destination.name)
+        .join(DestinationHost, col(DestinationHost.destination_name) == col(Destination.name))
+        .where(col(Destination.active).is_(True), DestinationHost.kind == HostKind.DISSEMINATION)
+    )
+
+
+def claim(
+    session: Session, mover: str, limit: int, *, max_bytes: int | None = None, now: datetime | None = None
+) -> list[DataTransfer]:
+    """Take up to `limit` ready transfers in queue order for `mover`, within each destination's cap.
+
+    With `max_bytes`, stop once the claimed files add up to that many bytes (always at least one), so a
+    claim is about the same amount of work whether the files are small or large. Call inside a
+    transaction and commit right after: the claimed rows are Transferring from then on.
+    """
+    now = now or utcnow()
+    candidates = list(
+        session.exec(
+            select(DataTransfer)
+            .where(
+                col(DataTransfer.status).in_([s.value for s in READY]),
+                col(DataTransfer.scheduled_at) <= now,
+                col(DataTransfer.destination_name).in_(_dispatchable_destinations()),
+            )
+            .order_by(*QUEUE_ORDER)
+            .limit(limit * 4 + 16)
+            .with_for_update(skip_locked=True, of=DataTransfer)
+        )
+    )
+    if not candidates:
+        return []
+    names = sorted({t.destination_name for t in candidates})
+    # Locking the destination rows (in name order, so movers never deadlock) makes the count of
+    # running transfers below exact across movers on PostgreSQL; SQLite has one writer anyway.
+    caps = {
+        d.name: d.max_parallel_transfers
+        for d in session.exec(
+            select(Destination).where(col(Destination.name).in_(names)).order_by(Destination.name).with_for_update()
+        )
+    }
+    running = Counter(
+        session.exec(
+            select(DataTransfer.destination_name).where(
+                DataTransfer.status == TransferStatus.TRANSFERRING.value,
+                col(DataTransfer.destination_name).in_(names),
+            )
+        )
+    )
+    sizes = dict(
+        session.exec(
+            select(DataFile.id, DataFile.size).where(col(DataFile.id).in_({t.data_file_id for t in candidates}))
+        ).all()
+    )
+    claimed: list[DataTransfer] = []
+    claimed_bytes = 0
+    for transfer in candidates:
+        if len(claimed) >= limit or (max_bytes is not None and claimed and claimed_bytes >= max_bytes):
+            break
+        if running[transfer.destination_name] >= caps.get(transfer.destination_name, 0):
+            continue
+        assert transfer.id is not None
+        source = TransferStatus(transfer.status)
+        values = {
+            "status": TransferStatus.TRANSFERRING.value,
+            "mover": mover,
+            "start_count": transfer.start_count + 1,
+            "started_at": now,
+            "finished_at": None,
+            "bytes_sent": 0,
+            "updated_at": now,
+        }
+        if not _compare_and_set(session, transfer.id, source, values):
+            continue  # another mover took it first
+        record_history(session, transfer.id, "claim", source, TransferStatus.TRANSFERRING, by=mover, at=now)
+        running[transfer.destination_name] += 1
+        claimed.append(transfer)
+        claimed_bytes += sizes.get(transfer.data_file_id) or 0
+    session.flush()
+    return [get_transfer(session, t.id) for t in claimed if t.id is not None]
+
+
+def expire_due(session: Session, by: str, now: datetime | None = None) -> list[int]:
+    """Fail queued transfers whose lifetime ended: "not transferred before expiration"."""
+    now = now or utcnow()
+    waiting = [TransferStatus.QUEUED, TransferStatus.REQUEUED, TransferStatus.STANDBY, TransferStatus.PRESET]
+    ids = list(
+        session.exec(
+            select(DataTransfer.id).where(
+                col(DataTransfer.status).in_([s.value for s in waiting]),
+                col(DataTransfer.expires_at).is_not(None),
+                col(DataTransfer.expires_at) < now,
+            )
+        )
+    )
+    expired = []
+    for transfer_id in ids:
+        assert transfer_id is not None
+        try:
+            change_status(
+                session, transfer_id, "expire", TransferStatus.FAILED, by=by,
+                reason="not transferred before expiration", error="not transferred before expiration",
+            )
+            expired.append(transfer_id)
+        except Conflict:
+            continue
+    return expired
+
+
+def set_flow_run(session: Session, transfer_ids: list[int], flow_run_id: str) -> None:
+    """Link transfers to the Prefect flow run dispatching them (for the monitor's links)."""
+    table: Any = DataTransfer.__table__
+    session.connection().execute(
+        sa.update(table).where(table.c.id.in_(transfer_ids)).values(flow_run_id=flow_run_id)
+    )
+
+
+# --- Outcomes ----------------------------------------------------------------------------------
+
+
+def record_progress(session: Session, transfer_id: int, bytes_sent: int) -> None:
+    table: Any = DataTransfer.__table__
+    session.connection().execute(
+        sa.update(table)
+        .where(table.c.id == transfer_id, table.c.status == TransferStatus.TRANSFERRING.value)
+        .values(bytes_sent=bytes_sent, updated_at=utcnow())
+    )
+
+
+def record_success(session: Session, transfer_id: int, *, host: str, bytes_sent: int, by: str) -> DataTransfer:
+    return change_status(
+        session, transfer_id, "complete", TransferStatus.DONE, by=by,
+        reason=f"{bytes_sent} bytes to host {host}",
+        host_name=host, bytes_sent=bytes_sent, finished_at=utcnow(), error=None,
+    )
+
+
+def record_failure(session: Session, transfer_id: int, error: TransferError, *, host: str | None, by: str) -> DataTransfer:
+    """Apply the scheduling decision for a failed attempt (retry later, fail, or stop)."""
+    transfer = get_transfer(session, transfer_id)
+    destination = session.get(Destination, transfer.destination_name)
+    if destination is None:
+        raise NotFound(f"no destination {transfer.destination_name}")
+    now = utcnow()
+    decision = after_failure(transfer, destination, error, now)
+    fields: dict[str, Any] = {"error": decision.reason, "finished_at": now, "host_name": host}
+    if decision.scheduled_at is not None:
+        fields["scheduled_at"] = decision.scheduled_at
+        fields["queued_at"] = decision.scheduled_at
+    return change_status(session, transfer_id, decision.action, decision.status, by=by, reason=decision.reason, **fields)
+
+
+# --- Movers and recovery -----------------------------------------------------------------------
+
+
+def heartbeat(session: Session, mover: str, *, machine: str = "", pid: int = 0, starting: bool = False) -> None:
+    row = session.get(Mover, mover)
+    now = utcnow()
+    if row is None:
+        row = Mover(name=mover, started_at=now, heartbeat_at=now, machine=machine, pid=pid)
+    else:
+        row.heartbeat_at = now
+        if starting:
+            row.started_at, row.machine, row.pid = now, machine, pid
+    session.add(row)
+    session.flush()
+
+
+def recover(session: Session, mover: str, *, stale_after: timedelta, now: datetime | None = None) -> list[int]:
+    """Turn Transferring rows of `mover` (restarting) or of silent movers into Interrupted, then Queued.
+
+    A mover calls this on start. Transfers of movers that still beat are left alone, so several
+    movers can start and stop independently.
+    """
+    now = now or utcnow()
+    stale = select(Mover.name).where(Mover.heartbeat_at < now - stale_after)
+    ids = list(
+        session.exec(
+            select(DataTransfer.id).where(
+                DataTransfer.status == TransferStatus.TRANSFERRING.value,
+                sa.or_(
+                    DataTransfer.mover == mover,
+                    col(DataTransfer.mover).is_(None),
+                    col(DataTransfer.mover).in_(stale),
+                ),
+            )
+        )
+    )
+    recovered = []
+    for transfer_id in ids:
+        assert transfer_id is not None
+        previous = get_transfer(session, transfer_id).mover
+        try:
+            change_status(
+                session, transfer_id, "interrupt", TransferStatus.INTERRUPTED, by=mover,
+                reason=f"mover {previous} stopped during the transfer",
+            )
+            change_status(
+                session, transfer_id, "recover", TransferStatus.QUEUED, by=mover,
+                reason="queued again after the interruption", mover=None, scheduled_at=now,
+            )
+            recovered.append(transfer_id)
+        except Conflict:
+            continue
+    return recovered
+
+
+# --- Reading -----------------------------------------------------------------------------------
+
+
+def transfer_public(session: Session, transfer_id: int) -> DataTransferPublic:
+    transfer = get_transfer(session, transfer_id)
+    data_file = session.get(DataFile, transfer.data_file_id)
+    history = session.exec(
+        select(TransferHistory)
+        .where(TransferHistory.transfer_id == transfer_id)
+        .order_by(col(TransferHistory.id))
+    )
+    assert transfer.id is not None
+    return DataTransferPublic(
+        id=transfer.id,
+        data_file_id=transfer.data_file_id,
+        destination=transfer.destination_name,
+        target=transfer.target,
+        status=transfer.status,
+        priority=transfer.priority,
+        queued_at=transfer.queued_at,
+        scheduled_at=transfer.scheduled_at,
+        expires_at=transfer.expires_at,
+        start_count=transfer.start_count,
+        requeue_count=transfer.requeue_count,
+        host=transfer.host_name,
+        mover=transfer.mover,
+        flow_run_id=transfer.flow_run_id,
+        bytes_sent=transfer.bytes_sent,
+        size=data_file.size if data_file else None,
+        started_at=transfer.started_at,
+        finished_at=transfer.finished_at,
+        error=transfer.error,
+        history=[
+            HistoryPublic(
+                action=h.action, from_status=h.from_status, to_status=h.to_status, at=h.at, by=h.by, reason=h.reason
+            )
+            for h in history
+        ],
+    )

@@ -1,0 +1,1 @@
+"""Orchestration only: decisions come from `catalog`, bytes from `tasks`."""

@@ -1,0 +1,68 @@
+"""One dispatch: execute a batch of claimed transfers as task runs, visible in the Prefect UI.
+
+A large file is one task run; small files to the same host go in one batch task over one connection,
+so orchestration stays a small fraction of the work.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from blocks.registry import block_for
+from catalog.database import session_scope
+from catalog.dispatching import plan
+from catalog.errors import TransferError
+from catalog.transfers import record_failure, set_flow_run
+from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+from tasks.runtime import runtime
+from tasks.transfer import Delivery, send_batch, send_file
+
+#: A file this large gets a task run of its own.
+LARGE_FILE_BYTES = 32 * 1024 * 1024
+
+
+def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
+    """Plan each claimed transfer; one that cannot be planned fails on its own with the reason."""
+    rt = runtime()
+    deliveries = []
+    context = FlowRunContext.get()
+    with session_scope(rt.engine) as session:
+        if context and context.flow_run:
+            set_flow_run(session, transfer_ids, str(context.flow_run.id))
+        for transfer_id in transfer_ids:
+            try:
+                p = plan(session, transfer_id)
+            except TransferError as error:
+                record_failure(session, transfer_id, error, host=None, by=mover)
+                continue
+            block = block_for(p.host)
+            deliveries.append(
+                Delivery(p.transfer_id, p.store_key, p.size, p.md5, block, block.join(p.remote_path))
+            )
+    return deliveries
+
+
+@flow(name="dispatch", flow_run_name="dispatch {mover}: {transfer_ids}", task_runner=ThreadPoolTaskRunner(max_workers=4))
+def dispatch(transfer_ids: list[int], mover: str) -> dict[str, int]:
+    """Send the claimed transfers and record every outcome; the run fails if any transfer failed."""
+    logger = get_run_logger()
+    deliveries = _deliveries(transfer_ids, mover)
+    small: dict[str, list[Delivery]] = defaultdict(list)
+    futures = []
+    for delivery in deliveries:
+        if delivery.size >= LARGE_FILE_BYTES:
+            futures.append(send_file.submit(delivery, mover))
+        else:
+            small[delivery.host.name].append(delivery)
+    for batch in small.values():
+        futures.append(send_batch.submit(batch, mover, len(batch)))
+    wait(futures)
+    failed_tasks = [f for f in futures if not f.state.is_completed()]
+    summary = {"claimed": len(transfer_ids), "planned": len(deliveries), "failed_tasks": len(failed_tasks)}
+    logger.info("dispatch finished: %s", summary)
+    if failed_tasks or len(deliveries) < len(transfer_ids):
+        raise RuntimeError(f"some transfers failed (their status and reason are in pds): {summary}")
+    return summary

@@ -1,0 +1,115 @@
+"""The mover: a long-lived flow run that claims ready transfers from the database and dispatches them.
+
+On start it recovers what a crash left Transferring (→ Interrupted → Queued). Then it polls the
+database (cheap, and a pushed file starts moving within `mover_poll_seconds`), claims about a
+second's worth of work at a time, and runs each claim as a `dispatch` subflow in its own thread, up to
+`mover_parallel` at once. A background thread records a heartbeat so other movers know it is alive.
+The run ends after `mover_max_runtime_seconds` (its supervisor or schedule starts the next one), so
+no flow run grows without bound.
+
+Run it with `python -m flows.mover` (what `pds up` does) or as the `mover` deployment in prefect.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import os
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from types import FrameType
+
+from catalog.database import session_scope
+from catalog.transfers import claim, expire_due, heartbeat, recover
+from flows.dispatch import dispatch
+from prefect import flow, get_run_logger
+from tasks.runtime import runtime
+
+#: About a second of work at loopback speeds; a larger file is claimed alone.
+CLAIM_BYTES = 64 * 1024 * 1024
+CLAIM_FILES = 100
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, name: str, every: float) -> None:
+        super().__init__(name=f"heartbeat-{name}", daemon=True)
+        self.mover, self.every, self.stopped = name, every, threading.Event()
+
+    def run(self) -> None:
+        rt = runtime()
+        while not self.stopped.wait(self.every):
+            try:
+                with session_scope(rt.engine) as session:
+                    heartbeat(session, self.mover)
+            except Exception:  # noqa: BLE001 — a missed beat is retried; the mover goes on
+                continue
+
+
+_stop = threading.Event()
+
+
+def request_stop(signum: int = 0, frame: FrameType | None = None) -> None:
+    """Finish the dispatches in progress, claim nothing more, end the run (SIGTERM, Ctrl-C)."""
+    _stop.set()
+
+
+@flow(name="mover", flow_run_name="mover {name}", log_prints=True)
+def mover(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bool = False) -> dict[str, int]:
+    """Claim and dispatch transfers until `max_runtime_seconds` pass (or, for tests, the queue is empty)."""
+    rt = runtime()
+    settings, logger = rt.settings, get_run_logger()
+    name = name or settings.mover_name
+    max_runtime = max_runtime_seconds or settings.mover_max_runtime_seconds
+    with session_scope(rt.engine) as session:
+        heartbeat(session, name, machine=socket.gethostname(), pid=os.getpid(), starting=True)
+    with session_scope(rt.engine) as session:
+        recovered = recover(session, name, stale_after=timedelta(seconds=settings.mover_stale_seconds))
+    if recovered:
+        logger.warning("recovered %d interrupted transfer(s): %s", len(recovered), recovered)
+    beat = _Heartbeat(name, settings.mover_heartbeat_seconds)
+    beat.start()
+    in_flight: set[Future[object]] = set()
+    counts = {"dispatches": 0, "transfers": 0, "recovered": len(recovered)}
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=settings.mover_parallel, thread_name_prefix="dispatch") as pool:
+        try:
+            while not _stop.is_set() and time.monotonic() - started < max_runtime:
+                in_flight = {f for f in in_flight if not f.done()}
+                claimed: list[int] = []
+                if len(in_flight) < settings.mover_parallel:
+                    with session_scope(rt.engine) as session:
+                        expire_due(session, by=name)
+                        claimed = [t.id for t in claim(session, name, CLAIM_FILES, max_bytes=CLAIM_BYTES) if t.id]
+                if claimed:
+                    # A copied context makes each dispatch a child run of this mover in the Prefect UI.
+                    context = contextvars.copy_context()
+                    in_flight.add(pool.submit(context.run, dispatch, claimed, name, return_state=True))
+                    counts["dispatches"] += 1
+                    counts["transfers"] += len(claimed)
+                    continue
+                if stop_when_idle and not in_flight:
+                    break
+                time.sleep(settings.mover_poll_seconds)
+        finally:
+            beat.stopped.set()
+    logger.info("mover %s ends: %s", name, counts)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.mover", description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="", help="mover name (default PDS_MOVER_NAME)")
+    parser.add_argument("--max-runtime", type=float, default=0, help="seconds before the run ends")
+    parser.add_argument("--stop-when-idle", action="store_true", help="end when no transfer is ready")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    mover(name=args.name, max_runtime_seconds=args.max_runtime, stop_when_idle=args.stop_when_idle)
+
+
+if __name__ == "__main__":
+    main()

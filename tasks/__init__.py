@@ -1,0 +1,1 @@
+"""Unit operations that move bytes; each `@task` wraps a plain function testable without Prefect."""

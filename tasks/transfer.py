@@ -1,0 +1,153 @@
+"""Disseminate data files from the Data Store to a host, and record each outcome.
+
+`send_data_file` is the byte mover: it streams one object to the host under a temporary name (when the
+host can rename), checks the size (and the MD5 where the host reports one), then renames. Nothing is
+ever visible under the final name until it is whole. `deliver` wraps it with the database: progress,
+Done, or the scheduler's decision on failure. The `@task`s run one large file or a batch of small ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import fsspec
+
+from blocks.base import HostBlock
+from catalog.database import session_scope
+from catalog.errors import RetryOnSameHost, TransferError
+from catalog.store import DataStore
+from catalog.transfers import record_failure, record_progress, record_success
+from prefect import task
+from tasks.runtime import runtime
+
+log = logging.getLogger("pds.transfer")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One data transfer as the mover executes it: which object goes where."""
+
+    transfer_id: int
+    store_key: str
+    size: int
+    md5: str
+    host: HostBlock
+    remote_path: str
+    """Final path on the host's filesystem."""
+
+
+@dataclass(frozen=True)
+class Sent:
+    bytes: int
+    seconds: float
+    md5_verified: bool
+
+
+def temporary_path(final: str, transfer_id: int) -> str:
+    """A hidden sibling of `final`, unique per transfer, so readers at the site never pick it up."""
+    directory, name = posixpath.split(final)
+    return posixpath.join(directory, f".{name}.pds-{transfer_id}.tmp")
+
+
+def send_data_file(
+    store: DataStore,
+    delivery: Delivery,
+    fs: fsspec.AbstractFileSystem,
+    *,
+    progress: Callable[[int], None] | None = None,
+    progress_every: float = 2.0,
+) -> Sent:
+    """Stream one object to the host; raise TransferError (classified) on any failure."""
+    block, final = delivery.host, delivery.remote_path
+    temp = temporary_path(final, delivery.transfer_id) if block.supports_rename else final
+    started = time.monotonic()
+    try:
+        parent = posixpath.dirname(final)
+        if parent and parent != "/":
+            fs.makedirs(parent, exist_ok=True)
+        sent, last_report = 0, started
+        with store.open(delivery.store_key) as source, fs.open(temp, "wb") as target:
+            while chunk := source.read(store.chunk_size):
+                target.write(chunk)
+                sent += len(chunk)
+                if progress and time.monotonic() - last_report >= progress_every:
+                    progress(sent)
+                    last_report = time.monotonic()
+        remote_size = int(fs.size(temp))
+        if remote_size != delivery.size or sent != delivery.size:
+            raise RetryOnSameHost(
+                f"size check failed on host {block.name}: sent {sent}, host has {remote_size}, "
+                f"expected {delivery.size}"
+            )
+        md5 = block.remote_md5(fs, temp) if block.reports_md5 else None
+        if md5 is not None and md5 != delivery.md5:
+            raise RetryOnSameHost(f"MD5 check failed on host {block.name}: host has {md5}, expected {delivery.md5}")
+        if temp != final:
+            fs.mv(temp, final)
+    except BaseException as exc:
+        _remove_quietly(fs, temp if temp != final else None)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise block.classify(exc) from exc
+    return Sent(bytes=sent, seconds=time.monotonic() - started, md5_verified=md5 is not None)
+
+
+def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str | None) -> None:
+    if path is None:
+        return
+    try:
+        if fs.exists(path):
+            fs.rm(path)
+    except Exception:  # noqa: BLE001 — the transfer already failed; its error is what matters
+        log.warning("could not remove temporary file %s", path)
+
+
+def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None = None) -> Sent:
+    """Send one file and record the outcome in the database (Done, or the failure decision)."""
+    rt = runtime()
+
+    def progress(sent: int) -> None:
+        with session_scope(rt.engine) as session:
+            record_progress(session, delivery.transfer_id, sent)
+
+    try:
+        sent = send_data_file(rt.store, delivery, fs or delivery.host.filesystem(), progress=progress)
+    except TransferError as error:
+        with session_scope(rt.engine) as session:
+            record_failure(session, delivery.transfer_id, error, host=delivery.host.name, by=mover)
+        raise
+    except Exception as exc:
+        error = delivery.host.classify(exc)
+        with session_scope(rt.engine) as session:
+            record_failure(session, delivery.transfer_id, error, host=delivery.host.name, by=mover)
+        raise error from exc
+    with session_scope(rt.engine) as session:
+        record_success(session, delivery.transfer_id, host=delivery.host.name, bytes_sent=sent.bytes, by=mover)
+    return sent
+
+
+@task(name="send-file", task_run_name="send {delivery.remote_path}")
+def send_file(delivery: Delivery, mover: str) -> int:
+    """One (large) file as one task run."""
+    return deliver(delivery, mover).bytes
+
+
+@task(name="send-batch", task_run_name="send {deliveries[0].host.name} batch of {n}")
+def send_batch(deliveries: list[Delivery], mover: str, n: int) -> dict[int, str]:
+    """Small files to one host over one connection; each file's outcome is recorded on its own."""
+    fs = deliveries[0].host.filesystem()
+    outcomes: dict[int, str] = {}
+    for delivery in deliveries:
+        try:
+            deliver(delivery, mover, fs)
+            outcomes[delivery.transfer_id] = "Done"
+        except TransferError as error:
+            outcomes[delivery.transfer_id] = f"failed: {error}"
+    failed = [tid for tid, outcome in outcomes.items() if outcome != "Done"]
+    if failed:
+        raise RetryOnSameHost(f"{len(failed)} of {n} files failed: transfers {failed}")
+    return outcomes
