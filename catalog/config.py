@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from catalog.errors import Conflict, InvalidInput, NotFound
 from catalog.models import (
+    NAME_PATTERN,
     Destination,
     DestinationCreate,
     DestinationHost,
@@ -20,7 +22,16 @@ from catalog.models import (
 SECRET_OPTION_PREFIX = "secret_"
 
 
+def check_name(kind: str, name: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise InvalidInput(
+            f"{kind} name {name!r} is invalid: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return name
+
+
 def create_destination(session: Session, data: DestinationCreate) -> Destination:
+    check_name("destination", data.name)
     if session.get(Destination, data.name) is not None:
         raise Conflict(f"destination {data.name!r} already exists")
     destination = Destination.model_validate(data.model_dump())
@@ -41,6 +52,7 @@ def list_destinations(session: Session) -> list[Destination]:
 
 
 def create_host(session: Session, data: HostCreate, *, known_protocols: frozenset[str]) -> Host:
+    check_name("host", data.name)
     if data.protocol not in known_protocols:
         raise InvalidInput(f"unknown protocol {data.protocol!r}; known: {', '.join(sorted(known_protocols))}")
     if session.get(Host, data.name) is not None:

@@ -63,11 +63,20 @@ class OnHostFailure(StrEnum):
     NEXT_AND_RETRY = "next_and_retry"
 
 
+def _enum(enum: type[StrEnum]) -> Any:
+    """Stored as its value in a VARCHAR (no database enum type to migrate), read back as the member."""
+    return sa.Enum(enum, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
+#: Names of destinations, hosts and users: safe in paths, URLs and log lines.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 # --- Destination ------------------------------------------------------------------------------
 
 
 class DestinationBase(SQLModel):
-    name: str = Field(primary_key=True, max_length=64, regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: str = Field(primary_key=True, max_length=64)
     comment: str = ""
     active: bool = True
     """False when the destination is on hold: its scheduler claims nothing."""
@@ -77,7 +86,7 @@ class DestinationBase(SQLModel):
     start_frequency_seconds: int = Field(default=60, ge=0)
     """Delay before a failed attempt is tried again (its queue time is pushed back by this)."""
     max_requeue: int = Field(default=3, ge=0)
-    on_host_failure: OnHostFailure = Field(default=OnHostFailure.NEXT_AND_STAY, sa_type=sa.String(16))
+    on_host_failure: OnHostFailure = Field(default=OnHostFailure.NEXT_AND_STAY, sa_type=_enum(OnHostFailure))
     lifetime_seconds: int | None = Field(default=None, ge=1)
     """Transfers not done this long after queueing fail with "not transferred before expiration"."""
 
@@ -97,7 +106,7 @@ class DestinationHost(SQLModel, table=True):
     __tablename__ = "destination_host"
     destination_name: str = Field(foreign_key="destination.name", primary_key=True, ondelete="CASCADE")
     host_name: str = Field(foreign_key="host.name", primary_key=True, ondelete="CASCADE")
-    kind: HostKind = Field(primary_key=True, sa_type=sa.String(16))
+    kind: HostKind = Field(primary_key=True, sa_type=_enum(HostKind))
     rank: int = 0
 
 
@@ -117,8 +126,8 @@ class DestinationAlias(SQLModel, table=True):
 
 
 class HostBase(SQLModel):
-    name: str = Field(primary_key=True, max_length=64, regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    kind: HostKind = Field(default=HostKind.DISSEMINATION, sa_type=sa.String(16))
+    name: str = Field(primary_key=True, max_length=64)
+    kind: HostKind = Field(default=HostKind.DISSEMINATION, sa_type=_enum(HostKind))
     protocol: str = Field(max_length=16)
     """A transfer module of the block registry: file, sftp, s3, …"""
     address: str = ""

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 06:09:14.176882
+Create Date: 2026-11-23 06:16:11.576593
 """
 
 from collections.abc import Sequence
@@ -60,14 +60,14 @@ def upgrade() -> None:
     sa.Column('max_starts', sa.Integer(), nullable=False),
     sa.Column('start_frequency_seconds', sa.Integer(), nullable=False),
     sa.Column('max_requeue', sa.Integer(), nullable=False),
-    sa.Column('on_host_failure', sa.String(length=16), nullable=False),
+    sa.Column('on_host_failure', sa.Enum('next_and_stay', 'next_and_retry', name='onhostfailure', native_enum=False, length=16), nullable=False),
     sa.Column('lifetime_seconds', sa.Integer(), nullable=True),
     sa.Column('created_at', catalog.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
     op.create_table('host',
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('kind', sa.Enum('dissemination', 'acquisition', 'source', 'replication', 'backup', 'proxy', name='hostkind', native_enum=False, length=16), nullable=False),
     sa.Column('protocol', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('address', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('directory', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
@@ -129,7 +129,7 @@ def upgrade() -> None:
     op.create_table('destination_host',
     sa.Column('destination_name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('host_name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('kind', sa.Enum('dissemination', 'acquisition', 'source', 'replication', 'backup', 'proxy', name='hostkind', native_enum=False, length=16), nullable=False),
     sa.Column('rank', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['destination_name'], ['destination.name'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['host_name'], ['host.name'], ondelete='CASCADE'),

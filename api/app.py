@@ -1,0 +1,54 @@
+"""The Litestar application: `create_app(settings, *, engine=None, store=None)`."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+
+from api.auth import AuthenticationMiddleware
+from api.errors import EXCEPTION_HANDLERS
+from api.routes.config import destinations_router, hosts_router
+from api.routes.health import health
+from api.routes.portal import portal_router
+from api.routes.transfers import transfers_router
+from api.routes.users import create_token, me
+from catalog.database import make_engine, migrate, session_scope
+from catalog.settings import Settings
+from catalog.store import DataStore
+from catalog.users import ensure_user
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: sa.Engine | None = None,
+    store: DataStore | None = None,
+    migrate_database: bool = True,
+) -> Litestar:
+    """Build the API. Tests hand in their own engine and store; by default both come from settings."""
+    settings = settings or Settings()
+    engine = engine or make_engine(settings.resolved_database_url())
+    store = store or DataStore.from_url(settings.resolved_store_url(), chunk_size=settings.chunk_size)
+
+    def on_startup() -> None:
+        if migrate_database:
+            migrate(engine)
+        with session_scope(engine) as session:
+            ensure_user(session, settings.admin_user, settings.admin_password.get_secret_value(), is_admin=True)
+
+    return Litestar(
+        route_handlers=[health, me, create_token, destinations_router, hosts_router, transfers_router, portal_router],
+        state=State({"engine": engine, "store": store, "settings": settings}),
+        middleware=[DefineMiddleware(AuthenticationMiddleware)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        on_startup=[on_startup],
+        openapi_config=OpenAPIConfig(title="pds", version="0.1.0", description="Product Data Store API"),
+    )
+
+
+def app_from_env() -> Litestar:
+    """Factory for `uvicorn --factory api.app:app_from_env` (what `pds up` runs)."""
+    return create_app()

@@ -1,0 +1,92 @@
+"""Who is calling: HTTP Basic (login + password) or a Bearer API token, checked on every route.
+
+Password hashes are deliberately slow (scrypt), so a verified credential is remembered for a few
+minutes (keyed by a hash, never the password itself) and verification runs off the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from dataclasses import dataclass
+
+import anyio.to_thread
+import sqlalchemy as sa
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import ASGIApp
+from sqlmodel import Session
+
+from catalog.users import authenticate_password, authenticate_token
+
+PUBLIC_PATHS = {"/health", "/schema"}
+_CACHE_SECONDS = 300.0
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="pds", Bearer'}
+
+
+@dataclass(frozen=True)
+class Caller:
+    login: str
+    is_admin: bool
+
+
+class CredentialCache:
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[float, Caller]] = {}
+
+    def get(self, key: str) -> Caller | None:
+        hit = self._seen.get(key)
+        if hit and time.monotonic() - hit[0] < _CACHE_SECONDS:
+            return hit[1]
+        self._seen.pop(key, None)
+        return None
+
+    def put(self, key: str, caller: Caller) -> None:
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[key] = (time.monotonic(), caller)
+
+
+def _check(engine: sa.Engine, header: str) -> Caller | None:
+    scheme, _, value = header.partition(" ")
+    with Session(engine) as session:
+        if scheme.lower() == "bearer" and value:
+            user = authenticate_token(session, value.strip())
+        elif scheme.lower() == "basic" and value:
+            try:
+                login, _, password = base64.b64decode(value.strip()).decode().partition(":")
+            except ValueError:
+                return None
+            user = authenticate_password(session, login, password)
+        else:
+            return None
+        return Caller(user.login, user.is_admin) if user else None
+
+
+class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
+    def __init__(self, app: ASGIApp, **kwargs: object) -> None:
+        super().__init__(app, exclude=["^/health$", "^/schema"], **kwargs)  # type: ignore[arg-type]
+        self.cache = CredentialCache()
+
+    async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]
+        header = connection.headers.get("authorization", "")
+        if not header:
+            raise NotAuthorizedException("credentials required: HTTP Basic or a Bearer token", headers=CHALLENGE)
+        key = hashlib.sha256(header.encode()).hexdigest()
+        caller = self.cache.get(key)
+        if caller is None:
+            engine: sa.Engine = connection.app.state.engine
+            caller = await anyio.to_thread.run_sync(_check, engine, header)
+            if caller is None:
+                raise NotAuthorizedException("unknown user, wrong password or invalid token", headers=CHALLENGE)
+            self.cache.put(key, caller)
+        return AuthenticationResult(user=caller, auth=None)
+
+
+def admin_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """A guard for configuration changes."""
+    if not connection.user.is_admin:
+        raise PermissionDeniedException(f"user {connection.user.login} is not an administrator")

@@ -1,0 +1,89 @@
+"""Destinations and hosts: create (administrators) and read (any user)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Router, get, post
+from litestar.datastructures import State
+from pydantic import BaseModel, Field
+from sqlmodel import Session
+
+from api.auth import admin_only
+from api.deps import database
+from blocks.registry import known_protocols
+from catalog import config
+from catalog.models import Destination, DestinationCreate, HostCreate, HostKind, HostPublic
+
+
+class HostLink(BaseModel):
+    host: str
+    kind: HostKind = HostKind.DISSEMINATION
+    rank: int | None = Field(default=None, ge=0, description="0 is the primary; default: after the others")
+
+
+class DestinationView(BaseModel):
+    destination: dict[str, Any]
+    hosts: dict[str, list[str]]
+
+
+def _view(session: Session, destination: Destination) -> DestinationView:
+    hosts = {
+        kind.value: [link.host_name for link in config.list_destination_hosts(session, destination.name, kind)]
+        for kind in (HostKind.DISSEMINATION, HostKind.ACQUISITION)
+    }
+    return DestinationView(destination=destination.model_dump(mode="json"), hosts=hosts)
+
+
+@post("/", guards=[admin_only], sync_to_thread=True)
+def create_destination(data: DestinationCreate, state: State) -> DestinationView:
+    """Create a destination (a portal bucket until a dissemination host is attached)."""
+    with database(state) as session:
+        return _view(session, config.create_destination(session, data))
+
+
+@get("/", sync_to_thread=True)
+def list_destinations(state: State) -> list[DestinationView]:
+    with database(state) as session:
+        return [_view(session, d) for d in config.list_destinations(session)]
+
+
+@get("/{name:str}", sync_to_thread=True)
+def read_destination(name: str, state: State) -> DestinationView:
+    with database(state) as session:
+        return _view(session, config.get_destination(session, name))
+
+
+@post("/{name:str}/hosts", guards=[admin_only], sync_to_thread=True)
+def attach_host(name: str, data: HostLink, state: State) -> DestinationView:
+    """Attach a host; dissemination hosts are tried in rank order (0 = primary)."""
+    with database(state) as session:
+        config.attach_host(session, name, data.host, data.kind, data.rank)
+        return _view(session, config.get_destination(session, name))
+
+
+@post("/", guards=[admin_only], sync_to_thread=True)
+def create_host(data: HostCreate, state: State) -> HostPublic:
+    """Create a host; its password and `secret_*` options are never returned."""
+    with database(state) as session:
+        return config.host_public(config.create_host(session, data, known_protocols=known_protocols()))
+
+
+@get("/", sync_to_thread=True)
+def list_hosts(state: State) -> list[HostPublic]:
+    with database(state) as session:
+        return [config.host_public(h) for h in config.list_hosts(session)]
+
+
+@get("/{name:str}", sync_to_thread=True)
+def read_host(name: str, state: State) -> HostPublic:
+    with database(state) as session:
+        return config.host_public(config.get_host(session, name))
+
+
+destinations_router = Router(
+    "/destinations",
+    route_handlers=[create_destination, list_destinations, read_destination, attach_host],
+    tags=["destinations"],
+)
+hosts_router = Router("/hosts", route_handlers=[create_host, list_hosts, read_host], tags=["hosts"])
