@@ -10,8 +10,12 @@ from catalog.settings import Settings
 def main() -> None:
     settings = Settings()
     uvicorn.run(
-        "api.app:app_from_env", factory=True, host=settings.api_host, port=settings.api_port,
-        log_level="warning", timeout_graceful_shutdown=10,
+        "api.app:app_from_env",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
 
@@ -21,12 +23,12 @@ def error_body(status: int, reason: str, kind: str) -> dict[str, object]:
     return {"status": status, "error": kind, "reason": reason}
 
 
-def domain_error_handler(_: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def domain_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     status = next((code for cls, code in STATUS_OF if isinstance(exc, cls)), 500)
     return Response(error_body(status, str(exc), type(exc).__name__), status_code=status, media_type=MediaType.JSON)
 
 
-def http_error_handler(_: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     assert isinstance(exc, HTTPException)
     reason = str(exc.detail)
     extra = getattr(exc, "extra", None)

@@ -34,7 +34,7 @@ class S3Host(HostBlock):
         if block_name:
             from prefect_aws import AwsCredentials
 
-            creds = AwsCredentials.load(block_name)
+            creds: Any = AwsCredentials.load(block_name)
             secret = creds.aws_secret_access_key
             return {
                 "key": creds.aws_access_key_id,

@@ -19,13 +19,14 @@ from catalog.models import (
     HostPublic,
 )
 
-SECRET_OPTION_PREFIX = "secret_"
+SECRET_OPTION_PREFIX = "secret_"  # noqa: S105 — a key prefix, not a secret
 
 
 def check_name(kind: str, name: str) -> str:
     if not re.fullmatch(NAME_PATTERN, name):
         raise InvalidInput(
-            f"{kind} name {name!r} is invalid: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            f"{kind} name {name!r} is invalid: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
         )
     return name
 
@@ -79,8 +80,11 @@ def host_public(host: Host) -> HostPublic:
     options: dict[str, Any] = {
         k: ("***" if k.startswith(SECRET_OPTION_PREFIX) else v) for k, v in (host.options or {}).items()
     }
-    return HostPublic(**host.model_dump(exclude={"password", "options", "created_at"}), options=options,
-                      has_password=bool(host.password))
+    return HostPublic(
+        **host.model_dump(exclude={"password", "options", "created_at"}),
+        options=options,
+        has_password=bool(host.password),
+    )
 
 
 def attach_host(

@@ -1,14 +1,14 @@
 """The domain's errors, free of HTTP: `api/errors.py` maps them to status codes in one table.
 
-    PdsError
-    ├── NotFound              an entity named by the caller does not exist
-    ├── InvalidInput          the caller's input is malformed or out of range
-    ├── Conflict              the request contradicts current state (duplicate, forbidden transition)
-    ├── AccessDenied          authenticated, but not allowed to do this
-    └── TransferError         moving bytes failed; `next_action` tells the scheduler what to do
-        ├── RetryOnSameHost   transient: try the same host again later
-        ├── FailOverToNextHost the host is unusable now: try the next host of the destination
-        └── FailTransfer      retrying cannot help: stop the transfer, keep the reason
+PdsError
+├── NotFound              an entity named by the caller does not exist
+├── InvalidInput          the caller's input is malformed or out of range
+├── Conflict              the request contradicts current state (duplicate, forbidden transition)
+├── AccessDenied          authenticated, but not allowed to do this
+└── TransferError         moving bytes failed; `next_action` tells the scheduler what to do
+    ├── RetryOnSameHost   transient: try the same host again later
+    ├── FailOverToNextHost the host is unusable now: try the next host of the destination
+    └── FailTransfer      retrying cannot help: stop the transfer, keep the reason
 """
 
 from __future__ import annotations

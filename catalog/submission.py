@@ -138,9 +138,14 @@ def finish_push(
         status = TransferStatus.STANDBY if request.standby else TransferStatus.QUEUED
         queued.append(
             change_status(
-                session, transfer.id, "stored", status, by=by,
+                session,
+                transfer.id,
+                "stored",
+                status,
+                by=by,
                 reason=f"{stored.size} bytes stored, adler32 {stored.adler32}",
-                queued_at=now, scheduled_at=start,
+                queued_at=now,
+                scheduled_at=start,
                 expires_at=now + timedelta(seconds=lifetime) if lifetime else None,
             )
         )

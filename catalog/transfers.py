@@ -63,10 +63,13 @@ def record_history(
     )
 
 
-def _compare_and_set(
-    session: Session, transfer_id: int, source: TransferStatus, values: dict[str, Any]
-) -> bool:
-    table: Any = DataTransfer.__table__
+def _transfer_table() -> sa.Table:
+    table: sa.Table = DataTransfer.__table__  # type: ignore[attr-defined]
+    return table
+
+
+def _compare_and_set(session: Session, transfer_id: int, source: TransferStatus, values: dict[str, Any]) -> bool:
+    table = _transfer_table()
     result = session.connection().execute(
         sa.update(table).where(table.c.id == transfer_id, table.c.status == source.value).values(**values)
     )
@@ -206,8 +209,13 @@ def expire_due(session: Session, by: str, now: datetime | None = None) -> list[i
         assert transfer_id is not None
         try:
             change_status(
-                session, transfer_id, "expire", TransferStatus.FAILED, by=by,
-                reason="not transferred before expiration", error="not transferred before expiration",
+                session,
+                transfer_id,
+                "expire",
+                TransferStatus.FAILED,
+                by=by,
+                reason="not transferred before expiration",
+                error="not transferred before expiration",
             )
             expired.append(transfer_id)
         except Conflict:
@@ -217,17 +225,15 @@ def expire_due(session: Session, by: str, now: datetime | None = None) -> list[i
 
 def set_flow_run(session: Session, transfer_ids: list[int], flow_run_id: str) -> None:
     """Link transfers to the Prefect flow run dispatching them (for the monitor's links)."""
-    table: Any = DataTransfer.__table__
-    session.connection().execute(
-        sa.update(table).where(table.c.id.in_(transfer_ids)).values(flow_run_id=flow_run_id)
-    )
+    table = _transfer_table()
+    session.connection().execute(sa.update(table).where(table.c.id.in_(transfer_ids)).values(flow_run_id=flow_run_id))
 
 
 # --- Outcomes ----------------------------------------------------------------------------------
 
 
 def record_progress(session: Session, transfer_id: int, bytes_sent: int) -> None:
-    table: Any = DataTransfer.__table__
+    table = _transfer_table()
     session.connection().execute(
         sa.update(table)
         .where(table.c.id == transfer_id, table.c.status == TransferStatus.TRANSFERRING.value)
@@ -237,13 +243,22 @@ def record_progress(session: Session, transfer_id: int, bytes_sent: int) -> None
 
 def record_success(session: Session, transfer_id: int, *, host: str, bytes_sent: int, by: str) -> DataTransfer:
     return change_status(
-        session, transfer_id, "complete", TransferStatus.DONE, by=by,
+        session,
+        transfer_id,
+        "complete",
+        TransferStatus.DONE,
+        by=by,
         reason=f"{bytes_sent} bytes to host {host}",
-        host_name=host, bytes_sent=bytes_sent, finished_at=utcnow(), error=None,
+        host_name=host,
+        bytes_sent=bytes_sent,
+        finished_at=utcnow(),
+        error=None,
     )
 
 
-def record_failure(session: Session, transfer_id: int, error: TransferError, *, host: str | None, by: str) -> DataTransfer:
+def record_failure(
+    session: Session, transfer_id: int, error: TransferError, *, host: str | None, by: str
+) -> DataTransfer:
     """Apply the scheduling decision for a failed attempt (retry later, fail, or stop)."""
     transfer = get_transfer(session, transfer_id)
     destination = session.get(Destination, transfer.destination_name)
@@ -255,7 +270,9 @@ def record_failure(session: Session, transfer_id: int, error: TransferError, *, 
     if decision.scheduled_at is not None:
         fields["scheduled_at"] = decision.scheduled_at
         fields["queued_at"] = decision.scheduled_at
-    return change_status(session, transfer_id, decision.action, decision.status, by=by, reason=decision.reason, **fields)
+    return change_status(
+        session, transfer_id, decision.action, decision.status, by=by, reason=decision.reason, **fields
+    )
 
 
 # --- Movers and recovery -----------------------------------------------------------------------
@@ -287,7 +304,7 @@ def recover(session: Session, mover: str, *, stale_after: timedelta, now: dateti
             select(DataTransfer.id).where(
                 DataTransfer.status == TransferStatus.TRANSFERRING.value,
                 sa.or_(
-                    DataTransfer.mover == mover,
+                    col(DataTransfer.mover) == mover,
                     col(DataTransfer.mover).is_(None),
                     col(DataTransfer.mover).in_(stale),
                 ),
@@ -300,12 +317,22 @@ def recover(session: Session, mover: str, *, stale_after: timedelta, now: dateti
         previous = get_transfer(session, transfer_id).mover
         try:
             change_status(
-                session, transfer_id, "interrupt", TransferStatus.INTERRUPTED, by=mover,
+                session,
+                transfer_id,
+                "interrupt",
+                TransferStatus.INTERRUPTED,
+                by=mover,
                 reason=f"mover {previous} stopped during the transfer",
             )
             change_status(
-                session, transfer_id, "recover", TransferStatus.QUEUED, by=mover,
-                reason="queued again after the interruption", mover=None, scheduled_at=now,
+                session,
+                transfer_id,
+                "recover",
+                TransferStatus.QUEUED,
+                by=mover,
+                reason="queued again after the interruption",
+                mover=None,
+                scheduled_at=now,
             )
             recovered.append(transfer_id)
         except Conflict:
@@ -320,9 +347,7 @@ def transfer_public(session: Session, transfer_id: int) -> DataTransferPublic:
     transfer = get_transfer(session, transfer_id)
     data_file = session.get(DataFile, transfer.data_file_id)
     history = session.exec(
-        select(TransferHistory)
-        .where(TransferHistory.transfer_id == transfer_id)
-        .order_by(col(TransferHistory.id))
+        select(TransferHistory).where(TransferHistory.transfer_id == transfer_id).order_by(col(TransferHistory.id))
     )
     assert transfer.id is not None
     return DataTransferPublic(

@@ -7,16 +7,18 @@ so orchestration stays a small fraction of the work.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture, wait
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.registry import block_for
 from catalog.database import session_scope
 from catalog.dispatching import plan
 from catalog.errors import TransferError
 from catalog.transfers import record_failure, set_flow_run
-from prefect import flow, get_run_logger
-from prefect.context import FlowRunContext
-from prefect.futures import wait
-from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.runtime import runtime
 from tasks.transfer import Delivery, send_batch, send_file
 
@@ -39,19 +41,21 @@ def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
                 record_failure(session, transfer_id, error, host=None, by=mover)
                 continue
             block = block_for(p.host)
-            deliveries.append(
-                Delivery(p.transfer_id, p.store_key, p.size, p.md5, block, block.join(p.remote_path))
-            )
+            deliveries.append(Delivery(p.transfer_id, p.store_key, p.size, p.md5, block, block.join(p.remote_path)))
     return deliveries
 
 
-@flow(name="dispatch", flow_run_name="dispatch {mover}: {transfer_ids}", task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(
+    name="dispatch",
+    flow_run_name="dispatch {mover}: {transfer_ids}",
+    task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
+)
 def dispatch(transfer_ids: list[int], mover: str) -> dict[str, int]:
     """Send the claimed transfers and record every outcome; the run fails if any transfer failed."""
     logger = get_run_logger()
     deliveries = _deliveries(transfer_ids, mover)
     small: dict[str, list[Delivery]] = defaultdict(list)
-    futures = []
+    futures: list[PrefectFuture[Any]] = []
     for delivery in deliveries:
         if delivery.size >= LARGE_FILE_BYTES:
             futures.append(send_file.submit(delivery, mover))

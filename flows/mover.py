@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextvars
+import functools
+import logging
 import os
 import signal
 import socket
@@ -23,10 +25,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from types import FrameType
 
+from prefect import flow, get_run_logger
+
 from catalog.database import session_scope
 from catalog.transfers import claim, expire_due, heartbeat, recover
 from flows.dispatch import dispatch
-from prefect import flow, get_run_logger
 from tasks.runtime import runtime
 
 #: About a second of work at loopback speeds; a larger file is claimed alone.
@@ -45,8 +48,8 @@ class _Heartbeat(threading.Thread):
             try:
                 with session_scope(rt.engine) as session:
                     heartbeat(session, self.mover)
-            except Exception:  # noqa: BLE001 — a missed beat is retried; the mover goes on
-                continue
+            except Exception as exc:  # noqa: BLE001 — a missed beat is retried; the mover goes on
+                logging.getLogger("pds.mover").warning("heartbeat of %s failed: %s", self.mover, exc)
 
 
 _stop = threading.Event()
@@ -87,7 +90,9 @@ def mover(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bool =
                 if claimed:
                     # A copied context makes each dispatch a child run of this mover in the Prefect UI.
                     context = contextvars.copy_context()
-                    in_flight.add(pool.submit(context.run, dispatch, claimed, name, return_state=True))
+                    in_flight.add(
+                        pool.submit(context.run, functools.partial(dispatch, claimed, name, return_state=True))
+                    )
                     counts["dispatches"] += 1
                     counts["transfers"] += len(claimed)
                     continue

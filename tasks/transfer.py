@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import fsspec
+from prefect import task
 
 from blocks.base import HostBlock
 from catalog.database import session_scope
 from catalog.errors import RetryOnSameHost, TransferError
 from catalog.store import DataStore
 from catalog.transfers import record_failure, record_progress, record_success
-from prefect import task
 from tasks.runtime import runtime
 
 log = logging.getLogger("pds.transfer")
@@ -80,8 +80,7 @@ def send_data_file(
         remote_size = int(fs.size(temp))
         if remote_size != delivery.size or sent != delivery.size:
             raise RetryOnSameHost(
-                f"size check failed on host {block.name}: sent {sent}, host has {remote_size}, "
-                f"expected {delivery.size}"
+                f"size check failed on host {block.name}: sent {sent}, host has {remote_size}, expected {delivery.size}"
             )
         md5 = block.remote_md5(fs, temp) if block.reports_md5 else None
         if md5 is not None and md5 != delivery.md5:
@@ -121,10 +120,10 @@ def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None
             record_failure(session, delivery.transfer_id, error, host=delivery.host.name, by=mover)
         raise
     except Exception as exc:
-        error = delivery.host.classify(exc)
+        classified = delivery.host.classify(exc)
         with session_scope(rt.engine) as session:
-            record_failure(session, delivery.transfer_id, error, host=delivery.host.name, by=mover)
-        raise error from exc
+            record_failure(session, delivery.transfer_id, classified, host=delivery.host.name, by=mover)
+        raise classified from exc
     with session_scope(rt.engine) as session:
         record_success(session, delivery.transfer_id, host=delivery.host.name, bytes_sent=sent.bytes, by=mover)
     return sent

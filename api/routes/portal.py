@@ -52,7 +52,7 @@ def _raw_target(request: Request[Any, Any, State], destination: str) -> str:
     prefix = f"/portal/{destination}/"
     raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     path = unquote(raw.decode("latin-1"))
-    return path[len(prefix):] if path.startswith(prefix) else path
+    return path[len(prefix) :] if path.startswith(prefix) else path
 
 
 def _meta(values: list[str] | None) -> dict[str, Any]:
@@ -113,8 +113,10 @@ async def push(
     try:
         stored = await _receive(request, store)
     except BaseException as exc:
-        reason = "upload broke off: client disconnected" if isinstance(exc, InternalServerException) else (
-            f"upload failed: {exc}"
+        reason = (
+            "upload broke off: client disconnected"
+            if isinstance(exc, InternalServerException)
+            else (f"upload failed: {exc}")
         )
 
         def abort() -> None:

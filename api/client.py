@@ -1,0 +1,184 @@
+"""The Python client of the pds API, for the `pds` command and for notebooks.
+
+    from api.client import PdsClient
+    pds = PdsClient.from_env()               # PDS_API_URL, PDS_USER/PDS_PASSWORD or PDS_TOKEN
+    result = pds.push("forecast.grib", destination="site1", target="2026/forecast.grib")
+    pds.wait_for_data_file(result["data_file_id"])
+
+It takes an `httpx.Client` so tests can hand in Litestar's TestClient.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from catalog.paths import clean_target
+from catalog.statuses import FINAL
+
+DEFAULT_URL = "http://127.0.0.1:8440"
+UPLOAD_CHUNK = 1024 * 1024
+
+
+class ApiError(Exception):
+    """The API refused a request (status and reason from its JSON error) or could not be reached."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class PdsClient:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        http: httpx.Client | None = None,
+        timeout: float = 600.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        auth = httpx.BasicAuth(user, password or "") if user and not token else None
+        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.http.headers.update(headers)
+        if auth is not None:
+            self.http.auth = auth
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> PdsClient:
+        return cls(
+            os.environ.get("PDS_API_URL", DEFAULT_URL),
+            user=os.environ.get("PDS_USER"),
+            password=os.environ.get("PDS_PASSWORD"),
+            token=os.environ.get("PDS_TOKEN"),
+            **kwargs,
+        )
+
+    # --- plumbing ---
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiError(f"cannot reach pds at {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                reason = response.json().get("reason") or response.text
+            except ValueError:
+                reason = response.text or response.reason_phrase
+            if response.status_code == 401 and "Authorization" not in response.request.headers:
+                reason += " (set PDS_USER and PDS_PASSWORD, or PDS_TOKEN)"
+            raise ApiError(f"{response.status_code} {reason}", response.status_code)
+        return response.json() if response.content else None
+
+    # --- pushing ---
+
+    def push(
+        self,
+        file: str | Path,
+        destination: str,
+        target: str | None = None,
+        *,
+        priority: int | None = None,
+        standby: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        **metadata: Any,
+    ) -> dict[str, Any]:
+        """Upload a local file; returns once it is stored (data file id, checksums, transfers)."""
+        path = Path(file)
+        if not path.is_file():
+            raise ApiError(f"{path}: no such file")
+        target = clean_target(target or path.name)  # a client would silently drop '..' otherwise
+        size = path.stat().st_size
+        params: dict[str, Any] = {k: v for k, v in metadata.items() if v is not None}
+        if priority is not None:
+            params["priority"] = priority
+        if standby:
+            params["standby"] = "true"
+
+        def body() -> Iterator[bytes]:
+            sent = 0
+            with path.open("rb") as f:
+                while chunk := f.read(UPLOAD_CHUNK):
+                    sent += len(chunk)
+                    if progress:
+                        progress(sent, size)
+                    yield chunk
+
+        url = f"/portal/{quote(destination, safe='')}/{quote(target)}"
+        result: dict[str, Any] = self._request(
+            "PUT", url, params=params, content=body(), headers={"Content-Length": str(size)}
+        )
+        return result
+
+    # --- reading ---
+
+    def transfer(self, transfer_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/transfers/{transfer_id}")
+        return result
+
+    def transfers(self, **filters: Any) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", "/transfers", params=filters)
+        return result
+
+    def data_file(self, data_file_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/datafiles/{data_file_id}")
+        return result
+
+    def wait_for_data_file(self, data_file_id: int, timeout: float = 600, poll: float = 0.5) -> list[dict[str, Any]]:
+        """Wait until every transfer of the data file is Done, Failed or Stopped; return them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            transfers = self.transfers(data_file_id=data_file_id)
+            if transfers and all(t["status"] in FINAL for t in transfers):
+                return transfers
+            if time.monotonic() > deadline:
+                raise ApiError(
+                    f"data file {data_file_id} not finished after {timeout} s: "
+                    + ", ".join(f"{t['id']} {t['status']}" for t in transfers)
+                )
+            time.sleep(poll)
+
+    # --- configuration ---
+
+    def create_destination(self, name: str, **settings: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", "/destinations", json={"name": name, **settings})
+        return result
+
+    def destinations(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", "/destinations")
+        return result
+
+    def destination(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/destinations/{quote(name, safe='')}")
+        return result
+
+    def create_host(self, name: str, protocol: str, **fields: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", "/hosts", json={"name": name, "protocol": protocol, **fields})
+        return result
+
+    def hosts(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", "/hosts")
+        return result
+
+    def attach_host(
+        self, destination: str, host: str, kind: str = "dissemination", rank: int | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"host": host, "kind": kind}
+        if rank is not None:
+            body["rank"] = rank
+        result: dict[str, Any] = self._request("POST", f"/destinations/{quote(destination, safe='')}/hosts", json=body)
+        return result
+
+    def new_token(self) -> str:
+        return str(self._request("POST", "/tokens")["token"])

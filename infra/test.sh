@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install what the tests need and run them: lint (ruff), types (mypy, strict on catalog),
+# import layers (import-linter), then pytest against real servers the tests start themselves.
+# Extra arguments go to pytest, e.g. infra/test.sh -k sftp
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash infra/test-deps.sh
+bash infra/install.sh test
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== ruff";          ruff check .
+echo "== mypy";          mypy
+echo "== import-linter"; lint-imports
+echo "== pytest";        pytest "$@"
