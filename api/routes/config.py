@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Router, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
@@ -36,7 +37,7 @@ def _view(session: Session, destination: Destination) -> DestinationView:
 
 
 @post("/", guards=[admin_only], sync_to_thread=True)
-def create_destination(data: DestinationCreate, state: State) -> DestinationView:
+def create_destination(data: JSONBody[DestinationCreate], state: State) -> DestinationView:
     """Create a destination (a portal bucket until a dissemination host is attached)."""
     with database(state) as session:
         return _view(session, config.create_destination(session, data))
@@ -49,13 +50,13 @@ def list_destinations(state: State) -> list[DestinationView]:
 
 
 @get("/{name:str}", sync_to_thread=True)
-def read_destination(name: str, state: State) -> DestinationView:
+def read_destination(name: FromPath[str], state: State) -> DestinationView:
     with database(state) as session:
         return _view(session, config.get_destination(session, name))
 
 
 @post("/{name:str}/hosts", guards=[admin_only], sync_to_thread=True)
-def attach_host(name: str, data: HostLink, state: State) -> DestinationView:
+def attach_host(name: FromPath[str], data: JSONBody[HostLink], state: State) -> DestinationView:
     """Attach a host; dissemination hosts are tried in rank order (0 = primary)."""
     with database(state) as session:
         config.attach_host(session, name, data.host, data.kind, data.rank)
@@ -63,7 +64,7 @@ def attach_host(name: str, data: HostLink, state: State) -> DestinationView:
 
 
 @post("/", guards=[admin_only], sync_to_thread=True)
-def create_host(data: HostCreate, state: State) -> HostPublic:
+def create_host(data: JSONBody[HostCreate], state: State) -> HostPublic:
     """Create a host; its password and `secret_*` options are never returned."""
     with database(state) as session:
         return config.host_public(config.create_host(session, data, known_protocols=known_protocols()))
@@ -76,7 +77,7 @@ def list_hosts(state: State) -> list[HostPublic]:
 
 
 @get("/{name:str}", sync_to_thread=True)
-def read_host(name: str, state: State) -> HostPublic:
+def read_host(name: FromPath[str], state: State) -> HostPublic:
     with database(state) as session:
         return config.host_public(config.get_host(session, name))
 

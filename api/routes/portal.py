@@ -14,6 +14,7 @@ import anyio.to_thread
 from litestar import Request, Router, put
 from litestar.datastructures import State
 from litestar.exceptions import InternalServerException
+from litestar.params import FromPath, FromQuery
 from pydantic import BaseModel
 
 from api.auth import Caller
@@ -51,7 +52,8 @@ def _raw_target(request: Request[Any, Any, State], destination: str) -> str:
     """The target exactly as sent: path parameters lose a doubled slash, which marks an absolute path."""
     prefix = f"/portal/{destination}/"
     raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
-    path = unquote(raw.decode("latin-1"))
+    # Some ASGI servers (and test clients) leave the query string on raw_path.
+    path = unquote(raw.split(b"?", 1)[0].decode("latin-1"))
     return path[len(prefix) :] if path.startswith(prefix) else path
 
 
@@ -75,17 +77,17 @@ def _meta(values: list[str] | None) -> dict[str, Any]:
 async def push(
     request: Request[Caller, Any, State],
     state: State,
-    destination: str,
-    target: str,
-    priority: str | None = None,
-    standby: bool = False,
-    delay: str | None = None,
-    lifetime: str | None = None,
-    stream: str | None = None,
-    data_type: str | None = None,
-    time_base: str | None = None,
-    time_step: str | None = None,
-    meta: list[str] | None = None,
+    destination: FromPath[str],
+    target: FromPath[str],
+    priority: FromQuery[str | None] = None,
+    standby: FromQuery[bool] = False,
+    delay: FromQuery[str | None] = None,
+    lifetime: FromQuery[str | None] = None,
+    stream: FromQuery[str | None] = None,
+    data_type: FromQuery[str | None] = None,
+    time_base: FromQuery[str | None] = None,
+    time_step: FromQuery[str | None] = None,
+    meta: FromQuery[list[str] | None] = None,
 ) -> PushResult:
     """Store the body as a data file and queue it to `destination` (and its aliases)."""
     push_request = PushRequest(

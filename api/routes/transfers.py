@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Router, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, Parameter
 from sqlmodel import col, select
 
 from api.deps import database
@@ -15,7 +15,7 @@ from catalog.transfers import transfer_public
 
 
 @get("/transfers/{transfer_id:int}", sync_to_thread=True)
-def read_transfer(transfer_id: int, state: State) -> DataTransferPublic:
+def read_transfer(transfer_id: FromPath[int], state: State) -> DataTransferPublic:
     """A transfer with its status and the history of every status change."""
     with database(state) as session:
         return transfer_public(session, transfer_id)
@@ -24,9 +24,9 @@ def read_transfer(transfer_id: int, state: State) -> DataTransferPublic:
 @get("/transfers", sync_to_thread=True)
 def list_transfers(
     state: State,
-    destination: str | None = None,
-    status: str | None = None,
-    data_file_id: int | None = None,
+    destination: FromQuery[str | None] = None,
+    status: FromQuery[str | None] = None,
+    data_file_id: FromQuery[int | None] = None,
     limit: int = Parameter(default=100, ge=1, le=1000),
 ) -> list[DataTransferPublic]:
     """Transfers, newest first, filtered by destination, status or data file."""
@@ -46,7 +46,7 @@ def list_transfers(
 
 
 @get("/datafiles/{data_file_id:int}", sync_to_thread=True)
-def read_data_file(data_file_id: int, state: State) -> DataFilePublic:
+def read_data_file(data_file_id: FromPath[int], state: State) -> DataFilePublic:
     with database(state) as session:
         data_file = session.get(DataFile, data_file_id)
         if data_file is None:

@@ -1,0 +1,111 @@
+"""The API as a client sees it: push, status, configuration, and clear errors that leave nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+from sqlmodel import select
+
+from catalog.database import session_scope
+from catalog.models import DataFile, DataTransfer
+from tests.api.conftest import ADMIN, basic
+
+
+def counts(engine):
+    with session_scope(engine) as session:
+        return len(session.exec(select(DataFile)).all()), len(session.exec(select(DataTransfer)).all())
+
+
+def test_health_and_docs_need_no_credentials(client):
+    assert client.get("/health").json() == {"status": "ok", "database": "ok"}
+    schema = client.get("/schema/openapi.json")
+    assert schema.status_code == 200
+    assert "/portal/{destination}/{target}" in schema.json()["paths"]
+
+
+def test_push_stores_the_file_and_queues_a_transfer(client, site, store):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    r = client.put("/portal/site1/2026/11/forecast.grib?priority=7&stream=oper", content=data, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["md5"] == hashlib.md5(data).hexdigest()
+    assert body["size"] == len(data)
+    assert [t["status"] for t in body["transfers"]] == ["Queued"]
+    data_file = client.get(f"/datafiles/{body['data_file_id']}", headers=ADMIN).json()
+    assert (data_file["name"], data_file["stream"], data_file["size"]) == ("forecast.grib", "oper", len(data))
+    transfer = client.get(f"/transfers/{body['transfers'][0]['id']}", headers=ADMIN).json()
+    assert (transfer["target"], transfer["priority"], transfer["status"]) == ("2026/11/forecast.grib", 7, "Queued")
+    assert [(h["from_status"], h["to_status"], h["by"]) for h in transfer["history"]] == [
+        (None, "Arriving", "admin"),
+        ("Arriving", "Queued", "admin"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "reason"),
+    [
+        ("/portal/nosuch/a.bin", 404, "no destination 'nosuch'"),
+        ("/portal/site1/a.bin?priority=100", 400, "priority must be from 0"),
+        ("/portal/site1/a.bin?priority=-1", 400, "priority must be from 0"),
+        ("/portal/site1/a.bin?priority=high", 400, "priority must be an integer"),
+        ("/portal/site1/%2e%2e/etc/passwd", 400, "contains '.' or '..'"),
+        ("/portal/site1/a/%2E%2E/%2E%2E/b", 400, "contains '.' or '..'"),
+        ("/portal/site1//etc/passwd", 400, "is absolute"),
+    ],
+)
+def test_bad_pushes_get_a_json_reason_and_leave_nothing_behind(client, site, sqlite_engine, store, url, status, reason):
+    r = client.put(url, content=b"payload", headers=ADMIN)
+    assert r.status_code == status
+    assert r.headers["content-type"].startswith("application/json")
+    assert reason in r.json()["reason"]
+    assert counts(sqlite_engine) == (0, 0)
+    assert not store.fs.exists(f"{store.root}/objects")
+
+
+def test_missing_or_wrong_credentials_are_401_and_leave_nothing(client, site, sqlite_engine):
+    r = client.put("/portal/site1/a.bin", content=b"x")
+    assert r.status_code == 401
+    assert "credentials required" in r.json()["reason"]
+    assert "Basic" in r.headers["www-authenticate"]
+    assert client.put("/portal/site1/a.bin", content=b"x", headers=basic("admin", "wrong")).status_code == 401
+    assert client.get("/transfers", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert counts(sqlite_engine) == (0, 0)
+
+
+def test_tokens_work_instead_of_passwords(client, site):
+    token = client.post("/tokens", headers=ADMIN).json()["token"]
+    r = client.put("/portal/site1/t.bin", content=b"x", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 201
+    assert client.get("/me", headers={"Authorization": f"Bearer {token}"}).json()["login"] == "admin"
+
+
+def test_hosts_never_return_secrets(client, site):
+    host = client.get("/hosts/h1", headers=ADMIN).json()
+    assert "password" not in host and host["has_password"] is True
+    client.post("/hosts", json={"name": "k", "protocol": "sftp", "options": {"secret_passphrase": "p"}}, headers=ADMIN)
+    assert client.get("/hosts/k", headers=ADMIN).json()["options"] == {"secret_passphrase": "***"}
+
+
+def test_configuration_errors_are_clear(client, site):
+    r = client.post("/destinations", json={"name": "site1"}, headers=ADMIN)
+    assert (r.status_code, r.json()["reason"]) == (409, "destination 'site1' already exists")
+    r = client.post("/destinations", json={"name": "bad name"}, headers=ADMIN)
+    assert r.status_code == 400 and "invalid" in r.json()["reason"]
+    r = client.post("/hosts", json={"name": "x", "protocol": "gopher"}, headers=ADMIN)
+    assert r.status_code == 400 and "unknown protocol 'gopher'" in r.json()["reason"]
+    r = client.post("/destinations/site1/hosts", json={"host": "nosuch"}, headers=ADMIN)
+    assert r.status_code == 404
+    assert client.get("/transfers/999", headers=ADMIN).status_code == 404
+    assert client.get("/transfers?status=Bogus", headers=ADMIN).status_code == 400
+
+
+def test_only_administrators_change_configuration(client, site, sqlite_engine):
+    from catalog.users import ensure_user
+
+    with session_scope(sqlite_engine) as session:
+        ensure_user(session, "alice", "pw")
+    alice = basic("alice", "pw")
+    assert client.post("/destinations", json={"name": "x"}, headers=alice).status_code == 403
+    assert client.get("/destinations", headers=alice).status_code == 200

@@ -1,0 +1,80 @@
+"""The `pds` command against the API (Litestar's TestClient stands in for the network)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from api.cli import main
+
+
+@pytest.fixture
+def pds(client, site, monkeypatch, capsys):
+    monkeypatch.setenv("PDS_USER", "admin")
+    monkeypatch.setenv("PDS_PASSWORD", "admin")
+    monkeypatch.delenv("PDS_TOKEN", raising=False)
+
+    def run(*argv):
+        code = main(list(argv), http=client)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_push_prints_the_data_file_id_and_status_shows_the_history(pds, tmp_path):
+    f = tmp_path / "obs.bufr"
+    f.write_bytes(b"BUFR" * 1000)
+    code, out, err = pds("push", str(f), "--destination", "site1", "--target", "in/obs.bufr", "--priority", "3")
+    assert (code, err) == (0, "")
+    data_file_id = int(out.strip())
+    code, out, _ = pds("--json", "status", str(data_file_id))
+    status = json.loads(out)
+    assert status["data_file"]["md5"] == hashlib.md5(b"BUFR" * 1000).hexdigest()
+    assert status["transfers"][0]["status"] == "Queued"
+    code, out, _ = pds("status", str(data_file_id))
+    assert "Arriving -> Queued" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["push", "{f}", "-d", "nosuch"], "404 no destination 'nosuch'"),
+        (["push", "{f}", "-d", "site1", "-p", "100"], "400 priority must be from 0"),
+        (["push", "{f}", "-d", "site1", "-t", "../escape"], "contains '.' or '..'"),
+        (["push", "{f}", "-d", "site1", "-t", "/abs/path"], "is absolute"),
+        (["push", "{missing}", "-d", "site1"], "no such file"),
+        (["status", "12345"], "404 no data file 12345"),
+        (["host", "add", "x", "--protocol", "file", "--password-env", "PDS_UNSET_VAR"], "PDS_UNSET_VAR is empty"),
+    ],
+)
+def test_errors_are_one_line_and_a_non_zero_exit(pds, tmp_path, argv, message):
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"x")
+    argv = [a.format(f=f, missing=tmp_path / "missing.bin") for a in argv]
+    code, out, err = pds(*argv)
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("pds: error: ")
+    assert message in err
+
+
+def test_missing_credentials_say_what_to_set(pds, monkeypatch, tmp_path):
+    monkeypatch.delenv("PDS_USER")
+    monkeypatch.delenv("PDS_PASSWORD")
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"x")
+    code, _, err = pds("push", str(f), "-d", "site1")
+    assert code == 1 and "401" in err and "PDS_USER" in err
+
+
+def test_destination_and_host_commands(pds, tmp_path):
+    assert pds("destination", "add", "site2", "--max-parallel", "2")[0] == 0
+    code, out, _ = pds("host", "add", "h2", "--protocol", "file", "--address", str(tmp_path), "--destination", "site2")
+    assert code == 0 and "attached to site2" in out
+    code, out, _ = pds("destination", "list")
+    assert "site2\tactive\thosts: h2" in out
+    code, out, _ = pds("--json", "host", "list")
+    assert {h["name"] for h in json.loads(out)} == {"h1", "h2"}

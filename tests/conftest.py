@@ -1,0 +1,98 @@
+"""Session-wide real servers and per-test databases.
+
+Servers start once per session (as processes; no Docker) and fail the run if they cannot start: a
+missing server in CI is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from catalog.database import make_engine, migrate
+from catalog.settings import Settings
+from catalog.store import DataStore
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    from tests.servers.postgres import PostgresServer
+
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    from tests.servers.sshd import SshServer
+
+    server = SshServer(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from tests.servers.s3 import S3Server
+
+    server = S3Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One Prefect server for every flow-level test; the test process talks to it through env."""
+    from tests.servers.prefect import PrefectServer
+
+    server = PrefectServer(tmp_path_factory.mktemp("prefect"))
+    server.start()
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = server.api_url
+    yield server
+    if previous is None:
+        os.environ.pop("PREFECT_API_URL", None)
+    else:
+        os.environ["PREFECT_API_URL"] = previous
+    server.stop()
+
+
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'pds.db'}"
+    server = request.getfixturevalue("postgres")
+    return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request, tmp_path):
+    """A migrated pds database, on SQLite and on PostgreSQL."""
+    engine = make_engine(database_url(request, tmp_path, request.param))
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'pds.db'}")
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(tmp_path):
+    return DataStore.from_url(str(tmp_path / "store"), chunk_size=256 * 1024)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(data_dir=tmp_path / "data")
