@@ -36,6 +36,8 @@ class HostBlock(Block):
     """An interrupted upload can continue where it stopped."""
     supports_server_side_copy: ClassVar[bool] = False
     """The host copies objects itself, without the bytes passing through the mover."""
+    has_directories: ClassVar[bool] = True
+    """Parent directories must exist before a file is written (false for object stores)."""
     reports_md5: ClassVar[bool] = False
     """The host can tell the MD5 of a written file, so it is verified after upload."""
 

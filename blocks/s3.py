@@ -27,6 +27,7 @@ class S3Host(HostBlock):
     _block_type_name = "pds S3 Host"
     protocol: ClassVar[str] = "s3"
     supports_server_side_copy: ClassVar[bool] = True
+    has_directories: ClassVar[bool] = False
     reports_md5: ClassVar[bool] = True  # the ETag of a single-part upload is its MD5
 
     def _credentials(self) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def temporary_path(final: str, transfer_id: int) -> str:
 def send_data_file(
     store: DataStore,
     delivery: Delivery,
-    fs: fsspec.AbstractFileSystem,
+    fs: fsspec.AbstractFileSystem | None = None,
     *,
     progress: Callable[[int], None] | None = None,
     progress_every: float = 2.0,
@@ -64,12 +64,13 @@ def send_data_file(
     """Stream one object to the host; raise TransferError (classified) on any failure."""
     block, final = delivery.host, delivery.remote_path
     temp = temporary_path(final, delivery.transfer_id) if block.supports_rename else final
-    started = time.monotonic()
+    started, written = time.monotonic(), False
     try:
+        fs = fs or block.filesystem()  # connecting is part of the attempt: its errors are classified too
         parent = posixpath.dirname(final)
-        if parent and parent != "/":
+        if block.has_directories and parent and parent != "/":
             fs.makedirs(parent, exist_ok=True)
-        sent, last_report = 0, started
+        sent, last_report, written = 0, started, False
         with store.open(delivery.store_key) as source, fs.open(temp, "wb") as target:
             while chunk := source.read(store.chunk_size):
                 target.write(chunk)
@@ -77,6 +78,7 @@ def send_data_file(
                 if progress and time.monotonic() - last_report >= progress_every:
                     progress(sent)
                     last_report = time.monotonic()
+        written = True
         remote_size = int(fs.size(temp))
         if remote_size != delivery.size or sent != delivery.size:
             raise RetryOnSameHost(
@@ -88,7 +90,10 @@ def send_data_file(
         if temp != final:
             fs.mv(temp, final)
     except BaseException as exc:
-        _remove_quietly(fs, temp if temp != final else None)
+        # A temporary file always goes; a final object only if this attempt wrote it (an object store
+        # without rename), so a bad copy is never left where the site would take it as good.
+        if fs is not None and (temp != final or written):
+            _remove_quietly(fs, temp)
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise block.classify(exc) from exc
@@ -114,7 +119,7 @@ def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None
             record_progress(session, delivery.transfer_id, sent)
 
     try:
-        sent = send_data_file(rt.store, delivery, fs or delivery.host.filesystem(), progress=progress)
+        sent = send_data_file(rt.store, delivery, fs, progress=progress)
     except TransferError as error:
         with session_scope(rt.engine) as session:
             record_failure(session, delivery.transfer_id, error, host=delivery.host.name, by=mover)
@@ -138,7 +143,10 @@ def send_file(delivery: Delivery, mover: str) -> int:
 @task(name="send-batch", task_run_name="send {deliveries[0].host.name} batch of {n}")
 def send_batch(deliveries: list[Delivery], mover: str, n: int) -> dict[int, str]:
     """Small files to one host over one connection; each file's outcome is recorded on its own."""
-    fs = deliveries[0].host.filesystem()
+    try:
+        fs = deliveries[0].host.filesystem()
+    except Exception:  # noqa: BLE001 — each delivery then connects on its own and records why it failed
+        fs = None
     outcomes: dict[int, str] = {}
     for delivery in deliveries:
         try:

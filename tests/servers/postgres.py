@@ -41,15 +41,32 @@ class PostgresServer:
                 shutil.chown(path, user.pw_uid, user.pw_gid)
         subprocess.run(
             [*self._as, _bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         log = self.root / "postgres.log"
         log.touch()
         if os.geteuid() == 0:
             shutil.chown(log, "postgres", "postgres")
         self.process = start(
-            [*self._as, _bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", str(self.root), "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "max_connections=200"],
+            [
+                *self._as,
+                _bin("postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(self.root),
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "max_connections=200",
+            ],
             log,
         )
         engine = sa.create_engine(self.url, isolation_level="AUTOCOMMIT")

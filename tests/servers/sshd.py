@@ -33,10 +33,18 @@ class SshServer:
         public_host_key = Path(f"{host_key}.pub").read_text().split()
         self.known_hosts_path.write_text(f"[{self.host}]:{self.port} {public_host_key[0]} {public_host_key[1]}\n")
         lines = [
-            f"Port {self.port}", f"ListenAddress {self.host}", f"HostKey {host_key}",
-            f"AuthorizedKeysFile {self.root / 'authorized_keys'}", "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no", "StrictModes no", "UsePAM no", f"PidFile {self.root / 'sshd.pid'}",
-            "Subsystem sftp internal-sftp", "MaxSessions 50", "MaxStartups 50",
+            f"Port {self.port}",
+            f"ListenAddress {self.host}",
+            f"HostKey {host_key}",
+            f"AuthorizedKeysFile {self.root / 'authorized_keys'}",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "StrictModes no",
+            "UsePAM no",
+            f"PidFile {self.root / 'sshd.pid'}",
+            "Subsystem sftp internal-sftp",
+            "MaxSessions 50",
+            "MaxStartups 50",
         ]
         if os.geteuid() == 0:
             lines.append("PermitRootLogin prohibit-password")

@@ -1,0 +1,111 @@
+"""The contract every host block keeps, checked against a real server for each protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from blocks.registry import block_for
+from catalog.errors import FailOverToNextHost, FailTransfer, RetryOnSameHost
+from catalog.store import DataStore
+from tasks.transfer import Delivery, send_data_file, temporary_path
+
+
+def delivery(store: DataStore, host, data: bytes, target: str, transfer_id: int = 1, size=None) -> Delivery:
+    stored = store.put_stream([data])
+    block = block_for(host)
+    return Delivery(transfer_id, stored.key, size or stored.size, stored.md5, block, block.join(host.directory, target))
+
+
+def remote_md5(fs, path) -> str:
+    digest = hashlib.md5()
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def test_a_file_arrives_whole_under_its_final_name(host, store):
+    data = os.urandom(5 * 1024 * 1024 + 3)
+    d = delivery(store, host, data, "a/b/forecast.grib")
+    fs = d.host.filesystem()
+    sent = send_data_file(store, d, fs)
+    assert sent.bytes == len(data)
+    assert fs.size(d.remote_path) == len(data)
+    assert remote_md5(fs, d.remote_path) == hashlib.md5(data).hexdigest()
+    assert not fs.exists(temporary_path(d.remote_path, 1))
+    assert sent.md5_verified == d.host.reports_md5
+
+
+def test_a_second_delivery_replaces_the_file(host, store):
+    first = delivery(store, host, b"old" * 1000, "same.bin")
+    fs = first.host.filesystem()
+    send_data_file(store, first, fs)
+    second = delivery(store, host, b"new" * 10, "same.bin", transfer_id=2)
+    send_data_file(store, second, fs)
+    assert fs.cat_file(second.remote_path) == b"new" * 10
+
+
+def test_a_failed_check_leaves_nothing_under_the_final_name(host, store):
+    d = delivery(store, host, b"x" * 1000, "bad.bin", size=999)  # the site will not match the record
+    fs = d.host.filesystem()
+    with pytest.raises(RetryOnSameHost, match="size check failed"):
+        send_data_file(store, d, fs)
+    assert not fs.exists(d.remote_path)
+    assert not fs.exists(temporary_path(d.remote_path, 1))
+
+
+def test_declared_capabilities_hold(host, store):
+    block = block_for(host)
+    fs = block.filesystem()
+    if block.supports_rename:
+        d = delivery(store, host, b"r" * 100, "ren/one.bin")
+        send_data_file(store, d, fs)
+        fs.mv(d.remote_path, block.join(host.directory, "ren/two.bin"))
+        assert fs.cat_file(block.join(host.directory, "ren/two.bin")) == b"r" * 100
+        assert not fs.exists(d.remote_path)
+    if block.reports_md5:
+        d = delivery(store, host, b"m" * 100, "md5.bin")
+        send_data_file(store, d, fs)
+        assert block.remote_md5(fs, d.remote_path) == hashlib.md5(b"m" * 100).hexdigest()
+    if block.supports_server_side_copy:
+        d = delivery(store, host, b"c" * 100, "copy/src.bin")
+        send_data_file(store, d, fs)
+        fs.copy(d.remote_path, block.join(host.directory, "copy/dst.bin"))
+        assert fs.cat_file(block.join(host.directory, "copy/dst.bin")) == b"c" * 100
+
+
+def test_unreachable_hosts_fail_over(host, store):
+    if host.protocol == "file":
+        pytest.skip("a local directory is always reachable")
+    from tests.servers._common import free_port
+
+    unreachable = host.model_copy(update={"address": f"127.0.0.1:{free_port()}"})
+    if host.protocol == "s3":
+        unreachable = host.model_copy(update={"address": f"http://127.0.0.1:{free_port()}"})
+        unreachable.options = {**host.options, "retries": 0}
+    d = delivery(store, unreachable, b"x", "x.bin")
+    with pytest.raises(FailOverToNextHost):
+        send_data_file(store, d)
+
+
+def test_refused_access_stops_the_transfer(host, store, tmp_path):
+    if host.protocol == "file":
+        readonly = tmp_path / "readonly"
+        readonly.mkdir()
+        readonly.chmod(0o500)
+        if os.access(readonly, os.W_OK):
+            pytest.skip("running as root: directory permissions do not apply")
+        bad = host.model_copy(update={"address": str(readonly)})
+    elif host.protocol == "sftp":
+        other_key = tmp_path / "other_key"
+        os.system(f"ssh-keygen -q -t ed25519 -N '' -f {other_key}")
+        bad = host.model_copy(update={"options": {**host.options, "key_filename": str(other_key)}})
+    else:
+        # moto accepts any secret, so S3 is refused here by a bucket that does not exist.
+        bad = host.model_copy(update={"directory": "no-such-bucket-anywhere"})
+    d = delivery(store, bad, b"x", "x.bin")
+    with pytest.raises(FailTransfer):
+        send_data_file(store, d)
