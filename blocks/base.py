@@ -68,8 +68,10 @@ class HostBlock(Block):
         return ""
 
     def join(self, *parts: str) -> str:
-        joined = "/".join(p.strip("/") for p in (self.base_path(), *parts) if p and p.strip("/"))
-        return ("/" + joined) if self.base_path().startswith("/") else joined
+        """Join the base path and `parts`; the result is absolute when its first non-empty part is."""
+        present = [p for p in (self.base_path(), *parts) if p and p.strip("/")]
+        joined = "/".join(p.strip("/") for p in present)
+        return "/" + joined if present and present[0].startswith("/") else joined
 
     def remote_md5(self, fs: fsspec.AbstractFileSystem, path: str) -> str | None:
         """The MD5 the host reports for `path`, or None when it cannot tell."""

@@ -1,0 +1,214 @@
+"""The README's run command, end to end: `pds up`, then push large files to real SFTP and S3 servers.
+
+Also: a mover killed mid-transfer leaves nothing under the final name and finishes after its restart;
+the API's and the mover's memory stay flat; Ctrl-C stops every process `pds up` started.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from api.client import PdsClient
+from tests.servers._common import free_port, wait_until
+
+BIG = 200 * 1024 * 1024
+
+
+class Stack:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.api_url = f"http://127.0.0.1:{free_port()}"
+        self.prefect_port = free_port()
+        self.prefect_api = f"http://127.0.0.1:{self.prefect_port}/api"
+        self.env = dict(os.environ) | {
+            "PDS_API_PORT": self.api_url.rsplit(":", 1)[1],
+            "PDS_PREFECT_PORT": str(self.prefect_port),
+            "PDS_API_URL": self.api_url,
+            "PDS_USER": "admin",
+            "PDS_PASSWORD": "admin",
+        }
+        self.env.pop("PREFECT_API_URL", None)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = PdsClient(self.api_url, user="admin", password="admin")
+
+    def pds(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(Path(sys.executable).with_name("pds")), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    def pid(self, name: str) -> int:
+        return int((self.data_dir / "run" / f"{name}.pid").read_text())
+
+    def rss(self, name: str) -> int:
+        return psutil.Process(self.pid(name)).memory_info().rss
+
+    def wait_done(self, data_file_id: int, timeout: float = 300) -> dict:
+        (transfer,) = self.client.wait_for_data_file(data_file_id, timeout=timeout)
+        return self.client.transfer(transfer["id"])
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = Stack(tmp_path_factory.mktemp("stack"))
+    log = (stack.root / "pds-up.log").open("wb")
+    stack.process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("pds")), "up", "--data-dir", str(stack.data_dir)],
+        env=stack.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_until(
+        lambda: (stack.data_dir / "run" / "mover.pid").exists()
+        and httpx.get(f"{stack.api_url}/health").status_code == 200,
+        240,
+        "pds up",
+        stack.root / "pds-up.log",
+    )
+    yield stack
+    children = [stack.pid(n) for n in ("prefect", "api", "mover")]
+    stack.process.send_signal(signal.SIGINT)  # what Ctrl-C does
+    assert stack.process.wait(60) == 0
+    for pid in children:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def big_file(path: Path, size: int = BIG) -> str:
+    digest = hashlib.md5()
+    with path.open("wb") as f:
+        for _ in range(size // (8 << 20)):
+            chunk = os.urandom(8 << 20)
+            digest.update(chunk)
+            f.write(chunk)
+    return digest.hexdigest()
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sftp_destination(stack: Stack, sshd, name: str) -> Path:
+    remote = sshd.data_dir / name
+    assert stack.pds("destination", "add", name).returncode == 0
+    r = stack.pds(
+        "host",
+        "add",
+        f"{name}-host",
+        "--protocol",
+        "sftp",
+        "--address",
+        f"{sshd.host}:{sshd.port}",
+        "--login",
+        sshd.username,
+        "--directory",
+        f"{sshd.data_dir}/$destination",
+        "-o",
+        f"key_filename={sshd.client_key_path}",
+        "-o",
+        f"known_hosts={sshd.known_hosts_path}",
+        "--destination",
+        name,
+    )
+    assert r.returncode == 0, r.stderr
+    return remote
+
+
+def assert_dispatch_in_prefect(stack: Stack, transfer: dict) -> None:
+    run = httpx.get(f"{stack.prefect_api}/flow_runs/{transfer['flow_run_id']}").raise_for_status().json()
+    assert run["name"].startswith("dispatch")
+    assert run["state_type"] == "COMPLETED"
+    assert run["parent_task_run_id"] is not None  # a subflow of the long-lived mover run
+    tasks = httpx.post(
+        f"{stack.prefect_api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [transfer["flow_run_id"]]}}}
+    ).json()
+    assert any(t["name"].startswith("send") and t["state_type"] == "COMPLETED" for t in tasks)
+
+
+def test_push_200_mib_to_sftp_arrives_whole_with_flat_memory(stack, sshd, tmp_path):
+    remote = sftp_destination(stack, sshd, "sftp-site")
+    source = tmp_path / "big.grib"
+    md5 = big_file(source)
+    before = {n: stack.rss(n) for n in ("api", "mover")}
+    r = stack.pds("push", str(source), "--destination", "sftp-site", "--target", "2026/big.grib", "--priority", "10")
+    assert r.returncode == 0, r.stderr
+    data_file_id = int(r.stdout.strip())
+    transfer = stack.wait_done(data_file_id)
+    assert transfer["status"] == "Done", transfer
+    assert md5_of(remote / "2026" / "big.grib") == md5
+    assert [h["to_status"] for h in transfer["history"]] == ["Arriving", "Queued", "Transferring", "Done"]
+    assert transfer["bytes_sent"] == BIG and transfer["host"] == "sftp-site-host"
+    assert_dispatch_in_prefect(stack, transfer)
+    for name, rss in before.items():
+        assert stack.rss(name) - rss < 100 * 1024 * 1024, f"{name} grew by {(stack.rss(name) - rss) >> 20} MiB"
+
+
+def test_push_200_mib_to_s3_arrives_whole(stack, s3_server, tmp_path):
+    bucket = f"site-{uuid.uuid4().hex[:8]}"
+    s3_server.create_bucket(bucket)
+    client = stack.client
+    client.create_destination("s3-site")
+    client.create_host(
+        "s3-host",
+        "s3",
+        address=s3_server.endpoint_url,
+        login=s3_server.access_key,
+        password=s3_server.secret_key,
+        directory=f"{bucket}/$destination",
+        options={"region": s3_server.region},
+    )
+    client.attach_host("s3-site", "s3-host")
+    source = tmp_path / "big.nc"
+    md5 = big_file(source)
+    result = client.push(source, "s3-site", "in/big.nc")
+    transfer = stack.wait_done(result["data_file_id"])
+    assert transfer["status"] == "Done", transfer
+    body = s3_server.client().get_object(Bucket=bucket, Key="s3-site/in/big.nc")["Body"]
+    digest = hashlib.md5()
+    for chunk in iter(lambda: body.read(8 << 20), b""):
+        digest.update(chunk)
+    assert digest.hexdigest() == md5
+    assert_dispatch_in_prefect(stack, transfer)
+
+
+def test_a_killed_mover_leaves_no_partial_file_and_finishes_after_restart(stack, sshd, tmp_path):
+    remote = sftp_destination(stack, sshd, "crash-site")
+    source = tmp_path / "crash.bin"
+    md5 = big_file(source, 400 * 1024 * 1024)
+    result = stack.client.push(source, "crash-site", "crash.bin")
+    transfer_id = result["transfers"][0]["id"]
+    # Kill once bytes are flowing into the temporary file at the site.
+    wait_until(
+        lambda: any(os.path.getsize(p) > 0 for p in glob.glob(str(remote / ".crash.bin.pds-*.tmp"))),
+        120,
+        "the transfer to start",
+    )
+    killed = stack.pid("mover")
+    os.kill(killed, signal.SIGKILL)
+    assert stack.client.transfer(transfer_id)["status"] == "Transferring"
+    assert not (remote / "crash.bin").exists()
+    transfer = stack.wait_done(result["data_file_id"], timeout=300)
+    assert stack.pid("mover") != killed  # pds up started a new mover
+    statuses = [h["to_status"] for h in transfer["history"]]
+    assert statuses == ["Arriving", "Queued", "Transferring", "Interrupted", "Queued", "Transferring", "Done"]
+    assert md5_of(remote / "crash.bin") == md5
+    assert glob.glob(str(remote / ".crash.bin.pds-*.tmp")) == []
