@@ -31,11 +31,12 @@ class SftpHost(HostBlock):
         host, port = self._host_port()
         kwargs: dict[str, Any] = {
             "port": port,
-            "username": self.login or None,
             "known_hosts": self.options.get("known_hosts"),
             "timeout": float(self.options.get("timeout", 30)),
             "skip_instance_cache": True,
         }
+        if self.login:  # without one, asyncssh uses the local user name as OpenSSH does
+            kwargs["username"] = self.login
         if self.password.get_secret_value():
             kwargs["password"] = self.password.get_secret_value()
         if self.options.get("key_filename"):

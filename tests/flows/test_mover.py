@@ -1,0 +1,92 @@
+"""The mover flow against a real Prefect server: dispatches are subflow runs with task runs per file
+or per batch, failures are requeued with their reason, and a restart recovers interrupted transfers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from catalog.database import session_scope
+from catalog.models import HostCreate
+from catalog.transfers import claim, transfer_public
+from tasks import runtime as runtime_module
+from tests.factories import destination, local_host, push
+from tests.servers._common import free_port
+
+
+@pytest.fixture
+def rt(prefect_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("PDS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PDS_MOVER_POLL_SECONDS", "0.05")
+    runtime_module.runtime.cache_clear()
+    rt = runtime_module.runtime()
+    from catalog.database import migrate
+
+    migrate(rt.engine)
+    yield rt
+    runtime_module.runtime.cache_clear()
+
+
+def run_mover(name="test-mover"):
+    from flows.mover import mover
+
+    return mover(name=name, stop_when_idle=True)
+
+
+def public(rt, transfer_id):
+    with session_scope(rt.engine) as session:
+        return transfer_public(session, transfer_id)
+
+
+def test_small_files_go_in_one_batch_task_and_large_files_alone(rt, prefect_server, tmp_path):
+    remote = tmp_path / "remote"
+    destination(rt.engine, "site1", host=local_host("h1", str(remote)), max_parallel_transfers=10)
+    small = [push(rt.engine, rt.store, "site1", f"small/{i}.bin")[1][0] for i in range(5)]
+    big_data = os.urandom(40 * 1024 * 1024)
+    (big,) = push(rt.engine, rt.store, "site1", "big.bin", data=big_data)[1]
+    counts = run_mover()
+    assert counts["transfers"] == 6
+    for tid in [*small, big]:
+        assert public(rt, tid).status == "Done"
+    assert hashlib.md5((remote / "big.bin").read_bytes()).hexdigest() == hashlib.md5(big_data).hexdigest()
+    runs = {public(rt, tid).flow_run_id for tid in [*small, big]}
+    task_names = []
+    for run_id in runs:
+        (flow_run,) = prefect_server.flow_runs(flow_runs={"id": {"any_": [run_id]}})
+        assert flow_run["state_type"] == "COMPLETED" and flow_run["name"].startswith("dispatch")
+        task_names += [t["name"] for t in prefect_server.task_runs(flow_runs={"id": {"any_": [run_id]}})]
+    assert sum(n.startswith("send h1 batch of 5") for n in task_names) == 1
+    assert sum(n.startswith("send /") and n.endswith("big.bin") for n in task_names) == 1
+
+
+def test_a_failing_host_requeues_the_transfer_and_fails_the_dispatch_run(rt, prefect_server):
+    unreachable = HostCreate(name="down", protocol="sftp", address=f"127.0.0.1:{free_port()}", directory="in")
+    destination(rt.engine, "down-site", host=unreachable, start_frequency_seconds=3600)
+    (tid,) = push(rt.engine, rt.store, "down-site", "x.bin")[1]
+    run_mover()
+    transfer = public(rt, tid)
+    assert transfer.status == "Requeued"
+    assert "cannot reach host down" in transfer.error
+    (flow_run,) = prefect_server.flow_runs(flow_runs={"id": {"any_": [transfer.flow_run_id]}})
+    assert flow_run["state_type"] == "FAILED"
+
+
+def test_a_restarted_mover_recovers_its_interrupted_transfers(rt, tmp_path):
+    destination(rt.engine, "site2", host=local_host("h2", str(tmp_path / "r2")))
+    (tid,) = push(rt.engine, rt.store, "site2", "x.bin")[1]
+    with session_scope(rt.engine) as session:
+        assert [t.id for t in claim(session, "crashed-mover", 10)] == [tid]  # then the process "dies"
+    counts = run_mover("crashed-mover")
+    assert counts["recovered"] == 1
+    transfer = public(rt, tid)
+    assert [h.to_status for h in transfer.history] == [
+        "Arriving",
+        "Queued",
+        "Transferring",
+        "Interrupted",
+        "Queued",
+        "Transferring",
+        "Done",
+    ]
