@@ -212,3 +212,26 @@ def test_a_killed_mover_leaves_no_partial_file_and_finishes_after_restart(stack,
     assert statuses == ["Arriving", "Queued", "Transferring", "Interrupted", "Queued", "Transferring", "Done"]
     assert md5_of(remote / "crash.bin") == md5
     assert glob.glob(str(remote / ".crash.bin.pds-*.tmp")) == []
+
+
+def test_an_upload_that_breaks_off_fails_its_transfer_and_queues_nothing(stack, tmp_path):
+    import base64
+    import socket
+
+    stack.client.create_destination("broken-site")
+    host, port = stack.api_url.removeprefix("http://").split(":")
+    auth = base64.b64encode(b"admin:admin").decode()
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(
+            f"PUT /portal/broken-site/half.bin HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n"
+            "Content-Length: 10000000\r\n\r\n".encode() + b"x" * 100_000
+        )
+        wait_until(lambda: [t["status"] for t in stack.client.transfers(destination="broken-site")] == ["Arriving"],
+                   30, "the upload to register")
+    # The client is gone with 9.9 MB missing.
+    wait_until(lambda: stack.client.transfers(destination="broken-site")[0]["status"] == "Failed", 30, "failure")
+    (transfer,) = stack.client.transfers(destination="broken-site")
+    assert "upload broke off" in transfer["error"]
+    data_file = stack.client.data_file(transfer["data_file_id"])
+    assert data_file["size"] is None and data_file["md5"] is None
+    assert list((stack.data_dir / "store" / "tmp").iterdir()) == []
