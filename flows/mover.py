@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    mover(name=args.name, max_runtime_seconds=args.max_runtime, stop_when_idle=args.stop_when_idle)
+    name = args.name or runtime().settings.mover_name  # named runs in the Prefect UI: "mover mover-1"
+    mover(name=name, max_runtime_seconds=args.max_runtime, stop_when_idle=args.stop_when_idle)
 
 
 if __name__ == "__main__":
