@@ -224,10 +224,14 @@ def test_an_upload_that_breaks_off_fails_its_transfer_and_queues_nothing(stack, 
     with socket.create_connection((host, int(port))) as s:
         s.sendall(
             f"PUT /portal/broken-site/half.bin HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n"
-            "Content-Length: 10000000\r\n\r\n".encode() + b"x" * 100_000
+            "Content-Length: 10000000\r\n\r\n".encode()
+            + b"x" * 100_000
         )
-        wait_until(lambda: [t["status"] for t in stack.client.transfers(destination="broken-site")] == ["Arriving"],
-                   30, "the upload to register")
+        wait_until(
+            lambda: [t["status"] for t in stack.client.transfers(destination="broken-site")] == ["Arriving"],
+            30,
+            "the upload to register",
+        )
     # The client is gone with 9.9 MB missing.
     wait_until(lambda: stack.client.transfers(destination="broken-site")[0]["status"] == "Failed", 30, "failure")
     (transfer,) = stack.client.transfers(destination="broken-site")
