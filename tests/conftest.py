@@ -6,7 +6,6 @@ missing server in CI is a failure, never a skip.
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -49,18 +48,17 @@ def s3_server():
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
-    """One Prefect server for every flow-level test; the test process talks to it through env."""
+    """One Prefect server for every flow-level test; flows in the test process report to it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from tests.servers.prefect import PrefectServer
 
     server = PrefectServer(tmp_path_factory.mktemp("prefect"))
     server.start()
-    previous = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = server.api_url
-    yield server
-    if previous is None:
-        os.environ.pop("PREFECT_API_URL", None)
-    else:
-        os.environ["PREFECT_API_URL"] = previous
+    # Prefect reads its settings once, when first imported (earlier tests import it through the host
+    # blocks), so a changed environment alone would leave flows on a temporary ephemeral server.
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield server
     server.stop()
 
 
