@@ -64,6 +64,13 @@ class Stack:
         return self.client.transfer(transfer["id"])
 
 
+def mover_running(prefect_api: str) -> bool:
+    runs = httpx.post(
+        f"{prefect_api}/flow_runs/filter", json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}
+    ).json()
+    return any(r["name"].startswith("mover") for r in runs)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     stack = Stack(tmp_path_factory.mktemp("stack"))
@@ -81,6 +88,8 @@ def stack(tmp_path_factory):
         "pds up",
         stack.root / "pds-up.log",
     )
+    # Memory baselines are taken once the mover has finished starting: its flow run is running.
+    wait_until(lambda: mover_running(stack.prefect_api), 120, "the mover flow run", stack.root / "pds-up.log")
     yield stack
     children = [stack.pid(n) for n in ("prefect", "api", "mover")]
     stack.process.send_signal(signal.SIGINT)  # what Ctrl-C does

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from api.client import PdsClient  # noqa: E402
 from tests.servers._common import free_port, wait_until  # noqa: E402
 from tests.servers.sshd import SshServer  # noqa: E402
+from tests.test_embedded import mover_running  # noqa: E402
 
 
 def main() -> None:
@@ -54,6 +55,8 @@ def main() -> None:
                 240,
                 "pds up",
             )
+            prefect_api = f"http://127.0.0.1:{prefect_port}/api"
+            wait_until(lambda: mover_running(prefect_api), 120, "the mover flow run")  # baseline after start-up
             client = PdsClient(url, user="admin", password="admin", timeout=3600)
             client.create_destination("bench")
             client.create_host(
