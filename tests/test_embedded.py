@@ -86,10 +86,11 @@ def stack(tmp_path_factory):
         and httpx.get(f"{stack.api_url}/health").status_code == 200,
         240,
         "pds up",
-        stack.root / "pds-up.log",
+        log=stack.root / "pds-up.log",
+        process=stack.process,
     )
     # Memory baselines are taken once the mover has finished starting: its flow run is running.
-    wait_until(lambda: mover_running(stack.prefect_api), 120, "the mover flow run", stack.root / "pds-up.log")
+    wait_until(lambda: mover_running(stack.prefect_api), 120, "the mover flow run", log=stack.root / "pds-up.log")
     yield stack
     children = [stack.pid(n) for n in ("prefect", "api", "mover")]
     stack.process.send_signal(signal.SIGINT)  # what Ctrl-C does

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -75,14 +76,17 @@ def test_portal_buckets_future_and_held_transfers_are_not_claimed(engine, store,
 def test_concurrent_movers_never_claim_the_same_transfer(engine, store, site):
     for i in range(120):
         push(engine, store, site, f"{i}.bin", data=b"x")
-    claimed: dict[str, list[int]] = {}
+    claimed: dict[str, list[int]] = {f"m{i}": [] for i in range(4)}
     errors = []
+    start = threading.Barrier(4)
 
     def mover(name):
-        mine = claimed.setdefault(name, [])
+        mine = claimed[name]
+        start.wait()
         try:
             while batch := claim_ids(engine, name, limit=3):
                 mine.extend(batch)
+                time.sleep(0.005)  # a mover does work between claims; the others get their turn
         except Exception as exc:  # a failure here must fail the test, not vanish in a thread
             errors.append(exc)
 

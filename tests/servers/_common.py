@@ -1,4 +1,9 @@
-"""Ports, readiness polling and process lifecycle shared by the test servers."""
+"""Ports, readiness polling and process lifecycle shared by the test servers.
+
+Every server runs as a local child process (there is no Docker engine here or in CI) in its own
+session, so one signal to the process group also reaches whatever workers it forked; output goes to
+a log file whose tail ends up in the error message when a server does not come up.
+"""
 
 from __future__ import annotations
 
@@ -7,54 +12,121 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+IS_ROOT = os.geteuid() == 0
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it; small race window)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 def require(binary: str, package: str) -> str:
-    path = shutil.which(binary) or (binary if os.path.exists(binary) else None)
-    if not path:
-        raise RuntimeError(f"{binary} not found: install the Debian package {package} (infra/test-deps.sh does)")
+    """The path of `binary` (a name on PATH or an absolute path), or a RuntimeError naming its package.
+
+    Raised rather than skipped: in CI a missing server must fail the run, never hide the tests.
+    """
+    path = shutil.which(binary)
+    if path is None:
+        raise RuntimeError(f"{binary} not found: install {package} (infra/test-deps.sh installs the apt ones)")
     return path
 
 
-def wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
+def venv_bin(name: str, package: str) -> str:
+    """A console script installed next to the running interpreter (the venv's bin/), or a RuntimeError."""
+    return require(str(Path(sys.executable).with_name(name)), f"the Python package {package}")
+
+
+def log_tail(log: Path | None, chars: int = 4000) -> str:
+    if log is None or not log.exists():
+        return ""
+    return log.read_text(errors="replace")[-chars:]
+
+
+def wait_until(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    *,
+    log: Path | None = None,
+    process: subprocess.Popen[bytes] | None = None,
+    interval: float = 0.1,
+) -> None:
+    """Poll `predicate` until it returns true; exceptions count as "not yet".
+
+    Gives up with a RuntimeError (carrying the log's tail) after `timeout` seconds, or at once when
+    `process` has already exited, so a server that crashed on start does not cost the whole timeout.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    last_error = ""
+    while True:
         try:
-            if ready():
+            if predicate():
                 return
-        except Exception:  # noqa: BLE001 — not ready yet
-            pass
-        time.sleep(0.1)
-    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-    raise RuntimeError(f"{what} not ready after {timeout:.0f} s\n{tail}")
+        except Exception as error:  # not ready yet
+            last_error = repr(error)
+        if process is not None and process.poll() is not None:
+            problem = f"{what} exited with status {process.returncode} before it was ready"
+            break
+        if time.monotonic() >= deadline:
+            problem = f"{what} not ready after {timeout:.0f} s (last error: {last_error or 'none'})"
+            break
+        time.sleep(interval)
+    raise RuntimeError(f"{problem}\n--- {log} ---\n{log_tail(log)}" if log else problem)
 
 
-def tcp_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    command: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `command` in a new session (its own process group) with stdout and stderr appended to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
 
 
-def stop(process: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None:
+def terminate(process: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None:
+    """SIGTERM the process group, then SIGKILL it if it is still there after `grace` seconds."""
     if process is None or process.poll() is not None:
         return
-    os.killpg(process.pid, signal.SIGTERM)
     try:
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(grace)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+    except ProcessLookupError:  # exited between poll() and killpg()
+        process.wait()
+
+
+class Server:
+    """Context-manager support for the server classes: `with Server(...) as s:` starts and stops."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,85 +1,142 @@
-"""A throwaway PostgreSQL cluster (Debian's binaries) on a free port; per-test databases."""
+"""A throwaway PostgreSQL cluster (Debian's binaries) on a free port, with per-test databases.
+
+initdb and postgres refuse to run as root, so as root the cluster belongs to the `postgres` system
+user and every command goes through `runuser -u postgres --`. That user cannot enter pytest's temp
+tree (/tmp/pytest-of-root is mode 0700), so the cluster then lives in a fresh directory under /tmp,
+removed again by stop(), and `root_dir` is used only when `postgres` can reach it.
+"""
 
 from __future__ import annotations
 
 import glob
-import os
-import pwd
+import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Self
 
 import sqlalchemy as sa
 
-from tests.servers._common import free_port, start, stop, wait_until
+from tests.servers._common import IS_ROOT, Server, free_port, log_tail, require, wait_until
+
+SETTINGS = {
+    "fsync": "off",  # throwaway data: durability only costs time
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",  # every test engine keeps a pool
+}
 
 
-def _bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+def pg_bin(name: str) -> str:
+    """`name` from the newest /usr/lib/postgresql/<version>/bin (Debian keeps them off PATH)."""
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]))
     if not found:
-        raise RuntimeError(f"{name} not found: install the Debian package postgresql (infra/test-deps.sh does)")
+        raise RuntimeError(f"{name} not found: install the Debian package postgresql (e.g. postgresql-15)")
     return found[-1]
 
 
-class PostgresServer:
-    def __init__(self, root_dir: Path) -> None:
-        # As root, the cluster runs as `postgres`, which cannot enter pytest's private temp tree.
-        self.root = Path(tempfile.mkdtemp(prefix="pds-postgres-")) if os.geteuid() == 0 else Path(root_dir)
-        self.data = self.root / "data"
-        self.port = free_port()
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-        self.process: subprocess.Popen[bytes] | None = None
-        # initdb refuses to run as root: run the cluster as the postgres system user then.
-        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+class PostgresServer(Server):
+    """A cluster started with `pg_ctl start` and stopped with `pg_ctl stop -m fast`.
 
-    def start(self) -> PostgresServer:
+    Attributes: `host`, `port`, `url` (SQLAlchemy URL of the database `pds`, psycopg 3 driver);
+    `create_database(name)` returns the URL of a new empty database.
+    """
+
+    def __init__(self, root_dir: Path) -> None:
+        self._requested_root = Path(root_dir).resolve()
+        self.root = self._requested_root
+        self._own_root = False
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.user = "postgres"  # the superuser name given to initdb, not the system user
+        self.url = self.database_url("pds")
+        self._runuser = ["runuser", "-u", "postgres", "--"] if IS_ROOT else []
+        self._started = False
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "postgres.log"
+
+    def database_url(self, name: str) -> str:
+        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{name}"
+
+    def _run(self, *command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a PostgreSQL tool as the cluster's owner, from a directory that owner may enter."""
+        return subprocess.run(
+            [*self._runuser, *command], cwd=self.root, capture_output=True, text=True, timeout=timeout
+        )
+
+    def _prepare_root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("postgres")
-            for path in (self.root,):
-                shutil.chown(path, user.pw_uid, user.pw_gid)
-        subprocess.run(
-            [*self._as, _bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync"],
-            check=True,
-            capture_output=True,
+        if not IS_ROOT:
+            return
+        probe = ["runuser", "-u", "postgres", "--", "test", "-x", str(self.root.parent)]
+        if subprocess.run(probe, check=False).returncode != 0:
+            self.root = Path(tempfile.mkdtemp(prefix="pds-postgres-"))
+            self._own_root = True
+            (self._requested_root / "cluster-location.txt").write_text(f"{self.root}\n")
+        shutil.chown(self.root, "postgres", "postgres")
+
+    def start(self) -> Self:
+        if self._started:
+            return self
+        if IS_ROOT:
+            require("runuser", "the Debian package util-linux")
+        initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
+        self._prepare_root()
+        result = self._run(
+            initdb, "-D", str(self.pgdata), "-U", self.user, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"
         )
-        log = self.root / "postgres.log"
-        log.touch()
-        if os.geteuid() == 0:
-            shutil.chown(log, "postgres", "postgres")
-        self.process = start(
-            [
-                *self._as,
-                _bin("postgres"),
-                "-D",
-                str(self.data),
-                "-p",
-                str(self.port),
-                "-h",
-                "127.0.0.1",
-                "-k",
-                str(self.root),
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "max_connections=200",
-            ],
-            log,
-        )
-        engine = sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
-        wait_until(lambda: engine.connect().close() is None, 60, "PostgreSQL", log)
-        engine.dispose()
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+        settings = SETTINGS | {
+            "listen_addresses": f"'{self.host}'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.root}'",
+        }
+        with (self.pgdata / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        self._started = True
+        try:
+            result = self._run(pg_ctl, "-D", str(self.pgdata), "-l", str(self.log), "-w", "-t", "60", "start")
+            if result.returncode != 0:
+                raise RuntimeError(f"pg_ctl start failed:\n{result.stdout}{result.stderr}\n{log_tail(self.log)}")
+            wait_until(self._accepts_connections, 30, "PostgreSQL", log=self.log)
+            self.create_database("pds")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
+    def _accepts_connections(self) -> bool:
+        admin = sa.create_engine(self.database_url("postgres"), poolclass=sa.NullPool)
+        with admin.connect() as connection:
+            return connection.execute(sa.text("select 1")).scalar() == 1
+
     def create_database(self, name: str) -> str:
-        engine = sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        engine.dispose()
-        return self.url.rsplit("/", 1)[0] + f"/{name}"
+        """Create an empty database `name` and return its URL."""
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
+            raise ValueError(f"not a plain database name: {name!r}")
+        admin = sa.create_engine(self.database_url("postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        return self.database_url(name)
 
     def stop(self) -> None:
-        stop(self.process, grace=10)
+        """Fast shutdown (disconnects clients, unlike the default "smart" mode which waits for them)."""
+        if self._started:
+            self._started = False
+            pg_ctl = pg_bin("pg_ctl")
+            if self._run(pg_ctl, "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "30", "stop").returncode:
+                self._run(pg_ctl, "-D", str(self.pgdata), "-m", "immediate", "-w", "stop")
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root, self._own_root = self._requested_root, False
