@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import fsspec
@@ -16,6 +17,7 @@ from pydantic import Field, SecretStr
 
 from catalog.errors import FailOverToNextHost, FailTransfer, RetryOnSameHost, TransferError
 from catalog.models import Host
+from catalog.paths import TEMPLATE_TOKENS, render_directory
 
 _FAILOVER_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENOSPC, errno.EDQUOT}
 _FAIL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
@@ -62,6 +64,14 @@ class HostBlock(Block):
     def filesystem(self) -> fsspec.AbstractFileSystem:
         """A new connection to the host (not shared with other transfers)."""
         raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise InvalidInput for a configuration that could never work, before it is saved.
+
+        Subclasses add their own checks (credentials, key files, option values) and call this one.
+        """
+        sample = dict.fromkeys(TEMPLATE_TOKENS, "x")
+        render_directory(self.directory, sample, datetime.now(UTC))
 
     def base_path(self) -> str:
         """The path on `filesystem()` that rendered directories are relative to."""

@@ -13,6 +13,7 @@ PROTOCOLS: dict[str, str] = {
     "file": "blocks.local:LocalHost",
     "sftp": "blocks.sftp:SftpHost",
     "s3": "blocks.s3:S3Host",
+    "ftp": "blocks.ftp:FtpHost",
 }
 
 

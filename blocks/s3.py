@@ -15,7 +15,7 @@ import fsspec
 from s3fs import S3FileSystem
 
 from blocks.base import HostBlock
-from catalog.errors import FailOverToNextHost, FailTransfer, TransferError
+from catalog.errors import FailOverToNextHost, FailTransfer, InvalidInput, TransferError
 
 _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled"}
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
@@ -62,6 +62,13 @@ class S3Host(HostBlock):
             default_block_size=int(self.options.get("part_size", DEFAULT_PART_SIZE)),
             skip_instance_cache=True,
         )
+
+    def check(self) -> None:
+        super().check()
+        if not self.directory.strip("/"):
+            raise InvalidInput(f"host {self.name}: the directory must start with the bucket name")
+        if bool(self.login) != bool(self.password.get_secret_value()):
+            raise InvalidInput(f"host {self.name}: give both the access key (login) and the secret key (password)")
 
     def remote_md5(self, fs: fsspec.AbstractFileSystem, path: str) -> str | None:
         etag = str(fs.info(path, refresh=True).get("ETag", "")).strip('"')

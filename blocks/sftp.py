@@ -6,6 +6,7 @@ Options: `port` (22), `key_filename` (a private key file), `secret_passphrase`, 
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import asyncssh
@@ -13,7 +14,7 @@ import fsspec
 from sshfs import SSHFileSystem
 
 from blocks.base import HostBlock
-from catalog.errors import FailOverToNextHost, FailTransfer, RetryOnSameHost, TransferError
+from catalog.errors import FailOverToNextHost, FailTransfer, InvalidInput, RetryOnSameHost, TransferError
 
 
 class SftpHost(HostBlock):
@@ -47,6 +48,20 @@ class SftpHost(HostBlock):
 
     def base_path(self) -> str:
         return ""
+
+    def check(self) -> None:
+        super().check()
+        key = self.options.get("key_filename")
+        if key:
+            try:
+                asyncssh.read_private_key(key, self.options.get("secret_passphrase"))
+            except (OSError, ValueError) as exc:  # unreadable, not a key, or a wrong passphrase
+                raise InvalidInput(f"host {self.name}: cannot use private key {key}: {exc}") from exc
+        elif not self.password.get_secret_value():
+            raise InvalidInput(f"host {self.name}: give a password or options.key_filename")
+        known_hosts = self.options.get("known_hosts")
+        if known_hosts and not os.access(known_hosts, os.R_OK):
+            raise InvalidInput(f"host {self.name}: cannot read known_hosts file {known_hosts}")
 
     def classify(self, exc: BaseException) -> TransferError:
         if isinstance(exc, asyncssh.PermissionDenied | asyncssh.HostKeyNotVerifiable):

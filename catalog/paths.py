@@ -13,6 +13,9 @@ from datetime import datetime
 
 from catalog.errors import InvalidInput
 
+#: Tokens a host's directory template may use (besides `$date{format}`).
+TEMPLATE_TOKENS = ("destination", "target", "name", "stream", "type", "time_base", "time_step")
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 _TOKEN = re.compile(r"\$(\w+)(?:\{([^}]*)\})?")
 

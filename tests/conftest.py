@@ -37,6 +37,23 @@ def sshd(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def ftp_servers(tmp_path_factory):
+    """pyftpdlib by mode (plain FTP, explicit FTPS, implicit FTPS), each started on first use."""
+    from tests.servers.ftp import FtpServer
+
+    servers: dict[str, FtpServer] = {}
+
+    def get(mode: str) -> FtpServer:
+        if mode not in servers:
+            servers[mode] = FtpServer(tmp_path_factory.mktemp(f"ftp-{mode}"), mode).start()
+        return servers[mode]
+
+    yield get
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def s3_server():
     from tests.servers.s3 import S3Server
 

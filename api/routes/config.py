@@ -12,9 +12,9 @@ from sqlmodel import Session
 
 from api.auth import admin_only
 from api.deps import database
-from blocks.registry import known_protocols
+from blocks.registry import block_for, known_protocols
 from catalog import config
-from catalog.models import Destination, DestinationCreate, HostCreate, HostKind, HostPublic
+from catalog.models import Destination, DestinationCreate, Host, HostCreate, HostKind, HostPublic
 
 
 class HostLink(BaseModel):
@@ -67,6 +67,7 @@ def attach_host(name: FromPath[str], data: JSONBody[HostLink], state: State) -> 
 def create_host(data: JSONBody[HostCreate], state: State) -> HostPublic:
     """Create a host; its password and `secret_*` options are never returned."""
     with database(state) as session:
+        block_for(Host.model_validate(data.model_dump())).check()  # refuse what could never work, now
         return config.host_public(config.create_host(session, data, known_protocols=known_protocols()))
 
 

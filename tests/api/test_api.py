@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 
 import pytest
 from sqlmodel import select
@@ -81,11 +82,47 @@ def test_tokens_work_instead_of_passwords(client, site):
     assert client.get("/me", headers={"Authorization": f"Bearer {token}"}).json()["login"] == "admin"
 
 
-def test_hosts_never_return_secrets(client, site):
+def test_hosts_never_return_secrets(client, site, tmp_path):
     host = client.get("/hosts/h1", headers=ADMIN).json()
     assert "password" not in host and host["has_password"] is True
-    client.post("/hosts", json={"name": "k", "protocol": "sftp", "options": {"secret_passphrase": "p"}}, headers=ADMIN)
-    assert client.get("/hosts/k", headers=ADMIN).json()["options"] == {"secret_passphrase": "***"}
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "pass phrase", "-f", str(key)], check=True)
+    options = {"key_filename": str(key), "secret_passphrase": "pass phrase"}
+    r = client.post("/hosts", json={"name": "k", "protocol": "sftp", "options": options}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    assert client.get("/hosts/k", headers=ADMIN).json()["options"] == {
+        "key_filename": str(key),
+        "secret_passphrase": "***",
+    }
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ({"protocol": "gopher"}, "unknown protocol 'gopher'"),
+        ({"protocol": "sftp", "address": "x"}, "give a password or options.key_filename"),
+        ({"protocol": "sftp", "options": {"key_filename": "/no/such/key"}}, "cannot use private key /no/such/key"),
+        (
+            {"protocol": "sftp", "options": {"key_filename": "{key}", "secret_passphrase": "wrong"}},
+            "cannot use private key",
+        ),
+        ({"protocol": "file", "address": "/tmp/x", "directory": "$destnation/x"}, "unknown token $destnation"),
+        ({"protocol": "s3", "directory": "bucket", "login": "AKIA"}, "give both the access key"),
+        ({"protocol": "s3", "login": "a", "password": "b"}, "must start with the bucket"),
+        ({"protocol": "ftp", "options": {"tls": "maybe"}}, "tls must be one of none, explicit, implicit"),
+        ({"protocol": "ftp", "options": {"tls": "explicit", "cafile": "/no/ca.pem"}}, "cannot read cafile"),
+    ],
+)
+def test_hosts_that_could_never_work_are_refused_when_created(client, tmp_path, host, reason):
+    key = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "right", "-f", str(key)], check=True)
+    host = {**host, "name": "bad"}
+    if host.get("options", {}).get("key_filename") == "{key}":
+        host["options"] = {**host["options"], "key_filename": str(key)}
+    r = client.post("/hosts", json=host, headers=ADMIN)
+    assert r.status_code == 400, r.text
+    assert reason in r.json()["reason"]
+    assert client.get("/hosts/bad", headers=ADMIN).status_code == 404
 
 
 def test_configuration_errors_are_clear(client, site):

@@ -8,10 +8,33 @@ import pytest
 
 from catalog.models import Host
 
+FTP_VARIANTS = {
+    "ftp": ("plain", True),
+    "ftp-active": ("plain", False),
+    "ftps-explicit": ("explicit", True),
+    "ftps-implicit": ("implicit", True),
+    "ftps-implicit-active": ("implicit", False),
+}
 
-@pytest.fixture(params=["file", "sftp", "s3"])
+
+@pytest.fixture(params=["file", "sftp", "s3", *FTP_VARIANTS])
 def host(request, tmp_path) -> Host:
     kind = request.param
+    if kind in FTP_VARIANTS:
+        mode, passive = FTP_VARIANTS[kind]
+        ftp = request.getfixturevalue("ftp_servers")(mode)
+        options = {"passive": passive, "tls": {"plain": "none"}.get(mode, mode)}
+        if ftp.mode != "plain":
+            options["cafile"] = str(ftp.cert_path)
+        return Host(
+            name="ftp",
+            protocol="ftp",
+            address=f"{ftp.host}:{ftp.port}",
+            login=ftp.username,
+            password=ftp.password,
+            directory=f"/{uuid.uuid4().hex}",
+            options=options,
+        )
     if kind == "file":
         return Host(name="local", protocol="file", address=str(tmp_path / "remote"))
     if kind == "sftp":

@@ -29,6 +29,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def tcp_ready(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
 def require(binary: str, package: str) -> str:
     """The path of `binary` (a name on PATH or an absolute path), or a RuntimeError naming its package.
 
