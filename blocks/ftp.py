@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+from datetime import UTC, datetime
 from ftplib import FTP, FTP_TLS, error_perm, error_reply, error_temp
 from typing import Any, ClassVar
 
@@ -113,6 +114,15 @@ class PdsFtpFileSystem(FTPFileSystem):  # type: ignore[misc]
     def __del__(self) -> None:
         if getattr(self, "ftp", None) is not None:  # absent when connecting failed
             super().__del__()
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> Any:
+        entries = super().ls(path, detail=True, **kwargs)
+        return entries if detail else [e["name"] for e in entries]  # full paths, as every fsspec backend
+
+    def modified(self, path: str) -> datetime:
+        """From the MLSD `modify` fact, which RFC 3659 defines in UTC."""
+        stamp = str(self.info(path)["modify"])
+        return datetime.strptime(stamp[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         if mode in {"wb", "ab"}:

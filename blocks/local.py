@@ -16,6 +16,7 @@ class LocalHost(HostBlock):
     _block_type_name = "pds Local Host"
     protocol: ClassVar[str] = "file"
     supports_rename: ClassVar[bool] = True
+    supports_resume: ClassVar[bool] = True
     supports_server_side_copy: ClassVar[bool] = True
 
     def filesystem(self) -> fsspec.AbstractFileSystem:

@@ -23,6 +23,7 @@ class SftpHost(HostBlock):
     _block_type_name = "pds SFTP Host"
     protocol: ClassVar[str] = "sftp"
     supports_rename: ClassVar[bool] = True  # posix-rename@openssh.com replaces atomically
+    supports_resume: ClassVar[bool] = True  # files open for append
 
     def _host_port(self) -> tuple[str, int]:
         host, _, port = self.address.partition(":")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import UTC, datetime
 
 import pytest
 
@@ -111,3 +112,37 @@ def test_refused_access_stops_the_transfer(host, store, tmp_path):
     d = delivery(store, bad, b"x", "x.bin")
     with pytest.raises(FailTransfer):
         send_data_file(store, d)
+
+
+def test_list_size_mtime_and_delete(host, store):
+    block = block_for(host)
+    fs = block.filesystem()
+    for name in ("one.bin", "two.bin", "three.bin"):
+        send_data_file(store, delivery(store, host, name.encode() * 10, f"listing/{name}"))
+    directory = block.join(host.directory, "listing")
+    listed = fs.ls(directory, detail=False)
+    assert sorted(p.rsplit("/", 1)[-1] for p in listed) == ["one.bin", "three.bin", "two.bin"]
+    assert all(p.strip("/").startswith(directory.strip("/")) for p in listed)  # full paths, not bare names
+    assert fs.size(f"{directory}/three.bin") == 90
+    modified = fs.modified(f"{directory}/one.bin")
+    assert modified.tzinfo is not None
+    assert abs((modified - datetime.now(UTC)).total_seconds()) < 300
+    fs.rm(f"{directory}/two.bin")
+    assert not fs.exists(f"{directory}/two.bin")
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(directory, detail=False)) == ["one.bin", "three.bin"]
+
+
+def test_resume_continues_an_interrupted_upload(host, store):
+    block = block_for(host)
+    if not block.supports_resume:
+        pytest.skip(f"{host.protocol} does not declare resume")
+    fs = block.filesystem()
+    path = block.join(host.directory, "resume/part.bin")
+    fs.makedirs(block.join(host.directory, "resume"), exist_ok=True)
+    first, rest = os.urandom(300_000), os.urandom(200_000)
+    with fs.open(path, "wb") as f:
+        f.write(first)  # the connection "breaks" here
+    with fs.open(path, "ab") as f:
+        f.write(rest)
+    assert fs.size(path) == 500_000
+    assert remote_md5(fs, path) == hashlib.md5(first + rest).hexdigest()
