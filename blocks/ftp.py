@@ -17,7 +17,7 @@ import socket
 import ssl
 from datetime import UTC, datetime
 from ftplib import FTP, FTP_TLS, error_perm, error_reply, error_temp
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import fsspec
 from fsspec.implementations.ftp import FTPFileSystem
@@ -76,6 +76,41 @@ class StreamingUpload:
         else:
             self.closed = True
             self._conn.close()
+
+
+class StreamingDownload:
+    """A read-only sequential file over one FTP data connection (`RETR`), for whole-file reads."""
+
+    def __init__(self, ftp: FTP, path: str) -> None:
+        self._ftp = ftp
+        ftp.voidcmd("TYPE I")
+        self._conn = ftp.transfercmd(f"RETR {path}")
+        self._file = self._conn.makefile("rb")
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        complete = not self._file.read(1)
+        self._file.close()
+        if isinstance(self._conn, ssl.SSLSocket) and complete:
+            self._conn.unwrap()
+        self._conn.close()
+        try:
+            self._ftp.voidresp()  # 226 when complete; 426 when we stopped early, which is expected
+        except error_temp:
+            if complete:
+                raise
+
+    def __enter__(self) -> StreamingDownload:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 class PdsFtpFileSystem(FTPFileSystem):  # type: ignore[misc]
@@ -144,6 +179,10 @@ class FtpHost(HostBlock):
         if mode not in TLS_MODES:
             raise ValueError(f"option tls must be one of {', '.join(TLS_MODES)}, not {mode!r}")
         return mode
+
+    def open_stream(self, fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
+        stream: IO[bytes] = StreamingDownload(fs.ftp, fs._strip_protocol(path))  # type: ignore[assignment]
+        return stream
 
     def check(self) -> None:
         super().check()

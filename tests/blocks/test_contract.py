@@ -146,3 +146,15 @@ def test_resume_continues_an_interrupted_upload(host, store):
         f.write(rest)
     assert fs.size(path) == 500_000
     assert remote_md5(fs, path) == hashlib.md5(first + rest).hexdigest()
+
+
+def test_a_whole_file_streams_back(host, store):
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    d = delivery(store, host, data, "back/whole.bin")
+    send_data_file(store, d)
+    fs = d.host.filesystem()
+    with d.host.open_stream(fs, d.remote_path) as f:
+        assert store.put_stream(iter(lambda: f.read(1 << 20), b"")).md5 == hashlib.md5(data).hexdigest()
+    with d.host.open_stream(fs, d.remote_path) as f:
+        assert f.read(10) == data[:10]  # stopping early leaves the connection usable
+    assert fs.size(d.remote_path) == len(data)

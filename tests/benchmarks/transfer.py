@@ -1,0 +1,159 @@
+"""Throughput of pds's transfer layer against rclone, same files, same servers, same run.
+
+    .venv/bin/python tests/benchmarks/transfer.py --size-mib 1024 [--protocols sftp ftp s3]
+
+Starts OpenSSH sshd, pyftpdlib and moto S3 on 127.0.0.1, then for each protocol copies one file
+disk → server and server → disk with rclone (the anchor) and with pds (`send_data_file` from the Data
+Store up; a streamed read into the Data Store down), and prints MiB/s and the pds/rclone ratio
+(target ≥ 0.9) with the peak RSS growth of this process during the pds copies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from blocks.registry import block_for  # noqa: E402
+from catalog.models import Host  # noqa: E402
+from catalog.store import DataStore  # noqa: E402
+from tasks.transfer import Delivery, send_data_file  # noqa: E402
+from tests.servers.ftp import FtpServer  # noqa: E402
+from tests.servers.s3 import S3Server  # noqa: E402
+from tests.servers.sshd import SshServer  # noqa: E402
+
+RCLONE = str(Path(sys.executable).with_name("rclone"))
+
+
+class PeakRss:
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.base = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth_mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def timed(fn) -> float:  # noqa: ANN001
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def rclone(*args: str) -> None:
+    subprocess.run([RCLONE, "--config", "/dev/null", "-q", *args], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--protocols", nargs="+", default=["sftp", "ftp", "s3"])
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="pds-bench-transfer-"))
+    source = root / "src" / "big.bin"
+    source.parent.mkdir()
+    with source.open("wb") as f:
+        for _ in range(args.size_mib):
+            f.write(os.urandom(1 << 20))
+    size = source.stat().st_size
+    store = DataStore.from_url(str(root / "store"))
+    with source.open("rb") as f:
+        stored = store.put_file(f)
+    obscured = subprocess.run(
+        [RCLONE, "obscure", FtpServer.password], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    rows = []
+    with SshServer(root / "sshd") as sshd, FtpServer(root / "ftp") as ftp, S3Server() as s3:
+        bucket = f"bench-{uuid.uuid4().hex[:8]}"
+        s3.create_bucket(bucket)
+        setups = {
+            "sftp": (
+                Host(
+                    name="sftp",
+                    protocol="sftp",
+                    address=f"127.0.0.1:{sshd.port}",
+                    login=sshd.username,
+                    directory=str(sshd.data_dir),
+                    options={"key_filename": str(sshd.client_key_path)},
+                ),
+                f":sftp,host=127.0.0.1,port={sshd.port},user={sshd.username},key_file={sshd.client_key_path}:"
+                f"{sshd.data_dir}",
+            ),
+            "ftp": (
+                Host(
+                    name="ftp",
+                    protocol="ftp",
+                    address=f"127.0.0.1:{ftp.port}",
+                    login=ftp.username,
+                    password=ftp.password,
+                    directory="/",
+                ),
+                f":ftp,host=127.0.0.1,port={ftp.port},user={ftp.username},pass={obscured}:",
+            ),
+            "s3": (
+                Host(
+                    name="s3",
+                    protocol="s3",
+                    address=s3.endpoint_url,
+                    login=s3.access_key,
+                    password=s3.secret_key,
+                    directory=bucket,
+                    options={"region": s3.region},
+                ),
+                f":s3,provider=Other,endpoint='{s3.endpoint_url}',access_key_id={s3.access_key},"
+                f"secret_access_key={s3.secret_key},region={s3.region},no_check_bucket=true:{bucket}",
+            ),
+        }
+        for protocol in args.protocols:
+            host, remote = setups[protocol]
+            block = block_for(host)
+            up_rclone = timed(lambda: rclone("copyto", str(source), f"{remote}/rclone.bin"))  # noqa: B023
+            delivery = Delivery(1, stored.key, stored.size, stored.md5, block, block.join(host.directory, "pds.bin"))
+            with PeakRss() as up_rss:
+                up_pds = timed(lambda: send_data_file(store, delivery))  # noqa: B023
+            down_rclone = timed(lambda: rclone("copyto", f"{remote}/rclone.bin", str(root / "down-rclone.bin")))  # noqa: B023
+            fs = block.filesystem()
+
+            def download() -> None:
+                with block.open_stream(fs, delivery.remote_path) as f:  # noqa: B023
+                    got = store.put_stream(iter(lambda: f.read(8 << 20), b""))  # noqa: B023
+                assert got.md5 == stored.md5, "download differs"
+
+            with PeakRss() as down_rss:
+                down_pds = timed(download)
+            for direction, r, p, rss in (("up", up_rclone, up_pds, up_rss), ("down", down_rclone, down_pds, down_rss)):
+                rows.append((protocol, direction, size / r / 2**20, size / p / 2**20, r / p, rss.growth_mib))
+    version = subprocess.run([RCLONE, "version"], capture_output=True, text=True).stdout.split()[1]
+    print(f"file {size / 2**20:.0f} MiB, rclone {version}")
+    print(f"{'protocol':8} {'dir':5} {'rclone MiB/s':>12} {'pds MiB/s':>10} {'pds/rclone':>10} {'pds RSS +MiB':>12}")
+    for protocol, direction, r, p, ratio, rss in rows:
+        print(f"{protocol:8} {direction:5} {r:12.1f} {p:10.1f} {ratio:10.2f} {rss:12.1f}")
+
+
+if __name__ == "__main__":
+    main()
