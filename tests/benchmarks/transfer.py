@@ -136,7 +136,8 @@ def main() -> None:
             delivery = Delivery(1, stored.key, stored.size, stored.md5, block, block.join(host.directory, "pds.bin"))
             with PeakRss() as up_rss:
                 up_pds = timed(lambda: send_data_file(store, delivery))  # noqa: B023
-            down_rclone = timed(lambda: rclone("copyto", f"{remote}/rclone.bin", str(root / "down-rclone.bin")))  # noqa: B023
+            local_copy = str(root / f"down-rclone-{protocol}.bin")  # a new name: rclone skips identical files
+            down_rclone = timed(lambda: rclone("copyto", f"{remote}/rclone.bin", local_copy))  # noqa: B023
             fs = block.filesystem()
 
             def download() -> None:
