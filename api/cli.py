@@ -81,7 +81,11 @@ def cmd_status(client: PdsClient, args: argparse.Namespace) -> None:
 
 def cmd_destination(client: PdsClient, args: argparse.Namespace) -> None:
     if args.action == "add":
-        settings = {"comment": args.comment, "max_parallel_transfers": args.max_parallel}
+        settings = {
+            "comment": args.comment,
+            "max_parallel_transfers": args.max_parallel,
+            "compression": args.compression,
+        }
         result: Any = client.create_destination(args.name, **{k: v for k, v in settings.items() if v is not None})
         _print(args, result, f"destination {args.name} created")
     elif args.action == "show":
@@ -162,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
     dest.add_argument("name", nargs="?")
     dest.add_argument("--comment")
     dest.add_argument("--max-parallel", type=int)
+    dest.add_argument("--compression", help="gzip, bzip2, lzma, zstd, lz4 or snappy, applied on the fly")
 
     host = sub.add_parser("host", help="add or list hosts")
     host.add_argument("action", choices=["add", "list"])

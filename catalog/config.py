@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from catalog.compression import check_compression
 from catalog.errors import Conflict, InvalidInput, NotFound
 from catalog.models import (
     NAME_PATTERN,
@@ -33,6 +34,7 @@ def check_name(kind: str, name: str) -> str:
 
 def create_destination(session: Session, data: DestinationCreate) -> Destination:
     check_name("destination", data.name)
+    check_compression(data.compression)
     if session.get(Destination, data.name) is not None:
         raise Conflict(f"destination {data.name!r} already exists")
     destination = Destination.model_validate(data.model_dump())

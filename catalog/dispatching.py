@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from catalog.config import dissemination_hosts
+from catalog.config import dissemination_hosts, get_destination
 from catalog.errors import FailTransfer
 from catalog.models import DataFile, Host
 from catalog.paths import render_directory
@@ -24,6 +24,7 @@ class DispatchPlan:
     host: Host
     remote_path: str
     """Where the file lands, relative to the host's base path: rendered directory + target."""
+    compression: str | None = None
 
 
 def plan(session: Session, transfer_id: int) -> DispatchPlan:
@@ -32,6 +33,7 @@ def plan(session: Session, transfer_id: int) -> DispatchPlan:
     data_file = session.get(DataFile, transfer.data_file_id)
     if data_file is None or data_file.store_key is None or data_file.size is None or data_file.md5 is None:
         raise FailTransfer(f"data file {transfer.data_file_id} has no content in the Data Store")
+    destination = get_destination(session, transfer.destination_name)
     hosts = [h for h in dissemination_hosts(session, transfer.destination_name) if h.active]
     if not hosts:
         raise FailTransfer(f"destination {transfer.destination_name} has no active dissemination host")
@@ -58,4 +60,5 @@ def plan(session: Session, transfer_id: int) -> DispatchPlan:
         md5=data_file.md5,
         host=host,
         remote_path=posixpath.join(directory, transfer.target) if directory else transfer.target,
+        compression=destination.compression,
     )

@@ -89,6 +89,9 @@ class DestinationBase(SQLModel):
     on_host_failure: OnHostFailure = Field(default=OnHostFailure.NEXT_AND_STAY, sa_type=_enum(OnHostFailure))
     lifetime_seconds: int | None = Field(default=None, ge=1)
     """Transfers not done this long after queueing fail with "not transferred before expiration"."""
+    compression: str | None = None
+    """Compress on the fly before sending (gzip, bzip2, lzma, zstd, lz4, snappy); the original is sent
+    when compression would not make the file smaller."""
 
 
 class Destination(DestinationBase, table=True):
@@ -239,6 +242,10 @@ class DataTransfer(SQLModel, table=True):
     flow_run_id: str | None = None
     """The Prefect flow run of the last dispatch, for links from the monitor."""
     bytes_sent: int = 0
+    compression: str | None = None
+    """The compression applied to what was sent (None: the original)."""
+    sent_md5: str | None = None
+    """MD5 of the bytes the site received (differs from the data file's when compressed)."""
     started_at: datetime | None = _time(nullable=True)
     finished_at: datetime | None = _time(nullable=True)
     error: str | None = None
@@ -284,6 +291,8 @@ class DataTransferPublic(SQLModel):
     mover: str | None
     flow_run_id: str | None
     bytes_sent: int
+    compression: str | None
+    sent_md5: str | None
     size: int | None
     started_at: datetime | None
     finished_at: datetime | None

@@ -241,16 +241,28 @@ def record_progress(session: Session, transfer_id: int, bytes_sent: int) -> None
     )
 
 
-def record_success(session: Session, transfer_id: int, *, host: str, bytes_sent: int, by: str) -> DataTransfer:
+def record_success(
+    session: Session,
+    transfer_id: int,
+    *,
+    host: str,
+    bytes_sent: int,
+    by: str,
+    sent_md5: str | None = None,
+    compression: str | None = None,
+) -> DataTransfer:
+    how = f" ({compression})" if compression else ""
     return change_status(
         session,
         transfer_id,
         "complete",
         TransferStatus.DONE,
         by=by,
-        reason=f"{bytes_sent} bytes to host {host}",
+        reason=f"{bytes_sent} bytes{how} to host {host}",
         host_name=host,
         bytes_sent=bytes_sent,
+        sent_md5=sent_md5,
+        compression=compression,
         finished_at=utcnow(),
         error=None,
     )
@@ -366,6 +378,8 @@ def transfer_public(session: Session, transfer_id: int) -> DataTransferPublic:
         mover=transfer.mover,
         flow_run_id=transfer.flow_run_id,
         bytes_sent=transfer.bytes_sent,
+        compression=transfer.compression,
+        sent_md5=transfer.sent_md5,
         size=data_file.size if data_file else None,
         started_at=transfer.started_at,
         finished_at=transfer.finished_at,

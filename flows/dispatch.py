@@ -19,8 +19,9 @@ from catalog.database import session_scope
 from catalog.dispatching import plan
 from catalog.errors import TransferError
 from catalog.transfers import record_failure, set_flow_run
+from tasks.delivery import Delivery
 from tasks.runtime import runtime
-from tasks.transfer import Delivery, send_batch, send_file
+from tasks.transfer import send_batch, send_file
 
 #: A file this large gets a task run of its own.
 LARGE_FILE_BYTES = 32 * 1024 * 1024
@@ -41,7 +42,9 @@ def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
                 record_failure(session, transfer_id, error, host=None, by=mover)
                 continue
             block = block_for(p.host)
-            deliveries.append(Delivery(p.transfer_id, p.store_key, p.size, p.md5, block, block.join(p.remote_path)))
+            deliveries.append(
+                Delivery(p.transfer_id, p.store_key, p.size, p.md5, block, block.join(p.remote_path), p.compression)
+            )
     return deliveries
 
 

@@ -17,27 +17,15 @@ from dataclasses import dataclass
 import fsspec
 from prefect import task
 
-from blocks.base import HostBlock
 from catalog.database import session_scope
 from catalog.errors import RetryOnSameHost, TransferError
 from catalog.store import DataStore
 from catalog.transfers import record_failure, record_progress, record_success
+from tasks.compression import compress_delivery
+from tasks.delivery import Delivery
 from tasks.runtime import runtime
 
 log = logging.getLogger("pds.transfer")
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One data transfer as the mover executes it: which object goes where."""
-
-    transfer_id: int
-    store_key: str
-    size: int
-    md5: str
-    host: HostBlock
-    remote_path: str
-    """Final path on the host's filesystem."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +106,9 @@ def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None
         with session_scope(rt.engine) as session:
             record_progress(session, delivery.transfer_id, sent)
 
+    applied: str | None = None
     try:
+        delivery, applied = compress_delivery(rt.store, delivery)
         sent = send_data_file(rt.store, delivery, fs, progress=progress)
     except TransferError as error:
         with session_scope(rt.engine) as session:
@@ -130,7 +120,15 @@ def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None
             record_failure(session, delivery.transfer_id, classified, host=delivery.host.name, by=mover)
         raise classified from exc
     with session_scope(rt.engine) as session:
-        record_success(session, delivery.transfer_id, host=delivery.host.name, bytes_sent=sent.bytes, by=mover)
+        record_success(
+            session,
+            delivery.transfer_id,
+            host=delivery.host.name,
+            bytes_sent=sent.bytes,
+            by=mover,
+            sent_md5=delivery.md5,
+            compression=applied,
+        )
     return sent
 
 

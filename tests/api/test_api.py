@@ -128,6 +128,8 @@ def test_hosts_that_could_never_work_are_refused_when_created(client, tmp_path, 
 def test_configuration_errors_are_clear(client, site):
     r = client.post("/destinations", json={"name": "site1"}, headers=ADMIN)
     assert (r.status_code, r.json()["reason"]) == (409, "destination 'site1' already exists")
+    r = client.post("/destinations", json={"name": "zipped", "compression": "rar"}, headers=ADMIN)
+    assert r.status_code == 400 and "unknown compression 'rar'; known: gzip" in r.json()["reason"]
     r = client.post("/destinations", json={"name": "bad name"}, headers=ADMIN)
     assert r.status_code == 400 and "invalid" in r.json()["reason"]
     r = client.post("/hosts", json={"name": "x", "protocol": "gopher"}, headers=ADMIN)

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from blocks.registry import block_for  # noqa: E402
 from catalog.models import Host  # noqa: E402
 from catalog.store import DataStore  # noqa: E402
-from tasks.transfer import Delivery, send_data_file  # noqa: E402
+from tasks.delivery import Delivery  # noqa: E402
+from tasks.transfer import send_data_file  # noqa: E402
 from tests.servers.ftp import FtpServer  # noqa: E402
 from tests.servers.s3 import S3Server  # noqa: E402
 from tests.servers.sshd import SshServer  # noqa: E402

@@ -11,7 +11,8 @@ import pytest
 from blocks.registry import block_for
 from catalog.errors import FailOverToNextHost, FailTransfer, RetryOnSameHost
 from catalog.store import DataStore
-from tasks.transfer import Delivery, send_data_file, temporary_path
+from tasks.delivery import Delivery
+from tasks.transfer import send_data_file, temporary_path
 
 
 def delivery(store: DataStore, host, data: bytes, target: str, transfer_id: int = 1, size=None) -> Delivery:

@@ -93,3 +93,22 @@ def test_a_restarted_mover_recovers_its_interrupted_transfers(rt, tmp_path):
         "Transferring",
         "Done",
     ]
+
+
+def test_a_compressing_destination_receives_the_compressed_file_and_its_md5(rt, tmp_path):
+    import gzip
+
+    remote = tmp_path / "gz"
+    destination(rt.engine, "gz-site", host=local_host("hgz", str(remote)), compression="gzip")
+    data = b"temperature 273.15\n" * 50_000
+    (squeezed,) = push(rt.engine, rt.store, "gz-site", "obs.txt", data=data)[1]
+    (random_file,) = push(rt.engine, rt.store, "gz-site", "noise.bin", data=os.urandom(50_000))[1]
+    run_mover()
+    transfer = public(rt, squeezed)
+    sent = (remote / "obs.txt.gz").read_bytes()
+    assert gzip.decompress(sent) == data
+    assert (transfer.status, transfer.compression, transfer.bytes_sent) == ("Done", "gzip", len(sent))
+    assert transfer.sent_md5 == hashlib.md5(sent).hexdigest()
+    transfer = public(rt, random_file)
+    assert transfer.compression is None and (remote / "noise.bin").exists()
+    assert not (remote / "noise.bin.gz").exists()

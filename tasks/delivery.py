@@ -1,0 +1,22 @@
+"""One data transfer as the mover executes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from blocks.base import HostBlock
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One data transfer as the mover executes it: which object goes where."""
+
+    transfer_id: int
+    store_key: str
+    size: int
+    md5: str
+    host: HostBlock
+    remote_path: str
+    """Final path on the host's filesystem."""
+    compression: str | None = None
+    """The destination's compression; the file may still go uncompressed if that is smaller."""
