@@ -13,6 +13,7 @@ import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import IO, Any
 
 import fsspec
 from prefect import task
@@ -59,13 +60,21 @@ def send_data_file(
         if block.has_directories and parent and parent != "/":
             fs.makedirs(parent, exist_ok=True)
         sent, last_report, written = 0, started, False
-        with store.open(delivery.store_key) as source, fs.open(temp, "wb") as target:
-            while chunk := source.read(store.chunk_size):
-                target.write(chunk)
-                sent += len(chunk)
-                if progress and time.monotonic() - last_report >= progress_every:
-                    progress(sent)
-                    last_report = time.monotonic()
+        pace = Pace.from_options(block.name, block.options)
+        with store.open(delivery.store_key) as source:
+            target = fs.open(temp, "wb")
+            try:
+                while chunk := source.read(pace.chunk_size(store.chunk_size)):
+                    target.write(chunk)
+                    sent += len(chunk)
+                    pace.after(sent)
+                    if progress and time.monotonic() - last_report >= progress_every:
+                        progress(sent)
+                        last_report = time.monotonic()
+            except BaseException:
+                _abandon(target, keep_partial=block.supports_rename)
+                raise
+            target.close()
         written = True
         remote_size = int(fs.size(temp))
         if remote_size != delivery.size or sent != delivery.size:
@@ -86,6 +95,54 @@ def send_data_file(
             raise
         raise block.classify(exc) from exc
     return Sent(bytes=sent, seconds=time.monotonic() - started, md5_verified=md5 is not None)
+
+
+def _abandon(target: IO[bytes], *, keep_partial: bool) -> None:
+    """Stop writing after a failure. Closing would *commit* what was written on an object store
+    (fsspec closes files on error), so there the upload is discarded instead; a partial file under a
+    temporary name is closed and then removed by the caller."""
+    try:
+        discard = getattr(target, "discard", None)
+        if keep_partial or not callable(discard):
+            target.close()
+            return
+        discard()  # s3fs: abort the multipart upload
+        target.closed = True  # type: ignore[misc]  # and never let close() or __del__ commit it
+    except Exception:  # noqa: BLE001 — the transfer already failed; its error is what matters
+        log.warning("could not abandon the upload cleanly", exc_info=True)
+
+
+class Pace:
+    """A host's rate options: `max_rate` (bytes/s, a cap) and `min_rate` after `min_rate_after` seconds
+    (bytes/s; slower transfers are interrupted and retried rather than left to crawl)."""
+
+    def __init__(self, host: str, max_rate: float = 0, min_rate: float = 0, min_rate_after: float = 60) -> None:
+        self.host, self.max_rate, self.min_rate, self.min_rate_after = host, max_rate, min_rate, min_rate_after
+        self.started = time.monotonic()
+
+    @classmethod
+    def from_options(cls, host: str, options: dict[str, Any]) -> Pace:
+        return cls(
+            host,
+            float(options.get("max_rate", 0)),
+            float(options.get("min_rate", 0)),
+            float(options.get("min_rate_after", 60)),
+        )
+
+    def chunk_size(self, default: int) -> int:
+        # Under a cap, write about four pieces a second so the rate is smooth, not bursts and pauses.
+        return max(1024, min(default, int(self.max_rate / 4))) if self.max_rate else default
+
+    def after(self, sent: int) -> None:
+        elapsed = time.monotonic() - self.started
+        if self.max_rate and sent / self.max_rate > elapsed:
+            time.sleep(sent / self.max_rate - elapsed)
+            elapsed = time.monotonic() - self.started
+        if self.min_rate and elapsed >= self.min_rate_after and sent / elapsed < self.min_rate:
+            raise RetryOnSameHost(
+                f"transfer to host {self.host} too slow: {sent / elapsed:.0f} B/s after {elapsed:.0f} s, "
+                f"minimum {self.min_rate:.0f} B/s"
+            )
 
 
 def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str | None) -> None:

@@ -159,3 +159,52 @@ def test_a_whole_file_streams_back(host, store):
     with d.host.open_stream(fs, d.remote_path) as f:
         assert f.read(10) == data[:10]  # stopping early leaves the connection usable
     assert fs.size(d.remote_path) == len(data)
+
+
+class BreaksAfter:
+    """A store read that fails part-way, like a disk error or the guard stopping a slow transfer."""
+
+    def __init__(self, inner, limit: int) -> None:
+        self.inner, self.limit, self.read_so_far = inner, limit, 0
+
+    def read(self, size=-1):
+        if self.read_so_far >= self.limit:
+            raise OSError("disk read failed")
+        chunk = self.inner.read(size)
+        self.read_so_far += len(chunk)
+        return chunk
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.inner.close()
+
+
+def test_a_failure_mid_stream_never_leaves_a_partial_file_under_the_final_name(host, store, monkeypatch):
+    data = os.urandom(40 * 1024 * 1024)  # past one S3 part (16 MiB), so a multipart upload is under way
+    d = delivery(store, host, data, "broken/big.bin")
+    opener = store.open
+    monkeypatch.setattr(store, "open", lambda key: BreaksAfter(opener(key), 36 * 1024 * 1024))
+    with pytest.raises(RetryOnSameHost, match="disk read failed"):
+        send_data_file(store, d)
+    fs = d.host.filesystem()
+    assert not fs.exists(d.remote_path)
+    assert not fs.exists(temporary_path(d.remote_path, 1))
+
+
+def test_a_rate_cap_slows_the_transfer_and_a_minimum_rate_interrupts_it(host, store):
+    import time
+
+    capped = host.model_copy(update={"options": {**host.options, "max_rate": 2_000_000}})
+    d = delivery(store, capped, os.urandom(1_000_000), "paced/capped.bin")
+    started = time.monotonic()
+    send_data_file(store, d)
+    assert time.monotonic() - started >= 0.45
+    crawling = host.model_copy(
+        update={"options": {**host.options, "max_rate": 1_000_000, "min_rate": 10_000_000, "min_rate_after": 0.2}}
+    )
+    d = delivery(store, crawling, os.urandom(2_000_000), "paced/slow.bin", transfer_id=2)
+    with pytest.raises(RetryOnSameHost, match="too slow"):
+        send_data_file(store, d)
+    assert not d.host.filesystem().exists(d.remote_path)
