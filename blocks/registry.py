@@ -22,10 +22,12 @@ BUILTIN: dict[str, str] = {
     "sftp": "blocks.sftp:SftpHost",
     "s3": "blocks.s3:S3Host",
     "ftp": "blocks.ftp:FtpHost",
+    "azure": "blocks.azure:AzureBlobHost",
+    "gcs": "blocks.gcs:GcsHost",
 }
 
 #: The distribution that provides each backend, named in the error when its import fails.
-PROVIDED_BY: dict[str, str] = {"sftp": "sshfs", "s3": "s3fs", "ftp": "fsspec"}
+PROVIDED_BY: dict[str, str] = {"sftp": "sshfs", "s3": "s3fs", "ftp": "fsspec", "azure": "adlfs", "gcs": "gcsfs"}
 
 
 @cache

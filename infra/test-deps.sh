@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# System packages the tests start as real servers: OpenSSH (sftp-server) and PostgreSQL.
+# System packages the tests need: OpenSSH (sftp-server), PostgreSQL, openssl (FTPS certificates) and
+# Node.js with npm (Azurite). The tests install Azurite from npm once into ~/.cache/pds-test-servers.
 set -euo pipefail
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # Azurite, the Azure Blob emulator
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq

@@ -6,6 +6,11 @@ missing server in CI is a failure, never a skip.
 
 from __future__ import annotations
 
+import os
+
+# gcsfs picks its filesystem class when first imported; without this every call waits out a 60 s timeout.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
 import uuid
 from pathlib import Path
 
@@ -51,6 +56,26 @@ def ftp_servers(tmp_path_factory):
     yield get
     for server in servers.values():
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    from tests.servers.azurite import AzuriteServer
+
+    server = AzuriteServer(tmp_path_factory.mktemp("azurite"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+    from tests.servers.gcs import GcsServer
+
+    server = GcsServer(tmp_path_factory.mktemp("gcs"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,37 @@ FTP_VARIANTS = {
 }
 
 
-@pytest.fixture(params=["file", "sftp", "s3", *FTP_VARIANTS])
+@pytest.fixture(params=["file", "sftp", "s3", "azure", "azure-sas", "gcs", *FTP_VARIANTS])
 def host(request, tmp_path) -> Host:
     kind = request.param
+    if kind in ("azure", "azure-sas"):
+        azurite = request.getfixturevalue("azurite")
+        container = f"c-{uuid.uuid4().hex[:12]}"
+        azurite.create_container(container)
+        credentials = (
+            {"options": {"secret_sas_token": azurite.sas_token(container)}}
+            if kind == "azure-sas"
+            else {"password": azurite.account_key}
+        )
+        return Host(
+            name=kind,
+            protocol="azure",
+            address=azurite.blob_endpoint,
+            login=azurite.account_name,
+            directory=container,
+            **credentials,
+        )
+    if kind == "gcs":
+        gcs = request.getfixturevalue("gcs_server")
+        bucket = f"b-{uuid.uuid4().hex[:12]}"
+        gcs.create_bucket(bucket)
+        return Host(
+            name="gcs",
+            protocol="gcs",
+            address=gcs.endpoint_url,
+            directory=bucket,
+            options={"project": gcs.project, "token": "anon"},
+        )
     if kind in FTP_VARIANTS:
         mode, passive = FTP_VARIANTS[kind]
         ftp = request.getfixturevalue("ftp_servers")(mode)
