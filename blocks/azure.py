@@ -8,7 +8,7 @@ Azurite's `http://127.0.0.1:10000/devstoreaccount1`); empty means Azure proper, 
 list, add and create). Options: `account_name`, `secret_sas_token`, `part_size` (bytes per staged
 block; memory per upload is about one block), `retries` (times the Azure SDK repeats a failed
 request, 3 by default, with back-offs of seconds; a refused connection is repeated only once, so an
-unreachable host fails over quickly).
+unreachable host fails over quickly), `timeout` (seconds to wait for an answer, 60).
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ class AzureBlobHost(HostBlock):
                 retry_connect=min(retries, 1),
                 random_jitter_range=1,
             ),
-            "connection_timeout": 30,
-            "read_timeout": 120,
+            "connection_timeout": min(30.0, float(self.options.get("timeout", 60))),
+            "read_timeout": float(self.options.get("timeout", 60)),
         }
         return _BlobFileSystem(
             account_url=self.account_url(),

@@ -101,6 +101,8 @@ class HostBlock(Block):
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if isinstance(exc, PermissionError):
             return FailTransfer(f"permission denied on host {self.name}: {message}")
+        if isinstance(exc, FileNotFoundError):
+            return FailTransfer(f"not found (host {self.name}): {message}")
         if isinstance(exc, ConnectionRefusedError | socket.gaierror):
             return FailOverToNextHost(f"cannot reach host {self.name}: {message}")
         if isinstance(exc, TimeoutError | ConnectionResetError | BrokenPipeError):

@@ -6,7 +6,8 @@ a service account key; or `options.token`, anything gcsfs takes as a token ("ano
 public buckets, "google_default", "cloud", or the path of a credentials file); with neither, gcsfs
 finds the default credentials of the machine. Options: `project`, `part_size` (bytes per resumable
 upload chunk, a multiple of 256 KiB; memory per upload is about one chunk), `retries` (times a failed
-request is repeated, 3 by default; gcsfs's own 6 take half a minute to give up on an unreachable host).
+request is repeated, 3 by default; gcsfs's own 6 take half a minute to give up on an unreachable host),
+`timeout` (seconds to wait for an answer, 60).
 
 Set `GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false` in the environment of every process that uses this
 block before gcsfs is imported: otherwise gcsfs asks each bucket for its hierarchical-namespace
@@ -80,7 +81,7 @@ class GcsHost(HostBlock):
             token=self._token(),
             retries=int(self.options.get("retries", DEFAULT_RETRIES)),
             block_size=int(self.options.get("part_size", DEFAULT_PART_SIZE)),
-            requests_timeout=120,
+            requests_timeout=float(self.options.get("timeout", 60)),
             skip_instance_cache=True,
             **kwargs,
         )

@@ -4,7 +4,8 @@
 (`bucket/prefix/$destination`). Credentials: `login`/`password` as access key/secret key, or
 `options.aws_credentials_block`, the name of a saved prefect-aws `AwsCredentials` block.
 Options: `region`, `path_style` (true for most non-AWS servers), `part_size` (bytes per multipart
-part; memory per upload is about one part).
+part; memory per upload is about one part), `timeout` (seconds to connect or wait for an answer, 60),
+`retries` (times a failed request is repeated, 3).
 """
 
 from __future__ import annotations
@@ -76,7 +77,13 @@ class S3Host(HostBlock):
             client_kwargs["endpoint_url"] = self.address
         if self.options.get("region"):
             client_kwargs["region_name"] = self.options["region"]
-        config: dict[str, Any] = {"connect_timeout": 30, "read_timeout": 120}
+        timeout = float(self.options.get("timeout", 60))
+        retries = int(self.options.get("retries", 3))
+        config: dict[str, Any] = {
+            "connect_timeout": timeout,
+            "read_timeout": timeout,
+            "retries": {"max_attempts": retries + 1, "mode": "standard"},
+        }
         if self.options.get("path_style", bool(self.address)):
             config["s3"] = {"addressing_style": "path"}
         return S3FileSystem(

@@ -208,3 +208,11 @@ def test_a_rate_cap_slows_the_transfer_and_a_minimum_rate_interrupts_it(host, st
     with pytest.raises(RetryOnSameHost, match="too slow"):
         send_data_file(store, d)
     assert not d.host.filesystem().exists(d.remote_path)
+
+
+def test_a_data_file_missing_from_the_store_fails_the_transfer(host, store):
+    d = delivery(store, host, b"x" * 100, "missing.bin")
+    store.delete(d.store_key)
+    with pytest.raises(FailTransfer, match="not found"):
+        send_data_file(store, d)
+    assert not d.host.filesystem().exists(d.remote_path)
