@@ -77,7 +77,9 @@ class SftpHost(HostBlock):
             raise InvalidInput(f"host {self.name}: cannot read known_hosts file {known_hosts}")
 
     def classify(self, exc: BaseException) -> TransferError:
-        if isinstance(exc, asyncssh.PermissionDenied | asyncssh.HostKeyNotVerifiable):
+        if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+            return FailTransfer(f"the host key of {self.name} does not match the pinned one (known_hosts): {exc}")
+        if isinstance(exc, asyncssh.PermissionDenied):
             return FailTransfer(f"host {self.name} refused the credentials: {exc}")
         if isinstance(exc, asyncssh.ConnectionLost | asyncssh.DisconnectError):
             return RetryOnSameHost(f"connection to host {self.name} lost: {exc}")

@@ -17,7 +17,7 @@ FTP_VARIANTS = {
 }
 
 
-@pytest.fixture(params=["file", "sftp", "s3", "azure", "azure-sas", "gcs", *FTP_VARIANTS])
+@pytest.fixture(params=["file", "sftp", "sftp-passphrase", "s3", "azure", "azure-sas", "gcs", *FTP_VARIANTS])
 def host(request, tmp_path) -> Host:
     kind = request.param
     if kind in ("azure", "azure-sas"):
@@ -65,6 +65,20 @@ def host(request, tmp_path) -> Host:
         )
     if kind == "file":
         return Host(name="local", protocol="file", address=str(tmp_path / "remote"))
+    if kind == "sftp-passphrase":
+        sshd = request.getfixturevalue("sshd")
+        return Host(
+            name="sftp-passphrase",
+            protocol="sftp",
+            address=f"{sshd.host}:{sshd.port}",
+            login=sshd.username,
+            directory=str(sshd.data_dir / uuid.uuid4().hex),
+            options={
+                "key_filename": str(sshd.passphrase_key_path),
+                "secret_passphrase": sshd.passphrase,
+                "known_hosts": str(sshd.known_hosts_path),
+            },
+        )
     if kind == "sftp":
         sshd = request.getfixturevalue("sshd")
         return Host(

@@ -39,6 +39,8 @@ class SshServer(Server):
         self.port = free_port()
         self.username = current_user()
         self.client_key_path = self.root / "client_key"
+        self.passphrase_key_path = self.root / "passphrase_key"
+        self.passphrase = "correct horse battery staple"
         self.known_hosts_path = self.root / "known_hosts"
         self.data_dir = self.root / "data"
         self.log = self.root / "sshd.log"
@@ -54,7 +56,15 @@ class SshServer(Server):
         for key in (host_key, self.client_key_path):
             if not key.exists():
                 subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "pds-tests", "-f", str(key)], check=True)
-        (self.root / "authorized_keys").write_text(Path(f"{self.client_key_path}.pub").read_text())
+        # A second client key, protected by a passphrase, for hosts configured with one.
+        if not self.passphrase_key_path.exists():
+            subprocess.run(
+                [keygen, "-q", "-t", "ed25519", "-N", self.passphrase, "-f", str(self.passphrase_key_path)],
+                check=True,
+            )
+        (self.root / "authorized_keys").write_text(
+            Path(f"{self.client_key_path}.pub").read_text() + Path(f"{self.passphrase_key_path}.pub").read_text()
+        )
         kind, blob = Path(f"{host_key}.pub").read_text().split()[:2]
         self.known_hosts_path.write_text(f"[{self.host}]:{self.port} {kind} {blob}\n")
         lines = [
