@@ -24,10 +24,22 @@ BUILTIN: dict[str, str] = {
     "ftp": "blocks.ftp:FtpHost",
     "azure": "blocks.azure:AzureBlobHost",
     "gcs": "blocks.gcs:GcsHost",
+    "http": "blocks.http:HttpHost",
+    "https": "blocks.http:HttpsHost",
+    "webdav": "blocks.http:WebdavHost",
 }
 
 #: The distribution that provides each backend, named in the error when its import fails.
-PROVIDED_BY: dict[str, str] = {"sftp": "sshfs", "s3": "s3fs", "ftp": "fsspec", "azure": "adlfs", "gcs": "gcsfs"}
+PROVIDED_BY: dict[str, str] = {
+    "sftp": "sshfs",
+    "s3": "s3fs",
+    "ftp": "fsspec",
+    "azure": "adlfs",
+    "gcs": "gcsfs",
+    "http": "httpx",
+    "https": "httpx",
+    "webdav": "httpx",
+}
 
 
 @cache

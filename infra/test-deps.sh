@@ -7,6 +7,8 @@ need=()
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -x /usr/sbin/nginx ] && ls /usr/lib/nginx/modules/ngx_http_dav_ext_module.so >/dev/null 2>&1 \
+  || need+=(nginx libnginx-mod-http-dav-ext)  # WebDAV server for the HTTP hosts
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # Azurite, the Azure Blob emulator
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

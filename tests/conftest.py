@@ -79,6 +79,26 @@ def gcs_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def nginx(tmp_path_factory):
+    from tests.servers.nginx import NginxServer
+
+    server = NginxServer(tmp_path_factory.mktemp("nginx"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nginx_tls(tmp_path_factory):
+    from tests.servers.nginx import NginxServer
+
+    server = NginxServer(tmp_path_factory.mktemp("nginx-tls"), tls=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def s3_server():
     from tests.servers.s3 import S3Server
 

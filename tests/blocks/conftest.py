@@ -17,9 +17,35 @@ FTP_VARIANTS = {
 }
 
 
-@pytest.fixture(params=["file", "sftp", "sftp-passphrase", "s3", "azure", "azure-sas", "gcs", *FTP_VARIANTS])
+@pytest.fixture(
+    params=[
+        "file",
+        "sftp",
+        "sftp-passphrase",
+        "s3",
+        "azure",
+        "azure-sas",
+        "gcs",
+        "http",
+        "http-plain",
+        "https",
+        *FTP_VARIANTS,
+    ]
+)
 def host(request, tmp_path) -> Host:
     kind = request.param
+    if kind in ("http", "http-plain", "https"):
+        server = request.getfixturevalue("nginx_tls" if kind == "https" else "nginx")
+        options = {"verify_tls": str(server.cert_path)} if kind == "https" else {"webdav": kind == "http"}
+        return Host(
+            name=kind,
+            protocol="https" if kind == "https" else "http",
+            address=server.base_url,
+            login=server.username,
+            password=server.password,
+            directory=f"/{uuid.uuid4().hex}",
+            options=options,
+        )
     if kind in ("azure", "azure-sas"):
         azurite = request.getfixturevalue("azurite")
         container = f"c-{uuid.uuid4().hex[:12]}"

@@ -105,7 +105,7 @@ def test_refused_access_stops_the_transfer(host, store, tmp_path):
         other_key = tmp_path / "other_key"
         os.system(f"ssh-keygen -q -t ed25519 -N '' -f {other_key}")
         bad = host.model_copy(update={"options": {**host.options, "key_filename": str(other_key)}})
-    elif host.protocol == "ftp":
+    elif host.protocol in ("ftp", "http", "https", "webdav"):
         bad = host.model_copy(update={"password": "wrong-secret"})
     else:
         # moto accepts any secret, so S3 is refused here by a bucket that does not exist.

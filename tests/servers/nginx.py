@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import shutil
+import ssl
 import subprocess
 import tempfile
 from pathlib import Path
@@ -41,8 +42,8 @@ http {{
     scgi_temp_path {root}/temp/scgi;
 
     server {{
-        listen {host}:{port};
-        root {www};
+        listen {host}:{port}{ssl};
+        root {www};{certificate}
 
         location / {{
             auth_basic "pds";
@@ -62,18 +63,22 @@ http {{
 class NginxServer(Server):
     """`nginx -c CFG -p PREFIX -g 'daemon off;'` serving `root_dir/www` over WebDAV with Basic auth.
 
-    Attributes: `base_url` (no trailing slash), `username`, `password`, `www_dir`.
+    Attributes: `base_url` (no trailing slash), `username`, `password`, `www_dir`; with `tls=True` the
+    server speaks HTTPS with a self-signed certificate for 127.0.0.1 at `cert_path` (its own CA).
     """
 
     username = "pds"
     password = "secret"
 
-    def __init__(self, root_dir: Path | None = None) -> None:
+    def __init__(self, root_dir: Path | None = None, *, tls: bool = False) -> None:
         self._own_root = root_dir is None
         self.root = Path(tempfile.mkdtemp(prefix="pds-nginx-")) if root_dir is None else Path(root_dir)
         self.host = "127.0.0.1"
         self.port = free_port()
-        self.base_url = f"http://{self.host}:{self.port}"
+        self.tls = tls
+        self.base_url = f"{'https' if tls else 'http'}://{self.host}:{self.port}"
+        self.cert_path = self.root / "cert.pem"
+        self.key_path = self.root / "key.pem"
         self.www_dir = self.root / "www"
         self.config_path = self.root / "nginx.conf"
         self.log = self.root / "nginx.log"
@@ -84,6 +89,32 @@ class NginxServer(Server):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         digest = base64.b64encode(hashlib.sha1(self.password.encode()).digest()).decode()  # noqa: S324 — nginx's {SHA}
         (self.root / "htpasswd").write_text(f"{self.username}:{{SHA}}{digest}\n")
+        if self.tls and not self.cert_path.exists():
+            subprocess.run(
+                [
+                    require("openssl", "openssl"),
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                    "-keyout",
+                    str(self.key_path),
+                    "-out",
+                    str(self.cert_path),
+                ],
+                check=True,
+                capture_output=True,
+            )
+        certificate = ""
+        if self.tls:
+            certificate = f"\n        ssl_certificate {self.cert_path};\n        ssl_certificate_key {self.key_path};"
         self.config_path.write_text(
             CONFIG.format(
                 user="user root;" if IS_ROOT else "",
@@ -93,6 +124,8 @@ class NginxServer(Server):
                 port=self.port,
                 dav_ext=DAV_EXT_MODULE,
                 log=self.log,
+                ssl=" ssl" if self.tls else "",
+                certificate=certificate,
             )
         )
 
@@ -106,7 +139,8 @@ class NginxServer(Server):
         command = [binary, "-c", str(self.config_path), "-p", str(self.root), "-e", str(self.log), "-g", "daemon off;"]
         self.process = spawn(command, self.log)
         try:
-            with httpx.Client(trust_env=False, timeout=2) as http:  # no proxy for 127.0.0.1
+            verify = ssl.create_default_context(cafile=self.cert_path) if self.tls else True
+            with httpx.Client(trust_env=False, timeout=2, verify=verify) as http:  # no proxy for 127.0.0.1
                 ready = lambda: http.get(f"{self.base_url}/", auth=(self.username, self.password)).status_code == 200  # noqa: E731
                 wait_until(ready, 30, "nginx", log=self.log, process=self.process)
         except BaseException:
