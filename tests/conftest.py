@@ -25,20 +25,14 @@ from catalog.store import DataStore
 def postgres(tmp_path_factory):
     from tests.servers.postgres import PostgresServer
 
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
-    server.start()
-    yield server
-    server.stop()
+    yield from running(PostgresServer(tmp_path_factory.mktemp("postgres")))
 
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     from tests.servers.sshd import SshServer
 
-    server = SshServer(tmp_path_factory.mktemp("sshd"))
-    server.start()
-    yield server
-    server.stop()
+    yield from running(SshServer(tmp_path_factory.mktemp("sshd")))
 
 
 @pytest.fixture(scope="session")
@@ -62,50 +56,35 @@ def ftp_servers(tmp_path_factory):
 def azurite(tmp_path_factory):
     from tests.servers.azurite import AzuriteServer
 
-    server = AzuriteServer(tmp_path_factory.mktemp("azurite"))
-    server.start()
-    yield server
-    server.stop()
+    yield from running(AzuriteServer(tmp_path_factory.mktemp("azurite")))
 
 
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory):
     from tests.servers.gcs import GcsServer
 
-    server = GcsServer(tmp_path_factory.mktemp("gcs"))
-    server.start()
-    yield server
-    server.stop()
+    yield from running(GcsServer(tmp_path_factory.mktemp("gcs")))
 
 
 @pytest.fixture(scope="session")
 def nginx(tmp_path_factory):
     from tests.servers.nginx import NginxServer
 
-    server = NginxServer(tmp_path_factory.mktemp("nginx"))
-    server.start()
-    yield server
-    server.stop()
+    yield from running(NginxServer(tmp_path_factory.mktemp("nginx")))
 
 
 @pytest.fixture(scope="session")
 def nginx_tls(tmp_path_factory):
     from tests.servers.nginx import NginxServer
 
-    server = NginxServer(tmp_path_factory.mktemp("nginx-tls"), tls=True)
-    server.start()
-    yield server
-    server.stop()
+    yield from running(NginxServer(tmp_path_factory.mktemp("nginx-tls"), tls=True))
 
 
 @pytest.fixture(scope="session")
 def s3_server():
     from tests.servers.s3 import S3Server
 
-    server = S3Server()
-    server.start()
-    yield server
-    server.stop()
+    yield from running(S3Server())
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +101,15 @@ def prefect_server(tmp_path_factory):
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         yield server
     server.stop()
+
+
+def running(server):
+    """Start a test server for a fixture and stop it afterwards, even when the session fails."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def database_url(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:

@@ -10,7 +10,6 @@ The target is < 100 MB whatever the size (streaming everywhere).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import signal
 import subprocess
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from api.client import PdsClient  # noqa: E402
 from tests.servers._common import free_port, wait_until  # noqa: E402
 from tests.servers.sshd import SshServer  # noqa: E402
-from tests.test_embedded import mover_running  # noqa: E402
+from tests.test_embedded import big_file, md5_of, mover_running  # noqa: E402
 
 
 def main() -> None:
@@ -69,12 +68,7 @@ def main() -> None:
             )
             client.attach_host("bench", "bench-sftp")
             source = root / "big.bin"
-            digest = hashlib.md5()
-            with source.open("wb") as f:
-                for _ in range(size // (8 << 20)):
-                    chunk = os.urandom(8 << 20)
-                    digest.update(chunk)
-                    f.write(chunk)
+            md5 = big_file(source, size)
             procs = {n: psutil.Process(int((root / f"data/run/{n}.pid").read_text())) for n in ("api", "mover")}
             base = {n: p.memory_info().rss for n, p in procs.items()}
             peak = dict(base)
@@ -92,13 +86,9 @@ def main() -> None:
             transfers = client.wait_for_data_file(result["data_file_id"], timeout=3600)
             total = time.monotonic() - started
             done.set()
-            arrived = hashlib.md5()
-            with (sshd.data_dir / "big.bin").open("rb") as f:
-                for chunk in iter(lambda: f.read(8 << 20), b""):
-                    arrived.update(chunk)
             print(
                 f"file: {size / 2**30:.2f} GiB; status {transfers[0]['status']}; "
-                f"md5 {'matches' if arrived.hexdigest() == digest.hexdigest() else 'DIFFERS'}"
+                f"md5 {'matches' if md5_of(sshd.data_dir / 'big.bin') == md5 else 'DIFFERS'}"
             )
             print(
                 f"push (API, into the store): {pushed:.1f} s, {size / pushed / 2**20:.0f} MiB/s; "

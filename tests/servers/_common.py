@@ -36,6 +36,34 @@ def tcp_ready(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def self_signed_certificate(cert: Path, key: Path) -> None:
+    """A certificate for 127.0.0.1 (name and IP), valid two days; cert and key may be one file."""
+    if cert.exists() and key.exists():
+        return
+    subprocess.run(
+        [
+            require("openssl", "openssl"),
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
 def require(binary: str, package: str) -> str:
     """The path of `binary` (a name on PATH or an absolute path), or a RuntimeError naming its package.
 

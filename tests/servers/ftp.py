@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 from typing import Self
 
-from tests.servers._common import Server, free_port, require, spawn, tcp_ready, terminate, wait_until
+from tests.servers._common import (
+    Server,
+    free_port,
+    self_signed_certificate,
+    spawn,
+    tcp_ready,
+    terminate,
+    wait_until,
+)
 
 
 class FtpServer(Server):
@@ -36,29 +44,7 @@ class FtpServer(Server):
             self.mode,
         ]
         if self.mode != "plain":
-            if not self.cert_path.exists():
-                subprocess.run(
-                    [
-                        require("openssl", "openssl"),
-                        "req",
-                        "-x509",
-                        "-newkey",
-                        "rsa:2048",
-                        "-nodes",
-                        "-days",
-                        "2",
-                        "-subj",
-                        "/CN=127.0.0.1",
-                        "-addext",
-                        "subjectAltName=IP:127.0.0.1",
-                        "-keyout",
-                        str(self.cert_path),
-                        "-out",
-                        str(self.cert_path),
-                    ],
-                    check=True,
-                    capture_output=True,
-                )
+            self_signed_certificate(self.cert_path, self.cert_path)
             command.append(str(self.cert_path))
         self.process = spawn(command, self.log, cwd=Path(__file__).resolve().parents[2])
         wait_until(

@@ -17,7 +17,16 @@ from typing import Self
 
 import httpx
 
-from tests.servers._common import IS_ROOT, Server, free_port, require, spawn, terminate, wait_until
+from tests.servers._common import (
+    IS_ROOT,
+    Server,
+    free_port,
+    require,
+    self_signed_certificate,
+    spawn,
+    terminate,
+    wait_until,
+)
 
 DAV_EXT_MODULE = Path("/usr/lib/nginx/modules/ngx_http_dav_ext_module.so")
 
@@ -89,29 +98,8 @@ class NginxServer(Server):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         digest = base64.b64encode(hashlib.sha1(self.password.encode()).digest()).decode()  # noqa: S324 — nginx's {SHA}
         (self.root / "htpasswd").write_text(f"{self.username}:{{SHA}}{digest}\n")
-        if self.tls and not self.cert_path.exists():
-            subprocess.run(
-                [
-                    require("openssl", "openssl"),
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-addext",
-                    "subjectAltName=IP:127.0.0.1",
-                    "-keyout",
-                    str(self.key_path),
-                    "-out",
-                    str(self.cert_path),
-                ],
-                check=True,
-                capture_output=True,
-            )
+        if self.tls:
+            self_signed_certificate(self.cert_path, self.key_path)
         certificate = ""
         if self.tls:
             certificate = f"\n        ssl_certificate {self.cert_path};\n        ssl_certificate_key {self.key_path};"
