@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the tests need: OpenSSH (sftp-server), PostgreSQL, openssl (FTPS certificates) and
-# Node.js with npm (Azurite). The tests install Azurite from npm once into ~/.cache/pds-test-servers.
+# Node.js with npm (Azurite), Mosquitto (MQTT). The tests install Azurite from npm once into ~/.cache/pds-test-servers.
 set -euo pipefail
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -10,6 +10,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/sbin/nginx ] && ls /usr/lib/nginx/modules/ngx_http_dav_ext_module.so >/dev/null 2>&1 \
   || need+=(nginx libnginx-mod-http-dav-ext)  # WebDAV server for the HTTP hosts
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # Azurite, the Azure Blob emulator
+[ -x /usr/sbin/mosquitto ] || need+=(mosquitto)  # MQTT broker for notifications
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
