@@ -608,7 +608,9 @@ class HttpHost(HostBlock):
                 isinstance(link, OSError) and link.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
             ):
                 return FailOverToNextHost(f"cannot reach host {self.name}: {message}")
-            if isinstance(link, httpx.ConnectTimeout):
+            if isinstance(link, httpx.ConnectTimeout) and "handshake" not in str(link).lower():
+                # No TCP answer at all: the host is down or filtered. A TLS handshake that stalls
+                # after the connection was accepted is a hung server, like any other read timeout.
                 return FailOverToNextHost(f"cannot reach host {self.name} (connect timeout): {message}")
             if isinstance(link, httpx.TimeoutException):
                 return RetryOnSameHost(f"host {self.name} timed out: {message}")

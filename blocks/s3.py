@@ -14,10 +14,11 @@ from typing import IO, Any, ClassVar
 
 import fsspec
 from fsspec.asyn import sync
+from botocore.handlers import add_expect_header
 from s3fs import S3FileSystem
 
 from blocks.base import HostBlock
-from catalog.errors import FailOverToNextHost, FailTransfer, InvalidInput, TransferError
+from catalog.errors import FailOverToNextHost, FailTransfer, InvalidInput, RetryOnSameHost, TransferError
 
 _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled"}
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
@@ -44,6 +45,20 @@ class _StreamedBody:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class _DeadlineS3FileSystem(S3FileSystem):  # type: ignore[misc]
+    """s3fs without `Expect: 100-continue` on uploads.
+
+    aiohttp starts its read timeout only once the body is written, and with that header the body
+    waits for a `100 Continue` that a hung server never sends: a PutObject then blocks forever
+    whatever `timeout` says. Without it the read timeout covers every request.
+    """
+
+    async def set_session(self, refresh: bool = False, kwargs: dict[str, Any] | None = None) -> Any:
+        client = await super().set_session(refresh=refresh, kwargs=kwargs or {})
+        client.meta.events.unregister("before-call.s3", add_expect_header)
+        return client
 
 
 class S3Host(HostBlock):
@@ -86,13 +101,15 @@ class S3Host(HostBlock):
         }
         if self.options.get("path_style", bool(self.address)):
             config["s3"] = {"addressing_style": "path"}
-        return S3FileSystem(
+        filesystem = _DeadlineS3FileSystem(
             **self._credentials(),
             client_kwargs=client_kwargs,
             config_kwargs=config,
             default_block_size=int(self.options.get("part_size", DEFAULT_PART_SIZE)),
             skip_instance_cache=True,
         )
+        filesystem.retries = 1  # botocore repeats failed calls (above); s3fs repeating too would multiply them
+        return filesystem
 
     def check(self) -> None:
         super().check()
@@ -113,12 +130,20 @@ class S3Host(HostBlock):
         return etag if etag and "-" not in etag else None  # multipart ETags are not MD5s
 
     def classify(self, exc: BaseException) -> TransferError:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
-        cause = exc.__cause__ or exc.__context__
-        if code is None and cause is not None and hasattr(cause, "response"):
-            code = cause.response.get("Error", {}).get("Code")
+        code = _error_code(exc) or _error_code(exc.__cause__ or exc.__context__)
         if code in _AUTH_CODES:
             return FailTransfer(f"host {self.name} refused the request ({code}): {exc}")
         if type(exc).__name__ in {"EndpointConnectionError", "ConnectTimeoutError"}:
             return FailOverToNextHost(f"cannot reach host {self.name}: {exc}")
+        if type(exc).__name__ == "ReadTimeoutError":
+            return RetryOnSameHost(f"host {self.name} did not answer in time: {exc}")
         return super().classify(exc)
+
+
+def _error_code(exc: BaseException | None) -> str | None:
+    """The S3 error code (`AccessDenied`, …) botocore attached to `exc`, if any."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    code = response.get("Error", {}).get("Code")
+    return str(code) if code else None

@@ -8,6 +8,29 @@ import pytest
 
 from catalog.models import Host
 
+@pytest.fixture(scope="session")
+def silent_server():
+    """The port of a server that accepts connections and never reads or answers."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    accepted: list[socket.socket] = []  # kept open: a closed socket would answer with a reset
+
+    def accept_forever() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
 FTP_VARIANTS = {
     "ftp": ("plain", True),
     "ftp-active": ("plain", False),

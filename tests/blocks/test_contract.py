@@ -79,18 +79,40 @@ def test_declared_capabilities_hold(host, store):
         assert fs.cat_file(block.join(host.directory, "copy/dst.bin")) == b"c" * 100
 
 
+def moved_to(host, port: int, **options):
+    """`host` with its server at 127.0.0.1:`port` instead, and `options` added."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" in host.address:
+        parts = urlsplit(host.address)
+        address = urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
+    else:
+        address = f"127.0.0.1:{port}"
+    return host.model_copy(update={"address": address, "options": {**host.options, **options}})
+
+
 def test_unreachable_hosts_fail_over(host, store):
     if host.protocol == "file":
         pytest.skip("a local directory is always reachable")
     from tests.servers._common import free_port
 
-    unreachable = host.model_copy(update={"address": f"127.0.0.1:{free_port()}"})
-    if host.protocol == "s3":
-        unreachable = host.model_copy(update={"address": f"http://127.0.0.1:{free_port()}"})
-        unreachable.options = {**host.options, "retries": 0}
-    d = delivery(store, unreachable, b"x", "x.bin")
+    d = delivery(store, moved_to(host, free_port(), retries=0), b"x", "x.bin")
     with pytest.raises(FailOverToNextHost):
         send_data_file(store, d)
+
+
+def test_a_host_that_never_answers_times_out_and_is_retried(host, store, silent_server):
+    """A server that accepts the connection and then says nothing (a hung daemon, a black-holing
+    firewall) must not hold a mover: the attempt ends after `timeout` and is retried later."""
+    if host.protocol == "file":
+        pytest.skip("a local directory has no server")
+    import time
+
+    d = delivery(store, moved_to(host, silent_server, timeout=2, retries=0), b"x" * 1000, "hung.bin")
+    started = time.monotonic()
+    with pytest.raises(RetryOnSameHost):
+        send_data_file(store, d)
+    assert time.monotonic() - started < 20
 
 
 def test_refused_access_stops_the_transfer(host, store, tmp_path):
