@@ -94,6 +94,14 @@ class HostBlock(Block):
         """The MD5 the host reports for `path`, or None when it cannot tell."""
         return None
 
+    def diagnose(self, fs: fsspec.AbstractFileSystem, path: str, exc: BaseException, size: int) -> BaseException:
+        """A clearer cause for `exc`, found by asking the host while the connection is still open.
+
+        Some servers report a failed write only as a generic failure; a backend that can ask more
+        (free space, quota) overrides this and returns an error that says what happened.
+        """
+        return exc
+
     def classify(self, exc: BaseException) -> TransferError:
         """Translate a protocol error into what the scheduler does next, keeping the server's words."""
         if isinstance(exc, TransferError):

@@ -23,7 +23,7 @@ import fsspec
 from fsspec.implementations.ftp import FTPFileSystem
 
 from blocks.base import HostBlock
-from catalog.errors import FailTransfer, InvalidInput, RetryOnSameHost, TransferError
+from catalog.errors import FailOverToNextHost, FailTransfer, InvalidInput, RetryOnSameHost, TransferError
 
 TLS_MODES = ("none", "explicit", "implicit")
 _AUTH_CODES = ("530", "532")
@@ -55,17 +55,43 @@ class StreamingUpload:
         self.closed = False
 
     def write(self, data: bytes) -> int:
-        self._conn.sendall(data)
+        try:
+            self._conn.sendall(data)
+        except OSError as exc:
+            raise self._servers_reason(exc) from exc
         return len(data)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        if isinstance(self._conn, ssl.SSLSocket):
-            self._conn.unwrap()  # a clean TLS close, so the server knows every byte arrived
-        self._conn.close()
+        try:
+            if isinstance(self._conn, ssl.SSLSocket):
+                self._conn.unwrap()  # a clean TLS close, so the server knows every byte arrived
+            self._conn.close()
+        except OSError as exc:
+            raise self._servers_reason(exc) from exc
         self._ftp.voidresp()
+
+    def _servers_reason(self, broken: OSError) -> Exception:
+        """Why the data connection broke, in the server's words when it gave them.
+
+        A server that cannot write (a full disk, a quota) drops the data connection and explains on
+        the control connection (`426 No space left on device`, `552 …`); the reset seen on the data
+        socket says nothing, so the reply is read and raised instead.
+        """
+        self.closed = True
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+        try:
+            self._ftp.voidresp()
+        except (error_reply, error_temp, error_perm) as reply:
+            return reply
+        except (OSError, EOFError):
+            return broken
+        return broken
 
     def __enter__(self) -> StreamingUpload:
         return self
@@ -224,8 +250,9 @@ class FtpHost(HostBlock):
             return FailTransfer(f"host {self.name} refused the login: {message}")
         if isinstance(exc, error_perm) and message.startswith(_DENIED_CODES):
             return FailTransfer(f"host {self.name} refused the operation: {message}")
-        if isinstance(exc, error_perm) and message.startswith("552"):
-            return RetryOnSameHost(f"host {self.name} is out of space: {message}")
+        if message.startswith(("452", "552")) or "no space left" in message.lower():
+            # the site cannot take the file now; another host of the destination may
+            return FailOverToNextHost(f"host {self.name} is out of space: {message}")
         if isinstance(exc, error_temp | error_reply):
             return RetryOnSameHost(f"host {self.name}: {message}")
         if isinstance(exc, ssl.SSLCertVerificationError):

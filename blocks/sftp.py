@@ -7,11 +7,13 @@ Options: `port` (22), `key_filename` (a private key file), `secret_passphrase`, 
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any, ClassVar
 
 import asyncssh
 import fsspec
+from fsspec.asyn import sync
 from sshfs import SSHFileSystem
 
 from blocks.base import HostBlock
@@ -76,6 +78,19 @@ class SftpHost(HostBlock):
         if known_hosts and not os.access(known_hosts, os.R_OK):
             raise InvalidInput(f"host {self.name}: cannot read known_hosts file {known_hosts}")
 
+    def diagnose(self, fs: fsspec.AbstractFileSystem, path: str, exc: BaseException, size: int) -> BaseException:
+        """SFTP version 3 reports a full disk as a bare "Failure"; OpenSSH's statvfs extension tells
+        whether the directory has room left for the file, so a full disk is named as such."""
+        if not isinstance(exc, asyncssh.SFTPFailure):
+            return exc
+        try:
+            stats = sync(fs.loop, _free_space, fs, os.path.dirname(path) or ".")
+        except Exception:  # noqa: BLE001 - the server may not offer statvfs: keep its own words
+            return exc
+        if stats < size:
+            return OSError(errno.ENOSPC, f"no space left on the host's disk ({stats} bytes free; server said: {exc})")
+        return exc
+
     def classify(self, exc: BaseException) -> TransferError:
         if isinstance(exc, asyncssh.HostKeyNotVerifiable):
             return FailTransfer(f"the host key of {self.name} does not match the pinned one (known_hosts): {exc}")
@@ -90,3 +105,10 @@ class SftpHost(HostBlock):
         if isinstance(exc, OSError) and "Could not connect" in str(exc):
             return FailOverToNextHost(f"cannot reach host {self.name}: {exc}")
         return super().classify(exc)
+
+
+async def _free_space(fs: Any, directory: str) -> int:
+    """Bytes a non-root user may still write under `directory` (statvfs@openssh.com)."""
+    async with fs._pool.get() as channel:
+        stats = await channel.statvfs(directory)
+    return int(stats.bavail * stats.frsize)

@@ -87,6 +87,8 @@ def send_data_file(
         if temp != final:
             fs.mv(temp, final)
     except BaseException as exc:
+        if fs is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
+            exc = block.diagnose(fs, temp, exc, delivery.size)
         # A temporary file always goes; a final object only if this attempt wrote it (an object store
         # without rename), so a bad copy is never left where the site would take it as good.
         if fs is not None and (temp != final or written):

@@ -238,3 +238,59 @@ def test_a_data_file_missing_from_the_store_fails_the_transfer(host, store):
     with pytest.raises(FailTransfer, match="not found"):
         send_data_file(store, d)
     assert not d.host.filesystem().exists(d.remote_path)
+
+
+def served_directory(host, request):
+    """Where the test server keeps `host.directory` on this machine, or None for in-memory emulators."""
+    from pathlib import Path
+
+    if host.protocol == "file":
+        return Path(host.address)
+    if host.protocol == "sftp":
+        return Path(host.directory)
+    if host.protocol == "ftp":
+        mode = {"none": "plain"}.get(host.options["tls"], host.options["tls"])
+        return request.getfixturevalue("ftp_servers")(mode).data_dir / host.directory.lstrip("/")
+    if host.protocol in ("http", "https"):
+        server = request.getfixturevalue("nginx_tls" if host.protocol == "https" else "nginx")
+        return server.www_dir / host.directory.lstrip("/")
+    return None
+
+
+#: What each server says when its disk is full, and so what pds can make of it. OpenSSH's SFTP says
+#: only "Failure", then statvfs shows the disk full; pyftpdlib loses the reason ("426 None; transfer
+#: aborted.", or just a reset data connection); nginx answers 500 (and leaves its own temporary file).
+#: Where the server's words cannot tell, the attempt is retried on the same host.
+FULL_DISK = {
+    "file": (FailOverToNextHost, "No space left"),
+    "sftp": (FailOverToNextHost, "no space left"),
+    "ftp": (RetryOnSameHost, "host ftp"),
+    "http": (RetryOnSameHost, "500 Internal Server Error"),
+    "https": (RetryOnSameHost, "500 Internal Server Error"),
+}
+
+
+def test_a_full_disk_is_classified_in_the_servers_words(host, store, request):
+    """The site's disk fills up mid-file: the reason keeps what the server said, the attempt goes
+    where that reason sends it, and no partial file is left behind."""
+    import subprocess
+
+    directory = served_directory(host, request)
+    if directory is None:
+        pytest.skip(f"the {host.protocol} emulator has no storage limit to reach")
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(directory)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    expected, words = FULL_DISK[host.protocol]
+    try:
+        d = delivery(store, host, os.urandom(3 * 1024 * 1024), "full.bin")
+        with pytest.raises(expected, match=words):
+            send_data_file(store, d)
+        names = {p.name for p in directory.iterdir()}
+        assert "full.bin" not in names, "a partial file was left under the final name"
+        if host.protocol != "ftp":  # pyftpdlib over TLS can drop the session, so no delete is possible;
+            # the next attempt of this transfer writes the same temporary name again
+            assert temporary_path("full.bin", 1) not in names
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=True)
