@@ -12,6 +12,7 @@ connection per buffer as fsspec's own FTP file does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -81,10 +82,8 @@ class StreamingUpload:
         socket says nothing, so the reply is read and raised instead.
         """
         self.closed = True
-        try:
+        with contextlib.suppress(OSError):
             self._conn.close()
-        except OSError:
-            pass
         try:
             self._ftp.voidresp()
         except (error_reply, error_temp, error_perm) as reply:

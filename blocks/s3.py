@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import IO, Any, ClassVar
 
 import fsspec
-from fsspec.asyn import sync
 from botocore.handlers import add_expect_header
+from fsspec.asyn import sync
 from s3fs import S3FileSystem
 
 from blocks.base import HostBlock

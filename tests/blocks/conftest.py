@@ -8,6 +8,7 @@ import pytest
 
 from catalog.models import Host
 
+
 @pytest.fixture(scope="session")
 def silent_server():
     """The port of a server that accepts connections and never reads or answers."""

@@ -1,0 +1,636 @@
+"""The structured event log: OpenECPDS's PRS, RET, UPH, INH, ERR and CPY lines, field for field.
+
+Sites already feed these lines to Splunk, ELK, Graylog or Fluentd with parsers written for OpenECPDS,
+so each record renders exactly as the OpenECPDS README shows it: `CAT;Key=Value;Key=Value...` on one
+line, keys in the README's order, `-` for a value that is not known, `true`/`false` for flags,
+durations in milliseconds and times in the style of Java's `Timestamp.toString()` (in UTC here).
+
+Records are plain frozen dataclasses, so any caller can build one from the values it has; the
+`*_from` constructors map the catalog's entities onto them for the common cases. `EventLog` appends
+the lines to a file or a stream. Nothing here touches the database or knows about Prefect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, TextIO
+
+from catalog.models import DataFile, DataTransfer, Destination, Host
+from catalog.statuses import TransferStatus
+
+logger = logging.getLogger(__name__)
+
+#: What a record field may hold before rendering.
+Value = str | int | bool | datetime | timedelta | None
+
+#: How a value that is not known renders, as in OpenECPDS.
+MISSING = "-"
+
+# A line is split on `;` into fields and on the first `=` into key and value, so a value must hold
+# neither a line break nor a `;`. Line breaks (every character `str.splitlines` breaks on) become one
+# space, which keeps a multi-line error message readable on one line; `;` becomes `,`, the nearest
+# separator that parsers do not split on. `=` stays: parsers split on the first one only, and the
+# README's own ERR example has one inside its Message.
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
+
+
+def clean_value(text: str) -> str:
+    """A value that cannot break the line format; `-` when empty, like a value that is not known."""
+    text = _LINE_BREAKS.sub(" ", text).replace(";", ",")
+    return text if text else MISSING
+
+
+def format_timestamp(moment: datetime) -> str:
+    """A time as Java's `Timestamp.toString()` shows one, in UTC, to the millisecond.
+
+    OpenECPDS keeps times in milliseconds and Java drops the trailing zeros of the fraction but keeps
+    at least one digit: 06:53:10.0, 12:29:43.98, 09:00:53.139. A naive time is taken as UTC, since the
+    catalog stores UTC only and an event line is no place to fail a transfer over a missing zone.
+    """
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    fraction = f"{moment.microsecond // 1000:03d}".rstrip("0") or "0"
+    return f"{moment:%Y-%m-%d %H:%M:%S}.{fraction}"
+
+
+def format_duration(duration: timedelta | int) -> str:
+    """Milliseconds, the unit of every duration in the OpenECPDS lines (an int is taken as such)."""
+    if isinstance(duration, timedelta):
+        return str(duration // timedelta(milliseconds=1))
+    return str(duration)
+
+
+def format_value(value: Value) -> str:
+    """One value as it appears after `Key=`."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, TransferStatus):
+        return value.code
+    if isinstance(value, int):
+        return str(value)
+    return clean_value(value)
+
+
+def parse_line(line: str) -> tuple[str, list[tuple[str, str]]]:
+    """The category and the (key, value) pairs of one line, in order: the inverse of `Event.render`."""
+    category, *fields = line.rstrip("\r\n").split(";")
+    pairs = []
+    for item in fields:
+        key, _, value = item.partition("=")
+        pairs.append((key, value))
+    return category, pairs
+
+
+def _key(name: str, *, omit_when_missing: bool = False) -> Any:
+    """A record field rendered as `name=...`; fields render in declaration order."""
+    return field(default=None, metadata={"key": name, "omit_when_missing": omit_when_missing})
+
+
+# --- Records -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """One event-log line: a category and its fields, in the order OpenECPDS writes them."""
+
+    CATEGORY: ClassVar[str] = ""
+
+    def pairs(self) -> list[tuple[str, str]]:
+        rendered = []
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if value is None and spec.metadata.get("omit_when_missing"):
+                continue
+            rendered.append((spec.metadata["key"], format_value(value)))
+        return rendered
+
+    def render(self) -> str:
+        """The line, without its line break."""
+        return ";".join([self.CATEGORY, *(f"{key}={value}" for key, value in self.pairs())])
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductStatusEvent(Event):
+    """PRS: a product (a stream, type, time base and step) was announced, started or completed."""
+
+    CATEGORY: ClassVar[str] = "PRS"
+    status_code: str | None = _key("StatusCode")
+    data_stream: str | None = _key("DataStream")
+    time_step: int | str | None = _key("TimeStep")
+    time_base: datetime | str | None = _key("TimeBase")
+    type: str | None = _key("Type")
+    schedule_time: datetime | None = _key("ScheduleTime")
+    last_update: datetime | None = _key("LastUpdate")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _TransferEvent(Event):
+    """The six fields every per-transfer line begins with."""
+
+    monitored: bool | None = _key("Monitored")
+    data_transfer_id: int | None = _key("DataTransferId")
+    destination_name: str | None = _key("DestinationName")
+    destination_type: str | None = _key("DestinationType")
+    file_name: str | None = _key("FileName")
+    file_size: int | None = _key("FileSize")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ScheduledTransferEvent(_TransferEvent):
+    """The run of fields RET, INH, ERR and CPY share after the first six (UPH orders them otherwise)."""
+
+    scheduled_time: datetime | None = _key("ScheduledTime")
+    start_time: datetime | None = _key("StartTime")
+    meta_stream: str | None = _key("MetaStream")
+    meta_type: str | None = _key("MetaType")
+    meta_time: str | None = _key("MetaTime")
+    time_base: datetime | str | None = _key("TimeBase")
+    time_step: int | str | None = _key("TimeStep")
+    duration: timedelta | int | None = _key("Duration")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrievalEvent(_ScheduledTransferEvent):
+    """RET: the retrieval of a registered file into the Data Store ended, well or not.
+
+    `Status` and `Message` appear only when the retrieval failed, as in OpenECPDS: they are left out
+    of the line while None, and come last.
+    """
+
+    CATEGORY: ClassVar[str] = "RET"
+    host_id: str | None = _key("HostId")
+    host_login: str | None = _key("HostLogin")
+    host_address: str | None = _key("HostAddress")
+    transfer_protocol: str | None = _key("TransferProtocol")
+    mover_name: str | None = _key("MoverName")
+    user_id: str | None = _key("UserId")
+    request_address: str | None = _key("RequestAddress")
+    data_only_duration: timedelta | int | None = _key("DataOnlyDuration")
+    stand_by: bool | None = _key("StandBy")
+    remote_host: str | None = _key("RemoteHost")
+    status: bool | None = _key("Status", omit_when_missing=True)
+    message: str | None = _key("Message", omit_when_missing=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadHistoryEvent(_TransferEvent):
+    """UPH: a dissemination attempt to a remote site ended (an ERR line is written instead on error)."""
+
+    CATEGORY: ClassVar[str] = "UPH"
+    meta_stream: str | None = _key("MetaStream")
+    meta_type: str | None = _key("MetaType")
+    meta_time: str | None = _key("MetaTime")
+    priority: int | None = _key("Priority")
+    queue_time: datetime | None = _key("QueueTime")
+    requeue_count: int | None = _key("RequeueCount")
+    scheduled_time: datetime | None = _key("ScheduledTime")
+    start_time: datetime | None = _key("StartTime")
+    put_time: datetime | None = _key("PutTime")
+    duration: timedelta | int | None = _key("Duration")
+    duration_on_close: timedelta | int | None = _key("DurationOnClose")
+    bytes_sent: int | None = _key("BytesSent")
+    status_code: TransferStatus | str | None = _key("StatusCode")
+    retrieval_time: datetime | None = _key("RetrievalTime")
+    time_base: datetime | str | None = _key("TimeBase")
+    time_step: int | str | None = _key("TimeStep")
+    finish_time: datetime | None = _key("FinishTime")
+    transfer_protocol: str | None = _key("TransferProtocol")
+    transfer_server: str | None = _key("TransferServer")
+    network_code: str | None = _key("NetworkCode")
+    host_address: str | None = _key("HostAddress")
+    pre_schedule: bool | None = _key("PreSchedule")
+    proxy_host: str | None = _key("ProxyHost")
+    proxied: bool | None = _key("Proxied")
+    socket_statistics: str | None = _key("SocketStatistics")
+    compressed: str | None = _key("Compressed")
+    compressed_on_the_fly: bool | None = _key("CompressedOnTheFly")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IncomingHistoryEvent(_ScheduledTransferEvent):
+    """INH: a file was pushed to pds, or downloaded from its Data Portal."""
+
+    CATEGORY: ClassVar[str] = "INH"
+    user_id: str | None = _key("UserId")
+    country_code: str | None = _key("CountryCode")
+    user_description: str | None = _key("UserDescription")
+    bytes_sent: int | None = _key("BytesSent")
+    transfer_protocol: str | None = _key("TransferProtocol")
+    transfer_server: str | None = _key("TransferServer")
+    host_address: str | None = _key("HostAddress")
+    caller: str | None = _key("Caller")
+    expiry_time: datetime | None = _key("ExpiryTime")
+    file_system: int | str | None = _key("FileSystem")
+    action: str | None = _key("Action")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorEvent(_ScheduledTransferEvent):
+    """ERR: a dissemination attempt failed; `message` says why."""
+
+    CATEGORY: ClassVar[str] = "ERR"
+    user_id: str | None = _key("UserId")
+    country_code: str | None = _key("CountryCode")
+    bytes_sent: int | None = _key("BytesSent")
+    transfer_protocol: str | None = _key("TransferProtocol")
+    transfer_server: str | None = _key("TransferServer")
+    host_address: str | None = _key("HostAddress")
+    message: str | None = _key("Message")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplicationEvent(_ScheduledTransferEvent):
+    """CPY: a file was replicated between movers (`replicate`) or to a continental mover (`proxy`)."""
+
+    CATEGORY: ClassVar[str] = "CPY"
+    country_code: str | None = _key("CountryCode")
+    target: str | None = _key("Target")
+    transfer_server: str | None = _key("TransferServer")
+    caller: str | None = _key("Caller")
+    expiry_time: datetime | None = _key("ExpiryTime")
+    file_system: int | str | None = _key("FileSystem")
+    status: bool | None = _key("Status")
+    message: str | None = _key("Message")
+    action: str | None = _key("Action")
+
+
+# --- From the catalog's entities ---------------------------------------------------------------
+#
+# What pds knows maps onto the OpenECPDS fields as follows; what it does not know (destination type,
+# country code, network code, proxy host, socket statistics, file system number, the top display's
+# monitored flag) renders as `-` unless the caller passes it, except flags, which default to false
+# because pds has no such feature (PreSchedule, Proxied) rather than not knowing.
+#
+#   FileName       the transfer's target (the path at the site, as OpenECPDS logs it)
+#   ScheduledTime  transfer.scheduled_at    QueueTime  transfer.queued_at (both move on a retry)
+#   StartTime      transfer.started_at      FinishTime transfer.finished_at
+#   MetaStream     data_file.stream         MetaType   data_file.data_type
+#   TimeBase       data_file.time_base, as a timestamp when it is an ISO time, else as given
+#   MetaTime       data_file.meta["time"], else the hour of the time base ("00", "06", ...)
+#   TimeStep       data_file.time_step
+#   RetrievalTime  data_file.arrived_at (when the content became whole in the Data Store)
+#   Duration       finish minus start when the caller gives no measured duration
+#   TransferServer transfer.mover           HostAddress, TransferProtocol  the host's address, protocol
+
+
+def _time_base(data_file: DataFile) -> datetime | str | None:
+    """The time base as a time when it reads as one, so it renders like OpenECPDS's."""
+    if not data_file.time_base:
+        return None
+    try:
+        return datetime.fromisoformat(data_file.time_base)
+    except ValueError:
+        return data_file.time_base
+
+
+def _meta_time(data_file: DataFile) -> str | None:
+    given = data_file.meta.get("time")
+    if given is not None:
+        return str(given)
+    base = _time_base(data_file)
+    return f"{base.hour:02d}" if isinstance(base, datetime) else None
+
+
+def _elapsed(transfer: DataTransfer) -> timedelta | None:
+    if transfer.started_at is None or transfer.finished_at is None:
+        return None
+    return transfer.finished_at - transfer.started_at
+
+
+def _data_file_fields(data_file: DataFile) -> dict[str, Any]:
+    return {
+        "file_size": data_file.size,
+        "meta_stream": data_file.stream,
+        "meta_type": data_file.data_type,
+        "meta_time": _meta_time(data_file),
+        "time_base": _time_base(data_file),
+        "time_step": data_file.time_step,
+    }
+
+
+def _transfer_fields(
+    transfer: DataTransfer, data_file: DataFile, destination: Destination, monitored: bool
+) -> dict[str, Any]:
+    return {
+        "monitored": monitored,
+        "data_transfer_id": transfer.id,
+        "destination_name": destination.name,
+        "file_name": transfer.target,
+        **_data_file_fields(data_file),
+        "scheduled_time": transfer.scheduled_at,
+        "start_time": transfer.started_at,
+    }
+
+
+def prs_from(
+    data_file: DataFile,
+    *,
+    status_code: str,
+    schedule_time: datetime | None = None,
+    last_update: datetime | None = None,
+) -> ProductStatusEvent:
+    """The PRS line for the product `data_file` belongs to; `status_code` is EXEC, DONE, ... as given."""
+    return ProductStatusEvent(
+        status_code=status_code,
+        data_stream=data_file.stream,
+        time_step=data_file.time_step,
+        time_base=_time_base(data_file),
+        type=data_file.data_type,
+        schedule_time=schedule_time,
+        last_update=last_update,
+    )
+
+
+def ret_from(
+    transfer: DataTransfer,
+    data_file: DataFile,
+    destination: Destination,
+    source: Host,
+    *,
+    start_time: datetime | None = None,
+    duration: timedelta | int | None = None,
+    data_only_duration: timedelta | int | None = None,
+    mover_name: str | None = None,
+    user_id: str | None = None,
+    request_address: str | None = None,
+    remote_host: str | None = None,
+    error: str | None = None,
+    monitored: bool = False,
+    destination_type: str | None = None,
+) -> RetrievalEvent:
+    """The RET line once the retrieval of `data_file` from `source` ended; pass `error` if it failed.
+
+    The transfer's own start and finish times are its dissemination's, so the retrieval's start and
+    duration come from the caller. StandBy is whether the transfer waits in StandBy afterwards;
+    RemoteHost is the source's address unless the caller knows the node that answered.
+    """
+    fields = _transfer_fields(transfer, data_file, destination, monitored)
+    fields["start_time"] = start_time
+    return RetrievalEvent(
+        **fields,
+        destination_type=destination_type,
+        duration=duration,
+        host_id=source.name,
+        host_login=source.login or None,
+        host_address=source.address or None,
+        transfer_protocol=source.protocol,
+        mover_name=mover_name or transfer.mover,
+        user_id=user_id,
+        request_address=request_address,
+        data_only_duration=data_only_duration,
+        stand_by=transfer.status == TransferStatus.STANDBY,
+        remote_host=remote_host or source.address or None,
+        status=False if error is not None else None,
+        message=error,
+    )
+
+
+def uph_from(
+    transfer: DataTransfer,
+    data_file: DataFile,
+    destination: Destination,
+    host: Host,
+    *,
+    put_time: datetime | None = None,
+    duration: timedelta | int | None = None,
+    duration_on_close: timedelta | int | None = None,
+    monitored: bool = False,
+    destination_type: str | None = None,
+    network_code: str | None = None,
+    socket_statistics: str | None = None,
+) -> UploadHistoryEvent:
+    """The UPH line for a dissemination attempt of `transfer` to `host` that has ended.
+
+    Without measured durations both Duration and DurationOnClose are the attempt's elapsed time (pds
+    closes the remote file before it records the end). Compressed names the compression applied on the
+    fly, `-` when the original was sent; pds compresses only on the fly, hence CompressedOnTheFly.
+    """
+    elapsed = _elapsed(transfer)
+    return UploadHistoryEvent(
+        monitored=monitored,
+        data_transfer_id=transfer.id,
+        destination_name=destination.name,
+        destination_type=destination_type,
+        file_name=transfer.target,
+        file_size=data_file.size,
+        meta_stream=data_file.stream,
+        meta_type=data_file.data_type,
+        meta_time=_meta_time(data_file),
+        priority=transfer.priority,
+        queue_time=transfer.queued_at,
+        requeue_count=transfer.requeue_count,
+        scheduled_time=transfer.scheduled_at,
+        start_time=transfer.started_at,
+        put_time=put_time,
+        duration=duration if duration is not None else elapsed,
+        duration_on_close=duration_on_close if duration_on_close is not None else elapsed,
+        bytes_sent=transfer.bytes_sent,
+        status_code=transfer.status,
+        retrieval_time=data_file.arrived_at,
+        time_base=_time_base(data_file),
+        time_step=data_file.time_step,
+        finish_time=transfer.finished_at,
+        transfer_protocol=host.protocol,
+        transfer_server=transfer.mover,
+        network_code=network_code,
+        host_address=host.address or None,
+        pre_schedule=False,
+        proxy_host=None,
+        proxied=False,
+        socket_statistics=socket_statistics,
+        compressed=transfer.compression,
+        compressed_on_the_fly=transfer.compression is not None,
+    )
+
+
+def err_from(
+    transfer: DataTransfer,
+    data_file: DataFile,
+    destination: Destination,
+    host: Host | None,
+    *,
+    message: str | None = None,
+    duration: timedelta | int | None = None,
+    user_id: str | None = None,
+    monitored: bool = False,
+    destination_type: str | None = None,
+    country_code: str | None = None,
+) -> ErrorEvent:
+    """The ERR line for a failed dissemination attempt; the message defaults to the transfer's error.
+
+    `host` is None when the attempt failed before a host was chosen.
+    """
+    elapsed = _elapsed(transfer)
+    return ErrorEvent(
+        **_transfer_fields(transfer, data_file, destination, monitored),
+        destination_type=destination_type,
+        duration=duration if duration is not None else elapsed,
+        user_id=user_id,
+        country_code=country_code,
+        bytes_sent=transfer.bytes_sent,
+        transfer_protocol=host.protocol if host is not None else None,
+        transfer_server=transfer.mover,
+        host_address=(host.address or None) if host is not None else None,
+        message=message if message is not None else transfer.error,
+    )
+
+
+def inh_from(
+    transfer: DataTransfer,
+    data_file: DataFile,
+    destination: Destination,
+    *,
+    action: str,
+    transfer_protocol: str,
+    transfer_server: str | None = None,
+    client_address: str | None = None,
+    user_id: str | None = None,
+    bytes_sent: int | None = None,
+    start_time: datetime | None = None,
+    duration: timedelta | int | None = None,
+    caller: str | None = None,
+    monitored: bool = False,
+    destination_type: str | None = None,
+    country_code: str | None = None,
+    user_description: str | None = None,
+    file_system: int | str | None = None,
+) -> IncomingHistoryEvent:
+    """The INH line for a push into pds (`action="upload"`) or a portal download (`"download"`).
+
+    The portal, not the transfer, knows the protocol, the client's address and the user, so they are
+    the caller's. BytesSent defaults to the file's size, the usual case of a whole push or download.
+    """
+    fields = _transfer_fields(transfer, data_file, destination, monitored)
+    fields["start_time"] = start_time
+    return IncomingHistoryEvent(
+        **fields,
+        destination_type=destination_type,
+        duration=duration,
+        user_id=user_id,
+        country_code=country_code,
+        user_description=user_description,
+        bytes_sent=bytes_sent if bytes_sent is not None else data_file.size,
+        transfer_protocol=transfer_protocol,
+        transfer_server=transfer_server,
+        host_address=client_address,
+        caller=caller,
+        expiry_time=transfer.expires_at,
+        file_system=file_system,
+        action=action,
+    )
+
+
+def cpy_from(
+    transfer: DataTransfer,
+    data_file: DataFile,
+    destination: Destination,
+    *,
+    source: str,
+    target: str,
+    ok: bool,
+    message: str | None = None,
+    action: str = "replicate",
+    start_time: datetime | None = None,
+    duration: timedelta | int | None = None,
+    caller: str | None = None,
+    monitored: bool = False,
+    destination_type: str | None = None,
+    country_code: str | None = None,
+    file_system: int | str | None = None,
+) -> ReplicationEvent:
+    """The CPY line for a replica of `data_file` made from store location or mover `source` to `target`.
+
+    `action` is `replicate` between pds's own locations and `proxy` towards a continental mover.
+    """
+    fields = _transfer_fields(transfer, data_file, destination, monitored)
+    fields["start_time"] = start_time
+    return ReplicationEvent(
+        **fields,
+        destination_type=destination_type,
+        duration=duration,
+        country_code=country_code,
+        target=target,
+        transfer_server=source,
+        caller=caller,
+        expiry_time=transfer.expires_at,
+        file_system=file_system,
+        status=ok,
+        message=message,
+        action=action,
+    )
+
+
+# --- Writing -----------------------------------------------------------------------------------
+
+
+class EventLog:
+    """Appends event lines to a file or a text stream, one whole line per write, or drops them.
+
+    Movers run transfers in threads and each ends with a line, so writes hold a lock and a line goes
+    out in one `write` call, then is flushed: a crashed process loses no line it wrote (a lost machine
+    may, since lines are not fsynced). Files are opened in append mode, so several processes can share
+    one file as OpenECPDS's movers do. A failing destination (full disk) is reported through `logging`
+    and does not fail the operation being logged.
+    """
+
+    def __init__(self, stream: TextIO | None, *, owns_stream: bool = False) -> None:
+        self._stream = stream
+        self._owns_stream = owns_stream
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, target: str | os.PathLike[str] | None) -> EventLog:
+        """A log at `target`: a file path (parents created), `-` for standard output, None or "" for none."""
+        if target is None or str(target) == "":
+            return cls(None)
+        if str(target) == "-":
+            return cls(sys.stdout)
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(path.open("a", encoding="utf-8", newline="\n"), owns_stream=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self._stream is not None
+
+    def write(self, event: Event) -> None:
+        if self._stream is None:
+            return
+        line = event.render() + "\n"
+        with self._lock:
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+                logger.warning("event log write failed (%s): %s", exc, line.rstrip("\n"))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._stream is not None and self._owns_stream:
+                self._stream.close()
+            self._stream = None
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
