@@ -36,6 +36,13 @@ def sshd(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def sftp_password_server(tmp_path_factory):
+    from tests.servers.sftp_password import PasswordSftpServer
+
+    yield from running(PasswordSftpServer(tmp_path_factory.mktemp("sftp-password")))
+
+
+@pytest.fixture(scope="session")
 def ftp_servers(tmp_path_factory):
     """pyftpdlib by mode (plain FTP, explicit FTPS, implicit FTPS), each started on first use."""
     from tests.servers.ftp import FtpServer

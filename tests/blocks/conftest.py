@@ -46,6 +46,7 @@ FTP_VARIANTS = {
         "file",
         "sftp",
         "sftp-passphrase",
+        "sftp-password",
         "s3",
         "azure",
         "azure-sas",
@@ -115,6 +116,17 @@ def host(request, tmp_path) -> Host:
         )
     if kind == "file":
         return Host(name="local", protocol="file", address=str(tmp_path / "remote"))
+    if kind == "sftp-password":
+        server = request.getfixturevalue("sftp_password_server")
+        return Host(
+            name="sftp-password",
+            protocol="sftp",
+            address=f"{server.host}:{server.port}",
+            login=server.username,
+            password=server.password,
+            directory=f"/{uuid.uuid4().hex}",
+            options={"known_hosts": str(server.known_hosts_path)},
+        )
     if kind == "sftp-passphrase":
         sshd = request.getfixturevalue("sshd")
         return Host(

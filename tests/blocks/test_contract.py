@@ -123,6 +123,8 @@ def test_refused_access_stops_the_transfer(host, store, tmp_path):
         if os.access(readonly, os.W_OK):
             pytest.skip("running as root: directory permissions do not apply")
         bad = host.model_copy(update={"address": str(readonly)})
+    elif host.protocol == "sftp" and host.password:
+        bad = host.model_copy(update={"password": "wrong-secret"})
     elif host.protocol == "sftp":
         other_key = tmp_path / "other_key"
         os.system(f"ssh-keygen -q -t ed25519 -N '' -f {other_key}")
@@ -246,6 +248,8 @@ def served_directory(host, request):
 
     if host.protocol == "file":
         return Path(host.address)
+    if host.name == "sftp-password":  # a chrooted server: its / is its data directory
+        return request.getfixturevalue("sftp_password_server").data_dir / host.directory.lstrip("/")
     if host.protocol == "sftp":
         return Path(host.directory)
     if host.protocol == "ftp":
