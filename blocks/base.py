@@ -41,6 +41,8 @@ class HostBlock(Block):
     """The host copies objects itself, without the bytes passing through the mover."""
     has_directories: ClassVar[bool] = True
     """Parent directories must exist before a file is written (false for object stores)."""
+    reads_back: ClassVar[bool] = True
+    """A written file can be found again at its path, so its size is checked after upload."""
     reports_md5: ClassVar[bool] = False
     """The host can tell the MD5 of a written file, so it is verified after upload."""
 

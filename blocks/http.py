@@ -6,9 +6,14 @@ Basic auth; `options.secret_bearer_token` sends `Authorization: Bearer …` inst
 Options: `webdav` (true: directories made with MKCOL, temporary names renamed with MOVE, copies made
 by the server with COPY, listings by PROPFIND; false: only PUT, GET, HEAD and DELETE, listings read
 from the HTML index), `headers` (extra request headers), `verify_tls` (true, false, or the path of a
-CA bundle), `timeout` (seconds to connect or wait for an answer, 60).
+CA bundle), `timeout` (seconds to connect or wait for an answer, 60), `upload` (`put`, the default;
+`post`, the file's bytes as the body of a POST to its URL; or `form`, a `multipart/form-data` POST
+as a browser sends it), and for `form`: `form_url` (where to POST; by default the URL of the
+file's directory), `form_field` (the file's field, `file`) and `form_fields` (other fields; `{name}`,
+`{directory}` and `{path}` in their values are replaced). POST uploads write the final name directly
+(there is no MOVE), so a site that wants atomic arrival should take PUT with WebDAV.
 
-Uploads are one PUT each, with the body streamed (chunked transfer encoding) from the mover's writes,
+Uploads are one request each, with the body streamed (chunked transfer encoding) from the mover's writes,
 so memory per upload is a few of its chunks whatever the file size.
 """
 
@@ -22,6 +27,7 @@ import re
 import socket
 import ssl
 import threading
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -37,6 +43,7 @@ from blocks.base import READ_BLOCK, HostBlock
 from catalog.errors import FailOverToNextHost, FailTransfer, InvalidInput, RetryOnSameHost, TransferError
 
 DEFAULT_TIMEOUT = 60.0
+UPLOAD_METHODS = ("put", "post", "form")
 _PUT_QUEUE = 2  # chunks waiting for the uploading thread; memory is about this many writes
 _PROPFIND = (
     b'<?xml version="1.0" encoding="utf-8"?>'
@@ -114,8 +121,16 @@ class _PutFile:
             yield item
 
     def _upload(self) -> None:
+        fs = self.fs
         try:
-            self._response = self.fs.client.put(self.fs.url(self.path), content=self._body())
+            if fs.upload == "form":
+                form = MultipartForm(self.path, fs.form_field, fs.form_fields)
+                url = fs.form_url or fs.url(posixpath.dirname(self.path.rstrip("/")), collection=True)
+                headers = {"Content-Type": form.content_type}
+                self._response = fs.client.post(url, content=form.body(self._body()), headers=headers)
+            else:
+                method = "POST" if fs.upload == "post" else "PUT"
+                self._response = fs.client.request(method, fs.url(self.path), content=self._body())
         except BaseException as exc:  # noqa: BLE001 — handed to the writer, which raises it
             self._error = exc
 
@@ -198,6 +213,38 @@ class _PutFile:
             self.discard()  # never commit a file nobody closed
 
 
+class MultipartForm:
+    """A `multipart/form-data` body whose file part is streamed, never held whole in memory."""
+
+    def __init__(self, path: str, field: str, fields: dict[str, str]) -> None:
+        self.boundary = f"pds-{uuid.uuid4().hex}"
+        self.path, self.field = path.strip("/"), field
+        name, directory = posixpath.basename(self.path), posixpath.dirname(self.path)
+        self.fields = {k: v.replace("{name}", name).replace("{directory}", directory).replace("{path}", self.path)
+                       for k, v in fields.items()}  # fmt: skip
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    @staticmethod
+    def _quoted(value: str) -> str:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
+
+    def body(self, content: Iterator[bytes]) -> Iterator[bytes]:
+        for key, value in self.fields.items():
+            yield (
+                f'--{self.boundary}\r\nContent-Disposition: form-data; name="{self._quoted(key)}"\r\n\r\n{value}\r\n'
+            ).encode()
+        name = self._quoted(posixpath.basename(self.path))
+        yield (
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{self._quoted(self.field)}"; '
+            f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        yield from content
+        yield f"\r\n--{self.boundary}--\r\n".encode()
+
+
 class _RangedFile(AbstractBufferedFile):  # type: ignore[misc]
     """Random-access reads by ranged GET."""
 
@@ -257,9 +304,15 @@ class HttpFileSystem(AbstractFileSystem):  # type: ignore[misc]
         headers: dict[str, str] | None = None,
         verify: bool | str | ssl.SSLContext = True,
         timeout: float = DEFAULT_TIMEOUT,
+        upload: str = "put",
+        form_url: str | None = None,
+        form_field: str = "file",
+        form_fields: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.upload, self.form_url, self.form_field = upload, form_url, form_field
+        self.form_fields = dict(form_fields or {})
         self.base_url = base_url.rstrip("/")
         self.base_path = urlsplit(self.base_url).path.rstrip("/")
         self.webdav = webdav
@@ -534,13 +587,21 @@ class HttpHost(HostBlock):
 
     _block_type_name = "pds HTTP Host"
     protocol: ClassVar[str] = "http"
-    has_directories: ClassVar[bool] = True
     default_scheme: ClassVar[str] = "http"
 
-    # Capabilities that hold only with WebDAV (options.webdav, default true).
+    # Capabilities that hold only with WebDAV (options.webdav, default true) and PUT uploads.
     @property
     def supports_rename(self) -> bool:  # type: ignore[override]
-        return bool(self.options.get("webdav", True))
+        return bool(self.options.get("webdav", True)) and self.options.get("upload", "put") == "put"
+
+    @property
+    def reads_back(self) -> bool:  # type: ignore[override]
+        # a form posted to a fixed URL is filed where the site decides: only its answer tells
+        return not (self.options.get("upload") == "form" and self.options.get("form_url"))
+
+    @property
+    def has_directories(self) -> bool:  # type: ignore[override]
+        return bool(self.options.get("upload", "put") == "put")  # a POST endpoint files the upload itself
 
     @property
     def supports_server_side_copy(self) -> bool:  # type: ignore[override]
@@ -565,6 +626,10 @@ class HttpHost(HostBlock):
             headers=headers,
             verify=self.options.get("verify_tls", True),
             timeout=float(self.options.get("timeout", DEFAULT_TIMEOUT)),
+            upload=str(self.options.get("upload", "put")),
+            form_url=self.options.get("form_url"),
+            form_field=str(self.options.get("form_field", "file")),
+            form_fields={str(k): str(v) for k, v in (self.options.get("form_fields") or {}).items()},
         )
 
     def check(self) -> None:
@@ -576,6 +641,13 @@ class HttpHost(HostBlock):
             raise InvalidInput(f"host {self.name}: the address {self.address!r} names no server")
         if not isinstance(self.options.get("headers", {}), dict):
             raise InvalidInput(f"host {self.name}: options.headers must be a mapping of header names to values")
+        if self.options.get("upload", "put") not in UPLOAD_METHODS:
+            raise InvalidInput(f"host {self.name}: options.upload must be one of {', '.join(UPLOAD_METHODS)}")
+        if not isinstance(self.options.get("form_fields", {}), dict):
+            raise InvalidInput(f"host {self.name}: options.form_fields must be a mapping of field names to values")
+        form_url = self.options.get("form_url")
+        if form_url and urlsplit(str(form_url)).scheme not in ("http", "https"):
+            raise InvalidInput(f"host {self.name}: options.form_url must be an http:// or https:// URL")
         verify = self.options.get("verify_tls", True)
         if not isinstance(verify, bool | str):
             raise InvalidInput(f"host {self.name}: options.verify_tls must be true, false or a CA bundle path")

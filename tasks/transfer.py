@@ -76,7 +76,7 @@ def send_data_file(
                 raise
             target.close()
         written = True
-        remote_size = int(fs.size(temp))
+        remote_size = int(fs.size(temp)) if block.reads_back else sent
         if remote_size != delivery.size or sent != delivery.size:
             raise RetryOnSameHost(
                 f"size check failed on host {block.name}: sent {sent}, host has {remote_size}, expected {delivery.size}"

@@ -43,6 +43,13 @@ def sftp_password_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def upload_server(tmp_path_factory):
+    from tests.servers.upload_server import UploadServer
+
+    yield from running(UploadServer(tmp_path_factory.mktemp("upload")))
+
+
+@pytest.fixture(scope="session")
 def ftp_servers(tmp_path_factory):
     """pyftpdlib by mode (plain FTP, explicit FTPS, implicit FTPS), each started on first use."""
     from tests.servers.ftp import FtpServer
