@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from catalog.config import dissemination_hosts, get_destination
+from catalog.config import get_destination
 from catalog.errors import FailTransfer
 from catalog.models import DataFile, Host
 from catalog.paths import render_directory
-from catalog.transfers import get_transfer
+from catalog.transfers import active_hosts, get_transfer
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,11 @@ def plan(session: Session, transfer_id: int) -> DispatchPlan:
     if data_file is None or data_file.store_key is None or data_file.size is None or data_file.md5 is None:
         raise FailTransfer(f"data file {transfer.data_file_id} has no content in the Data Store")
     destination = get_destination(session, transfer.destination_name)
-    hosts = [h for h in dissemination_hosts(session, transfer.destination_name) if h.active]
+    hosts = active_hosts(session, transfer.destination_name)
     if not hosts:
         raise FailTransfer(f"destination {transfer.destination_name} has no active dissemination host")
-    host = hosts[0]  # the primary; failover between hosts is the scheduler's next step
+    # the host the claim assigned to this attempt (a retry's, a failover's, or the first)
+    host = next((h for h in hosts if h.name == transfer.host_name), hosts[0])
     directory = render_directory(
         host.directory,
         {

@@ -92,6 +92,38 @@ class DestinationBase(SQLModel):
     compression: str | None = None
     """Compress on the fly before sending (gzip, bzip2, lzma, zstd, lz4, snappy); the original is sent
     when compression would not make the file smaller."""
+    reset_frequency_seconds: int = Field(default=600, ge=0)
+    """With next_and_stay: how long transfers keep going to the fallback host that last worked before
+    the primary is tried first again."""
+    max_failed_passes: int = Field(default=0, ge=0)
+    """Passes over every host that may fail in a row before the destination is put on hold (0: never)."""
+    window_start: str | None = Field(default=None, max_length=5)
+    """Active time window, "HH:MM" in UTC: transfers start only between window_start and window_end
+    (a window may wrap past midnight). Unset: always active."""
+    window_end: str | None = Field(default=None, max_length=5)
+    mqtt_topic: str | None = None
+    """Publish a notification here when a transfer is Done (needs PDS_MQTT_URL); `$destination` and
+    `$name` expand."""
+    mqtt_qos: int = Field(default=1, ge=0, le=2)
+    mqtt_retain: bool = True
+    """Retained, so a subscriber that connects after the publish still gets the latest file."""
+    mqtt_expiry_seconds: int | None = Field(default=None, ge=1)
+    mqtt_payload: str = Field(default="pds", max_length=8)
+    """`pds` (compact JSON) or `wis2` (a WIS2 Notification Message)."""
+
+
+class DestinationState(SQLModel, table=True):
+    """What the scheduler remembers about a destination between transfers (not configuration)."""
+
+    __tablename__ = "destination_state"
+    name: str = Field(foreign_key="destination.name", primary_key=True, ondelete="CASCADE")
+    current_host: str | None = None
+    """next_and_stay: the fallback host new transfers start on, since `current_host_since`."""
+    current_host_since: datetime | None = _time(nullable=True)
+    failed_passes: int = 0
+    """Passes over every host that failed in a row; reset by any success."""
+    hold_reason: str | None = None
+    """Why the scheduler put the destination on hold (None when an operator did, or it is active)."""
 
 
 class Destination(DestinationBase, table=True):
@@ -123,6 +155,8 @@ class DestinationAlias(SQLModel, table=True):
     """A regular expression on the target; None aliases every transfer."""
     priority: int | None = Field(default=None, ge=0, le=99)
     delay_seconds: int = Field(default=0, ge=0)
+    replacement: str | None = None
+    """With `pattern`: the alias's target is `re.sub(pattern, replacement, target)` (`\\1` groups work)."""
 
 
 # --- Host --------------------------------------------------------------------------------------
@@ -238,6 +272,13 @@ class DataTransfer(SQLModel, table=True):
     requeue_count: int = 0
     host_name: str | None = None
     """The host that served (or is serving) the last attempt."""
+    next_host: str | None = None
+    """The host the next attempt must use (a retry on the same host, or the next one of a failover
+    pass); None: the destination's choice (the primary, or where next_and_stay stays)."""
+    host_attempts: int = 0
+    """Attempts on `next_host` so far in this pass (against the host's `retry_count`)."""
+    pass_hosts_tried: int = 0
+    """Hosts given up in the current pass over the destination's hosts; 0 starts a new pass (a start)."""
     mover: str | None = None
     flow_run_id: str | None = None
     """The Prefect flow run of the last dispatch, for links from the monitor."""

@@ -22,13 +22,15 @@ from catalog.models import (
     DataTransferPublic,
     Destination,
     DestinationHost,
+    DestinationState,
     HistoryPublic,
+    Host,
     HostKind,
     Mover,
     TransferHistory,
     utcnow,
 )
-from catalog.scheduling import QUEUE_ORDER, after_failure
+from catalog.scheduling import QUEUE_ORDER, HostRetry, after_failure, first_host, in_window
 from catalog.statuses import READY, TransferStatus, allowed
 
 
@@ -116,14 +118,37 @@ def _dispatchable_destinations() -> Any:
     )
 
 
+def active_hosts(session: Session, destination: str) -> list[Host]:
+    """The destination's active dissemination hosts in failover order (primary first)."""
+    links = session.exec(
+        select(DestinationHost)
+        .where(DestinationHost.destination_name == destination, DestinationHost.kind == HostKind.DISSEMINATION)
+        .order_by(col(DestinationHost.rank), col(DestinationHost.host_name))
+    )
+    hosts = [session.get(Host, link.host_name) for link in links]
+    return [h for h in hosts if h is not None and h.active]
+
+
+def destination_state(session: Session, name: str) -> DestinationState:
+    state = session.get(DestinationState, name, populate_existing=True)
+    if state is None:
+        state = DestinationState(name=name)
+        session.add(state)
+        session.flush()
+    return state
+
+
 def claim(
     session: Session, mover: str, limit: int, *, max_bytes: int | None = None, now: datetime | None = None
 ) -> list[DataTransfer]:
-    """Take up to `limit` ready transfers in queue order for `mover`, within each destination's cap.
+    """Take up to `limit` ready transfers in queue order for `mover`, within each destination's cap
+    and each host's `max_connections`, inside the destinations' active time windows.
 
-    With `max_bytes`, stop once the claimed files add up to that many bytes (always at least one), so a
-    claim is about the same amount of work whether the files are small or large. Call inside a
-    transaction and commit right after: the claimed rows are Transferring from then on.
+    Each claimed transfer is assigned the host of this attempt (a retry's or failover's host, else
+    the destination's first host). With `max_bytes`, stop once the claimed files add up to that many
+    bytes (always at least one), so a claim is about the same amount of work whether the files are
+    small or large. Call inside a transaction and commit right after: the claimed rows are
+    Transferring from then on.
     """
     now = now or utcnow()
     candidates = list(
@@ -142,22 +167,25 @@ def claim(
     if not candidates:
         return []
     names = sorted({t.destination_name for t in candidates})
-    # Locking the destination rows (in name order, so movers never deadlock) makes the count of
+    # Locking the destination rows (in name order, so movers never deadlock) makes the counts of
     # running transfers below exact across movers on PostgreSQL; SQLite has one writer anyway.
-    caps = {
-        d.name: d.max_parallel_transfers
+    destinations = {
+        d.name: d
         for d in session.exec(
             select(Destination).where(col(Destination.name).in_(names)).order_by(Destination.name).with_for_update()
         )
+        if in_window(d, now)
     }
-    running = Counter(
-        session.exec(
-            select(DataTransfer.destination_name).where(
-                DataTransfer.status == TransferStatus.TRANSFERRING.value,
-                col(DataTransfer.destination_name).in_(names),
-            )
+    hosts = {name: active_hosts(session, name) for name in destinations}
+    states = {name: session.get(DestinationState, name) for name in destinations}
+    running_rows = session.exec(
+        select(DataTransfer.destination_name, DataTransfer.host_name).where(
+            DataTransfer.status == TransferStatus.TRANSFERRING.value
         )
-    )
+    ).all()
+    running = Counter(d for d, _ in running_rows)
+    connections = Counter(h for _, h in running_rows if h)
+    host_caps = {h.name: int(h.options.get("max_connections", 0) or 0) for hs in hosts.values() for h in hs}
     sizes = dict(
         session.exec(
             select(DataFile.id, DataFile.size).where(col(DataFile.id).in_({t.data_file_id for t in candidates}))
@@ -168,14 +196,22 @@ def claim(
     for transfer in candidates:
         if len(claimed) >= limit or (max_bytes is not None and claimed and claimed_bytes >= max_bytes):
             break
-        if running[transfer.destination_name] >= caps.get(transfer.destination_name, 0):
+        destination = destinations.get(transfer.destination_name)
+        if destination is None or running[destination.name] >= destination.max_parallel_transfers:
             continue
+        names_in_order = [h.name for h in hosts[destination.name]]
+        host = transfer.next_host if transfer.next_host in names_in_order else None
+        host = host or first_host(names_in_order, destination, states[destination.name], now)
+        if host is not None and host_caps.get(host) and connections[host] >= host_caps[host]:
+            continue  # the host has all the connections it accepts; a later claim takes it
         assert transfer.id is not None
         source = TransferStatus(transfer.status)
+        new_start = transfer.pass_hosts_tried == 0 and transfer.host_attempts == 0
         values = {
             "status": TransferStatus.TRANSFERRING.value,
             "mover": mover,
-            "start_count": transfer.start_count + 1,
+            "host_name": host,
+            "start_count": transfer.start_count + (1 if new_start else 0),
             "started_at": now,
             "finished_at": None,
             "bytes_sent": 0,
@@ -183,8 +219,13 @@ def claim(
         }
         if not _compare_and_set(session, transfer.id, source, values):
             continue  # another mover took it first
-        record_history(session, transfer.id, "claim", source, TransferStatus.TRANSFERRING, by=mover, at=now)
-        running[transfer.destination_name] += 1
+        reason = f"to host {host}" if host else ""
+        record_history(
+            session, transfer.id, "claim", source, TransferStatus.TRANSFERRING, by=mover, at=now, reason=reason
+        )
+        running[destination.name] += 1
+        if host:
+            connections[host] += 1
         claimed.append(transfer)
         claimed_bytes += sizes.get(transfer.data_file_id) or 0
     session.flush()
@@ -251,8 +292,9 @@ def record_success(
     sent_md5: str | None = None,
     compression: str | None = None,
 ) -> DataTransfer:
+    """Done; the destination remembers the host that worked (next_and_stay) and that its hosts work."""
     how = f" ({compression})" if compression else ""
-    return change_status(
+    transfer = change_status(
         session,
         transfer_id,
         "complete",
@@ -265,26 +307,59 @@ def record_success(
         compression=compression,
         finished_at=utcnow(),
         error=None,
+        next_host=None,
+        host_attempts=0,
+        pass_hosts_tried=0,
     )
+    state = destination_state(session, transfer.destination_name)
+    hosts = [h.name for h in active_hosts(session, transfer.destination_name)]
+    state.failed_passes = 0
+    if hosts and host != hosts[0]:
+        if state.current_host != host:
+            state.current_host, state.current_host_since = host, utcnow()
+    elif hosts:
+        state.current_host, state.current_host_since = None, None
+    session.add(state)
+    session.flush()
+    return transfer
 
 
 def record_failure(
     session: Session, transfer_id: int, error: TransferError, *, host: str | None, by: str
 ) -> DataTransfer:
-    """Apply the scheduling decision for a failed attempt (retry later, fail, or stop)."""
+    """Apply the scheduling decision for a failed attempt: retry on the host, fail over to the next,
+    requeue, fail or stop (`scheduling.after_failure`). After `max_failed_passes` passes in a row in
+    which every host failed, the destination is put on hold."""
     transfer = get_transfer(session, transfer_id)
     destination = session.get(Destination, transfer.destination_name)
     if destination is None:
         raise NotFound(f"no destination {transfer.destination_name}")
     now = utcnow()
-    decision = after_failure(transfer, destination, error, now)
-    fields: dict[str, Any] = {"error": decision.reason, "finished_at": now, "host_name": host}
-    if decision.scheduled_at is not None:
-        fields["scheduled_at"] = decision.scheduled_at
-        fields["queued_at"] = decision.scheduled_at
-    return change_status(
+    hosts = active_hosts(session, destination.name)
+    used = next((h for h in hosts if h.name == host), None)
+    retry = HostRetry.from_options(used.options if used else {})
+    decision = after_failure(transfer, destination, error, now, hosts=[h.name for h in hosts], host=host, retry=retry)
+    fields: dict[str, Any] = {"error": decision.reason, "host_name": host, **decision.fields}
+    changed = change_status(
         session, transfer_id, decision.action, decision.status, by=by, reason=decision.reason, **fields
     )
+    if decision.pass_failed:
+        state = destination_state(session, destination.name)
+        state.failed_passes += 1
+        if (
+            destination.max_failed_passes
+            and state.failed_passes >= destination.max_failed_passes
+            and destination.active
+        ):
+            destination.active = False
+            state.hold_reason = (
+                f"put on hold by {by}: {state.failed_passes} passes over every host failed in a row "
+                f"(last: {decision.reason})"
+            )
+            session.add(destination)
+        session.add(state)
+        session.flush()
+    return changed
 
 
 # --- Movers and recovery -----------------------------------------------------------------------

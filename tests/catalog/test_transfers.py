@@ -117,7 +117,14 @@ def test_success_records_bytes_host_and_times(engine, store, site):
 
 
 def test_failures_retry_later_then_fail_and_unrecoverable_errors_stop(engine, store, tmp_path):
-    destination(engine, "retry", host=local_host("hr", str(tmp_path / "rr")), max_starts=2, start_frequency_seconds=600)
+    destination(
+        engine,
+        "retry",
+        host=local_host("hr", str(tmp_path / "rr")),
+        max_starts=2,
+        max_requeue=0,
+        start_frequency_seconds=600,
+    )
     _, (tid,) = push(engine, store, "retry", "x.bin")
     claim_ids(engine)
     with session_scope(engine) as session:
@@ -130,7 +137,7 @@ def test_failures_retry_later_then_fail_and_unrecoverable_errors_stop(engine, st
     with session_scope(engine) as session:
         record_failure(session, tid, FailOverToNextHost("refused"), host="hr", by="m1")
     t = status(engine, tid)
-    assert t.status == "Failed" and "after 2 attempt(s)" in t.error
+    assert t.status == "Failed" and "failed after 0 requeue(s) of 2 start(s)" in t.error
 
     _, (tid2,) = push(engine, store, "retry", "y.bin")
     claim_ids(engine)
