@@ -67,10 +67,7 @@ def cmd_status(client: PdsClient, args: argparse.Namespace) -> None:
         value = {"data_file": data_file, "transfers": transfers}
     lines = []
     for t in transfers:
-        lines.append(
-            f"transfer {t['id']} {t['destination']}:{t['target']} {t['status']}"
-            + (f" ({t['error']})" if t.get("error") else "")
-        )
+        lines.append(_transfer_line(t))
         lines += [
             f"  {h['at']} {h['from_status'] or '-'} -> {h['to_status']} by {h['by']}"
             + (f": {h['reason']}" if h["reason"] else "")
@@ -79,15 +76,70 @@ def cmd_status(client: PdsClient, args: argparse.Namespace) -> None:
     _print(args, value, "\n".join(lines) or f"data file {args.id} has no transfers")
 
 
+def _transfer_line(t: dict[str, Any]) -> str:
+    return f"transfer {t['id']} {t['destination']}:{t['target']} {t['status']} priority {t['priority']}" + (
+        f" ({t['error']})" if t.get("error") else ""
+    )
+
+
+def cmd_transfer(client: PdsClient, args: argparse.Namespace) -> None:
+    body: dict[str, Any] = {}
+    if args.operation == "priority":
+        if args.value is None:
+            raise PdsError("transfer priority needs the new priority: pds transfer priority ID 0..99")
+        body["priority"] = args.value
+    elif args.operation == "extend":
+        if args.value is None:
+            raise PdsError("transfer extend needs the seconds to add: pds transfer extend ID SECONDS")
+        body["seconds"] = args.value
+    elif args.value is not None:
+        raise PdsError(f"transfer {args.operation} takes no value")
+    if args.reason:
+        body["reason"] = args.reason
+    operation = "schedule-now" if args.operation == "now" else args.operation
+    result = client.operate(args.id, operation, **body)
+    _print(args, result, _transfer_line(result))
+
+
+def _destination_settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings = {
+        "comment": args.comment,
+        "max_parallel_transfers": args.max_parallel,
+        "compression": args.compression,
+        "max_starts": args.max_starts,
+        "start_frequency_seconds": args.start_frequency,
+        "max_requeue": args.max_requeue,
+        "on_host_failure": args.on_host_failure,
+        "reset_frequency_seconds": args.reset_frequency,
+        "max_failed_passes": args.max_failed_passes,
+        "lifetime_seconds": args.lifetime,
+        "window_start": args.window.split("-")[0] if args.window else None,
+        "window_end": args.window.split("-")[-1] if args.window else None,
+        "mqtt_topic": args.mqtt_topic,
+        "mqtt_qos": args.mqtt_qos,
+        "mqtt_retain": {"yes": True, "no": False}.get(args.mqtt_retain or ""),
+        "mqtt_expiry_seconds": args.mqtt_expiry,
+        "mqtt_payload": args.mqtt_payload,
+    }
+    if args.window and args.window.count("-") != 1:
+        raise PdsError(f"--window must be HH:MM-HH:MM (UTC), not {args.window!r}")
+    return {k: v for k, v in settings.items() if v is not None}
+
+
 def cmd_destination(client: PdsClient, args: argparse.Namespace) -> None:
+    result: Any
     if args.action == "add":
-        settings = {
-            "comment": args.comment,
-            "max_parallel_transfers": args.max_parallel,
-            "compression": args.compression,
-        }
-        result: Any = client.create_destination(args.name, **{k: v for k, v in settings.items() if v is not None})
+        result = client.create_destination(args.name, **_destination_settings(args))
         _print(args, result, f"destination {args.name} created")
+    elif args.action == "set":
+        settings = _destination_settings(args)
+        if not settings:
+            raise PdsError("destination set needs at least one setting, e.g. --max-starts 5")
+        result = client.update_destination(args.name, **settings)
+        _print(args, result, f"destination {args.name} updated: {', '.join(sorted(settings))}")
+    elif args.action in ("hold", "restart"):
+        result = client.hold_destination(args.name) if args.action == "hold" else client.restart_destination(args.name)
+        _print(args, result, f"destination {args.name} {'on hold' if args.action == 'hold' else 'restarted'}")
     elif args.action == "show":
         result = client.destination(args.name)
         _print(args, result, json.dumps(result, indent=2))
@@ -161,17 +213,36 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("id", type=int, help="data file id (as printed by push)")
     status.add_argument("--transfer", action="store_true", help="the id is a transfer id")
 
-    dest = sub.add_parser("destination", help="add, list or show destinations")
-    dest.add_argument("action", choices=["add", "list", "show"])
+    dest = sub.add_parser("destination", help="add, list, show, change, hold or restart destinations")
+    dest.add_argument("action", choices=["add", "list", "show", "set", "hold", "restart"])
     dest.add_argument("name", nargs="?")
     dest.add_argument("--comment")
-    dest.add_argument("--max-parallel", type=int)
+    dest.add_argument("--max-parallel", type=int, help="transfers running at once (4)")
     dest.add_argument("--compression", help="gzip, bzip2, lzma, zstd, lz4 or snappy, applied on the fly")
+    dest.add_argument("--max-starts", type=int, help="failed starts before a transfer is requeued (3)")
+    dest.add_argument("--start-frequency", type=int, help="seconds between starts (60)")
+    dest.add_argument("--max-requeue", type=int, help="requeues before a transfer fails (3)")
+    dest.add_argument("--on-host-failure", choices=["next_and_stay", "next_and_retry"])
+    dest.add_argument("--reset-frequency", type=int, help="seconds before next_and_stay returns to the primary (600)")
+    dest.add_argument("--max-failed-passes", type=int, help="failed passes over every host before hold (0: never)")
+    dest.add_argument("--lifetime", type=int, help="seconds a transfer may wait before it fails as expired")
+    dest.add_argument("--window", help="active time window HH:MM-HH:MM, UTC")
+    dest.add_argument("--mqtt-topic", help="publish a notification here on Done ($destination, $name expand)")
+    dest.add_argument("--mqtt-qos", type=int, choices=[0, 1, 2])
+    dest.add_argument("--mqtt-retain", choices=["yes", "no"])
+    dest.add_argument("--mqtt-expiry", type=int, help="message expiry, seconds")
+    dest.add_argument("--mqtt-payload", choices=["pds", "wis2"])
+
+    transfer = sub.add_parser("transfer", help="operate on one transfer")
+    transfer.add_argument("operation", choices=["requeue", "stop", "hold", "release", "priority", "now", "extend"])
+    transfer.add_argument("id", type=int, help="transfer id")
+    transfer.add_argument("value", nargs="?", type=int, help="the new priority, or the seconds to extend by")
+    transfer.add_argument("--reason", help="why (kept in the transfer's history)")
 
     host = sub.add_parser("host", help="add or list hosts")
     host.add_argument("action", choices=["add", "list"])
     host.add_argument("name", nargs="?")
-    host.add_argument("--protocol", choices=["file", "sftp", "s3"])
+    host.add_argument("--protocol", help="file, sftp, ftp, s3, azure, gcs, http, https, webdav, …")
     host.add_argument("--address", default="", help="directory (file), host[:port] (sftp), endpoint URL (s3)")
     host.add_argument("--directory", default="", help="directory template, e.g. 'incoming/$destination'")
     host.add_argument("--login", default="")
@@ -189,6 +260,7 @@ COMMANDS = {
     "push": cmd_push,
     "status": cmd_status,
     "destination": cmd_destination,
+    "transfer": cmd_transfer,
     "host": cmd_host,
     "token": cmd_token,
 }
@@ -200,7 +272,7 @@ def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None)
         from api.up import run_embedded
 
         return run_embedded(data_dir=args.data_dir, prefect_api_url=args.prefect_api_url)
-    if args.command in {"destination", "host"} and args.action in {"add", "show"} and not args.name:
+    if args.command in {"destination", "host"} and args.action not in {"list"} and not args.name:
         print(f"pds: error: {args.command} {args.action} needs a NAME", file=sys.stderr)
         return 2
     if args.command == "host" and args.action == "add" and not args.protocol:

@@ -149,6 +149,25 @@ class PdsClient:
                 )
             time.sleep(poll)
 
+    # --- operations ---
+
+    def operate(self, transfer_id: int, operation: str, **body: Any) -> dict[str, Any]:
+        """requeue, stop, hold, release, priority (priority=N), schedule-now or extend (seconds=N)."""
+        result: dict[str, Any] = self._request("POST", f"/transfers/{transfer_id}/{operation}", json=body)
+        return result
+
+    def hold_destination(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", f"/destinations/{quote(name, safe='')}/hold")
+        return result
+
+    def restart_destination(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", f"/destinations/{quote(name, safe='')}/restart")
+        return result
+
+    def update_destination(self, name: str, **settings: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("PATCH", f"/destinations/{quote(name, safe='')}", json=settings)
+        return result
+
     # --- configuration ---
 
     def create_destination(self, name: str, **settings: Any) -> dict[str, Any]:

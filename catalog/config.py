@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from catalog.compression import check_compression
@@ -12,6 +13,7 @@ from catalog.errors import Conflict, InvalidInput, NotFound
 from catalog.models import (
     NAME_PATTERN,
     Destination,
+    DestinationBase,
     DestinationCreate,
     DestinationHost,
     Host,
@@ -19,6 +21,7 @@ from catalog.models import (
     HostKind,
     HostPublic,
 )
+from catalog.scheduling import parse_clock
 
 SECRET_OPTION_PREFIX = "secret_"  # noqa: S105 — a key prefix, not a secret
 
@@ -32,12 +35,49 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def check_destination_settings(data: DestinationBase) -> None:
+    """Refuse settings the scheduler or the notifier could not use, with the reason."""
+    check_compression(data.compression)
+    if bool(data.window_start) != bool(data.window_end):
+        raise InvalidInput("an active time window needs both window_start and window_end (HH:MM, UTC)")
+    for value in (data.window_start, data.window_end):
+        if value:
+            try:
+                parse_clock(value)
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from None
+    if data.mqtt_payload not in ("pds", "wis2"):
+        raise InvalidInput(f"mqtt_payload must be pds or wis2, not {data.mqtt_payload!r}")
+    if data.mqtt_topic is not None and (not data.mqtt_topic or "+" in data.mqtt_topic or "#" in data.mqtt_topic):
+        raise InvalidInput(f"mqtt_topic {data.mqtt_topic!r} must be a topic name, without the wildcards + and #")
+
+
 def create_destination(session: Session, data: DestinationCreate) -> Destination:
     check_name("destination", data.name)
-    check_compression(data.compression)
+    check_destination_settings(data)
     if session.get(Destination, data.name) is not None:
         raise Conflict(f"destination {data.name!r} already exists")
     destination = Destination.model_validate(data.model_dump())
+    session.add(destination)
+    session.flush()
+    return destination
+
+
+def update_destination(session: Session, name: str, changes: dict[str, Any]) -> Destination:
+    """Change a destination's settings (not its name); every change is checked as at creation."""
+    destination = get_destination(session, name)
+    unknown = set(changes) - set(DestinationBase.model_fields) | ({"name"} & set(changes))
+    if unknown:
+        raise InvalidInput(f"cannot change {', '.join(sorted(unknown))} of a destination")
+    try:
+        updated = DestinationBase.model_validate(destination.model_dump() | changes)
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"invalid destination settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}"
+        ) from None
+    check_destination_settings(updated)
+    for key in changes:
+        setattr(destination, key, getattr(updated, key))
     session.add(destination)
     session.flush()
     return destination

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     mover_max_runtime_seconds: float = 3600.0
     """A mover flow run ends after this long so no run grows without bound; its supervisor restarts it."""
 
+    event_log: str | None = None
+    """Where event lines (UPH, ERR, …) go: a file path, `-` for standard output, `off` for nowhere;
+    unset means `<data_dir>/logs/events.log`."""
+    mqtt_url: str = ""
+    """MQTT broker for destinations' notifications (`mqtt://user:password@host:1883`, `mqtts://…`);
+    empty: no notifications."""
+    wis2_centre_id: str = "pds"
+    """Centre id in the metadata id (`urn:wmo:md:<centre>:<destination>`) of WIS2 notifications."""
     chunk_size: int = 4 * 1024 * 1024
     """Bytes read and written at a time when streaming data files."""
 
@@ -74,6 +82,11 @@ class Settings(BaseSettings):
 
     def resolved_store_url(self) -> str:
         return self.store_url or str(self.data_dir / "store")
+
+    def resolved_event_log(self) -> str | None:
+        if self.event_log is None:
+            return str(self.data_dir / "logs" / "events.log")
+        return None if self.event_log in ("", "off") else self.event_log
 
     def resolved_api_url(self) -> str:
         return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")

@@ -96,6 +96,10 @@ TRANSITIONS: tuple[Transition, ...] = (
         {S.REQUEUED},
         "An operator asks for the transfer to be done (again).",
     ),
+    # Changes that keep the status (self-edges), so they are checked and recorded like the others.
+    _t("reprioritise", _QUEUEABLE | {S.PRESET}, _QUEUEABLE | {S.PRESET}, "An operator changes the priority."),
+    _t("schedule_now", _QUEUEABLE, _QUEUEABLE, "An operator asks for the transfer to start at once."),
+    _t("extend_lifetime", _QUEUEABLE | {S.PRESET}, _QUEUEABLE | {S.PRESET}, "An operator extends its lifetime."),
     _t(
         "stop",
         _QUEUEABLE | {S.TRANSFERRING, S.INTERRUPTED, S.FAILED, S.PRESET, S.FETCHING},

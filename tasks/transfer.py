@@ -22,6 +22,7 @@ from catalog.database import session_scope
 from catalog.errors import RetryOnSameHost, TransferError
 from catalog.store import DataStore
 from catalog.transfers import record_failure, record_progress, record_success
+from tasks import reporting
 from tasks.compression import compress_delivery
 from tasks.delivery import Delivery
 from tasks.runtime import runtime
@@ -169,17 +170,16 @@ def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None
     try:
         delivery, applied = compress_delivery(rt.store, delivery)
         sent = send_data_file(rt.store, delivery, fs, progress=progress)
-    except TransferError as error:
-        with session_scope(rt.engine) as session:
-            record_failure(session, delivery.transfer_id, error, host=delivery.host.name, by=mover)
-        raise
     except Exception as exc:
         classified = delivery.host.classify(exc)
         with session_scope(rt.engine) as session:
-            record_failure(session, delivery.transfer_id, classified, host=delivery.host.name, by=mover)
+            transfer = record_failure(session, delivery.transfer_id, classified, host=delivery.host.name, by=mover)
+            reporting.attempt_failed(session, rt.settings, transfer, str(classified))
+        if classified is exc:
+            raise
         raise classified from exc
     with session_scope(rt.engine) as session:
-        record_success(
+        transfer = record_success(
             session,
             delivery.transfer_id,
             host=delivery.host.name,
@@ -188,6 +188,7 @@ def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None
             sent_md5=delivery.md5,
             compression=applied,
         )
+        reporting.delivered(session, rt.settings, transfer, delivery.remote_path)
     return sent
 
 

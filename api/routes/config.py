@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Router, get, post
+from litestar import Request, Router, get, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, Field
@@ -13,8 +13,8 @@ from sqlmodel import Session
 from api.auth import admin_only
 from api.deps import database
 from blocks.registry import block_for, known_protocols
-from catalog import config
-from catalog.models import Destination, DestinationCreate, Host, HostCreate, HostKind, HostPublic
+from catalog import config, operations
+from catalog.models import Destination, DestinationCreate, DestinationState, Host, HostCreate, HostKind, HostPublic
 
 
 class HostLink(BaseModel):
@@ -26,6 +26,10 @@ class HostLink(BaseModel):
 class DestinationView(BaseModel):
     destination: dict[str, Any]
     hosts: dict[str, list[str]]
+    state: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The scheduler's memory: current_host (next_and_stay), failed_passes, hold_reason",
+    )
 
 
 def _view(session: Session, destination: Destination) -> DestinationView:
@@ -33,7 +37,9 @@ def _view(session: Session, destination: Destination) -> DestinationView:
         kind.value: [link.host_name for link in config.list_destination_hosts(session, destination.name, kind)]
         for kind in (HostKind.DISSEMINATION, HostKind.ACQUISITION)
     }
-    return DestinationView(destination=destination.model_dump(mode="json"), hosts=hosts)
+    remembered = session.get(DestinationState, destination.name)
+    state = remembered.model_dump(mode="json", exclude={"name"}) if remembered else {}
+    return DestinationView(destination=destination.model_dump(mode="json"), hosts=hosts, state=state)
 
 
 @post("/", guards=[admin_only], sync_to_thread=True)
@@ -53,6 +59,27 @@ def list_destinations(state: State) -> list[DestinationView]:
 def read_destination(name: FromPath[str], state: State) -> DestinationView:
     with database(state) as session:
         return _view(session, config.get_destination(session, name))
+
+
+@patch("/{name:str}", guards=[admin_only], sync_to_thread=True)
+def update_destination(name: FromPath[str], data: JSONBody[dict[str, Any]], state: State) -> DestinationView:
+    """Change settings (any field of a destination but its name); checked as at creation."""
+    with database(state) as session:
+        return _view(session, config.update_destination(session, name, data))
+
+
+@post("/{name:str}/hold", guards=[admin_only], sync_to_thread=True, status_code=200)
+def hold_destination(name: FromPath[str], request: Request[Any, Any, Any], state: State) -> DestinationView:
+    """Put the destination on hold: no transfer starts until it is restarted."""
+    with database(state) as session:
+        return _view(session, operations.hold_destination(session, name, by=request.user.login))
+
+
+@post("/{name:str}/restart", guards=[admin_only], sync_to_thread=True, status_code=200)
+def restart_destination(name: FromPath[str], request: Request[Any, Any, Any], state: State) -> DestinationView:
+    """Active again, from the primary host, with the count of failed passes cleared."""
+    with database(state) as session:
+        return _view(session, operations.restart_destination(session, name, by=request.user.login))
 
 
 @post("/{name:str}/hosts", guards=[admin_only], sync_to_thread=True)
@@ -85,7 +112,15 @@ def read_host(name: FromPath[str], state: State) -> HostPublic:
 
 destinations_router = Router(
     "/destinations",
-    route_handlers=[create_destination, list_destinations, read_destination, attach_host],
+    route_handlers=[
+        create_destination,
+        list_destinations,
+        read_destination,
+        update_destination,
+        hold_destination,
+        restart_destination,
+        attach_host,
+    ],
     tags=["destinations"],
 )
 hosts_router = Router("/hosts", route_handlers=[create_host, list_hosts, read_host], tags=["hosts"])

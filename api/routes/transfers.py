@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from litestar import Router, get
+from typing import Any
+
+from litestar import Request, Router, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, Parameter
-from sqlmodel import col, select
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, select
 
+from api.auth import admin_only
 from api.deps import database
+from catalog import operations
 from catalog.errors import InvalidInput, NotFound
 from catalog.models import DataFile, DataFilePublic, DataTransfer, DataTransferPublic
 from catalog.statuses import TransferStatus
@@ -45,6 +50,55 @@ def list_transfers(
         return [transfer_public(session, tid) for tid in session.exec(query) if tid is not None]
 
 
+class Operation(BaseModel):
+    """The body of an operation on a transfer; which fields count depends on the operation."""
+
+    reason: str = ""
+    priority: int | None = Field(default=None, description="for `priority`: 0 (first) … 99 (last)")
+    seconds: int | None = Field(default=None, description="for `extend`: seconds added to the lifetime")
+
+
+OPERATIONS = ("requeue", "stop", "hold", "release", "priority", "schedule-now", "extend")
+
+
+def _operate(session: Session, transfer_id: int, name: str, body: Operation, by: str) -> None:
+    if name == "requeue":
+        operations.requeue(session, transfer_id, by=by, reason=body.reason)
+    elif name == "stop":
+        operations.stop(session, transfer_id, by=by, reason=body.reason)
+    elif name == "hold":
+        operations.hold(session, transfer_id, by=by)
+    elif name == "release":
+        operations.release(session, transfer_id, by=by)
+    elif name == "schedule-now":
+        operations.schedule_now(session, transfer_id, by=by)
+    elif name == "priority":
+        if body.priority is None:
+            raise InvalidInput('give the new priority: {"priority": 0 … 99}')
+        operations.set_priority(session, transfer_id, body.priority, by=by)
+    elif name == "extend":
+        if body.seconds is None:
+            raise InvalidInput('give the extension: {"seconds": N}')
+        operations.extend_lifetime(session, transfer_id, body.seconds, by=by)
+    else:
+        raise NotFound(f"no operation {name!r}; known: {', '.join(OPERATIONS)}")
+
+
+@post("/transfers/{transfer_id:int}/{operation:str}", guards=[admin_only], sync_to_thread=True, status_code=200)
+def operate(
+    transfer_id: FromPath[int],
+    operation: FromPath[str],
+    request: Request[Any, Any, Any],
+    state: State,
+    data: Operation | None = None,
+) -> DataTransferPublic:
+    """requeue, stop, hold, release, priority, schedule-now or extend one transfer; refused (409) when its
+    status does not allow it. The change is in the transfer's history with the user's name."""
+    with database(state) as session:
+        _operate(session, transfer_id, operation, data or Operation(), request.user.login)
+        return transfer_public(session, transfer_id)
+
+
 @get("/datafiles/{data_file_id:int}", sync_to_thread=True)
 def read_data_file(data_file_id: FromPath[int], state: State) -> DataFilePublic:
     with database(state) as session:
@@ -54,4 +108,6 @@ def read_data_file(data_file_id: FromPath[int], state: State) -> DataFilePublic:
         return DataFilePublic.model_validate(data_file, from_attributes=True)
 
 
-transfers_router = Router("/", route_handlers=[read_transfer, list_transfers, read_data_file], tags=["transfers"])
+transfers_router = Router(
+    "/", route_handlers=[read_transfer, list_transfers, operate, read_data_file], tags=["transfers"]
+)

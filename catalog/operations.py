@@ -1,0 +1,122 @@
+"""What operators do to transfers and destinations: requeue, stop, hold, release, change priority,
+schedule now, extend lifetime; put a destination on hold and restart it.
+
+Every operation on a transfer is an edge of the status table (`statuses.TRANSITIONS`; the ones that
+keep the status are self-edges) and writes a history row naming the user, so the monitor can say
+who did what and why.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import Session
+
+from catalog.config import get_destination
+from catalog.errors import InvalidInput
+from catalog.models import DataTransfer, Destination, utcnow
+from catalog.statuses import TransferStatus
+from catalog.submission import check_priority
+from catalog.transfers import change_status, destination_state, get_transfer
+
+_FRESH = {"next_host": None, "host_attempts": 0, "pass_hosts_tried": 0}
+
+
+def requeue(session: Session, transfer_id: int, *, by: str, reason: str = "") -> DataTransfer:
+    """Do the transfer (again) now, with its counters of starts and failover afresh."""
+    now = utcnow()
+    return change_status(
+        session,
+        transfer_id,
+        "requeue",
+        TransferStatus.REQUEUED,
+        by=by,
+        reason=reason or f"requeued by {by}",
+        scheduled_at=now,
+        start_count=0,
+        error=None,
+        **_FRESH,
+    )
+
+
+def stop(session: Session, transfer_id: int, *, by: str, reason: str = "") -> DataTransfer:
+    return change_status(
+        session, transfer_id, "stop", TransferStatus.STOPPED, by=by, reason=reason or f"stopped by {by}"
+    )
+
+
+def hold(session: Session, transfer_id: int, *, by: str) -> DataTransfer:
+    return change_status(session, transfer_id, "hold", TransferStatus.STANDBY, by=by, reason=f"held by {by}")
+
+
+def release(session: Session, transfer_id: int, *, by: str) -> DataTransfer:
+    return change_status(
+        session, transfer_id, "release", TransferStatus.QUEUED, by=by, reason=f"released by {by}", scheduled_at=utcnow()
+    )
+
+
+def set_priority(session: Session, transfer_id: int, priority: int, *, by: str) -> DataTransfer:
+    value = check_priority(priority)
+    current = get_transfer(session, transfer_id)
+    return change_status(
+        session,
+        transfer_id,
+        "reprioritise",
+        TransferStatus(current.status),
+        by=by,
+        reason=f"priority {current.priority} → {value}",
+        priority=value,
+    )
+
+
+def schedule_now(session: Session, transfer_id: int, *, by: str) -> DataTransfer:
+    current = get_transfer(session, transfer_id)
+    return change_status(
+        session,
+        transfer_id,
+        "schedule_now",
+        TransferStatus(current.status),
+        by=by,
+        reason=f"scheduled now (was {current.scheduled_at.isoformat()})",
+        scheduled_at=utcnow(),
+    )
+
+
+def extend_lifetime(session: Session, transfer_id: int, seconds: int, *, by: str) -> DataTransfer:
+    if seconds <= 0:
+        raise InvalidInput(f"a lifetime extension must be a positive number of seconds, not {seconds}")
+    current = get_transfer(session, transfer_id)
+    base = max(current.expires_at or utcnow(), utcnow())
+    expires_at = base + timedelta(seconds=seconds)
+    return change_status(
+        session,
+        transfer_id,
+        "extend_lifetime",
+        TransferStatus(current.status),
+        by=by,
+        reason=f"lifetime extended to {expires_at.isoformat()}",
+        expires_at=expires_at,
+    )
+
+
+def hold_destination(session: Session, name: str, *, by: str) -> Destination:
+    """Nothing leaves the destination until it is restarted (transfers under way finish)."""
+    destination = get_destination(session, name)
+    destination.active = False
+    state = destination_state(session, name)
+    state.hold_reason = f"put on hold by {by}"
+    session.add_all([destination, state])
+    session.flush()
+    return destination
+
+
+def restart_destination(session: Session, name: str, *, by: str) -> Destination:
+    """Active again, from the primary host, with the count of failed passes cleared."""
+    destination = get_destination(session, name)
+    destination.active = True
+    state = destination_state(session, name)
+    state.hold_reason, state.failed_passes = None, 0
+    state.current_host, state.current_host_since = None, None
+    session.add_all([destination, state])
+    session.flush()
+    return destination

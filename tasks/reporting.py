@@ -1,0 +1,114 @@
+"""What the outside world hears about each attempt: an event line (UPH when a file is delivered,
+ERR when an attempt fails) and, for destinations that ask for it, an MQTT notification on Done.
+
+Reporting never changes the outcome: the transfer's status is already recorded when a line is
+written, and a broker that cannot be reached is logged, not turned into a failed transfer.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from functools import lru_cache
+from string import Template
+
+from sqlmodel import Session
+
+from catalog.events import EventLog, err_from, uph_from
+from catalog.models import DataFile, DataTransfer, Destination, Host, utcnow
+from catalog.settings import Settings
+from tasks.notify import Notification, NotificationError, NotificationTarget, Publisher
+
+log = logging.getLogger("pds.reporting")
+
+
+@lru_cache(maxsize=1)
+def event_log(target: str | None) -> EventLog:
+    """One open event log per process and target (movers write from many threads)."""
+    return EventLog.open(target)
+
+
+@lru_cache(maxsize=1)
+def publisher() -> Publisher:
+    return Publisher(timeout=10.0)
+
+
+def _rows(session: Session, transfer: DataTransfer) -> tuple[DataFile, Destination, Host | None] | None:
+    data_file = session.get(DataFile, transfer.data_file_id)
+    destination = session.get(Destination, transfer.destination_name)
+    if data_file is None or destination is None:
+        return None
+    host = session.get(Host, transfer.host_name) if transfer.host_name else None
+    return data_file, destination, host
+
+
+def delivered(session: Session, settings: Settings, transfer: DataTransfer, remote_path: str) -> None:
+    """A transfer is Done: its UPH line, then its notification if the destination has a topic."""
+    rows = _rows(session, transfer)
+    if rows is None:
+        return
+    data_file, destination, host = rows
+    if host is not None:
+        event_log(settings.resolved_event_log()).write(uph_from(transfer, data_file, destination, host))
+    if destination.mqtt_topic and settings.mqtt_url:
+        notify(settings, transfer, data_file, destination, host, remote_path)
+
+
+def attempt_failed(session: Session, settings: Settings, transfer: DataTransfer, message: str) -> None:
+    """An attempt failed (whatever comes next: a retry, a failover, Failed or Stopped): its ERR line."""
+    rows = _rows(session, transfer)
+    if rows is None:
+        return
+    data_file, destination, host = rows
+    event_log(settings.resolved_event_log()).write(err_from(transfer, data_file, destination, host, message=message))
+
+
+def fetch_url(host: Host | None, remote_path: str) -> str:
+    """Where the product can be fetched at the site: the host's URL of the file."""
+    if host is None:
+        return remote_path
+    if host.protocol in ("http", "https", "webdav"):
+        base = host.address if "://" in host.address else f"{host.protocol}://{host.address}"
+        return f"{base.rstrip('/')}/{remote_path.lstrip('/')}"
+    if host.protocol == "file":
+        return f"file://{posixpath.join(host.address, remote_path.lstrip('/'))}"
+    address = host.address.split("://", 1)[-1].rstrip("/")
+    return f"{host.protocol}://{address}/{remote_path.lstrip('/')}"
+
+
+def notify(
+    settings: Settings,
+    transfer: DataTransfer,
+    data_file: DataFile,
+    destination: Destination,
+    host: Host | None,
+    remote_path: str,
+) -> None:
+    assert destination.mqtt_topic is not None and transfer.id is not None and data_file.id is not None
+    topic = Template(destination.mqtt_topic).safe_substitute(
+        destination=destination.name, name=posixpath.basename(transfer.target)
+    )
+    try:
+        target = NotificationTarget(
+            broker_url=settings.mqtt_url,
+            topic=topic,
+            qos=destination.mqtt_qos,
+            retain=destination.mqtt_retain,
+            expiry=destination.mqtt_expiry_seconds,
+            payload_format="wis2" if destination.mqtt_payload == "wis2" else "pds",
+            metadata_id=f"urn:wmo:md:{settings.wis2_centre_id}:{destination.name}",
+        )
+        notification = Notification(
+            name=transfer.target,
+            size=transfer.bytes_sent or data_file.size or 0,  # what the site got (compressed or not)
+            md5=transfer.sent_md5 or data_file.md5 or "0" * 32,
+            adler32=data_file.adler32 if not transfer.compression else None,
+            destination=destination.name,
+            data_file_id=data_file.id,
+            transfer_id=transfer.id,
+            available_at=transfer.finished_at or utcnow(),
+            url=fetch_url(host, remote_path),
+        )
+        publisher().publish(target, notification)
+    except (NotificationError, ValueError) as exc:
+        log.warning("notification of transfer %s to %s not published: %s", transfer.id, topic, exc)
