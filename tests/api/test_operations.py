@@ -1,0 +1,118 @@
+"""Operators act on transfers and destinations through the API and `pds`: each action is an allowed
+edge of the status table, refused with a reason otherwise, and kept in the history with the user."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from api.cli import main
+from catalog.database import session_scope
+from catalog.users import ensure_user
+from tests.api.conftest import ADMIN, basic
+
+
+@pytest.fixture
+def pds(client, site, monkeypatch, capsys):
+    monkeypatch.setenv("PDS_USER", "admin")
+    monkeypatch.setenv("PDS_PASSWORD", "admin")
+    monkeypatch.delenv("PDS_TOKEN", raising=False)
+
+    def run(*argv):
+        code = main(list(argv), http=client)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def transfer_of(client, data_file_id):
+    return client.get("/transfers", params={"data_file_id": data_file_id}, headers=ADMIN).json()[0]
+
+
+def test_hold_release_priority_now_extend_stop_and_requeue_through_pds(pds, client, tmp_path):
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"a" * 100)
+    code, out, _ = pds("push", str(f), "--destination", "site1")
+    tid = transfer_of(client, int(out))["id"]
+
+    steps = [
+        (("hold",), "StandBy"),
+        (("release",), "Queued"),
+        (("priority", "5"), "Queued"),
+        (("now",), "Queued"),
+        (("extend", "3600"), "Queued"),
+        (("stop",), "Stopped"),
+        (("requeue",), "Requeued"),
+    ]
+    for argv, status in steps:
+        code, out, err = pds("--json", "transfer", argv[0], str(tid), *argv[1:], "--reason", "ops test")
+        assert (code, err) == (0, ""), argv
+        assert json.loads(out)["status"] == status, argv
+    t = client.get(f"/transfers/{tid}", headers=ADMIN).json()
+    assert t["priority"] == 5 and t["expires_at"] is not None
+    actions = [(h["action"], h["by"]) for h in t["history"]][-7:]
+    assert actions == [
+        ("hold", "admin"),
+        ("release", "admin"),
+        ("reprioritise", "admin"),
+        ("schedule_now", "admin"),
+        ("extend_lifetime", "admin"),
+        ("stop", "admin"),
+        ("requeue", "admin"),
+    ]
+    assert any("priority 99 → 5" in h["reason"] for h in t["history"])
+
+
+def test_an_operation_the_status_does_not_allow_is_refused_and_changes_nothing(pds, client, tmp_path):
+    f = tmp_path / "b.bin"
+    f.write_bytes(b"b")
+    code, out, _ = pds("push", str(f), "--destination", "site1")
+    tid = transfer_of(client, int(out))["id"]
+    code, _, err = pds("transfer", "release", str(tid))  # it is Queued, not StandBy
+    assert code == 1 and "Queued" in err and "release" in err and err.count("\n") == 1
+    response = client.post(f"/transfers/{tid}/release", headers=ADMIN)
+    assert response.status_code == 409
+    code, _, err = pds("transfer", "priority", str(tid), "120")
+    assert code == 1 and "priority" in err
+    code, _, err = pds("transfer", "priority", str(tid))
+    assert code == 1 and "needs the new priority" in err
+    assert client.post(f"/transfers/{tid}/explode", headers=ADMIN).status_code == 404
+    assert client.post("/transfers/999999/stop", headers=ADMIN).status_code == 404
+    t = client.get(f"/transfers/{tid}", headers=ADMIN).json()
+    assert t["status"] == "Queued" and t["priority"] == 99
+
+
+def test_only_administrators_operate(client, site, sqlite_engine):
+    with session_scope(sqlite_engine) as session:
+        ensure_user(session, "reader", "pw-reader")
+    response = client.post("/destinations/site1/hold", headers=basic("reader", "pw-reader"))
+    assert response.status_code == 403 and "not an administrator" in response.json()["reason"]
+    assert client.get("/destinations/site1", headers=ADMIN).json()["destination"]["active"] is True
+
+
+def test_destination_settings_hold_and_restart(pds, client):
+    code, out, err = pds(
+        "destination", "set", "site1", "--max-starts", "5", "--window", "22:00-02:00",
+        "--on-host-failure", "next_and_retry", "--mqtt-topic", "pds/$destination", "--mqtt-payload", "wis2",
+    )  # fmt: skip
+    assert (code, err) == (0, ""), err
+    view = client.get("/destinations/site1", headers=ADMIN).json()["destination"]
+    assert (view["max_starts"], view["window_start"], view["window_end"]) == (5, "22:00", "02:00")
+    assert view["on_host_failure"] == "next_and_retry" and view["mqtt_payload"] == "wis2"
+    code, _, err = pds("destination", "set", "site1", "--window", "25:00-02:00")
+    assert code == 1 and "HH:MM" in err
+    code, _, err = pds("destination", "set", "site1", "--mqtt-topic", "a/#")
+    assert code == 1 and "wildcard" in err
+    assert client.patch("/destinations/site1", json={"name": "other"}, headers=ADMIN).status_code == 400
+    assert client.patch("/destinations/site1", json={"max_starts": 0}, headers=ADMIN).status_code == 400
+
+    code, out, _ = pds("--json", "destination", "hold", "site1")
+    held = json.loads(out)
+    assert held["destination"]["active"] is False and held["state"]["hold_reason"] == "put on hold by admin"
+    code, out, _ = pds("destination", "list")
+    assert "on hold" in out
+    code, out, _ = pds("--json", "destination", "restart", "site1")
+    restarted = json.loads(out)
+    assert restarted["destination"]["active"] is True and restarted["state"]["hold_reason"] is None
