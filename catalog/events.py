@@ -442,7 +442,7 @@ def uph_from(
         duration=duration if duration is not None else elapsed,
         duration_on_close=duration_on_close if duration_on_close is not None else elapsed,
         bytes_sent=transfer.bytes_sent,
-        status_code=transfer.status,
+        status_code=TransferStatus(transfer.status),  # its four-letter code (DONE), whatever the row holds
         retrieval_time=data_file.arrived_at,
         time_base=_time_base(data_file),
         time_step=data_file.time_step,

@@ -63,17 +63,28 @@ def attempt_failed(session: Session, settings: Settings, transfer: DataTransfer,
     event_log(settings.resolved_event_log()).write(err_from(transfer, data_file, destination, host, message=message))
 
 
+#: URL schemes of object stores, whose paths start with the bucket (or container).
+_OBJECT_STORES = {"s3": "s3", "gcs": "gs", "azure": "az"}
+
+
 def fetch_url(host: Host | None, remote_path: str) -> str:
-    """Where the product can be fetched at the site: the host's URL of the file."""
+    """Where the product can be fetched at the site: the host's URL of the file.
+
+    `remote_path` is the path on the host's filesystem as the mover wrote it: absolute for `file` and
+    SFTP/FTP, `bucket/key` for object stores, relative to the base URL for HTTP.
+    """
+    path = remote_path.lstrip("/")
     if host is None:
         return remote_path
     if host.protocol in ("http", "https", "webdav"):
         base = host.address if "://" in host.address else f"{host.protocol}://{host.address}"
-        return f"{base.rstrip('/')}/{remote_path.lstrip('/')}"
+        return f"{base.rstrip('/')}/{path}"
     if host.protocol == "file":
-        return f"file://{posixpath.join(host.address, remote_path.lstrip('/'))}"
+        return f"file:///{path}"
+    if host.protocol in _OBJECT_STORES:
+        return f"{_OBJECT_STORES[host.protocol]}://{path}"
     address = host.address.split("://", 1)[-1].rstrip("/")
-    return f"{host.protocol}://{address}/{remote_path.lstrip('/')}"
+    return f"{host.protocol}://{address}/{path}"
 
 
 def notify(

@@ -43,6 +43,13 @@ def sftp_password_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory):
+    from tests.servers.mosquitto import MosquittoServer
+
+    yield from running(MosquittoServer(tmp_path_factory.mktemp("mosquitto")))
+
+
+@pytest.fixture(scope="session")
 def upload_server(tmp_path_factory):
     from tests.servers.upload_server import UploadServer
 
