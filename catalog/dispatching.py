@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from catalog.config import get_destination
 from catalog.errors import FailTransfer
-from catalog.models import DataFile, Host
+from catalog.models import DataFile, Host, TransferHistory
 from catalog.paths import render_directory
 from catalog.transfers import active_hosts, get_transfer
 
@@ -25,6 +26,25 @@ class DispatchPlan:
     remote_path: str
     """Where the file lands, relative to the host's base path: rendered directory + target."""
     compression: str | None = None
+    interrupted_attempt_at: datetime | None = None
+    """When the attempt that a mover's crash interrupted began (None unless this attempt follows a
+    recovery): a file at the site of the right size written since then is that attempt's work."""
+
+
+def interrupted_attempt_at(session: Session, transfer_id: int) -> datetime | None:
+    """The start of the interrupted attempt, if the transfer was recovered right before this claim."""
+    rows = list(
+        session.exec(
+            select(TransferHistory)
+            .where(TransferHistory.transfer_id == transfer_id)
+            .order_by(col(TransferHistory.id).desc())
+            .limit(4)
+        )
+    )
+    actions = [row.action for row in rows]
+    if actions[:3] == ["claim", "recover", "interrupt"] and len(rows) == 4 and rows[3].action == "claim":
+        return rows[3].at
+    return None
 
 
 def plan(session: Session, transfer_id: int) -> DispatchPlan:
@@ -62,4 +82,5 @@ def plan(session: Session, transfer_id: int) -> DispatchPlan:
         host=host,
         remote_path=posixpath.join(directory, transfer.target) if directory else transfer.target,
         compression=destination.compression,
+        interrupted_attempt_at=interrupted_attempt_at(session, transfer_id),
     )

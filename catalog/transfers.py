@@ -291,6 +291,7 @@ def record_success(
     by: str,
     sent_md5: str | None = None,
     compression: str | None = None,
+    note: str = "",
 ) -> DataTransfer:
     """Done; the destination remembers the host that worked (next_and_stay) and that its hosts work."""
     how = f" ({compression})" if compression else ""
@@ -300,7 +301,7 @@ def record_success(
         "complete",
         TransferStatus.DONE,
         by=by,
-        reason=f"{bytes_sent} bytes{how} to host {host}",
+        reason=f"{bytes_sent} bytes{how} to host {host}" + (f" ({note})" if note else ""),
         host_name=host,
         bytes_sent=bytes_sent,
         sent_md5=sent_md5,

@@ -43,7 +43,16 @@ def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
                 continue
             block = block_for(p.host)
             deliveries.append(
-                Delivery(p.transfer_id, p.store_key, p.size, p.md5, block, block.join(p.remote_path), p.compression)
+                Delivery(
+                    p.transfer_id,
+                    p.store_key,
+                    p.size,
+                    p.md5,
+                    block,
+                    block.join(p.remote_path),
+                    p.compression,
+                    p.interrupted_attempt_at,
+                )
             )
     return deliveries
 

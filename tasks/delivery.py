@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from blocks.base import HostBlock
 
@@ -20,3 +21,5 @@ class Delivery:
     """Final path on the host's filesystem."""
     compression: str | None = None
     """The destination's compression; the file may still go uncompressed if that is smaller."""
+    interrupted_attempt_at: datetime | None = None
+    """Set when a crashed mover's attempt may already have delivered the file (see `already_there`)."""

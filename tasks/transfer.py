@@ -13,6 +13,7 @@ import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import IO, Any
 
 import fsspec
@@ -158,6 +159,29 @@ def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str | None) -> None:
         log.warning("could not remove temporary file %s", path)
 
 
+def already_there(delivery: Delivery, fs: fsspec.AbstractFileSystem | None) -> bool:
+    """Whether an attempt that a mover's crash interrupted had already delivered the file.
+
+    A mover killed between the final rename and recording Done would otherwise send the file again
+    under its final name. It counts as delivered when the final name holds a file of the right size
+    (and MD5, where the host reports one) written since that attempt began.
+    """
+    since = delivery.interrupted_attempt_at
+    if since is None:
+        return False
+    block = delivery.host
+    try:
+        fs = fs or block.filesystem()
+        if not fs.exists(delivery.remote_path) or int(fs.size(delivery.remote_path)) != delivery.size:
+            return False
+        if fs.modified(delivery.remote_path) < since - timedelta(seconds=2):  # a little clock skew
+            return False
+        md5 = block.remote_md5(fs, delivery.remote_path) if block.reports_md5 else None
+        return md5 is None or md5 == delivery.md5
+    except Exception:  # noqa: BLE001 — cannot tell: send it again, the safe side
+        return False
+
+
 def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None = None) -> Sent:
     """Send one file and record the outcome in the database (Done, or the failure decision)."""
     rt = runtime()
@@ -167,9 +191,15 @@ def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None
             record_progress(session, delivery.transfer_id, sent)
 
     applied: str | None = None
+    note = ""
     try:
         delivery, applied = compress_delivery(rt.store, delivery)
-        sent = send_data_file(rt.store, delivery, fs, progress=progress)
+        if already_there(delivery, fs):
+            log.info("transfer %s: %s is already at the site", delivery.transfer_id, delivery.remote_path)
+            sent = Sent(bytes=delivery.size, seconds=0.0, md5_verified=False)
+            note = "already at the site: delivered before the mover's interruption"
+        else:
+            sent = send_data_file(rt.store, delivery, fs, progress=progress)
     except Exception as exc:
         classified = delivery.host.classify(exc)
         with session_scope(rt.engine) as session:
@@ -187,6 +217,7 @@ def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None
             by=mover,
             sent_md5=delivery.md5,
             compression=applied,
+            note=note,
         )
         reporting.delivered(session, rt.settings, transfer, delivery.remote_path)
     return sent

@@ -112,3 +112,33 @@ def test_a_compressing_destination_receives_the_compressed_file_and_its_md5(rt, 
     transfer = public(rt, random_file)
     assert transfer.compression is None and (remote / "noise.bin").exists()
     assert not (remote / "noise.bin.gz").exists()
+
+
+def test_a_file_delivered_just_before_the_crash_is_not_sent_again(rt, tmp_path):
+    remote = tmp_path / "r3"
+    destination(rt.engine, "site3", host=local_host("h3", str(remote)))
+    data = os.urandom(10_000)
+    (tid,) = push(rt.engine, rt.store, "site3", "x.bin", data=data)[1]
+    with session_scope(rt.engine) as session:
+        claim(session, "crashed-mover", 10)
+    remote.mkdir()
+    (remote / "x.bin").write_bytes(data)  # renamed into place, then the mover died before recording Done
+    inode = (remote / "x.bin").stat().st_ino
+    run_mover("crashed-mover")
+    transfer = public(rt, tid)
+    assert transfer.status == "Done" and "already at the site" in transfer.history[-1].reason
+    assert (remote / "x.bin").stat().st_ino == inode  # not written a second time
+
+
+def test_a_different_file_left_at_the_site_is_replaced_after_a_crash(rt, tmp_path):
+    remote = tmp_path / "r4"
+    destination(rt.engine, "site4", host=local_host("h4", str(remote)))
+    data = os.urandom(10_000)
+    (tid,) = push(rt.engine, rt.store, "site4", "x.bin", data=data)[1]
+    remote.mkdir()
+    (remote / "x.bin").write_bytes(os.urandom(5_000))  # yesterday's product, another size
+    with session_scope(rt.engine) as session:
+        claim(session, "crashed-mover", 10)
+    run_mover("crashed-mover")
+    assert public(rt, tid).status == "Done"
+    assert (remote / "x.bin").read_bytes() == data
