@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -117,9 +119,11 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def sftp_destination(stack: Stack, sshd, name: str) -> Path:
+def sftp_destination(stack: Stack, sshd, name: str, *options: str) -> Path:
+    """A destination whose one host is the SFTP server; `options` are extra `-o KEY=VALUE` pairs."""
     remote = sshd.data_dir / name
     assert stack.pds("destination", "add", name).returncode == 0
+    extra = [arg for option in options for arg in ("-o", option)]
     r = stack.pds(
         "host",
         "add",
@@ -136,6 +140,7 @@ def sftp_destination(stack: Stack, sshd, name: str) -> Path:
         f"key_filename={sshd.client_key_path}",
         "-o",
         f"known_hosts={sshd.known_hosts_path}",
+        *extra,
         "--destination",
         name,
     )
@@ -222,6 +227,74 @@ def test_a_killed_mover_leaves_no_partial_file_and_finishes_after_restart(stack,
     assert statuses == ["Arriving", "Queued", "Transferring", "Interrupted", "Queued", "Transferring", "Done"]
     assert md5_of(remote / "crash.bin") == md5
     assert glob.glob(str(remote / ".crash.bin.pds-*.tmp")) == []
+
+
+class SiteWatcher:
+    """Looks at the site's directory every few milliseconds while transfers run, and remembers any
+    file seen under its final name with the wrong size (a partial file) or written twice (its inode
+    changed after it was complete)."""
+
+    def __init__(self, directory: Path, sizes: dict[str, int]) -> None:
+        self.directory, self.sizes = directory, sizes
+        self.inodes: dict[str, int] = {}
+        self.partial: set[str] = set()
+        self.twice: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                entries = list(os.scandir(self.directory))
+            except FileNotFoundError:
+                entries = []
+            for entry in entries:
+                if entry.name.startswith(".") or entry.name not in self.sizes:
+                    continue
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:
+                    continue
+                if stat.st_size != self.sizes[entry.name]:
+                    self.partial.add(entry.name)
+                if self.inodes.setdefault(entry.name, stat.st_ino) != stat.st_ino:
+                    self.twice.add(entry.name)
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def test_sigkill_during_100_transfers_loses_none_sends_none_twice(stack, sshd, tmp_path):
+    remote = sftp_destination(stack, sshd, "kill-100", "max_rate=1500000")
+    files = {f"p{i:03}.bin": os.urandom(256 * 1024) for i in range(100)}
+    watcher = SiteWatcher(remote, {name: len(data) for name, data in files.items()})
+    data_file_ids = {}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        data_file_ids[name] = stack.client.push(tmp_path / name, "kill-100", name)["data_file_id"]
+
+    def done() -> int:
+        return len(stack.client.transfers(destination="kill-100", status="Done", limit=1000))
+
+    wait_until(lambda: done() >= 20, 120, "20 transfers to be done")
+    killed = stack.pid("mover")
+    os.kill(killed, signal.SIGKILL)
+    at_kill = done()
+    assert at_kill < 100, "every transfer finished before the kill: the test proves nothing"
+    transfers = [stack.wait_done(i, timeout=300) for i in data_file_ids.values()]
+    watcher.stop()
+    assert stack.pid("mover") != killed
+    assert all(t["status"] == "Done" for t in transfers), [t for t in transfers if t["status"] != "Done"]
+    for name, data in files.items():
+        assert (remote / name).read_bytes() == data, f"{name} differs at the site"
+    assert not watcher.partial, f"seen partial under the final name: {sorted(watcher.partial)}"
+    assert not watcher.twice, f"written twice under the final name: {sorted(watcher.twice)}"
+    assert not glob.glob(str(remote / ".*.tmp"))
+    interrupted = [t for t in transfers if "Interrupted" in [h["to_status"] for h in t["history"]]]
+    assert interrupted, "the kill interrupted no transfer"
 
 
 def test_an_upload_that_breaks_off_fails_its_transfer_and_queues_nothing(stack, tmp_path):
