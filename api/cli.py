@@ -137,6 +137,18 @@ def cmd_destination(client: PdsClient, args: argparse.Namespace) -> None:
             raise PdsError("destination set needs at least one setting, e.g. --max-starts 5")
         result = client.update_destination(args.name, **settings)
         _print(args, result, f"destination {args.name} updated: {', '.join(sorted(settings))}")
+    elif args.action == "alias":
+        if not args.alias:
+            raise PdsError("destination alias needs the alias: pds destination alias NAME --to OTHER")
+        result = client.add_alias(
+            args.name,
+            args.alias,
+            pattern=args.pattern,
+            replacement=args.replace,
+            priority=args.alias_priority,
+            delay_seconds=args.delay,
+        )
+        _print(args, result, f"transfers to {args.name} are queued to {args.alias} too")
     elif args.action in ("hold", "restart"):
         result = client.hold_destination(args.name) if args.action == "hold" else client.restart_destination(args.name)
         _print(args, result, f"destination {args.name} {'on hold' if args.action == 'hold' else 'restarted'}")
@@ -214,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--transfer", action="store_true", help="the id is a transfer id")
 
     dest = sub.add_parser("destination", help="add, list, show, change, hold or restart destinations")
-    dest.add_argument("action", choices=["add", "list", "show", "set", "hold", "restart"])
+    dest.add_argument("action", choices=["add", "list", "show", "set", "hold", "restart", "alias"])
     dest.add_argument("name", nargs="?")
     dest.add_argument("--comment")
     dest.add_argument("--max-parallel", type=int, help="transfers running at once (4)")
@@ -232,6 +244,11 @@ def parser() -> argparse.ArgumentParser:
     dest.add_argument("--mqtt-retain", choices=["yes", "no"])
     dest.add_argument("--mqtt-expiry", type=int, help="message expiry, seconds")
     dest.add_argument("--mqtt-payload", choices=["pds", "wis2"])
+    dest.add_argument("--to", dest="alias", help="alias: the destination that gets the transfers too")
+    dest.add_argument("--pattern", help="alias: only targets matching this regular expression")
+    dest.add_argument("--replace", help="alias: rewrite the target, re.sub(pattern, REPLACE, target)")
+    dest.add_argument("--alias-priority", type=int, help="alias: priority of its transfers")
+    dest.add_argument("--delay", type=int, help="alias: seconds before its transfers may start")
 
     transfer = sub.add_parser("transfer", help="operate on one transfer")
     transfer.add_argument("operation", choices=["requeue", "stop", "hold", "release", "priority", "now", "extend"])

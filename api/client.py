@@ -199,5 +199,13 @@ class PdsClient:
         result: dict[str, Any] = self._request("POST", f"/destinations/{quote(destination, safe='')}/hosts", json=body)
         return result
 
+    def add_alias(self, destination: str, alias: str, **fields: Any) -> dict[str, Any]:
+        """fields: pattern, replacement, priority, delay_seconds."""
+        body = {"alias": alias, **{k: v for k, v in fields.items() if v is not None}}
+        result: dict[str, Any] = self._request(
+            "POST", f"/destinations/{quote(destination, safe='')}/aliases", json=body
+        )
+        return result
+
     def new_token(self) -> str:
         return str(self._request("POST", "/tokens")["token"])

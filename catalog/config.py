@@ -13,6 +13,7 @@ from catalog.errors import Conflict, InvalidInput, NotFound
 from catalog.models import (
     NAME_PATTERN,
     Destination,
+    DestinationAlias,
     DestinationBase,
     DestinationCreate,
     DestinationHost,
@@ -166,3 +167,55 @@ def dissemination_hosts(session: Session, destination: str) -> list[Host]:
         get_host(session, link.host_name)
         for link in list_destination_hosts(session, destination, HostKind.DISSEMINATION)
     ]
+
+
+def add_alias(
+    session: Session,
+    destination: str,
+    alias: str,
+    *,
+    pattern: str | None = None,
+    replacement: str | None = None,
+    priority: int | None = None,
+    delay_seconds: int = 0,
+) -> DestinationAlias:
+    """Queue every transfer of `destination` (or those whose target matches `pattern`) to `alias` too,
+    optionally with its own priority, a delay, and the target rewritten (`re.sub(pattern, replacement)`)."""
+    get_destination(session, destination)
+    get_destination(session, alias)
+    if alias == destination:
+        raise InvalidInput("a destination cannot be its own alias")
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise InvalidInput(f"alias pattern {pattern!r} is not a regular expression: {exc}") from None
+    if replacement is not None and pattern is None:
+        raise InvalidInput("a target replacement needs the pattern it replaces")
+    if priority is not None and not 0 <= priority <= 99:
+        raise InvalidInput(f"priority must be from 0 to 99, not {priority}")
+    if delay_seconds < 0:
+        raise InvalidInput("an alias delay must not be negative")
+    if session.get(DestinationAlias, (destination, alias)) is not None:
+        raise Conflict(f"{alias!r} is already an alias of {destination!r}")
+    link = DestinationAlias(
+        destination_name=destination,
+        alias_name=alias,
+        pattern=pattern,
+        replacement=replacement,
+        priority=priority,
+        delay_seconds=delay_seconds,
+    )
+    session.add(link)
+    session.flush()
+    return link
+
+
+def list_aliases(session: Session, destination: str) -> list[DestinationAlias]:
+    return list(
+        session.exec(
+            select(DestinationAlias)
+            .where(DestinationAlias.destination_name == destination)
+            .order_by(col(DestinationAlias.alias_name))
+        )
+    )

@@ -79,6 +79,18 @@ def _aliases(session: Session, destination: str, target: str) -> list[Destinatio
     return found
 
 
+def alias_target(alias: DestinationAlias, target: str) -> str:
+    """The target at the alias: rewritten by the alias's pattern and replacement when it has them."""
+    if not alias.pattern or alias.replacement is None:
+        return target
+    try:
+        return clean_target(re.sub(alias.pattern, alias.replacement, target))
+    except (re.error, InvalidInput) as exc:
+        raise InvalidInput(
+            f"alias {alias.alias_name} of {alias.destination_name} rewrites {target!r} into an invalid target: {exc}"
+        ) from None
+
+
 def begin_push(session: Session, request: PushRequest, *, by: str) -> tuple[DataFile, list[DataTransfer]]:
     """Register the data file and one Arriving transfer per destination (the target and its aliases)."""
     validate(session, request)
@@ -93,16 +105,16 @@ def begin_push(session: Session, request: PushRequest, *, by: str) -> tuple[Data
     session.add(data_file)
     session.flush()
     assert data_file.id is not None
-    targets = [(request.destination, request.priority, 0)] + [
-        (a.alias_name, a.priority if a.priority is not None else request.priority, a.delay_seconds)
+    targets = [(request.destination, request.priority, request.target)] + [
+        (a.alias_name, a.priority if a.priority is not None else request.priority, alias_target(a, request.target))
         for a in _aliases(session, request.destination, request.target)
     ]
     transfers = []
-    for destination, priority, _delay in targets:
+    for destination, priority, target in targets:
         transfer = DataTransfer(
             data_file_id=data_file.id,
             destination_name=destination,
-            target=request.target,
+            target=target,
             status=TransferStatus.ARRIVING,
             priority=priority,
         )

@@ -23,9 +23,18 @@ class HostLink(BaseModel):
     rank: int | None = Field(default=None, ge=0, description="0 is the primary; default: after the others")
 
 
+class AliasLink(BaseModel):
+    alias: str
+    pattern: str | None = Field(default=None, description="regular expression on the target; unset: every file")
+    replacement: str | None = Field(default=None, description="rewrite the target: re.sub(pattern, replacement)")
+    priority: int | None = Field(default=None, ge=0, le=99, description="unset: the pushed priority")
+    delay_seconds: int = Field(default=0, ge=0)
+
+
 class DestinationView(BaseModel):
     destination: dict[str, Any]
     hosts: dict[str, list[str]]
+    aliases: list[dict[str, Any]] = Field(default_factory=list)
     state: dict[str, Any] = Field(
         default_factory=dict,
         description="The scheduler's memory: current_host (next_and_stay), failed_passes, hold_reason",
@@ -39,7 +48,10 @@ def _view(session: Session, destination: Destination) -> DestinationView:
     }
     remembered = session.get(DestinationState, destination.name)
     state = remembered.model_dump(mode="json", exclude={"name"}) if remembered else {}
-    return DestinationView(destination=destination.model_dump(mode="json"), hosts=hosts, state=state)
+    aliases = [
+        a.model_dump(mode="json", exclude={"destination_name"}) for a in config.list_aliases(session, destination.name)
+    ]
+    return DestinationView(destination=destination.model_dump(mode="json"), hosts=hosts, aliases=aliases, state=state)
 
 
 @post("/", guards=[admin_only], sync_to_thread=True)
@@ -82,6 +94,22 @@ def restart_destination(name: FromPath[str], request: Request[Any, Any, Any], st
         return _view(session, operations.restart_destination(session, name, by=request.user.login))
 
 
+@post("/{name:str}/aliases", guards=[admin_only], sync_to_thread=True)
+def add_alias(name: FromPath[str], data: JSONBody[AliasLink], state: State) -> DestinationView:
+    """Queue the destination's transfers (all, or those matching `pattern`) to another destination too."""
+    with database(state) as session:
+        config.add_alias(
+            session,
+            name,
+            data.alias,
+            pattern=data.pattern,
+            replacement=data.replacement,
+            priority=data.priority,
+            delay_seconds=data.delay_seconds,
+        )
+        return _view(session, config.get_destination(session, name))
+
+
 @post("/{name:str}/hosts", guards=[admin_only], sync_to_thread=True)
 def attach_host(name: FromPath[str], data: JSONBody[HostLink], state: State) -> DestinationView:
     """Attach a host; dissemination hosts are tried in rank order (0 = primary)."""
@@ -120,6 +148,7 @@ destinations_router = Router(
         hold_destination,
         restart_destination,
         attach_host,
+        add_alias,
     ],
     tags=["destinations"],
 )

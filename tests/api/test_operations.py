@@ -4,6 +4,7 @@ edge of the status table, refused with a reason otherwise, and kept in the histo
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pytest
 
@@ -116,3 +117,41 @@ def test_destination_settings_hold_and_restart(pds, client):
     code, out, _ = pds("--json", "destination", "restart", "site1")
     restarted = json.loads(out)
     assert restarted["destination"]["active"] is True and restarted["state"]["hold_reason"] is None
+
+
+def test_aliases_queue_matching_files_elsewhere_with_their_own_target_priority_and_delay(pds, client, tmp_path):
+    assert client.post("/destinations", json={"name": "mirror"}, headers=ADMIN).status_code == 201
+    code, _, err = pds(
+        "destination", "alias", "site1", "--to", "mirror", "--pattern", r"^grib/(.*)\.grib$",
+        "--replace", r"gridded/\1.grb", "--alias-priority", "7", "--delay", "600",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    aliases = client.get("/destinations/site1", headers=ADMIN).json()["aliases"]
+    assert aliases == [
+        {"alias_name": "mirror", "pattern": r"^grib/(.*)\.grib$", "priority": 7, "delay_seconds": 600,
+         "replacement": r"gridded/\1.grb"}
+    ]  # fmt: skip
+    grib, text = tmp_path / "t.grib", tmp_path / "t.txt"
+    grib.write_bytes(b"GRIB")
+    text.write_bytes(b"TEXT")
+    _, out, _ = pds("push", str(grib), "--destination", "site1", "--target", "grib/t2m.grib")
+    transfers = {
+        t["destination"]: t for t in client.get("/transfers", params={"data_file_id": int(out)}, headers=ADMIN).json()
+    }
+    assert transfers["site1"]["target"] == "grib/t2m.grib" and transfers["site1"]["priority"] == 99
+    assert transfers["mirror"]["target"] == "gridded/t2m.grb" and transfers["mirror"]["priority"] == 7
+    delay = datetime.fromisoformat(transfers["mirror"]["scheduled_at"]) - datetime.fromisoformat(
+        transfers["site1"]["scheduled_at"]
+    )
+    assert 590 <= delay.total_seconds() <= 610
+    _, out, _ = pds("push", str(text), "--destination", "site1", "--target", "notes/t.txt")
+    assert [
+        t["destination"] for t in client.get("/transfers", params={"data_file_id": int(out)}, headers=ADMIN).json()
+    ] == ["site1"]
+
+    code, _, err = pds("destination", "alias", "site1", "--to", "mirror")
+    assert code == 1 and "already an alias" in err
+    code, _, err = pds("destination", "alias", "site1", "--to", "nowhere")
+    assert code == 1 and "nowhere" in err
+    response = client.post("/destinations/mirror/aliases", json={"alias": "site1", "pattern": "(["}, headers=ADMIN)
+    assert response.status_code == 400 and "regular expression" in response.json()["reason"]
