@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
+from collections import Counter
 
 from catalog.database import session_scope
 from catalog.events import parse_line
@@ -124,3 +126,69 @@ def test_a_delivered_file_is_announced_and_a_late_subscriber_still_gets_it(rt, t
     assert message.properties.MessageExpiryInterval <= 3600
     with session_scope(rt.engine) as session:
         assert transfer_public(session, tid).host == "nh"
+
+
+def test_a_server_failing_a_fifth_of_its_operations_loses_and_duplicates_nothing(
+    rt,  # noqa: F811
+    tmp_path,
+    tmp_path_factory,
+):
+    """1,000 transfers to an SFTP server that fails 20 % of its file operations at random: each ends
+    Done (whole, once) or Failed after exactly the attempts its policy allows; none is lost."""
+    if rt.settings.resolved_database_url().startswith("postgresql"):
+        import pytest
+
+        pytest.skip("the policy is the same on PostgreSQL; once on SQLite is enough for 1,000 transfers")
+    from tests.servers.sftp_password import PasswordSftpServer
+
+    flaky = PasswordSftpServer(tmp_path_factory.mktemp("flaky-sftp"), failure_rate=0.2).start()
+    try:
+        destination(
+            rt.engine,
+            "flaky",
+            host=HostCreate(
+                name="flaky-host",
+                protocol="sftp",
+                address=f"{flaky.host}:{flaky.port}",
+                login=flaky.username,
+                password=flaky.password,
+                directory="/in",
+                options={"known_hosts": str(flaky.known_hosts_path)},
+            ),
+            max_parallel_transfers=1000,
+            max_starts=3,
+            start_frequency_seconds=0,
+            max_requeue=1,
+        )
+        files = {f"n{i:04}.bin": os.urandom(1024) for i in range(1000)}
+        ids = {name: push(rt.engine, rt.store, "flaky", name, data=data)[1][0] for name, data in files.items()}
+        from flows.mover import mover
+
+        mover(name="flaky-mover", stop_when_idle=True)
+    finally:
+        flaky.stop()
+
+    outcomes = {"Done": 0, "Failed": 0}
+    uph = Counter(
+        int(fields["DataTransferId"])
+        for category, fields in events(rt.settings.data_dir / "logs" / "events.log")
+        if category == "UPH"
+    )
+    for name, tid in ids.items():
+        transfer = public(rt, tid)
+        assert transfer.status in outcomes, (name, transfer.status, transfer.error)  # none left behind
+        outcomes[transfer.status] += 1
+        attempts = sum(h.action == "claim" for h in transfer.history)
+        at_site = flaky.data_dir / "in" / name
+        if transfer.status == "Done":
+            assert at_site.read_bytes() == files[name]
+            assert uph[tid] == 1  # delivered once
+            assert attempts <= 6
+        else:
+            assert attempts == 6, transfer.history  # 3 starts, requeued once, 3 more starts
+            assert "failed after 1 requeue(s) of 3 start(s): " in transfer.error
+            assert "injected failure" in transfer.error  # the server's own words
+            assert not at_site.exists()
+    leftovers = [p.name for p in (flaky.data_dir / "in").iterdir() if p.name.startswith(".")]
+    assert outcomes["Done"] > 0 and sum(outcomes.values()) == len(files), outcomes
+    assert len(leftovers) <= outcomes["Failed"], leftovers  # at most one temporary file per failed transfer

@@ -1,4 +1,5 @@
-"""The password-authenticated SFTP server (tests/servers/sftp_server.py) as a process."""
+"""The password-authenticated SFTP server (tests/servers/sftp_server.py) as a process; with a
+`failure_rate`, an unreliable one."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ class PasswordSftpServer(Server):
     username = "pds"
     password = "sftp-secret"  # noqa: S105 — a test server's fixed password
 
-    def __init__(self, root_dir: Path) -> None:
+    def __init__(self, root_dir: Path, failure_rate: float = 0.0) -> None:
+        self.failure_rate = failure_rate
         self.root = Path(root_dir).resolve()
         self.host, self.port = "127.0.0.1", free_port()
         self.data_dir = self.root / "data"
@@ -36,7 +38,7 @@ class PasswordSftpServer(Server):
         kind, blob = key.export_public_key().decode().split()[:2]
         self.known_hosts_path.write_text(f"[{self.host}]:{self.port} {kind} {blob}\n")
         command = [sys.executable, "-m", "tests.servers.sftp_server", str(self.port), str(self.data_dir)]
-        command += [self.username, self.password, str(host_key)]
+        command += [self.username, self.password, str(host_key), str(self.failure_rate)]
         self.process = spawn(command, self.log, cwd=Path(__file__).resolve().parents[2])
         wait_until(self._banner, 20, "asyncssh SFTP server", log=self.log, process=self.process)
         return self

@@ -1,0 +1,188 @@
+"""Dissemination against rclone: many small files, and how fast a push starts moving.
+
+    .venv/bin/python tests/benchmarks/dissemination.py [--files 2000] [--size-kib 64] [--protocols sftp s3]
+                                                       [--pushes 200]
+
+1. Small files: starts a Prefect server, OpenSSH sshd and moto S3; queues `--files` files of `--size-kib`
+   to a destination on each server and times the mover (in this process, against the Prefect server)
+   from queued to all Done; then times `rclone copy` of the same files to the same server (its default
+   4 transfers; the mover also runs 4 dispatches at once). Prints both and the pds/rclone ratio
+   (target ≤ 1.5).
+2. Push latency: starts `pds up` (its own Prefect server, API and mover), pushes `--pushes` small files
+   one after another through the API, and prints p50/p99 of push start → Transferring, read from each
+   transfer's history (target p50 ≤ 1 s, p99 ≤ 3 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from catalog.database import migrate, session_scope  # noqa: E402
+from catalog.models import DataTransfer, HostCreate  # noqa: E402
+from tests.factories import destination, push  # noqa: E402
+from tests.servers.prefect import PrefectServer  # noqa: E402
+from tests.servers.s3 import S3Server  # noqa: E402
+from tests.servers.sshd import SshServer  # noqa: E402
+
+RCLONE = str(Path(sys.executable).with_name("rclone"))
+
+
+def small_files(root: Path, count: int, size: int) -> dict[str, bytes]:
+    root.mkdir(parents=True, exist_ok=True)
+    files = {f"f{i:05}.bin": os.urandom(size) for i in range(count)}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return files
+
+
+def pds_small_files(root: Path, protocol: str, host: HostCreate, files: dict[str, bytes]) -> float:
+    """Seconds from all transfers queued to all Done, through the mover flow."""
+    os.environ["PDS_DATA_DIR"] = str(root / f"data-{protocol}")
+    os.environ["PDS_EVENT_LOG"] = str(root / f"events-{protocol}.log")
+    from tasks import runtime as runtime_module
+
+    runtime_module.runtime.cache_clear()
+    rt = runtime_module.runtime()
+    migrate(rt.engine)
+    # A high-volume destination: many files may be in flight; the mover still runs 4 dispatches at once.
+    destination(rt.engine, f"bench-{protocol}", host=host, max_parallel_transfers=1000)
+    for name, data in files.items():
+        push(rt.engine, rt.store, f"bench-{protocol}", name, data=data)
+    from flows.mover import mover
+
+    started = time.perf_counter()
+    mover(name=f"bench-{protocol}", stop_when_idle=True)
+    elapsed = time.perf_counter() - started
+    with session_scope(rt.engine) as session:
+        statuses = [t.status for t in session.query(DataTransfer).all()]
+    done = statuses.count("Done")
+    if done != len(files):
+        raise SystemExit(f"{protocol}: only {done} of {len(files)} transfers Done: {set(statuses)}")
+    return elapsed
+
+
+def rclone_copy(source: Path, remote: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([RCLONE, "--config", "/dev/null", "-q", "copy", str(source), remote], check=True)
+    return time.perf_counter() - started
+
+
+def push_latency(root: Path, pushes: int) -> list[float]:
+    """Seconds from the start of each push (its transfer's creation) to the mover's claim."""
+    import httpx
+
+    from tests.servers._common import wait_until
+    from tests.test_embedded import Stack, mover_running
+
+    stack = Stack(root / "stack")
+    log = (root / "pds-up.log").open("wb")
+    stack.process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("pds")), "up", "--data-dir", str(stack.data_dir)],
+        env=stack.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(
+            lambda: httpx.get(f"{stack.api_url}/health").status_code == 200 and mover_running(stack.prefect_api),
+            240,
+            "pds up",
+            log=root / "pds-up.log",
+        )
+        client = stack.client
+        client.create_destination("latency", max_parallel_transfers=100)
+        client.create_host("latency-host", "file", address=str(root / "site"))
+        client.attach_host("latency", "latency-host")
+        sample = root / "sample.bin"
+        sample.write_bytes(os.urandom(1024))
+        ids = []
+        for i in range(pushes):
+            ids.append(client.push(sample, "latency", f"p{i:04}.bin")["transfers"][0]["id"])
+            time.sleep(0.05)  # pushes arrive one by one, as products do
+        latencies = []
+        for tid in ids:
+            wait_until(lambda: client.transfer(tid)["status"] == "Done", 120, f"transfer {tid}")  # noqa: B023
+            history = client.transfer(tid)["history"]
+            created = datetime.fromisoformat(history[0]["at"])
+            claimed = datetime.fromisoformat(next(h["at"] for h in history if h["to_status"] == "Transferring"))
+            latencies.append((claimed - created).total_seconds())
+        return latencies
+    finally:
+        stack.process.send_signal(2)
+        stack.process.wait(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--size-kib", type=int, default=64)
+    parser.add_argument("--protocols", nargs="+", default=["sftp", "s3"])
+    parser.add_argument("--pushes", type=int, default=200)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="pds-bench-dissemination-"))
+    files = small_files(root / "src", args.files, args.size_kib * 1024)
+    rows = []
+    with PrefectServer(root / "prefect") as prefect, SshServer(root / "sshd") as sshd, S3Server() as s3:
+        os.environ["PREFECT_API_URL"] = prefect.api_url
+        os.environ.pop("PREFECT_HOME", None)
+        for protocol in args.protocols:
+            run = uuid.uuid4().hex[:8]
+            if protocol == "sftp":
+                host = HostCreate(
+                    name=f"sftp-{run}",
+                    protocol="sftp",
+                    address=f"127.0.0.1:{sshd.port}",
+                    login=sshd.username,
+                    directory=str(sshd.data_dir / f"pds-{run}"),
+                    options={"key_filename": str(sshd.client_key_path)},
+                )
+                remote = (
+                    f":sftp,host=127.0.0.1,port={sshd.port},user={sshd.username},"
+                    f"key_file={sshd.client_key_path}:{sshd.data_dir}/rclone-{run}"
+                )
+            else:
+                bucket = f"bench-{run}"
+                s3.create_bucket(bucket)
+                host = HostCreate(
+                    name=f"s3-{run}",
+                    protocol="s3",
+                    address=s3.endpoint_url,
+                    login=s3.access_key,
+                    password=s3.secret_key,
+                    directory=f"{bucket}/pds",
+                    options={"region": s3.region},
+                )
+                remote = (
+                    f":s3,provider=Other,endpoint='{s3.endpoint_url}',access_key_id={s3.access_key},"
+                    f"secret_access_key={s3.secret_key},region={s3.region},no_check_bucket=true:{bucket}/rclone"
+                )
+            pds_seconds = pds_small_files(root, protocol, host, files)
+            rclone_seconds = rclone_copy(root / "src", remote)
+            rows.append((protocol, rclone_seconds, pds_seconds))
+    print(f"{args.files} files of {args.size_kib} KiB, queued → all Done")
+    print(f"{'protocol':8} {'rclone s':>9} {'pds s':>8} {'pds/rclone':>10}   (target ≤ 1.5)")
+    for protocol, r, p in rows:
+        print(f"{protocol:8} {r:9.1f} {p:8.1f} {p / r:10.2f}")
+    if args.pushes:
+        latencies = sorted(push_latency(root, args.pushes))
+        p50 = statistics.median(latencies)
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        print(
+            f"push → Transferring over {len(latencies)} pushes: p50 {p50:.2f} s, p99 {p99:.2f} s, "
+            f"max {latencies[-1]:.2f} s (targets p50 ≤ 1 s, p99 ≤ 3 s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
