@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -43,8 +45,29 @@ def _print(args: argparse.Namespace, value: Any, text: str) -> None:
     print(json.dumps(value, indent=2) if args.json else text)
 
 
+def _delay(args: argparse.Namespace) -> int | None:
+    """Seconds to wait before the transfers may start, from --delay or --at (ISO 8601, UTC if no zone)."""
+    if args.at and args.delay is not None:
+        raise PdsError("give --delay or --at, not both")
+    if not args.at:
+        return int(args.delay) if args.delay is not None else None
+    try:
+        at = datetime.fromisoformat(args.at)
+    except ValueError:
+        raise PdsError(f"--at must be an ISO 8601 time such as 2026-11-24T06:00Z, not {args.at!r}") from None
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return max(0, math.ceil((at - datetime.now(UTC)).total_seconds()))  # never before --at
+
+
 def cmd_push(client: PdsClient, args: argparse.Namespace) -> None:
-    meta = {"stream": args.stream, "data_type": args.type, "time_base": args.time, "time_step": args.step}
+    meta = {
+        "stream": args.stream,
+        "data_type": args.type,
+        "time_base": args.time,
+        "time_step": args.step,
+        "delay": _delay(args),
+        "lifetime": args.lifetime,
+    }
     result = client.push(
         args.file,
         args.destination,
@@ -216,6 +239,9 @@ def parser() -> argparse.ArgumentParser:
     push.add_argument("--target", "-t", help="path at the destination (default: the file name)")
     push.add_argument("--priority", "-p", type=int, help="0 (first) … 99 (last, the default)")
     push.add_argument("--standby", action="store_true", help="hold the transfer until released")
+    push.add_argument("--delay", type=int, help="seconds before the transfers may start")
+    push.add_argument("--at", help="start no earlier than this time (ISO 8601; UTC when no zone is given)")
+    push.add_argument("--lifetime", type=int, help="seconds after which a transfer still waiting fails")
     push.add_argument("--stream")
     push.add_argument("--type")
     push.add_argument("--time", help="time base of the product")

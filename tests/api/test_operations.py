@@ -4,7 +4,7 @@ edge of the status table, refused with a reason otherwise, and kept in the histo
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 
@@ -155,3 +155,17 @@ def test_aliases_queue_matching_files_elsewhere_with_their_own_target_priority_a
     assert code == 1 and "nowhere" in err
     response = client.post("/destinations/mirror/aliases", json={"alias": "site1", "pattern": "(["}, headers=ADMIN)
     assert response.status_code == 400 and "regular expression" in response.json()["reason"]
+
+
+def test_push_at_a_time_with_a_lifetime(pds, client, tmp_path):
+    f = tmp_path / "later.bin"
+    f.write_bytes(b"later")
+    code, out, err = pds("push", str(f), "--destination", "site1", "--at", "2099-01-01T06:00Z", "--lifetime", "60")
+    assert (code, err) == (0, "")
+    (t,) = client.get("/transfers", params={"data_file_id": int(out)}, headers=ADMIN).json()
+    scheduled = datetime.fromisoformat(t["scheduled_at"])
+    assert 0 <= (scheduled - datetime(2099, 1, 1, 6, tzinfo=UTC)).total_seconds() < 5
+    code, _, err = pds("push", str(f), "--destination", "site1", "--at", "tomorrow")
+    assert code == 1 and "ISO 8601" in err
+    code, _, err = pds("push", str(f), "--destination", "site1", "--at", "2099-01-01", "--delay", "5")
+    assert code == 1 and "not both" in err
