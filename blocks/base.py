@@ -6,8 +6,12 @@ declare `Mover` or `Copier`). The contract suite in `tests/blocks` checks every 
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import errno
+import queue
 import socket
+import threading
 from datetime import UTC, datetime
 from typing import IO, Any, ClassVar
 
@@ -22,6 +26,91 @@ from catalog.paths import TEMPLATE_TOKENS, render_directory
 READ_BLOCK = 8 * 1024 * 1024
 _FAILOVER_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENOSPC, errno.EDQUOT}
 _FAIL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+class ReadAhead:
+    """A sequential reader that fetches the next chunks in a thread while the current one is used.
+
+    Without it a download alternates between waiting for the network and hashing/writing what came;
+    with it both run at once. At most `depth` chunks wait, so memory stays about `depth` × `chunk`.
+    Errors from the source are raised to the reader, where they are classified like any other.
+    """
+
+    def __init__(self, source: IO[bytes], chunk: int = READ_BLOCK, depth: int = 2) -> None:
+        self._source, self._chunk = source, chunk
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._eof = False
+        self._stop = threading.Event()
+        self.closed = False
+        self._thread = threading.Thread(target=self._fill, name="pds-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = self._source.read(self._chunk)
+                self._put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:  # noqa: BLE001 — handed to the reader, which raises it
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _next(self) -> bool:
+        """Move one fetched chunk to `_pending`; False at the end of the file."""
+        if self._eof:
+            return False
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._eof = True
+            raise item
+        if not item:
+            self._eof = True
+            return False
+        self._pending.append(item)
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read from a closed stream")
+        if size < 0:
+            while self._next():
+                pass
+            data = b"".join(self._pending)
+            self._pending.clear()
+            return data
+        if not self._pending and not self._next():
+            return b""
+        first = self._pending[0]
+        if len(first) <= size:  # the usual case: whole chunks handed over without a copy
+            return self._pending.popleft()
+        self._pending[0] = first[size:]
+        return first[:size]
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        self._thread.join(60)
+        self._source.close()
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 class HostBlock(Block):
@@ -87,10 +176,21 @@ class HostBlock(Block):
         return "/" + joined if present and present[0].startswith("/") else joined
 
     def open_stream(self, fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
-        """A file to read `path` from start to end (retrievals); backends with a faster sequential
-        read than fsspec's random-access file override this."""
+        """A file to read `path` from start to end (retrievals), reading ahead in a thread so the
+        network and the caller's work (hashing, writing to the store) overlap."""
+        stream: IO[bytes] = ReadAhead(self.open_raw_stream(fs, path))  # type: ignore[assignment]
+        return stream
+
+    def open_raw_stream(self, fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
+        """`path` opened for one sequential read; backends with a faster sequential read than
+        fsspec's random-access file override this."""
         stream: IO[bytes] = fs.open(path, "rb", block_size=READ_BLOCK)
         return stream
+
+    def confirmed_write(self, file: Any) -> tuple[int, str | None] | None:
+        """(size, MD5 or None) that the host confirmed when `file`, just closed, was committed; None
+        when it must be asked afterwards (a stat, and `remote_md5`). Saves requests per small file."""
+        return None
 
     def remote_md5(self, fs: fsspec.AbstractFileSystem, path: str) -> str | None:
         """The MD5 the host reports for `path`, or None when it cannot tell."""

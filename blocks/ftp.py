@@ -205,7 +205,7 @@ class FtpHost(HostBlock):
             raise ValueError(f"option tls must be one of {', '.join(TLS_MODES)}, not {mode!r}")
         return mode
 
-    def open_stream(self, fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
+    def open_raw_stream(self, fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
         stream: IO[bytes] = StreamingDownload(fs.ftp, fs._strip_protocol(path))  # type: ignore[assignment]
         return stream
 

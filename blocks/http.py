@@ -652,10 +652,10 @@ class HttpHost(HostBlock):
         if not isinstance(verify, bool | str):
             raise InvalidInput(f"host {self.name}: options.verify_tls must be true, false or a CA bundle path")
 
-    def open_stream(self, fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
+    def open_raw_stream(self, fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
         """One streamed GET for the whole file, instead of a ranged request per block."""
         if not isinstance(fs, HttpFileSystem):
-            return super().open_stream(fs, path)
+            return super().open_raw_stream(fs, path)
         stream: IO[bytes] = fs.open_streamed(path)  # type: ignore[assignment]
         return stream
 

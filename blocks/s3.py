@@ -5,7 +5,8 @@
 `options.aws_credentials_block`, the name of a saved prefect-aws `AwsCredentials` block.
 Options: `region`, `path_style` (true for most non-AWS servers), `part_size` (bytes per multipart
 part; memory per upload is about one part), `timeout` (seconds to connect or wait for an answer, 60),
-`retries` (times a failed request is repeated, 3).
+`retries` (times a failed request is repeated, 3), `etag_is_md5` (true; false for buckets with SSE-KMS
+or SSE-C encryption, whose ETags are not the MD5 of the content, so uploads are checked by size only).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import IO, Any, ClassVar
 import fsspec
 from botocore.handlers import add_expect_header
 from fsspec.asyn import sync
-from s3fs import S3FileSystem
+from s3fs import S3File, S3FileSystem
 
 from blocks.base import HostBlock
 from catalog.errors import FailOverToNextHost, FailTransfer, InvalidInput, RetryOnSameHost, TransferError
@@ -59,6 +60,25 @@ class _DeadlineS3FileSystem(S3FileSystem):  # type: ignore[misc]
         client = await super().set_session(refresh=refresh, kwargs=kwargs or {})
         client.meta.events.unregister("before-call.s3", add_expect_header)
         return client
+
+    def _open(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
+        file = super()._open(path, mode, *args, **kwargs)
+        if "r" not in mode:
+            file.__class__ = _CommitRecordingFile
+        return file
+
+
+class _CommitRecordingFile(S3File):  # type: ignore[misc]
+    """An s3fs file that keeps the answer to the request that committed it (PutObject or
+    CompleteMultipartUpload): its ETag is the MD5 of a single-part object, so no HEAD is needed."""
+
+    write_result: dict[str, Any] | None = None
+
+    def _call_s3(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        result = super()._call_s3(method, *args, **kwargs)
+        if method in ("put_object", "complete_multipart_upload"):
+            self.write_result = {"method": method, **result}
+        return result
 
 
 class S3Host(HostBlock):
@@ -118,14 +138,27 @@ class S3Host(HostBlock):
         if bool(self.login) != bool(self.password.get_secret_value()):
             raise InvalidInput(f"host {self.name}: give both the access key (login) and the secret key (password)")
 
-    def open_stream(self, fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
+    def open_raw_stream(self, fs: fsspec.AbstractFileSystem, path: str) -> IO[bytes]:
         """One streamed GET for the whole object, instead of s3fs's ranged request per block."""
         bucket, key, _ = fs.split_path(path)
         response = sync(fs.loop, fs._call_s3, "get_object", Bucket=bucket, Key=key)
         stream: IO[bytes] = _StreamedBody(fs.loop, response["Body"])  # type: ignore[assignment]
         return stream
 
+    def confirmed_write(self, file: Any) -> tuple[int, str | None] | None:
+        """A single-part PutObject answered with the object's ETag, its MD5: the size is what was
+        sent (S3 stores the body whole or not at all) and the MD5 comes back without a HEAD."""
+        result = getattr(file, "write_result", None)
+        if not result or result.get("method") != "put_object":
+            return None  # a multipart upload: ask for size and ETag afterwards
+        etag = str(result.get("ETag", "")).strip('"')
+        if not etag or "-" in etag:
+            return None
+        return int(file.tell()), etag if self.options.get("etag_is_md5", True) else None
+
     def remote_md5(self, fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+        if not self.options.get("etag_is_md5", True):
+            return None
         etag = str(fs.info(path, refresh=True).get("ETag", "")).strip('"')
         return etag if etag and "-" not in etag else None  # multipart ETags are not MD5s
 

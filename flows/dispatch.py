@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, wait
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.registry import block_for
@@ -57,9 +58,16 @@ def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
     return deliveries
 
 
+def _run_name() -> str:
+    parameters = flow_run.parameters
+    ids = parameters.get("transfer_ids") or []
+    shown = ", ".join(map(str, ids[:5])) + (", …" if len(ids) > 5 else "")
+    return f"dispatch {parameters.get('mover')}: {len(ids)} transfer(s) [{shown}]"
+
+
 @flow(
     name="dispatch",
-    flow_run_name="dispatch {mover}: {transfer_ids}",
+    flow_run_name=_run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
 )
 def dispatch(transfer_ids: list[int], mover: str) -> dict[str, int]:

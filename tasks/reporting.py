@@ -12,6 +12,7 @@ import posixpath
 from functools import lru_cache
 from string import Template
 
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from catalog.events import EventLog, err_from, uph_from
@@ -42,10 +43,12 @@ def _rows(session: Session, transfer: DataTransfer) -> tuple[DataFile, Destinati
     return data_file, destination, host
 
 
-def delivered(session: Session, settings: Settings, transfer: DataTransfer, remote_path: str) -> None:
+def delivered(engine: sa.Engine, settings: Settings, transfer_id: int, remote_path: str) -> None:
     """A transfer is Done: its UPH line, then its notification if the destination has a topic."""
-    rows = _rows(session, transfer)
-    if rows is None:
+    with Session(engine, expire_on_commit=False) as session:  # read only, after the outcome's commit
+        transfer = session.get(DataTransfer, transfer_id)
+        rows = _rows(session, transfer) if transfer is not None else None
+    if transfer is None or rows is None:
         return
     data_file, destination, host = rows
     if host is not None:
@@ -54,10 +57,12 @@ def delivered(session: Session, settings: Settings, transfer: DataTransfer, remo
         notify(settings, transfer, data_file, destination, host, remote_path)
 
 
-def attempt_failed(session: Session, settings: Settings, transfer: DataTransfer, message: str) -> None:
+def attempt_failed(engine: sa.Engine, settings: Settings, transfer_id: int, message: str) -> None:
     """An attempt failed (whatever comes next: a retry, a failover, Failed or Stopped): its ERR line."""
-    rows = _rows(session, transfer)
-    if rows is None:
+    with Session(engine, expire_on_commit=False) as session:
+        transfer = session.get(DataTransfer, transfer_id)
+        rows = _rows(session, transfer) if transfer is not None else None
+    if transfer is None or rows is None:
         return
     data_file, destination, host = rows
     event_log(settings.resolved_event_log()).write(err_from(transfer, data_file, destination, host, message=message))

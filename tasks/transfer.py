@@ -78,12 +78,17 @@ def send_data_file(
                 raise
             target.close()
         written = True
-        remote_size = int(fs.size(temp)) if block.reads_back else sent
+        confirmed = block.confirmed_write(target)  # what the host said when it took the file, if anything
+        if confirmed is not None:
+            remote_size, md5 = confirmed
+        else:
+            remote_size = int(fs.size(temp)) if block.reads_back else sent
         if remote_size != delivery.size or sent != delivery.size:
             raise RetryOnSameHost(
                 f"size check failed on host {block.name}: sent {sent}, host has {remote_size}, expected {delivery.size}"
             )
-        md5 = block.remote_md5(fs, temp) if block.reports_md5 else None
+        if confirmed is None:
+            md5 = block.remote_md5(fs, temp) if block.reports_md5 else None
         if md5 is not None and md5 != delivery.md5:
             raise RetryOnSameHost(f"MD5 check failed on host {block.name}: host has {md5}, expected {delivery.md5}")
         if temp != final:
@@ -182,45 +187,73 @@ def already_there(delivery: Delivery, fs: fsspec.AbstractFileSystem | None) -> b
         return False
 
 
-def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None = None) -> Sent:
-    """Send one file and record the outcome in the database (Done, or the failure decision)."""
+@dataclass(frozen=True)
+class Delivered:
+    """A file that reached its site, waiting to be recorded Done."""
+
+    delivery: Delivery
+    sent: Sent
+    compression: str | None
+    note: str = ""
+
+
+def attempt(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None = None) -> Delivered:
+    """Send one file (compressed first if its destination asks); a failure is recorded at once,
+    with its ERR line, and raised classified. A success is returned for `record_delivered`."""
     rt = runtime()
 
     def progress(sent: int) -> None:
         with session_scope(rt.engine) as session:
             record_progress(session, delivery.transfer_id, sent)
 
-    applied: str | None = None
-    note = ""
     try:
         delivery, applied = compress_delivery(rt.store, delivery)
         if already_there(delivery, fs):
             log.info("transfer %s: %s is already at the site", delivery.transfer_id, delivery.remote_path)
             sent = Sent(bytes=delivery.size, seconds=0.0, md5_verified=False)
-            note = "already at the site: delivered before the mover's interruption"
-        else:
-            sent = send_data_file(rt.store, delivery, fs, progress=progress)
+            return Delivered(delivery, sent, applied, "already at the site: delivered before the mover's interruption")
+        return Delivered(delivery, send_data_file(rt.store, delivery, fs, progress=progress), applied)
     except Exception as exc:
         classified = delivery.host.classify(exc)
         with session_scope(rt.engine) as session:
             transfer = record_failure(session, delivery.transfer_id, classified, host=delivery.host.name, by=mover)
-            reporting.attempt_failed(session, rt.settings, transfer, str(classified))
+        reporting.attempt_failed(rt.engine, rt.settings, transfer.id or 0, str(classified))
         if classified is exc:
             raise
         raise classified from exc
+
+
+def record_delivered(done: list[Delivered], mover: str) -> None:
+    """Record files that reached their sites as Done — several in one transaction, so a batch of
+    small files does not queue for the database's write lock once per file — then report them.
+
+    A crash before this commit leaves the transfers Transferring; recovery requeues them and
+    `already_there` sees the files at the sites, so none is sent twice.
+    """
+    if not done:
+        return
+    rt = runtime()
     with session_scope(rt.engine) as session:
-        transfer = record_success(
-            session,
-            delivery.transfer_id,
-            host=delivery.host.name,
-            bytes_sent=sent.bytes,
-            by=mover,
-            sent_md5=delivery.md5,
-            compression=applied,
-            note=note,
-        )
-        reporting.delivered(session, rt.settings, transfer, delivery.remote_path)
-    return sent
+        for item in done:
+            record_success(
+                session,
+                item.delivery.transfer_id,
+                host=item.delivery.host.name,
+                bytes_sent=item.sent.bytes,
+                by=mover,
+                sent_md5=item.delivery.md5,
+                compression=item.compression,
+                note=item.note,
+            )
+    for item in done:  # outside the transaction: event lines and MQTT must not hold the write lock
+        reporting.delivered(rt.engine, rt.settings, item.delivery.transfer_id, item.delivery.remote_path)
+
+
+def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None = None) -> Sent:
+    """Send one file and record the outcome in the database (Done, or the failure decision)."""
+    delivered = attempt(delivery, mover, fs)
+    record_delivered([delivered], mover)
+    return delivered.sent
 
 
 @task(name="send-file", task_run_name="send {delivery.remote_path}")
@@ -229,20 +262,33 @@ def send_file(delivery: Delivery, mover: str) -> int:
     return deliver(delivery, mover).bytes
 
 
+#: A batch records its delivered files at least this often (seconds), so the monitor stays current.
+RECORD_EVERY = 0.5
+
+
 @task(name="send-batch", task_run_name="send {deliveries[0].host.name} batch of {n}")
 def send_batch(deliveries: list[Delivery], mover: str, n: int) -> dict[int, str]:
-    """Small files to one host over one connection; each file's outcome is recorded on its own."""
+    """Small files to one host over one connection; each file's outcome is recorded (successes a
+    few at a time, failures at once)."""
     try:
         fs = deliveries[0].host.filesystem()
     except Exception:  # noqa: BLE001 — each delivery then connects on its own and records why it failed
         fs = None
     outcomes: dict[int, str] = {}
-    for delivery in deliveries:
-        try:
-            deliver(delivery, mover, fs)
-            outcomes[delivery.transfer_id] = "Done"
-        except TransferError as error:
-            outcomes[delivery.transfer_id] = f"failed: {error}"
+    pending: list[Delivered] = []
+    last_record = time.monotonic()
+    try:
+        for delivery in deliveries:
+            try:
+                pending.append(attempt(delivery, mover, fs))
+                outcomes[delivery.transfer_id] = "Done"
+            except TransferError as error:
+                outcomes[delivery.transfer_id] = f"failed: {error}"
+            if pending and time.monotonic() - last_record >= RECORD_EVERY:
+                record_delivered(pending, mover)
+                pending, last_record = [], time.monotonic()
+    finally:
+        record_delivered(pending, mover)
     failed = [tid for tid, outcome in outcomes.items() if outcome != "Done"]
     if failed:
         raise RetryOnSameHost(f"{len(failed)} of {n} files failed: transfers {failed}")

@@ -3,11 +3,12 @@
     .venv/bin/python tests/benchmarks/dissemination.py [--files 2000] [--size-kib 64] [--protocols sftp s3]
                                                        [--pushes 200]
 
-1. Small files: starts a Prefect server, OpenSSH sshd and moto S3; queues `--files` files of `--size-kib`
-   to a destination on each server and times the mover (in this process, against the Prefect server)
-   from queued to all Done; then times `rclone copy` of the same files to the same server (its default
-   4 transfers; the mover also runs 4 dispatches at once). Prints both and the pds/rclone ratio
-   (target ≤ 1.5).
+1. Small files: starts a Prefect server, OpenSSH sshd and an S3 server (SeaweedFS by default, a Go
+   server; `--s3-server moto` for moto, whose own CPU use dominates on two cores); queues `--files`
+   files of `--size-kib` to a destination on each server and times the mover (in this process,
+   against the Prefect server) from queued to all Done; then times `rclone copy` of the same files
+   to the same server (its default 4 transfers; the mover also runs 4 dispatches at once). Prints
+   both and the pds/rclone ratio (target ≤ 1.5).
 2. Push latency: starts `pds up` (its own Prefect server, API and mover), pushes `--pushes` small files
    one after another through the API, and prints p50/p99 of push start → Transferring, read from each
    transfer's history (target p50 ≤ 1 s, p99 ≤ 3 s).
@@ -33,6 +34,7 @@ from catalog.models import DataTransfer, HostCreate  # noqa: E402
 from tests.factories import destination, push  # noqa: E402
 from tests.servers.prefect import PrefectServer  # noqa: E402
 from tests.servers.s3 import S3Server  # noqa: E402
+from tests.servers.seaweedfs import SeaweedS3Server  # noqa: E402
 from tests.servers.sshd import SshServer  # noqa: E402
 
 RCLONE = str(Path(sys.executable).with_name("rclone"))
@@ -129,11 +131,13 @@ def main() -> None:
     parser.add_argument("--size-kib", type=int, default=64)
     parser.add_argument("--protocols", nargs="+", default=["sftp", "s3"])
     parser.add_argument("--pushes", type=int, default=200)
+    parser.add_argument("--s3-server", choices=["seaweedfs", "moto"], default="seaweedfs")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pds-bench-dissemination-"))
     files = small_files(root / "src", args.files, args.size_kib * 1024)
     rows = []
-    with PrefectServer(root / "prefect") as prefect, SshServer(root / "sshd") as sshd, S3Server() as s3:
+    s3_server = SeaweedS3Server(root / "seaweedfs") if args.s3_server == "seaweedfs" else S3Server()
+    with PrefectServer(root / "prefect") as prefect, SshServer(root / "sshd") as sshd, s3_server as s3:
         os.environ["PREFECT_API_URL"] = prefect.api_url
         os.environ.pop("PREFECT_HOME", None)
         for protocol in args.protocols:
@@ -170,7 +174,7 @@ def main() -> None:
             pds_seconds = pds_small_files(root, protocol, host, files)
             rclone_seconds = rclone_copy(root / "src", remote)
             rows.append((protocol, rclone_seconds, pds_seconds))
-    print(f"{args.files} files of {args.size_kib} KiB, queued → all Done")
+    print(f"{args.files} files of {args.size_kib} KiB, queued → all Done (S3 server: {args.s3_server})")
     print(f"{'protocol':8} {'rclone s':>9} {'pds s':>8} {'pds/rclone':>10}   (target ≤ 1.5)")
     for protocol, r, p in rows:
         print(f"{protocol:8} {r:9.1f} {p:8.1f} {p / r:10.2f}")
