@@ -57,12 +57,15 @@ def delivered(engine: sa.Engine, settings: Settings, transfer_id: int, remote_pa
         notify(settings, transfer, data_file, destination, host, remote_path)
 
 
-def attempt_failed(engine: sa.Engine, settings: Settings, transfer_id: int, message: str) -> None:
-    """An attempt failed (whatever comes next: a retry, a failover, Failed or Stopped): its ERR line."""
+def attempt_failed(engine: sa.Engine, settings: Settings, transfer: DataTransfer, message: str) -> None:
+    """An attempt failed (whatever comes next: a retry, a failover, Failed or Stopped): its ERR line.
+
+    `transfer` is the row as the failure left it (host, times of that attempt): by the time this runs
+    another mover may already have claimed it for its next attempt, on another host.
+    """
     with Session(engine, expire_on_commit=False) as session:
-        transfer = session.get(DataTransfer, transfer_id)
-        rows = _rows(session, transfer) if transfer is not None else None
-    if transfer is None or rows is None:
+        rows = _rows(session, transfer)
+    if rows is None:
         return
     data_file, destination, host = rows
     event_log(settings.resolved_event_log()).write(err_from(transfer, data_file, destination, host, message=message))

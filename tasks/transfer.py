@@ -217,7 +217,7 @@ def attempt(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None
         classified = delivery.host.classify(exc)
         with session_scope(rt.engine) as session:
             transfer = record_failure(session, delivery.transfer_id, classified, host=delivery.host.name, by=mover)
-        reporting.attempt_failed(rt.engine, rt.settings, transfer.id or 0, str(classified))
+        reporting.attempt_failed(rt.engine, rt.settings, transfer, str(classified))
         if classified is exc:
             raise
         raise classified from exc
