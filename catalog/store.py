@@ -8,6 +8,8 @@ sites and S3 ETags compare) are computed while the bytes stream through, never b
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator
@@ -62,20 +64,40 @@ class ObjectWriter:
         self._temp = store._path(f"tmp/{uuid.uuid4().hex}")
         self._file: IO[bytes] = store.fs.open(self._temp, "wb")
         self.checksums = Checksums()
+        self.size = 0
+        """Bytes written so far (the checksums catch up in their thread)."""
         self._closed = False
+        # Checksums are computed in a thread while the next chunk is written (and, for a download,
+        # received): MD5 alone costs about as much CPU as the network, so doing it in line halves the
+        # speed. At most two chunks wait for it.
+        self._to_hash: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._hasher = threading.Thread(target=self._hash, name="pds-checksums", daemon=True)
+        self._hasher.start()
+
+    def _hash(self) -> None:
+        while (chunk := self._to_hash.get()) is not None:
+            self.checksums.update(chunk)
+
+    def _finish_hashing(self) -> None:
+        if self._hasher.is_alive():
+            self._to_hash.put(None)
+            self._hasher.join()
 
     def write(self, chunk: bytes) -> None:
         self._file.write(chunk)
-        self.checksums.update(chunk)
+        self.size += len(chunk)
+        self._to_hash.put(bytes(chunk))
 
     def commit(self) -> StoredObject:
         self._file.close()
+        self._finish_hashing()
         self._closed = True
         final = self._store._path(self.key)
         self._store.fs.mv(self._temp, final)
         return StoredObject(self.key, self.checksums.size, self.checksums.adler32, self.checksums.md5)
 
     def abort(self) -> None:
+        self._finish_hashing()
         if not self._closed:
             self._closed = True
             try:

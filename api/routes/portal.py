@@ -157,8 +157,8 @@ async def _receive(request: Request[Caller, Any, State], store: DataStore) -> An
                 await anyio.to_thread.run_sync(writer.write, data)
         if buffer:
             await anyio.to_thread.run_sync(writer.write, bytes(buffer))
-        if expected is not None and int(expected) != writer.checksums.size:
-            raise InvalidInput(f"received {writer.checksums.size} bytes but Content-Length said {expected}")
+        if expected is not None and int(expected) != writer.size:
+            raise InvalidInput(f"received {writer.size} bytes but Content-Length said {expected}")
         return await anyio.to_thread.run_sync(writer.commit)
     except BaseException:
         await anyio.to_thread.run_sync(writer.abort)

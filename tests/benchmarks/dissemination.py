@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -189,4 +190,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:  # benchmark files run to gigabytes: never leave them behind
+        for leftover in Path(tempfile.gettempdir()).glob("pds-bench-*"):
+            shutil.rmtree(leftover, ignore_errors=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -158,4 +159,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:  # benchmark files run to gigabytes: never leave them behind
+        for leftover in Path(tempfile.gettempdir()).glob("pds-bench-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
