@@ -269,7 +269,7 @@ class SiteWatcher:
 
 def test_sigkill_during_100_transfers_loses_none_sends_none_twice(stack, sshd, tmp_path):
     remote = sftp_destination(stack, sshd, "kill-100", "max_rate=1500000")
-    files = {f"p{i:03}.bin": os.urandom(256 * 1024) for i in range(100)}
+    files = {f"p{i:03}.bin": os.urandom(512 * 1024) for i in range(100)}
     watcher = SiteWatcher(remote, {name: len(data) for name, data in files.items()})
     data_file_ids = {}
     for name, data in files.items():
@@ -279,7 +279,11 @@ def test_sigkill_during_100_transfers_loses_none_sends_none_twice(stack, sshd, t
     def done() -> int:
         return len(stack.client.transfers(destination="kill-100", status="Done", limit=1000))
 
-    wait_until(lambda: done() >= 20, 120, "20 transfers to be done")
+    def transferring() -> int:
+        return len(stack.client.transfers(destination="kill-100", status="Transferring", limit=1000))
+
+    # Kill while files are on the wire (between two claims nothing may be Transferring).
+    wait_until(lambda: done() >= 20 and transferring() > 0, 120, "20 transfers done and more under way")
     killed = stack.pid("mover")
     os.kill(killed, signal.SIGKILL)
     at_kill = done()
