@@ -33,3 +33,20 @@ def site(client, tmp_path):
     assert client.post("/hosts", json=host, headers=ADMIN).status_code == 201
     assert client.post("/destinations/site1/hosts", json={"host": "h1"}, headers=ADMIN).status_code == 201
     return "site1"
+
+
+@pytest.fixture
+def pds(client, site, monkeypatch, capsys):
+    """Run the `pds` command against the app; returns (exit code, stdout, stderr)."""
+    from api.cli import main
+
+    monkeypatch.setenv("PDS_USER", "admin")
+    monkeypatch.setenv("PDS_PASSWORD", "admin")
+    monkeypatch.delenv("PDS_TOKEN", raising=False)
+
+    def run(*argv):
+        code = main(list(argv), http=client)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -7,22 +7,6 @@ import json
 
 import pytest
 
-from api.cli import main
-
-
-@pytest.fixture
-def pds(client, site, monkeypatch, capsys):
-    monkeypatch.setenv("PDS_USER", "admin")
-    monkeypatch.setenv("PDS_PASSWORD", "admin")
-    monkeypatch.delenv("PDS_TOKEN", raising=False)
-
-    def run(*argv):
-        code = main(list(argv), http=client)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
 
 def test_push_prints_the_data_file_id_and_status_shows_the_history(pds, tmp_path):
     f = tmp_path / "obs.bufr"

@@ -6,26 +6,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import pytest
-
-from api.cli import main
 from catalog.database import session_scope
 from catalog.users import ensure_user
 from tests.api.conftest import ADMIN, basic
-
-
-@pytest.fixture
-def pds(client, site, monkeypatch, capsys):
-    monkeypatch.setenv("PDS_USER", "admin")
-    monkeypatch.setenv("PDS_PASSWORD", "admin")
-    monkeypatch.delenv("PDS_TOKEN", raising=False)
-
-    def run(*argv):
-        code = main(list(argv), http=client)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def transfer_of(client, data_file_id):

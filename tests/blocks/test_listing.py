@@ -18,6 +18,7 @@ from blocks.registry import block_for
 from catalog.store import DataStore
 from tasks.delivery import Delivery
 from tasks.transfer import send_data_file
+from tests.blocks.test_contract import served_directory
 
 MANY = 100_000
 OBJECTS = 2_500  # more than two pages of 1,000
@@ -28,23 +29,6 @@ def delivery(store: DataStore, host, data: bytes, target: str) -> Delivery:
     stored = store.put_stream([data])
     block = block_for(host)
     return Delivery(1, stored.key, stored.size, stored.md5, block, block.join(host.directory, target))
-
-
-def served_directory(host, request) -> Path | None:
-    """Where the test server keeps `host.directory` on this machine, or None for in-memory emulators."""
-    if host.protocol == "file":
-        return Path(host.address)
-    if host.name == "sftp-password":  # a chrooted server: its / is its data directory
-        return request.getfixturevalue("sftp_password_server").data_dir / host.directory.lstrip("/")
-    if host.protocol == "sftp":
-        return Path(host.directory)
-    if host.protocol == "ftp":
-        mode = {"none": "plain"}.get(host.options["tls"], host.options["tls"])
-        return request.getfixturevalue("ftp_servers")(mode).data_dir / host.directory.lstrip("/")
-    if host.protocol in ("http", "https"):
-        server = request.getfixturevalue("nginx_tls" if host.protocol == "https" else "nginx")
-        return server.www_dir / host.directory.lstrip("/")
-    return None
 
 
 def lists_without_details(host) -> bool:
