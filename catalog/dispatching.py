@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from catalog.config import get_destination
-from catalog.errors import FailTransfer
-from catalog.models import DataFile, Host, TransferHistory
+from catalog.errors import FailTransfer, NotFound
+from catalog.models import DataFile, DataTransfer, Destination, Host, TransferHistory
 from catalog.paths import render_directory
-from catalog.transfers import active_hosts, get_transfer
+from catalog.transfers import active_hosts
 
 
 @dataclass(frozen=True)
@@ -31,30 +34,74 @@ class DispatchPlan:
     recovery): a file at the site of the right size written since then is that attempt's work."""
 
 
-def interrupted_attempt_at(session: Session, transfer_id: int) -> datetime | None:
-    """The start of the interrupted attempt, if the transfer was recovered right before this claim."""
-    rows = list(
-        session.exec(
-            select(TransferHistory)
-            .where(TransferHistory.transfer_id == transfer_id)
-            .order_by(col(TransferHistory.id).desc())
-            .limit(4)
-        )
+def interrupted_attempts(session: Session, transfer_ids: Sequence[int]) -> dict[int, datetime]:
+    """For each transfer recovered right before this claim, when its interrupted attempt began.
+
+    That is a history ending claim → interrupt → recover → claim: the earlier claim's time.
+    """
+    if not transfer_ids:
+        return {}
+    newest_first = (
+        sa.func.row_number()
+        .over(partition_by=col(TransferHistory.transfer_id), order_by=col(TransferHistory.id).desc())
+        .label("newest_first")
     )
-    actions = [row.action for row in rows]
-    if actions[:3] == ["claim", "recover", "interrupt"] and len(rows) == 4 and rows[3].action == "claim":
-        return rows[3].at
-    return None
+    recent = (
+        select(TransferHistory.transfer_id, TransferHistory.action, TransferHistory.at, newest_first)
+        .where(col(TransferHistory.transfer_id).in_(transfer_ids))
+        .subquery()
+    )
+    rows = session.exec(
+        select(recent.c.transfer_id, recent.c.action, recent.c.at)
+        .where(recent.c.newest_first <= 4)
+        .order_by(recent.c.transfer_id, recent.c.newest_first)
+    )
+    last_four: dict[int, list[tuple[str, datetime]]] = defaultdict(list)
+    for transfer_id, action, at in rows:
+        last_four[transfer_id].append((action, at))
+    return {
+        transfer_id: rows[3][1]
+        for transfer_id, rows in last_four.items()
+        if [action for action, _ in rows] == ["claim", "recover", "interrupt", "claim"]
+    }
 
 
-def plan(session: Session, transfer_id: int) -> DispatchPlan:
-    """Resolve a claimed transfer into a plan; FailTransfer when it cannot be executed at all."""
-    transfer = get_transfer(session, transfer_id)
-    data_file = session.get(DataFile, transfer.data_file_id)
+def plans(session: Session, transfer_ids: Sequence[int]) -> tuple[list[DispatchPlan], dict[int, FailTransfer]]:
+    """Resolve claimed transfers into plans, reading each destination and host once; the second
+    value holds, by id, why a transfer cannot be executed at all."""
+    transfers = {t.id: t for t in session.exec(select(DataTransfer).where(col(DataTransfer.id).in_(transfer_ids)))}
+    data_files = {
+        f.id: f
+        for f in session.exec(
+            select(DataFile).where(col(DataFile.id).in_({t.data_file_id for t in transfers.values()}))
+        )
+    }
+    interrupted = interrupted_attempts(session, list(transfer_ids))
+    destinations: dict[str, tuple[Destination, list[Host]]] = {}
+    planned, unplannable = [], {}
+    for transfer_id in transfer_ids:
+        transfer = transfers.get(transfer_id)
+        if transfer is None:
+            raise NotFound(f"no data transfer {transfer_id}")
+        name = transfer.destination_name
+        if name not in destinations:
+            destinations[name] = (get_destination(session, name), active_hosts(session, name))
+        destination, hosts = destinations[name]
+        try:
+            planned.append(_plan(transfer, data_files.get(transfer.data_file_id), destination, hosts))
+        except FailTransfer as error:
+            unplannable[transfer_id] = error
+            continue
+        if transfer_id in interrupted:
+            planned[-1] = replace(planned[-1], interrupted_attempt_at=interrupted[transfer_id])
+    return planned, unplannable
+
+
+def _plan(
+    transfer: DataTransfer, data_file: DataFile | None, destination: Destination, hosts: list[Host]
+) -> DispatchPlan:
     if data_file is None or data_file.store_key is None or data_file.size is None or data_file.md5 is None:
         raise FailTransfer(f"data file {transfer.data_file_id} has no content in the Data Store")
-    destination = get_destination(session, transfer.destination_name)
-    hosts = active_hosts(session, transfer.destination_name)
     if not hosts:
         raise FailTransfer(f"destination {transfer.destination_name} has no active dissemination host")
     # the host the claim assigned to this attempt (a retry's, a failover's, or the first)
@@ -82,5 +129,4 @@ def plan(session: Session, transfer_id: int) -> DispatchPlan:
         host=host,
         remote_path=posixpath.join(directory, transfer.target) if directory else transfer.target,
         compression=destination.compression,
-        interrupted_attempt_at=interrupted_attempt_at(session, transfer_id),
     )

@@ -9,6 +9,8 @@ so movers on several machines do not wait for each other).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,6 +65,34 @@ def record_history(
             reason=reason,
         )
     )
+
+
+def _history_row(
+    transfer_id: int,
+    action: str,
+    source: TransferStatus | None,
+    target: TransferStatus,
+    *,
+    by: str,
+    at: datetime,
+    reason: str = "",
+) -> dict[str, Any]:
+    """A history row as plain values, for `_insert_history` (many rows in one statement)."""
+    return {
+        "transfer_id": transfer_id,
+        "action": action,
+        "from_status": source.value if source else None,
+        "to_status": target.value,
+        "at": at,
+        "by": by,
+        "reason": reason,
+    }
+
+
+def _insert_history(connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        table: sa.Table = TransferHistory.__table__  # type: ignore[attr-defined]
+        connection.execute(sa.insert(table), rows)
 
 
 def _transfer_table() -> sa.Table:
@@ -193,6 +223,7 @@ def claim(
     )
     claimed: list[DataTransfer] = []
     claimed_bytes = 0
+    connection, take, history = session.connection(), _claim_statement(), []
     for transfer in candidates:
         if len(claimed) >= limit or (max_bytes is not None and claimed and claimed_bytes >= max_bytes):
             break
@@ -205,31 +236,54 @@ def claim(
         if host is not None and host_caps.get(host) and connections[host] >= host_caps[host]:
             continue  # the host has all the connections it accepts; a later claim takes it
         assert transfer.id is not None
-        source = TransferStatus(transfer.status)
         new_start = transfer.pass_hosts_tried == 0 and transfer.host_attempts == 0
         values = {
-            "status": TransferStatus.TRANSFERRING.value,
-            "mover": mover,
-            "host_name": host,
-            "start_count": transfer.start_count + (1 if new_start else 0),
-            "started_at": now,
-            "finished_at": None,
-            "bytes_sent": 0,
-            "updated_at": now,
+            "b_id": transfer.id,
+            "b_source": transfer.status,
+            "b_mover": mover,
+            "b_host": host,
+            "b_start_count": transfer.start_count + (1 if new_start else 0),
+            "b_now": now,
         }
-        if not _compare_and_set(session, transfer.id, source, values):
+        if connection.execute(take, values).rowcount != 1:
             continue  # another mover took it first
-        reason = f"to host {host}" if host else ""
-        record_history(
-            session, transfer.id, "claim", source, TransferStatus.TRANSFERRING, by=mover, at=now, reason=reason
+        history.append(
+            _history_row(
+                transfer.id,
+                "claim",
+                TransferStatus(transfer.status),
+                TransferStatus.TRANSFERRING,
+                by=mover,
+                at=now,
+                reason=f"to host {host}" if host else "",
+            )
         )
         running[destination.name] += 1
         if host:
             connections[host] += 1
         claimed.append(transfer)
         claimed_bytes += sizes.get(transfer.data_file_id) or 0
-    session.flush()
-    return [get_transfer(session, t.id) for t in claimed if t.id is not None]
+    _insert_history(connection, history)
+    return _transfers(session, [t.id for t in claimed if t.id is not None])
+
+
+def _claim_statement() -> sa.Update:
+    """A ready transfer → Transferring for a mover, as a compare-and-set (one compiled statement)."""
+    table = _transfer_table()
+    return (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("b_id"), table.c.status == sa.bindparam("b_source"))
+        .values(
+            status=TransferStatus.TRANSFERRING.value,
+            mover=sa.bindparam("b_mover"),
+            host_name=sa.bindparam("b_host"),
+            start_count=sa.bindparam("b_start_count"),
+            started_at=sa.bindparam("b_now"),
+            finished_at=None,
+            bytes_sent=0,
+            updated_at=sa.bindparam("b_now"),
+        )
+    )
 
 
 def expire_due(session: Session, by: str, now: datetime | None = None) -> list[int]:
@@ -282,6 +336,145 @@ def record_progress(session: Session, transfer_id: int, bytes_sent: int) -> None
     )
 
 
+@dataclass(frozen=True)
+class Success:
+    """A file that reached its site whole: what `record_successes` records for its transfer."""
+
+    transfer_id: int
+    host: str
+    bytes_sent: int
+    sent_md5: str | None = None
+    compression: str | None = None
+    note: str = ""
+
+    def reason(self) -> str:
+        how = f" ({self.compression})" if self.compression else ""
+        return f"{self.bytes_sent} bytes{how} to host {self.host}" + (f" ({self.note})" if self.note else "")
+
+
+@dataclass
+class Recorded:
+    """What `record_successes` did: the transfers now Done (in the order given) and, by id, the
+    error of each one it left alone because it was no longer Transferring (an operator stopped it)."""
+
+    done: list[DataTransfer]
+    refused: dict[int, Conflict | NotFound]
+
+
+def _complete_statement() -> sa.Update:
+    """Transferring → Done for one transfer, as a compare-and-set; one compiled statement that a
+    batch executes once per file (building a statement per file costs more than executing it)."""
+    table = _transfer_table()
+    return (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("b_id"), table.c.status == TransferStatus.TRANSFERRING.value)
+        .values(
+            status=TransferStatus.DONE.value,
+            updated_at=sa.bindparam("b_now"),
+            finished_at=sa.bindparam("b_now"),
+            host_name=sa.bindparam("b_host"),
+            bytes_sent=sa.bindparam("b_bytes"),
+            sent_md5=sa.bindparam("b_md5"),
+            compression=sa.bindparam("b_compression"),
+            error=None,
+            next_host=None,
+            host_attempts=0,
+            pass_hosts_tried=0,
+        )
+    )
+
+
+def record_successes(session: Session, successes: Sequence[Success], *, by: str) -> Recorded:
+    """Done for each file that reached its site, with its history row; each destination remembers
+    the host that worked (next_and_stay) and that its hosts work.
+
+    A whole batch of small files costs a few statements, not a round of ORM work per file, so a
+    mover spends its time on the network. Each transfer still changes by compare-and-set: one that
+    another process changed first is left alone and reported in `refused`.
+    """
+    now = utcnow()
+    ids = [s.transfer_id for s in successes]
+    statuses: dict[int | None, str] = {}
+    for chunk in _chunks(ids):
+        query = select(DataTransfer.id, DataTransfer.status).where(col(DataTransfer.id).in_(chunk))
+        statuses.update((tid, status) for tid, status in session.exec(query))
+    connection, complete = session.connection(), _complete_statement()
+    refused: dict[int, Conflict | NotFound] = {}
+    recorded: list[Success] = []
+    for success in successes:
+        tid, status = success.transfer_id, statuses.get(success.transfer_id)
+        if status is None:
+            refused[tid] = NotFound(f"no data transfer {tid}")
+            continue
+        if not allowed("complete", TransferStatus(status), TransferStatus.DONE):
+            refused[tid] = Conflict(f"transfer {tid} is {status}: 'complete' cannot make it Done")
+            continue
+        values = {
+            "b_id": tid,
+            "b_now": now,
+            "b_host": success.host,
+            "b_bytes": success.bytes_sent,
+            "b_md5": success.sent_md5,
+            "b_compression": success.compression,
+        }
+        if connection.execute(complete, values).rowcount != 1:
+            refused[tid] = Conflict(f"transfer {tid} changed while 'complete' was applied; try again")
+            continue
+        recorded.append(success)
+    _insert_history(
+        connection,
+        [
+            _history_row(
+                s.transfer_id,
+                "complete",
+                TransferStatus.TRANSFERRING,
+                TransferStatus.DONE,
+                by=by,
+                at=now,
+                reason=s.reason(),
+            )
+            for s in recorded
+        ],
+    )
+    done = _transfers(session, [s.transfer_id for s in recorded])
+    _remember_working_hosts(session, [(t.destination_name, s.host) for t, s in zip(done, recorded, strict=True)], now)
+    return Recorded(done=done, refused=refused)
+
+
+def _remember_working_hosts(session: Session, outcomes: list[tuple[str, str]], now: datetime) -> None:
+    """After successes (destination, host) in order: each destination's failed passes start again
+    from zero and it stays on a fallback host that worked (next_and_stay), or goes back to its primary."""
+    by_destination: dict[str, list[str]] = {}
+    for destination, host in outcomes:
+        by_destination.setdefault(destination, []).append(host)
+    for destination, used in by_destination.items():
+        state = destination_state(session, destination)
+        hosts = [h.name for h in active_hosts(session, destination)]
+        state.failed_passes = 0
+        for host in used:  # the last success decides; the time is that of the first switch to it
+            if hosts and host != hosts[0]:
+                if state.current_host != host:
+                    state.current_host, state.current_host_since = host, now
+            elif hosts:
+                state.current_host, state.current_host_since = None, None
+        session.add(state)
+    session.flush()
+
+
+def _chunks(ids: Sequence[int], size: int = 500) -> list[Sequence[int]]:
+    """`ids` in pieces small enough for one `IN (...)` on any database."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def _transfers(session: Session, ids: Sequence[int]) -> list[DataTransfer]:
+    """The transfers `ids` as the database holds them now, in that order."""
+    rows: dict[int | None, DataTransfer] = {}
+    for chunk in _chunks(ids):
+        query = select(DataTransfer).where(col(DataTransfer.id).in_(chunk)).execution_options(populate_existing=True)
+        rows.update((t.id, t) for t in session.exec(query))
+    return [rows[i] for i in ids]
+
+
 def record_success(
     session: Session,
     transfer_id: int,
@@ -293,36 +486,12 @@ def record_success(
     compression: str | None = None,
     note: str = "",
 ) -> DataTransfer:
-    """Done; the destination remembers the host that worked (next_and_stay) and that its hosts work."""
-    how = f" ({compression})" if compression else ""
-    transfer = change_status(
-        session,
-        transfer_id,
-        "complete",
-        TransferStatus.DONE,
-        by=by,
-        reason=f"{bytes_sent} bytes{how} to host {host}" + (f" ({note})" if note else ""),
-        host_name=host,
-        bytes_sent=bytes_sent,
-        sent_md5=sent_md5,
-        compression=compression,
-        finished_at=utcnow(),
-        error=None,
-        next_host=None,
-        host_attempts=0,
-        pass_hosts_tried=0,
-    )
-    state = destination_state(session, transfer.destination_name)
-    hosts = [h.name for h in active_hosts(session, transfer.destination_name)]
-    state.failed_passes = 0
-    if hosts and host != hosts[0]:
-        if state.current_host != host:
-            state.current_host, state.current_host_since = host, utcnow()
-    elif hosts:
-        state.current_host, state.current_host_since = None, None
-    session.add(state)
-    session.flush()
-    return transfer
+    """Done for one transfer (`record_successes` for a batch); Conflict or NotFound when it cannot be."""
+    success = Success(transfer_id, host, bytes_sent, sent_md5, compression, note)
+    recorded = record_successes(session, [success], by=by)
+    if transfer_id in recorded.refused:
+        raise recorded.refused[transfer_id]
+    return recorded.done[0]
 
 
 def record_failure(

@@ -15,10 +15,10 @@ from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from blocks.base import HostBlock
 from blocks.registry import block_for
 from catalog.database import session_scope
-from catalog.dispatching import plan
-from catalog.errors import TransferError
+from catalog.dispatching import plans
 from catalog.transfers import record_failure, set_flow_run
 from tasks.delivery import Delivery
 from tasks.runtime import runtime
@@ -29,32 +29,31 @@ LARGE_FILE_BYTES = 32 * 1024 * 1024
 
 
 def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
-    """Plan each claimed transfer; one that cannot be planned fails on its own with the reason."""
+    """Plan the claimed transfers; one that cannot be planned fails on its own with the reason."""
     rt = runtime()
-    deliveries = []
     context = FlowRunContext.get()
     with session_scope(rt.engine) as session:
         if context and context.flow_run:
             set_flow_run(session, transfer_ids, str(context.flow_run.id))
-        for transfer_id in transfer_ids:
-            try:
-                p = plan(session, transfer_id)
-            except TransferError as error:
-                record_failure(session, transfer_id, error, host=None, by=mover)
-                continue
-            block = block_for(p.host)
-            deliveries.append(
-                Delivery(
-                    p.transfer_id,
-                    p.store_key,
-                    p.size,
-                    p.md5,
-                    block,
-                    block.join(p.remote_path),
-                    p.compression,
-                    p.interrupted_attempt_at,
-                )
+        planned, unplannable = plans(session, transfer_ids)
+        for transfer_id, error in unplannable.items():
+            record_failure(session, transfer_id, error, host=None, by=mover)
+    blocks: dict[str, HostBlock] = {}  # one block per host, shared by its files
+    deliveries = []
+    for p in planned:
+        block = blocks.get(p.host.name) or blocks.setdefault(p.host.name, block_for(p.host))
+        deliveries.append(
+            Delivery(
+                p.transfer_id,
+                p.store_key,
+                p.size,
+                p.md5,
+                block,
+                block.join(p.remote_path),
+                p.compression,
+                p.interrupted_attempt_at,
             )
+        )
     return deliveries
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from string import Template
 
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from catalog.events import EventLog, err_from, uph_from
 from catalog.models import DataFile, DataTransfer, Destination, Host, utcnow
@@ -43,18 +45,44 @@ def _rows(session: Session, transfer: DataTransfer) -> tuple[DataFile, Destinati
     return data_file, destination, host
 
 
-def delivered(engine: sa.Engine, settings: Settings, transfer_id: int, remote_path: str) -> None:
-    """A transfer is Done: its UPH line, then its notification if the destination has a topic."""
-    with Session(engine, expire_on_commit=False) as session:  # read only, after the outcome's commit
-        transfer = session.get(DataTransfer, transfer_id)
-        rows = _rows(session, transfer) if transfer is not None else None
-    if transfer is None or rows is None:
-        return
-    data_file, destination, host = rows
-    if host is not None:
-        event_log(settings.resolved_event_log()).write(uph_from(transfer, data_file, destination, host))
-    if destination.mqtt_topic and settings.mqtt_url:
-        notify(settings, transfer, data_file, destination, host, remote_path)
+@dataclass(frozen=True)
+class DoneReport:
+    """What the UPH line and notification of one Done transfer are made of."""
+
+    transfer: DataTransfer
+    data_file: DataFile
+    destination: Destination
+    host: Host | None
+    remote_path: str
+
+
+def done_reports(session: Session, done: Sequence[tuple[DataTransfer, str]]) -> list[DoneReport]:
+    """The rows behind the reports of Done transfers (each with its path at the site), read with
+    a few queries for a whole batch — in the transaction that recorded them, so no other is needed."""
+    transfers = [t for t, _ in done]
+    file_ids, names = {t.data_file_id for t in transfers}, {t.destination_name for t in transfers}
+    host_names = {t.host_name for t in transfers if t.host_name}
+    data_files = {f.id: f for f in session.exec(select(DataFile).where(col(DataFile.id).in_(file_ids)))}
+    destinations = {d.name: d for d in session.exec(select(Destination).where(col(Destination.name).in_(names)))}
+    hosts = {h.name: h for h in session.exec(select(Host).where(col(Host.name).in_(host_names)))}
+    reports = []
+    for transfer, remote_path in done:
+        data_file, destination = data_files.get(transfer.data_file_id), destinations.get(transfer.destination_name)
+        if data_file is not None and destination is not None:
+            host = hosts.get(transfer.host_name) if transfer.host_name else None
+            reports.append(DoneReport(transfer, data_file, destination, host, remote_path))
+    return reports
+
+
+def delivered(settings: Settings, reports: Sequence[DoneReport]) -> None:
+    """Transfers are Done (and committed): their UPH lines, then notifications where the
+    destination has a topic."""
+    log_file = event_log(settings.resolved_event_log())
+    for report in reports:
+        if report.host is not None:
+            log_file.write(uph_from(report.transfer, report.data_file, report.destination, report.host))
+        if report.destination.mqtt_topic and settings.mqtt_url:
+            notify(settings, report.transfer, report.data_file, report.destination, report.host, report.remote_path)
 
 
 def attempt_failed(engine: sa.Engine, settings: Settings, transfer: DataTransfer, message: str) -> None:

@@ -22,7 +22,7 @@ from prefect import task
 from catalog.database import session_scope
 from catalog.errors import RetryOnSameHost, TransferError
 from catalog.store import DataStore
-from catalog.transfers import record_failure, record_progress, record_success
+from catalog.transfers import Success, record_failure, record_progress, record_successes
 from tasks import reporting
 from tasks.compression import compress_delivery
 from tasks.delivery import Delivery
@@ -224,29 +224,36 @@ def attempt(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None
 
 
 def record_delivered(done: list[Delivered], mover: str) -> None:
-    """Record files that reached their sites as Done — several in one transaction, so a batch of
-    small files does not queue for the database's write lock once per file — then report them.
+    """Record files that reached their sites as Done — a batch in one transaction of a few
+    statements, so small files do not queue for the database's write lock once per file — then
+    write their event lines and notifications.
 
     A crash before this commit leaves the transfers Transferring; recovery requeues them and
-    `already_there` sees the files at the sites, so none is sent twice.
+    `already_there` sees the files at the sites, so none is sent twice. A transfer that an operator
+    changed meanwhile (stopped it) keeps its new status; the file at the site stays.
     """
     if not done:
         return
     rt = runtime()
+    successes = [
+        Success(
+            item.delivery.transfer_id,
+            host=item.delivery.host.name,
+            bytes_sent=item.sent.bytes,
+            sent_md5=item.delivery.md5,
+            compression=item.compression,
+            note=item.note,
+        )
+        for item in done
+    ]
+    paths = {item.delivery.transfer_id: item.delivery.remote_path for item in done}
     with session_scope(rt.engine) as session:
-        for item in done:
-            record_success(
-                session,
-                item.delivery.transfer_id,
-                host=item.delivery.host.name,
-                bytes_sent=item.sent.bytes,
-                by=mover,
-                sent_md5=item.delivery.md5,
-                compression=item.compression,
-                note=item.note,
-            )
-    for item in done:  # outside the transaction: event lines and MQTT must not hold the write lock
-        reporting.delivered(rt.engine, rt.settings, item.delivery.transfer_id, item.delivery.remote_path)
+        recorded = record_successes(session, successes, by=mover)
+        reports = reporting.done_reports(session, [(t, paths[t.id]) for t in recorded.done if t.id is not None])
+    for transfer_id, refusal in recorded.refused.items():
+        log.warning("transfer %s was delivered but not recorded Done: %s", transfer_id, refusal)
+    # after the commit: event lines and MQTT must not hold the write lock
+    reporting.delivered(rt.settings, reports)
 
 
 def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None = None) -> Sent:
