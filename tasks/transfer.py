@@ -19,6 +19,7 @@ from typing import IO, Any
 import fsspec
 from prefect import task
 
+from blocks.base import ReadAhead
 from catalog.database import session_scope
 from catalog.errors import RetryOnSameHost, TransferError
 from catalog.store import DataStore
@@ -63,10 +64,14 @@ def send_data_file(
             fs.makedirs(parent, exist_ok=True)
         sent, last_report, written = 0, started, False
         pace = Pace.from_options(block.name, block.options)
-        with store.open(delivery.store_key) as source:
+        chunk_size = pace.chunk_size(store.chunk_size)
+        # The next chunks are read from the Data Store in a thread while this one is on the wire (as
+        # rclone's async reader does): a store on a cold disk or behind a network otherwise adds its
+        # whole read time to the transfer. At most two chunks wait.
+        with ReadAhead(store.open(delivery.store_key), chunk_size) as source:
             target = fs.open(temp, "wb")
             try:
-                while chunk := source.read(pace.chunk_size(store.chunk_size)):
+                while chunk := source.read(chunk_size):
                     target.write(chunk)
                     sent += len(chunk)
                     pace.after(sent)

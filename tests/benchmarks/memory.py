@@ -31,12 +31,11 @@ from tests.servers.sshd import SshServer  # noqa: E402
 from tests.test_embedded import big_file, md5_of, mover_running  # noqa: E402
 
 
-def main() -> None:
+def main(root: Path) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gib", type=float, default=2.0)
     args = parser.parse_args()
     size = int(args.size_gib * 2**30)
-    root = Path(tempfile.mkdtemp(prefix="pds-bench-"))
     api_port, prefect_port = free_port(), free_port()
     env = dict(os.environ) | {"PDS_API_PORT": str(api_port), "PDS_PREFECT_PORT": str(prefect_port)}
     env.pop("PREFECT_API_URL", None)
@@ -106,8 +105,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    workdir = Path(tempfile.mkdtemp(prefix="pds-bench-"))
     try:
-        main()
-    finally:  # benchmark files run to gigabytes: never leave them behind
-        for leftover in Path(tempfile.gettempdir()).glob("pds-bench-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        main(workdir)
+    finally:  # benchmark files run to gigabytes: never leave them behind (only this run's: others may be running)
+        shutil.rmtree(workdir, ignore_errors=True)

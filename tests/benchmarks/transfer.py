@@ -1,11 +1,13 @@
 """Throughput of pds's transfer layer against rclone, same files, same servers, same run.
 
-    .venv/bin/python tests/benchmarks/transfer.py --size-mib 1024 [--protocols sftp ftp s3]
+    .venv/bin/python tests/benchmarks/transfer.py --size-mib 1024 [--protocols sftp ftp s3] [--rounds 3]
 
 Starts OpenSSH sshd, pyftpdlib and moto S3 on 127.0.0.1, then for each protocol copies one file
 disk → server and server → disk with rclone (the anchor) and with pds (`send_data_file` from the Data
 Store up; a streamed read into the Data Store down), and prints MiB/s and the pds/rclone ratio
-(target ≥ 0.9) with the peak RSS growth of this process during the pds copies.
+(target ≥ 0.9) with the peak RSS growth of this process during the pds copies. On a shared machine
+one copy's ratio moves with the load of the moment: `--rounds` repeats each pair of copies (who goes
+first alternating) and prints every round and the median ratio.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,12 +74,14 @@ def rclone(*args: str) -> None:
     subprocess.run([RCLONE, "--config", "/dev/null", "-q", *args], check=True)
 
 
-def main() -> None:
+def main(root: Path) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--protocols", nargs="+", default=["sftp", "ftp", "s3"])
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="copies per protocol and direction; rclone goes first in odd rounds"
+    )
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="pds-bench-transfer-"))
     source = root / "src" / "big.bin"
     source.parent.mkdir()
     with source.open("wb") as f:
@@ -134,33 +139,62 @@ def main() -> None:
         for protocol in args.protocols:
             host, remote = setups[protocol]
             block = block_for(host)
-            up_rclone = timed(lambda: rclone("copyto", str(source), f"{remote}/rclone.bin"))  # noqa: B023
-            delivery = Delivery(1, stored.key, stored.size, stored.md5, block, block.join(host.directory, "pds.bin"))
-            with PeakRss() as up_rss:
-                up_pds = timed(lambda: send_data_file(store, delivery))  # noqa: B023
-            local_copy = str(root / f"down-rclone-{protocol}.bin")  # a new name: rclone skips identical files
-            down_rclone = timed(lambda: rclone("copyto", f"{remote}/rclone.bin", local_copy))  # noqa: B023
             fs = block.filesystem()
+            for n in range(1, args.rounds + 1):
+                # Who goes first alternates, so neither side always meets the other's dirty pages.
+                pds_first = n % 2 == 0
+                delivery = Delivery(
+                    n, stored.key, stored.size, stored.md5, block, block.join(host.directory, f"pds-{n}.bin")
+                )
+                theirs = f"{remote}/rclone-{n}.bin"  # new names each round: rclone skips identical files
 
-            def download() -> None:
-                with block.open_stream(fs, delivery.remote_path) as f:  # noqa: B023
-                    got = store.put_stream(iter(lambda: f.read(8 << 20), b""))  # noqa: B023
-                assert got.md5 == stored.md5, "download differs"
+                def up_rclone() -> None:
+                    rclone("copyto", str(source), theirs)  # noqa: B023
 
-            with PeakRss() as down_rss:
-                down_pds = timed(download)
-            for direction, r, p, rss in (("up", up_rclone, up_pds, up_rss), ("down", down_rclone, down_pds, down_rss)):
-                rows.append((protocol, direction, size / r / 2**20, size / p / 2**20, r / p, rss.growth_mib))
+                def up_pds() -> None:
+                    send_data_file(store, delivery)  # noqa: B023
+
+                def down_rclone() -> None:
+                    rclone("copyto", theirs, str(root / "down-rclone.bin"))  # noqa: B023
+
+                def down_pds() -> None:
+                    with block.open_stream(fs, delivery.remote_path) as f:  # noqa: B023
+                        got = store.put_stream(iter(lambda: f.read(8 << 20), b""))  # noqa: B023
+                    store.delete(got.key)
+                    assert got.md5 == stored.md5, "download differs"
+
+                for direction, theirs_fn, ours_fn in (("up", up_rclone, up_pds), ("down", down_rclone, down_pds)):
+                    rss = PeakRss()
+                    if pds_first:
+                        with rss:
+                            p = timed(ours_fn)
+                        r = timed(theirs_fn)
+                    else:
+                        r = timed(theirs_fn)
+                        with rss:
+                            p = timed(ours_fn)
+                    rows.append((protocol, direction, n, size / r / 2**20, size / p / 2**20, r / p, rss.growth_mib))
+                (root / "down-rclone.bin").unlink()
+                fs.rm(delivery.remote_path)
+                rclone("deletefile", theirs)
     version = subprocess.run([RCLONE, "version"], capture_output=True, text=True).stdout.split()[1]
     print(f"file {size / 2**20:.0f} MiB, rclone {version}")
-    print(f"{'protocol':8} {'dir':5} {'rclone MiB/s':>12} {'pds MiB/s':>10} {'pds/rclone':>10} {'pds RSS +MiB':>12}")
-    for protocol, direction, r, p, ratio, rss in rows:
-        print(f"{protocol:8} {direction:5} {r:12.1f} {p:10.1f} {ratio:10.2f} {rss:12.1f}")
+    header = f"{'protocol':8} {'dir':5} {'round':>5} {'rclone MiB/s':>12} {'pds MiB/s':>10} {'pds/rclone':>10}"
+    print(f"{header} {'pds RSS +MiB':>12}")
+    for protocol, direction, n, r, p, ratio, rss in rows:
+        print(f"{protocol:8} {direction:5} {n:5} {r:12.1f} {p:10.1f} {ratio:10.2f} {rss:12.1f}")
+    if args.rounds > 1:
+        print("median pds/rclone:", end="")
+        for protocol in args.protocols:
+            for direction in ("up", "down"):
+                ratios = [row[5] for row in rows if row[:2] == (protocol, direction)]
+                print(f"  {protocol} {direction} {statistics.median(ratios):.2f}", end="")
+        print()
 
 
 if __name__ == "__main__":
+    workdir = Path(tempfile.mkdtemp(prefix="pds-bench-transfer-"))
     try:
-        main()
-    finally:  # benchmark files run to gigabytes: never leave them behind
-        for leftover in Path(tempfile.gettempdir()).glob("pds-bench-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        main(workdir)
+    finally:  # benchmark files run to gigabytes: never leave them behind (only this run's: others may be running)
+        shutil.rmtree(workdir, ignore_errors=True)

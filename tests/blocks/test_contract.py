@@ -198,11 +198,14 @@ class BreaksAfter:
         self.read_so_far += len(chunk)
         return chunk
 
+    def close(self):
+        self.inner.close()
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.inner.close()
+        self.close()
 
 
 def test_a_failure_mid_stream_never_leaves_a_partial_file_under_the_final_name(host, store, monkeypatch):
