@@ -232,7 +232,9 @@ def cmd_stac(client: PdsClient, args: argparse.Namespace) -> None:
         )
     elif args.action == "harvest":
         result = client.harvest(args.destination)
-        text = f"{result['items']} items published from {result['destination']}"
+        text = f"{result['items']} items published from {result['destination']}" + "".join(
+            f"\ndata file {f['data_file_id']} not published: {f['reason']}" for f in result["failed"]
+        )
     else:
         result = client.publication(args.destination)
         text = f"{result['destination']} → collection {result['collection']}, item id {result['item_id']!r}"

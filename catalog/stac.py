@@ -19,7 +19,7 @@ import posixpath
 import string
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -296,38 +296,61 @@ def harvest_data_file(
     return put_item(session, item_row(body, publication.collection_id, data_file_id=data_file.id), mode="upsert")
 
 
-def harvest_destination(session: Session, store: DataStore | None, destination: str, *, public_url: str) -> int:
-    """Publish every data file ever queued for the destination (existing items are updated); the count."""
+@dataclass
+class HarvestResult:
+    items: int = 0
+    """Items written (created or updated)."""
+    failed: dict[int, str] = field(default_factory=dict)
+    """Data file id → why it could not be published (e.g. a file the extractor cannot read)."""
+
+
+def _harvest_one(
+    session: Session,
+    store: DataStore | None,
+    data_file: DataFile,
+    destination: str,
+    public_url: str,
+    result: HarvestResult,
+) -> None:
+    # A savepoint per data file: one that cannot be published leaves the others (and the push) intact.
+    try:
+        with session.begin_nested():
+            if harvest_data_file(session, store, data_file, destination, public_url=public_url) is not None:
+                result.items += 1
+    except Exception as exc:  # noqa: BLE001 - an unreadable file or bad metadata: reported, not raised
+        log.warning("data file %s: not published in the STAC inventory for %s: %s", data_file.id, destination, exc)
+        result.failed[data_file.id or 0] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def harvest_destination(
+    session: Session, store: DataStore | None, destination: str, *, public_url: str
+) -> HarvestResult:
+    """Publish every data file ever queued for the destination (existing items are updated)."""
     publication = session.get(StacPublication, destination)
     if publication is None:
         raise NotFound(f"destination {destination!r} is not published (pds stac publish {destination} …)")
     ids = select(DataTransfer.data_file_id).where(DataTransfer.destination_name == destination).distinct()
-    count = 0
     statement = select(DataFile).where(DataFile.id.in_(ids)).order_by(DataFile.id)  # type: ignore[union-attr,arg-type]
-    for data_file in session.exec(statement):
-        if harvest_data_file(session, store, data_file, destination, public_url=public_url) is not None:
-            count += 1
-    return count
+    result = HarvestResult()
+    for data_file in session.exec(statement).all():
+        _harvest_one(session, store, data_file, destination, public_url, result)
+    return result
 
 
-def harvest_stored_data_file(session: Session, store: DataStore | None, data_file_id: int, *, public_url: str) -> int:
+def harvest_stored_data_file(
+    session: Session, store: DataStore | None, data_file_id: int, *, public_url: str
+) -> HarvestResult:
     """After a push: publish the data file for each published destination it was queued to.
 
-    A failure is logged and leaves the push as it is (the item can be harvested again later); the count
-    of items written is returned.
+    A failure is logged and leaves the push as it is (the item can be harvested again later).
     """
+    result = HarvestResult()
     data_file = session.get(DataFile, data_file_id)
     if data_file is None:
-        return 0
+        return result
     destinations = session.exec(
         select(DataTransfer.destination_name).where(DataTransfer.data_file_id == data_file_id).distinct()
     ).all()
-    count = 0
     for destination in destinations:
-        try:
-            with session.begin_nested():
-                if harvest_data_file(session, store, data_file, destination, public_url=public_url) is not None:
-                    count += 1
-        except Exception:  # an unreadable file must not undo a push that already succeeded
-            log.exception("data file %s: could not publish it in the STAC inventory for %s", data_file_id, destination)
-    return count
+        _harvest_one(session, store, data_file, destination, public_url, result)
+    return result

@@ -288,10 +288,11 @@ def read_publication(destination: FromPath[str], state: State) -> dict[str, Any]
 def harvest(destination: FromPath[str], state: State) -> dict[str, Any]:
     """Publish every data file already queued for the destination (items that exist are updated)."""
     with database(state) as session:
-        count = stac.harvest_destination(
+        result = stac.harvest_destination(
             session, state.store, destination, public_url=state.settings.resolved_public_url()
         )
-    return {"destination": destination, "items": count}
+    failed = [{"data_file_id": k, "reason": v} for k, v in result.failed.items()]
+    return {"destination": destination, "items": result.items, "failed": failed}
 
 
 stac_router = Router(

@@ -49,7 +49,7 @@ def test_a_pushed_geotiff_becomes_an_item_with_its_footprint_time_and_proxy_href
     data_file_id, _ = push(engine, store, site, "2026/scene-7.tif", data=geotiff(tmp_path / "scene.tif"))
 
     with session_scope(engine) as session:
-        assert harvest_stored_data_file(session, store, data_file_id, public_url=PUBLIC) == 1
+        assert harvest_stored_data_file(session, store, data_file_id, public_url=PUBLIC).items == 1
     with session_scope(engine) as session:
         item = session.exec(select(StacItem).where(StacItem.id == "scene-7")).one()
         resolved = resolve_asset(session, "scenes", "scene-7", "data")
@@ -97,7 +97,7 @@ def test_metadata_extractor_and_unretrieved_data_files_say_they_are_orderable(en
         session.flush()
         session.add(DataTransfer(data_file_id=data_file.id, destination_name=site, target="an.grib", status="Arriving"))
     with session_scope(engine) as session:
-        assert harvest_destination(session, store, site, public_url=PUBLIC) == 1
+        assert harvest_destination(session, store, site, public_url=PUBLIC).items == 1
     with session_scope(engine) as session:
         item = session.get(StacItem, ("grib", "oper_2026112300"))
         resolved = resolve_asset(session, "grib", "oper_2026112300", "data")
@@ -122,9 +122,9 @@ def test_harvesting_again_updates_items_and_unpublished_destinations_are_refused
         assert session.exec(select(StacItem)).all() == []
         set_publication(session, site, collection_id="files")
     with session_scope(engine) as session:
-        assert harvest_destination(session, store, site, public_url=PUBLIC) == 2
+        assert harvest_destination(session, store, site, public_url=PUBLIC).items == 2
     with session_scope(engine) as session:
-        assert harvest_destination(session, store, site, public_url=PUBLIC) == 2
+        assert harvest_destination(session, store, site, public_url=PUBLIC).items == 2
         ids = sorted((i.id, i.data_file_id) for i in session.exec(select(StacItem)).all())
     assert ids == [("a", first), ("b", second)]
 
@@ -134,7 +134,8 @@ def test_a_file_the_extractor_cannot_read_does_not_undo_the_push(engine, store, 
         set_publication(session, site, collection_id="scenes", extractor="geotiff")
     data_file_id, _ = push(engine, store, site, "broken.tif", data=b"not a tiff")
     with session_scope(engine) as session:
-        assert harvest_stored_data_file(session, store, data_file_id, public_url=PUBLIC) == 0
+        result = harvest_stored_data_file(session, store, data_file_id, public_url=PUBLIC)
+    assert result.items == 0 and "not recognized as being in a supported file format" in result.failed[data_file_id]
     with session_scope(engine) as session:
         assert session.get(DataFile, data_file_id).store_key is not None
         assert session.exec(select(StacItem)).all() == []
