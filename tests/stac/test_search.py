@@ -9,6 +9,8 @@ import httpx
 import pytest
 from pystac_client import Client
 
+from catalog.database import session_scope
+from catalog.users import ensure_user
 from tests.stac.conftest import item
 
 TOTAL = 5000
@@ -163,10 +165,14 @@ def test_unknown_collections_and_items_get_404(stac_server):
     assert httpx.post(f"{base}/search", json={"collections": ["nope"]}).status_code == 404
 
 
-def test_transactions_need_an_administrator_and_keep_items_whole(stac_server):
+def test_transactions_need_an_administrator_and_keep_items_whole(stac_server, engine):
     base = f"{stac_server.url}/stac"
     anonymous = httpx.post(f"{base}/collections", json={"id": "c"})
     assert anonymous.status_code == 401
+    with session_scope(engine) as session:
+        ensure_user(session, "reader", "secret", is_admin=False)
+    refused = httpx.post(f"{base}/collections", json={"id": "c"}, auth=("reader", "secret"))
+    assert refused.status_code == 403 and "not an administrator" in refused.json()["reason"]
     stac_server.create_collection("c")
     assert stac_server.http.post("/stac/collections", json={"id": "c"}).status_code == 409
     one = item("x", 1, 1, "2026-01-01T00:00:00Z")
