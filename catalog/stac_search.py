@@ -260,10 +260,15 @@ def decode_token(token: Any) -> list[Any] | None:
 
 
 def _order(request: SearchRequest) -> list[tuple[Any, bool]]:
-    """The sort keys, then (collection, id) so the order is total and a key names one row."""
+    """The sort keys, then (collection, id) so the order is total and a key names one row.
+
+    The tie-breakers follow the first key's direction: with one direction throughout, the keyset index
+    (datetime, collection_id, id) serves the order read forwards or backwards, and the page boundary is
+    one row-value comparison the database can seek to.
+    """
     keys = request.sortby or [("datetime", True)]
     names = [name for name, _ in keys]
-    keys = keys + [(name, False) for name in ("collection", "id") if name not in names]
+    keys = keys + [(name, keys[0][1]) for name in ("collection", "id") if name not in names]
     return [(COLUMNS[name], desc) for name, desc in keys]
 
 
@@ -276,6 +281,11 @@ def _after(order: list[tuple[Any, bool]], token: list[Any]) -> Any:
         if column.key in ("datetime", "start_at", "end_at"):
             value = parse_instant(value, "token")
         values.append(value)
+    directions = {desc for _, desc in order}
+    if len(directions) == 1:
+        columns = sa.tuple_(*[column for column, _ in order])
+        bound = sa.tuple_(*[sa.literal(v, type_=column.type) for (column, _), v in zip(order, values, strict=True)])
+        return columns < bound if directions.pop() else columns > bound
     condition: Any = None
     for (column, desc), value in reversed(list(zip(order, values, strict=True))):
         beyond = column < value if desc else column > value
