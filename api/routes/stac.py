@@ -88,9 +88,17 @@ def collection_queryables(collection_id: FromPath[str], request: Request[Any, An
 
 
 def _page(
-    session: Session, params: dict[str, Any], *, get: bool, base: str, self_href: str, method: str
+    session: Session,
+    params: dict[str, Any],
+    *,
+    get: bool,
+    base: str,
+    self_href: str,
+    method: str,
+    implied: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    query = SearchRequest.parse(params, get=get)
+    """One page; `implied` parameters (a collection's items) are searched on but not put in next links."""
+    query = SearchRequest.parse(params | (implied or {}), get=get)
     missing = unknown_collections(session, query.collections)
     if missing:
         raise NotFound(f"no collection {', '.join(map(repr, missing))}")
@@ -145,17 +153,13 @@ def list_items(collection_id: FromPath[str], request: Request[Any, Any, Any], st
         inventory.get_collection(session, collection_id)
         page = _page(
             session,
-            params | {"collections": collection_id},
+            params,
             get=True,
             base=base,
             self_href=f"{base}/collections/{collection_id}/items",
             method="GET",
+            implied={"collections": collection_id},
         )
-    for link in page["links"]:  # the next link must not grow a `collections` parameter
-        if link["rel"] == "next":
-            link["href"] = (
-                link["href"].replace(f"collections={collection_id}&", "").replace(f"&collections={collection_id}", "")
-            )
     page["links"] += [
         {"rel": "self", "href": str(request.url), "type": GEOJSON},
         {"rel": "collection", "href": f"{base}/collections/{collection_id}", "type": "application/json"},

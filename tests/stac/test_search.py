@@ -196,3 +196,15 @@ def test_transactions_need_an_administrator_and_keep_items_whole(stac_server, en
     assert httpx.get(f"{base}/collections/c").json()["description"] == "new"
     assert stac_server.http.delete("/stac/collections/c").status_code == 204
     assert httpx.get(f"{base}/collections/c").status_code == 404
+
+
+def test_a_collections_items_page_through_next_links(stac_server):
+    stac_server.create_collection("c")
+    stac_server.create_items("c", [item(f"i{n}", n, n, f"2026-01-0{n + 1}T00:00:00Z") for n in range(5)])
+    url, seen = f"{stac_server.url}/stac/collections/c/items?limit=2", []
+    while url:
+        page = httpx.get(url).json()
+        seen += [f["id"] for f in page["features"]]
+        url = next((link["href"] for link in page["links"] if link["rel"] == "next"), None)
+        assert url is None or "collections=" not in url
+    assert seen == ["i4", "i3", "i2", "i1", "i0"]
