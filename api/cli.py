@@ -218,6 +218,29 @@ def cmd_host(client: PdsClient, args: argparse.Namespace) -> None:
     _print(args, result, text)
 
 
+def cmd_stac(client: PdsClient, args: argparse.Namespace) -> None:
+    if args.action == "publish":
+        if not args.collection:
+            raise PdsError("stac publish needs --collection")
+        enabled = None if args.enable is None else args.enable == "yes"
+        result = client.publish(
+            args.destination, args.collection, item_id=args.item_id, extractor=args.extractor, enabled=enabled
+        )
+        text = (
+            f"{result['destination']} → collection {result['collection']}, item id {result['item_id']!r}, "
+            f"extractor {result['extractor']}{'' if result['enabled'] else ' (disabled)'}"
+        )
+    elif args.action == "harvest":
+        result = client.harvest(args.destination)
+        text = f"{result['items']} items published from {result['destination']}" + "".join(
+            f"\ndata file {f['data_file_id']} not published: {f['reason']}" for f in result["failed"]
+        )
+    else:
+        result = client.publication(args.destination)
+        text = f"{result['destination']} → collection {result['collection']}, item id {result['item_id']!r}"
+    _print(args, result, text)
+
+
 def cmd_token(client: PdsClient, args: argparse.Namespace) -> None:
     token = client.new_token()
     _print(args, {"token": token}, token)
@@ -295,6 +318,14 @@ def parser() -> argparse.ArgumentParser:
     host.add_argument("--destination", help="attach the new host to this destination")
     host.add_argument("--rank", type=int, help="0 makes it the primary host")
 
+    stac = sub.add_parser("stac", help="publish a destination's data files in the STAC inventory")
+    stac.add_argument("action", choices=["publish", "harvest", "show"])
+    stac.add_argument("destination")
+    stac.add_argument("--collection", help="publish: the collection id (created when missing)")
+    stac.add_argument("--item-id", help="publish: item id template ($stem, $name, $data_file_id, $meta_KEY, …)")
+    stac.add_argument("--extractor", help="publish: metadata (default) or geotiff")
+    stac.add_argument("--enable", choices=["yes", "no"], help="publish: turn publishing on or off")
+
     sub.add_parser("token", help="create an API token for the current user")
     return p
 
@@ -306,6 +337,7 @@ COMMANDS = {
     "transfer": cmd_transfer,
     "host": cmd_host,
     "token": cmd_token,
+    "stac": cmd_stac,
 }
 
 

@@ -207,5 +207,20 @@ class PdsClient:
         )
         return result
 
+    def publish(self, destination: str, collection: str, **fields: Any) -> dict[str, Any]:
+        """Publish a destination's data files as STAC Items of `collection` (item_id, extractor, enabled)."""
+        body = {"collection": collection} | {k: v for k, v in fields.items() if v is not None}
+        result: dict[str, Any] = self._request("PUT", f"/stac/publications/{destination}", json=body)
+        return result
+
+    def publication(self, destination: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/stac/publications/{destination}")
+        return result
+
+    def harvest(self, destination: str) -> dict[str, Any]:
+        """Publish every data file already queued for a published destination."""
+        result: dict[str, Any] = self._request("POST", f"/stac/publications/{destination}/harvest")
+        return result
+
     def new_token(self) -> str:
         return str(self._request("POST", "/tokens")["token"])

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     api_url: str = ""
     """Base URL clients (the `pds` command, notebooks) use; empty means http://api_host:api_port."""
 
+    public_url: str = ""
+    """Base URL the outside world reaches the API at, written into STAC links and asset hrefs
+    (`{public_url}/proxy/...`); empty means the API's own address (`api_url`)."""
+
     prefect_port: int = 4200
     """Port of the local Prefect server that `pds up` starts."""
 
@@ -90,3 +94,6 @@ class Settings(BaseSettings):
 
     def resolved_api_url(self) -> str:
         return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    def resolved_public_url(self) -> str:
+        return (self.public_url or self.resolved_api_url()).rstrip("/")

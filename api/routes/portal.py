@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from api.auth import Caller
 from catalog.database import session_scope
 from catalog.errors import InvalidInput
+from catalog.stac import harvest_stored_data_file
 from catalog.store import DataStore
 from catalog.submission import PushRequest, abort_push, begin_push, finish_push
 
@@ -134,6 +135,12 @@ async def push(
             return [QueuedTransfer(id=t.id or 0, destination=t.destination_name, status=t.status) for t in queued]
 
     transfers = await anyio.to_thread.run_sync(finish)
+
+    def publish() -> None:
+        with session_scope(engine) as session:
+            harvest_stored_data_file(session, store, data_file_id, public_url=state.settings.resolved_public_url())
+
+    await anyio.to_thread.run_sync(publish)
     return PushResult(
         data_file_id=data_file_id,
         target=push_request.target,

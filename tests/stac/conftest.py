@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+
+from api.app import create_app
+from tests.servers._common import free_port
+
+ADMIN = {"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode()}
+
+
+@dataclass
+class StacServer:
+    url: str
+    """The API's base URL; the STAC landing page is at `{url}/stac/`."""
+    http: httpx.Client
+    """A client with the administrator's credentials."""
+
+    def create_collection(self, collection_id: str, **fields: object) -> None:
+        response = self.http.post("/stac/collections", json={"id": collection_id, **fields})
+        assert response.status_code == 201, response.text
+
+    def create_items(self, collection_id: str, items: list[dict]) -> None:
+        for start in range(0, len(items), 500):
+            batch = {"type": "FeatureCollection", "features": items[start : start + 500]}
+            response = self.http.post(f"/stac/collections/{collection_id}/items", json=batch)
+            assert response.status_code == 201, response.text
+
+
+@pytest.fixture
+def stac_server(engine, store, settings):
+    """The API served by uvicorn on a free port (SQLite and PostgreSQL), in a thread of this process."""
+    port = free_port()
+    app = create_app(settings, engine=engine, store=store)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        assert thread.is_alive(), "uvicorn stopped while starting"
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=url, headers=ADMIN, timeout=60) as http:
+        yield StacServer(url, http)
+    server.should_exit = True
+    thread.join(10)
+
+
+def item(item_id: str, x: float, y: float, when: str, assets: dict | None = None, **properties: object) -> dict:
+    """A small item: a 1°×1° square at (x, y)."""
+    return {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "id": item_id,
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[x, y], [x + 1, y], [x + 1, y + 1], [x, y + 1], [x, y]]],
+        },
+        "bbox": [x, y, x + 1, y + 1],
+        "properties": {"datetime": when, **properties},
+        "assets": assets or {},
+        "links": [],
+    }
