@@ -10,6 +10,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api.auth import AuthenticationMiddleware
 from api.errors import EXCEPTION_HANDLERS
+from api.routes.acquisition import acquisition_router
 from api.routes.config import destinations_router, hosts_router
 from api.routes.health import health
 from api.routes.portal import portal_router
@@ -40,7 +41,16 @@ def create_app(
             ensure_user(session, settings.admin_user, settings.admin_password.get_secret_value(), is_admin=True)
 
     return Litestar(
-        route_handlers=[health, me, create_token, destinations_router, hosts_router, transfers_router, portal_router],
+        route_handlers=[
+            health,
+            me,
+            create_token,
+            destinations_router,
+            hosts_router,
+            transfers_router,
+            portal_router,
+            acquisition_router,
+        ],
         state=State({"engine": engine, "store": store, "settings": settings}),
         middleware=[DefineMiddleware(AuthenticationMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

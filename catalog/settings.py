@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     empty: no notifications."""
     wis2_centre_id: str = "pds"
     """Centre id in the metadata id (`urn:wmo:md:<centre>:<destination>`) of WIS2 notifications."""
+    retriever_name: str = "retriever-1"
+    """Name a retriever claims registered files under; restarts under the same name fetch its
+    interrupted files again."""
+    retrieval_per_host: int = 4
+    """Fetches at once from one source host unless the host's `max_connections` option says otherwise."""
+    retrieval_parallel: int = 8
+    """Fetches a retriever runs at once over all source hosts."""
+    acquisition_poll_seconds: float = 0.5
+    """How often the retriever and the acquisition scheduler look for work."""
     chunk_size: int = 4 * 1024 * 1024
     """Bytes read and written at a time when streaming data files."""
 

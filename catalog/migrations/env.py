@@ -5,7 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import catalog.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import catalog.acquisition  # noqa: F401  (registers the tables on SQLModel.metadata)
+import catalog.models  # noqa: F401
 
 target_metadata = SQLModel.metadata
 engine = context.config.attributes["engine"]
