@@ -80,6 +80,10 @@ class ListingRuleBase(SQLModel):
     """Fetched files wait in StandBy instead of being queued."""
     priority: int = Field(default=99, ge=0, le=99)
     lifetime_seconds: int | None = Field(default=None, ge=1)
+    listing_format: str = Field(default="", max_length=8)
+    """How the source lists its files: empty for the protocol's own listing; on an HTTP(S) host
+    `html` (the directory's index page), `json` or `csv` (a file list; `directory` names the
+    document) or `stac` (a static STAC catalog; `directory` names its catalog.json)."""
     active: bool = True
 
 
@@ -144,6 +148,10 @@ class Discovered(SQLModel, table=True):
     modified: datetime | None = _time()
 
 
+#: "" is the protocol's own listing; the others are documents on an HTTP(S) host.
+LISTING_FORMATS = ("", "html", "json", "csv", "stac")
+
+
 # --- Date templates ----------------------------------------------------------------------------
 
 _DATE = re.compile(r"\$date(?:\{([^}]*)\})?")
@@ -182,6 +190,10 @@ def check_rule(rule: ListingRuleBase) -> None:
         raise InvalidInput("min_size is larger than max_size")
     if rule.target_prefix:
         clean_target(rule.target_prefix)
+    if rule.listing_format not in LISTING_FORMATS:
+        raise InvalidInput(
+            f"unknown listing format {rule.listing_format!r}; use one of {', '.join(f for f in LISTING_FORMATS if f)}"
+        )
 
 
 def acquisition_host(session: Session, name: str) -> Host:

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from prefect import task
 
 from blocks.base import HostBlock
-from blocks.listing import iter_entries
+from blocks.indexes import document_entries
+from blocks.listing import Entry, iter_entries
 from blocks.registry import block_for
 from catalog.acquisition import Listed, ListingRule, keeps, register_listed, render_dates, target_for
 from catalog.database import session_scope
@@ -42,22 +43,32 @@ def listing_root(block: HostBlock, host: Host, rule: ListingRule, now: datetime)
     return block.join(render_dates(host.directory, now), render_dates(rule.directory, now))
 
 
-def walk(block: HostBlock, fs: fsspec.AbstractFileSystem, root: str, max_depth: int) -> Iterator[tuple[str, Listed]]:
+def _entries(block: HostBlock, fs: fsspec.AbstractFileSystem, path: str, listing_format: str) -> Iterator[Entry]:
+    if not listing_format:
+        return iter_entries(block, fs, path)
+    return document_entries(fs, path, listing_format)
+
+
+def walk(
+    block: HostBlock, fs: fsspec.AbstractFileSystem, root: str, max_depth: int, listing_format: str = ""
+) -> Iterator[tuple[str, Listed]]:
     """(name, entry) for every file under `root` down to `max_depth` levels; target is the path
-    relative to `root`."""
+    relative to `root` (for a listing document: relative to the document's directory)."""
     pending = [(root, 0)]
-    prefix = root.rstrip("/") + "/" if root.strip("/") else root
+    base = posixpath.dirname(root.rstrip("/")) if listing_format in ("json", "csv", "stac") else root
+    prefix = base.rstrip("/") + "/" if base.strip("/") else base
     while pending:
         directory, depth = pending.pop(0)
         below: list[str] = []
-        for entry in iter_entries(block, fs, directory):
+        for entry in _entries(block, fs, directory, listing_format):
             if entry.is_directory:
                 if depth < max_depth:
                     below.append(entry.path)
                 continue
             relative = entry.path[len(prefix) :] if entry.path.startswith(prefix) else entry.name
             yield entry.name, Listed(entry.path, relative.lstrip("/"), entry.size, entry.modified)
-        pending.extend((d, depth + 1) for d in below)
+        if listing_format in ("", "html"):
+            pending.extend((d, depth + 1) for d in below)
 
 
 def discover_rule(
@@ -78,7 +89,7 @@ def discover_rule(
         page.clear()
         return count
 
-    for name, entry in walk(block, fs, root, rule.max_depth):
+    for name, entry in walk(block, fs, root, rule.max_depth, rule.listing_format):
         listed += 1
         if not keeps(rule, name, entry.size, entry.modified, now):
             continue

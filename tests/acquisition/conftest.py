@@ -18,7 +18,7 @@ from catalog.models import DestinationCreate, Host, HostCreate, HostKind
 from tasks import runtime as runtime_module
 from tests.conftest import database_url
 
-PROTOCOLS = frozenset({"file", "sftp", "ftp", "s3"})
+PROTOCOLS = frozenset({"file", "sftp", "ftp", "s3", "http", "https"})
 
 
 @dataclass

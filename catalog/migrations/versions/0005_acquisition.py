@@ -2,7 +2,7 @@
 
 Revision ID: 0005
 Revises: 0003
-Create Date: 2026-11-23 13:27:33.074673
+Create Date: 2026-11-23 13:57:57.341647
 """
 
 from collections.abc import Sequence
@@ -60,6 +60,7 @@ def upgrade() -> None:
     sa.Column('standby', sa.Boolean(), nullable=False),
     sa.Column('priority', sa.Integer(), nullable=False),
     sa.Column('lifetime_seconds', sa.Integer(), nullable=True),
+    sa.Column('listing_format', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('host_name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
