@@ -83,7 +83,8 @@ class ListingRuleBase(SQLModel):
     listing_format: str = Field(default="", max_length=8)
     """How the source lists its files: empty for the protocol's own listing; on an HTTP(S) host
     `html` (the directory's index page), `json` or `csv` (a file list; `directory` names the
-    document) or `stac` (a static STAC catalog; `directory` names its catalog.json)."""
+    document) or `stac` (a static STAC catalog; `directory` names its catalog.json); `mqtt` subscribes to the topic
+    in `directory` on the broker of the host's `mqtt_url` option, each message naming a file."""
     active: bool = True
 
 
@@ -149,7 +150,7 @@ class Discovered(SQLModel, table=True):
 
 
 #: "" is the protocol's own listing; the others are documents on an HTTP(S) host.
-LISTING_FORMATS = ("", "html", "json", "csv", "stac")
+LISTING_FORMATS = ("", "html", "json", "csv", "stac", "mqtt")
 
 
 # --- Date templates ----------------------------------------------------------------------------
@@ -185,7 +186,8 @@ def check_rule(rule: ListingRuleBase) -> None:
             re.compile(rule.pattern)
         except re.error as exc:
             raise InvalidInput(f"the name pattern {rule.pattern!r} is not a regular expression: {exc}") from None
-    render_dates(rule.directory, utcnow())
+    if rule.listing_format != "mqtt":
+        render_dates(rule.directory, utcnow())
     if rule.min_size is not None and rule.max_size is not None and rule.min_size > rule.max_size:
         raise InvalidInput("min_size is larger than max_size")
     if rule.target_prefix:

@@ -76,6 +76,8 @@ def discover_rule(
 ) -> RuleOutcome:
     """One rule's listing, filtered and registered page by page."""
     assert rule.id is not None
+    if rule.listing_format == "mqtt":
+        return RuleOutcome(rule.id, rule.directory, 0, 0)  # discovered by its subscription, not by listing
     now = now or utcnow()
     block = block_for(host)
     fs = block.filesystem()
