@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     """Fetches a retriever runs at once over all source hosts."""
     acquisition_poll_seconds: float = 0.5
     """How often the retriever and the acquisition scheduler look for work."""
+    data_retention_seconds: float = 7 * 86400.0
+    """The purge removes a data file this long after the last thing that happened to it, once
+    every transfer of it is Done, Failed or Stopped."""
     chunk_size: int = 4 * 1024 * 1024
     """Bytes read and written at a time when streaming data files."""
 
