@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,6 +84,10 @@ class Settings(BaseSettings):
     """Fetches a retriever runs at once over all source hosts."""
     acquisition_poll_seconds: float = 0.5
     """How often the retriever and the acquisition scheduler look for work."""
+    replicas: list[dict[str, Any]] = Field(default_factory=list)
+    """Replica store locations: every data file is copied to each and verified by MD5; reads fall
+    back to them when the primary object is missing. JSON, e.g. `[{"url": "/mnt/replica"},
+    {"url": "s3://bucket/pds", "options": {"endpoint_url": "…", "key": "…", "secret": "…"}}]`."""
     data_retention_seconds: float = 7 * 86400.0
     """The purge removes a data file this long after the last thing that happened to it, once
     every transfer of it is Done, Failed or Stopped."""

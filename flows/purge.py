@@ -18,16 +18,19 @@ from tasks.runtime import runtime
 
 @task(name="purge batch")
 def purge_batch(retention_seconds: float, now: datetime | None, limit: int) -> dict[str, int]:
-    """One batch: the rows in one transaction, then the objects from the store."""
+    """One batch: the rows in one transaction, then the objects from the store and its replicas."""
     rt = runtime()
     with session_scope(rt.engine) as session:
         expired = expired_data_files(session, timedelta(seconds=retention_seconds), now=now, limit=limit)
         transfers = remove_data_files(session, [e.data_file_id for e in expired])
     objects = 0
     for item in expired:
-        if item.store_key and rt.store.exists(item.store_key):
-            rt.store.delete(item.store_key)
-            objects += 1
+        if not item.store_key:
+            continue  # registered, never retrieved
+        for location in (rt.store, *rt.store.replicas):
+            if location.exists(item.store_key):
+                location.delete(item.store_key)
+                objects += 1
     return {"data_files": len(expired), "transfers": transfers, "objects": objects}
 
 

@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 
 import catalog.acquisition  # noqa: F401  (registers the tables on SQLModel.metadata)
 import catalog.models  # noqa: F401
+import catalog.replication  # noqa: F401
 
 target_metadata = SQLModel.metadata
 engine = context.config.attributes["engine"]

@@ -1,8 +1,8 @@
-"""acquisition
+"""acquisition, replication
 
 Revision ID: 0005
 Revises: 0003
-Create Date: 2026-11-23 13:57:57.341647
+Create Date: 2026-11-23 14:07:52.687382
 """
 
 from collections.abc import Sequence
@@ -73,6 +73,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_listing_rule_destination_name'), ['destination_name'], unique=False)
         batch_op.create_index(batch_op.f('ix_listing_rule_host_name'), ['host_name'], unique=False)
 
+    op.create_table('replica',
+    sa.Column('data_file_id', sa.Integer(), nullable=False),
+    sa.Column('location', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('md5', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('replicated_at', catalog.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['data_file_id'], ['data_file.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('data_file_id', 'location')
+    )
     op.create_table('source_file',
     sa.Column('data_file_id', sa.Integer(), nullable=False),
     sa.Column('host_name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
@@ -104,6 +112,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_source_file_group_name'))
 
     op.drop_table('source_file')
+    op.drop_table('replica')
     with op.batch_alter_table('listing_rule', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_listing_rule_host_name'))
         batch_op.drop_index(batch_op.f('ix_listing_rule_destination_name'))
