@@ -10,6 +10,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api.auth import AuthenticationMiddleware
 from api.errors import EXCEPTION_HANDLERS
+from api.routes.acquisition import acquisition_router
 from api.routes.config import destinations_router, hosts_router
 from api.routes.health import health
 from api.routes.portal import portal_router
@@ -50,6 +51,7 @@ def create_app(
             transfers_router,
             portal_router,
             stac_router,
+            acquisition_router,
         ],
         state=State({"engine": engine, "store": store, "settings": settings}),
         middleware=[DefineMiddleware(AuthenticationMiddleware)],

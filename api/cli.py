@@ -241,6 +241,88 @@ def cmd_stac(client: PdsClient, args: argparse.Namespace) -> None:
     _print(args, result, text)
 
 
+def cmd_acquisition(client: PdsClient, args: argparse.Namespace) -> None:
+    host = args.host
+    if args.action == "rule":
+        if not args.destination:
+            raise PdsError("acquisition rule needs --destination")
+        rule = {
+            "directory": args.directory,
+            "pattern": args.pattern,
+            "wildcard": args.wildcard,
+            "min_size": args.min_size,
+            "max_size": args.max_size,
+            "min_age_seconds": args.min_age,
+            "max_age_seconds": args.max_age,
+            "max_depth": args.depth,
+            "target_prefix": args.target_prefix,
+            "priority": args.priority,
+            "lifetime_seconds": args.lifetime,
+        }
+        for flag in ("dedupe_by_time", "no_retrieval", "requeue_on_failure", "standby"):
+            if getattr(args, flag):
+                rule[flag] = True
+        if args.no_requeue_on_update:
+            rule["requeue_on_update"] = False
+        result = client.add_listing_rule(host, args.destination, **rule)
+        text = f"rule added to {host}: {len(result['rules'])} rule(s)"
+    elif args.action == "schedule":
+        if args.every is None:
+            raise PdsError("acquisition schedule needs --every SECONDS (0: only when run by hand)")
+        result = client.set_discovery_interval(host, args.every)
+        text = f"{host} discovered every {args.every} s" if args.every else f"{host} discovered only when run"
+    elif args.action == "run":
+        result = client.discover_now(host)
+        text = f"discovery of {host} requested"
+    else:
+        result = client.acquisition(host)
+        state = result["schedule"]
+        lines = [
+            f"{host}: every {state['interval_seconds']} s, next {state['next_run_at']}, "
+            f"last registered {state['last_registered']}"
+            + (f", error: {state['last_error']}" if state["last_error"] else "")
+        ]
+        for r in result["rules"]:
+            which = r["pattern"] or r["wildcard"] or "*"
+            lines.append(f"  rule {r['id']} -> {r['destination_name']}: {r['directory'] or '.'} {which}")
+        text = "\n".join(lines)
+    _print(args, result, text)
+
+
+def _group_progress(state: dict[str, Any]) -> None:
+    if not sys.stderr.isatty():
+        return
+    width, total = 30, state["total"] or 1
+    done = int(width * (state["retrieved"] + state["failed"]) / total)
+    sys.stderr.write(
+        f"\r[{'#' * done}{'.' * (width - done)}] {state['retrieved']}/{state['total']} retrieved"
+        + (f", {state['failed']} failed" if state["failed"] else "")
+    )
+    if state["complete"]:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def cmd_register(client: PdsClient, args: argparse.Namespace) -> None:
+    files: list[dict[str, Any]] = []
+    for item in args.files:
+        path, sep, target = item.partition("=")
+        files.append({"path": path, "target": target} if sep else {"path": path})
+    options: dict[str, Any] = {"standby": args.standby, "requeue_on_failure": args.requeue_on_failure}
+    if args.priority is not None:
+        options["priority"] = args.priority
+    result = client.register(args.destination, args.host, args.group, files, **options)
+    _print(args, result, "\n".join(str(i) for i in result["data_file_ids"]))
+
+
+def cmd_wait(client: PdsClient, args: argparse.Namespace) -> None:
+    state = client.wait_for_group(args.group, timeout=args.timeout, progress=None if args.json else _group_progress)
+    text = f"group {args.group}: {state['retrieved']} of {state['total']} retrieved, {state['failed']} failed"
+    _print(args, state, text)
+    if state["failed"]:
+        raise PdsError(f"{state['failed']} file(s) of group {args.group} failed to be retrieved")
+
+
 def cmd_token(client: PdsClient, args: argparse.Namespace) -> None:
     token = client.new_token()
     _print(args, {"token": token}, token)
@@ -325,6 +407,40 @@ def parser() -> argparse.ArgumentParser:
     stac.add_argument("--item-id", help="publish: item id template ($stem, $name, $data_file_id, $meta_KEY, …)")
     stac.add_argument("--extractor", help="publish: metadata (default) or geotiff")
     stac.add_argument("--enable", choices=["yes", "no"], help="publish: turn publishing on or off")
+    acq = sub.add_parser("acquisition", help="listing rules, discovery schedule and 'run now' of an acquisition host")
+    acq.add_argument("action", choices=["show", "rule", "schedule", "run"])
+    acq.add_argument("host")
+    acq.add_argument("--destination", "-d", help="rule: the destination the files are registered to")
+    acq.add_argument("--directory", default="", help="rule: directory to list; $date{%%Y%%m%%d,-1d} is yesterday")
+    acq.add_argument("--pattern", help="rule: regular expression on the file name")
+    acq.add_argument("--wildcard", help="rule: shell wildcard on the file name")
+    acq.add_argument("--min-size", type=int)
+    acq.add_argument("--max-size", type=int)
+    acq.add_argument("--min-age", type=int, help="rule: seconds since the last modification, at least")
+    acq.add_argument("--max-age", type=int, help="rule: seconds since the last modification, at most")
+    acq.add_argument("--depth", type=int, default=0, help="rule: sub-directory levels to descend into")
+    acq.add_argument("--target-prefix", default="", help="rule: prepended to the relative path")
+    acq.add_argument("--priority", type=int)
+    acq.add_argument("--lifetime", type=int)
+    acq.add_argument("--dedupe-by-time", action="store_true", help="rule: a new modification time is a new file")
+    acq.add_argument("--no-requeue-on-update", action="store_true", help="rule: ignore size/time changes")
+    acq.add_argument("--no-retrieval", action="store_true", help="rule: register only; fetched on first use")
+    acq.add_argument("--requeue-on-failure", action="store_true", help="rule: a failed retrieval is retried")
+    acq.add_argument("--standby", action="store_true", help="rule: fetched files wait in StandBy")
+    acq.add_argument("--every", type=int, help="schedule: seconds between discovery passes (0: by hand only)")
+
+    reg = sub.add_parser("register", help="register files for the movers to fetch from a source host (async)")
+    reg.add_argument("files", nargs="+", metavar="PATH[=TARGET]", help="path on the source host")
+    reg.add_argument("--destination", "-d", required=True)
+    reg.add_argument("--host", required=True, help="the source host")
+    reg.add_argument("--group", "-g", required=True, help="group name, for pds wait")
+    reg.add_argument("--priority", "-p", type=int)
+    reg.add_argument("--standby", action="store_true")
+    reg.add_argument("--requeue-on-failure", action="store_true")
+
+    wait = sub.add_parser("wait", help="return when every file of a group is retrieved")
+    wait.add_argument("group")
+    wait.add_argument("--timeout", type=float, default=3600)
 
     sub.add_parser("token", help="create an API token for the current user")
     return p
@@ -338,6 +454,9 @@ COMMANDS = {
     "host": cmd_host,
     "token": cmd_token,
     "stac": cmd_stac,
+    "acquisition": cmd_acquisition,
+    "register": cmd_register,
+    "wait": cmd_wait,
 }
 
 

@@ -222,5 +222,63 @@ class PdsClient:
         result: dict[str, Any] = self._request("POST", f"/stac/publications/{destination}/harvest")
         return result
 
+    # --- acquisition ---
+
+    def acquisition(self, host: str) -> dict[str, Any]:
+        """An acquisition host's listing rules, discovery schedule and last pass."""
+        result: dict[str, Any] = self._request("GET", f"/acquisition/{quote(host, safe='')}")
+        return result
+
+    def add_listing_rule(self, host: str, destination: str, **rule: Any) -> dict[str, Any]:
+        """rule: directory, pattern, wildcard, min_size, max_size, min_age_seconds, max_age_seconds,
+        max_depth, target_prefix, dedupe_by_time, requeue_on_update, no_retrieval, requeue_on_failure,
+        standby, priority, lifetime_seconds."""
+        body = {"destination": destination, **{k: v for k, v in rule.items() if v is not None}}
+        result: dict[str, Any] = self._request("POST", f"/acquisition/{quote(host, safe='')}/rules", json=body)
+        return result
+
+    def set_discovery_interval(self, host: str, seconds: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "PATCH", f"/acquisition/{quote(host, safe='')}/schedule", json={"interval_seconds": seconds}
+        )
+        return result
+
+    def discover_now(self, host: str) -> dict[str, Any]:
+        """Ask for a discovery pass of `host` now (the acquisition scheduler starts it)."""
+        result: dict[str, Any] = self._request("POST", f"/acquisition/{quote(host, safe='')}/run")
+        return result
+
+    def register(
+        self, destination: str, host: str, group: str, files: list[dict[str, Any]], **options: Any
+    ) -> dict[str, Any]:
+        """Register files ({"path", "target", "size"}) for the movers to fetch from `host`; returns
+        at once with their data file ids. options: priority, standby, requeue_on_failure."""
+        body = {"destination": destination, "host": host, "group": group, "files": files, **options}
+        result: dict[str, Any] = self._request("POST", "/register", json=body)
+        return result
+
+    def group(self, group: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/groups/{quote(group, safe='')}")
+        return result
+
+    def wait_for_group(
+        self,
+        group: str,
+        timeout: float = 3600,
+        poll: float = 0.5,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Wait until no file of the group waits for retrieval; return the group's progress."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.group(group)
+            if progress:
+                progress(state)
+            if state["complete"]:
+                return state
+            if time.monotonic() > deadline:
+                raise ApiError(f"group {group} not retrieved after {timeout} s: {state['waiting']} file(s) waiting")
+            time.sleep(poll)
+
     def new_token(self) -> str:
         return str(self._request("POST", "/tokens")["token"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,6 +79,22 @@ class Settings(BaseSettings):
     empty: no notifications."""
     wis2_centre_id: str = "pds"
     """Centre id in the metadata id (`urn:wmo:md:<centre>:<destination>`) of WIS2 notifications."""
+    retriever_name: str = "retriever-1"
+    """Name a retriever claims registered files under; restarts under the same name fetch its
+    interrupted files again."""
+    retrieval_per_host: int = 4
+    """Fetches at once from one source host unless the host's `max_connections` option says otherwise."""
+    retrieval_parallel: int = 8
+    """Fetches a retriever runs at once over all source hosts."""
+    acquisition_poll_seconds: float = 0.5
+    """How often the retriever and the acquisition scheduler look for work."""
+    replicas: list[dict[str, Any]] = Field(default_factory=list)
+    """Replica store locations: every data file is copied to each and verified by MD5; reads fall
+    back to them when the primary object is missing. JSON, e.g. `[{"url": "/mnt/replica"},
+    {"url": "s3://bucket/pds", "options": {"endpoint_url": "…", "key": "…", "secret": "…"}}]`."""
+    data_retention_seconds: float = 7 * 86400.0
+    """The purge removes a data file this long after the last thing that happened to it, once
+    every transfer of it is Done, Failed or Stopped."""
     chunk_size: int = 4 * 1024 * 1024
     """Bytes read and written at a time when streaming data files."""
 

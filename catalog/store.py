@@ -121,6 +121,9 @@ class DataStore:
         self.fs = fs
         self.root = root.rstrip("/")
         self.chunk_size = chunk_size
+        self.replicas: list[DataStore] = []
+        """Other locations holding copies of the objects; `open` reads from them when an object is
+        missing here."""
         if not self.fs.exists(self.root):
             self.fs.makedirs(self.root, exist_ok=True)
 
@@ -156,8 +159,19 @@ class DataStore:
         return self.put_stream(iter(lambda: file.read(self.chunk_size), b""), key)
 
     def open(self, key: str) -> IO[bytes]:
-        f: IO[bytes] = self.fs.open(self._path(key), "rb", block_size=self.chunk_size)
+        try:
+            f: IO[bytes] = self.fs.open(self._path(key), "rb", block_size=self.chunk_size)
+        except FileNotFoundError:
+            for replica in self.replicas:
+                if replica.exists(key):
+                    return replica.open(key)
+            raise
         return f
+
+    def location(self) -> str:
+        """Where the objects are, for event lines (no credentials)."""
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return self.root if protocol in ("file", "local") else f"{protocol}://{self.root}"
 
     def iter_chunks(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         """Stream an object's bytes, optionally a range, without holding more than one chunk."""

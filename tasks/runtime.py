@@ -23,8 +23,9 @@ class Runtime:
 def runtime() -> Runtime:
     """Built once per process from `PDS_*` settings (a mover process lives for hours)."""
     settings = Settings()
-    return Runtime(
-        settings=settings,
-        engine=make_engine(settings.resolved_database_url()),
-        store=DataStore.from_url(settings.resolved_store_url(), chunk_size=settings.chunk_size),
-    )
+    store = DataStore.from_url(settings.resolved_store_url(), chunk_size=settings.chunk_size)
+    store.replicas = [
+        DataStore.from_url(r["url"], chunk_size=settings.chunk_size, **(r.get("options") or {}))
+        for r in settings.replicas
+    ]
+    return Runtime(settings=settings, engine=make_engine(settings.resolved_database_url()), store=store)

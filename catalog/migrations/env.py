@@ -5,8 +5,11 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import catalog.inventory  # noqa: F401  (the STAC inventory's tables)
-import catalog.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+# Importing the modules registers their tables on SQLModel.metadata.
+import catalog.acquisition  # noqa: F401
+import catalog.inventory  # noqa: F401
+import catalog.models  # noqa: F401
+import catalog.replication  # noqa: F401
 
 target_metadata = SQLModel.metadata
 engine = context.config.attributes["engine"]

@@ -1,0 +1,182 @@
+"""Listings that a provider publishes as documents on an HTTP(S) host: an HTML directory index, a
+JSON or CSV file list, a static STAC catalog. Each yields `listing.Entry`s whose paths are relative
+to the host's base URL, so the host's own filesystem fetches them like any other file.
+
+Links to another server than the host are skipped (the retrieval could not reach them with the
+host's credentials). A CSV listing is read a line at a time; an HTML index and a JSON listing are
+read whole (a document, not a paged listing); a STAC catalog is walked one catalog or item at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import posixpath
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
+
+import httpx
+import pystac
+from pystac.stac_io import DefaultStacIO
+
+from blocks.listing import Entry, _utc
+
+FORMATS = ("html", "json", "csv", "stac")
+
+#: nginx and Apache autoindex text after a link: "23-Nov-2026 13:00    1234" (size "-" for directories).
+_INDEX_DETAILS = re.compile(r"(\d{1,2}-\w{3}-\d{4} \d{2}:\d{2}(?::\d{2})?)\s+(\d+|-)")
+
+
+def _client(fs: Any) -> httpx.Client:
+    client = getattr(fs, "client", None)
+    if not isinstance(client, httpx.Client):
+        raise ValueError("documents listings (html, json, csv, stac) need an http or https acquisition host")
+    return client
+
+
+def _site_path(fs: Any, url: str) -> str | None:
+    """`url` as a path relative to the host's base URL, or None when it is on another server."""
+    base = fs.base_url.rstrip("/") + "/"
+    if not url.startswith(base):
+        return None
+    return "/" + unquote(urlsplit(url[len(base) :]).path).lstrip("/")
+
+
+def _get(fs: Any, path: str, *, collection: bool = False) -> httpx.Response:
+    response = _client(fs).get(fs.url(path, collection))
+    if response.status_code == 404:
+        raise FileNotFoundError(f"{fs.url(path)}: 404 Not Found")
+    response.raise_for_status()
+    return response
+
+
+class _Anchors(HTMLParser):
+    """(href, the text after the link up to the next tag) of every <a> in a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, list[str]]] = []
+        self._after_link = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._after_link = False
+        href = dict(attrs).get("href") if tag == "a" else None
+        if href:
+            self.links.append((href, []))
+
+    def handle_endtag(self, tag: str) -> None:
+        self._after_link = tag == "a" and bool(self.links)
+
+    def handle_data(self, data: str) -> None:
+        if self._after_link:
+            self.links[-1][1].append(data)
+
+
+def html_index(fs: Any, directory: str) -> Iterator[Entry]:
+    """The links of a directory's index page; sizes and times where the index shows them."""
+    page_url = fs.url(directory, collection=True)
+    parser = _Anchors()
+    parser.feed(_get(fs, directory, collection=True).text)
+    for href, texts in parser.links:
+        after = "".join(texts)
+        if href.startswith(("?", "#", "mailto:")) or href in ("../", "./", "/"):
+            continue
+        url = urljoin(page_url, href)
+        path = _site_path(fs, url)
+        if path is None or not path.startswith("/" + directory.strip("/")) or url.rstrip("/") == page_url.rstrip("/"):
+            continue  # another server, or outside (above) the listed directory
+        is_directory = href.endswith("/")
+        size = modified = None
+        details = _INDEX_DETAILS.search(after)
+        if details:
+            modified = datetime.strptime(details.group(1)[:17], "%d-%b-%Y %H:%M").replace(tzinfo=UTC)
+            size = None if details.group(2) == "-" else int(details.group(2))
+        path = path.rstrip("/")
+        yield Entry(path, posixpath.basename(path), None if is_directory else size, modified, is_directory)
+
+
+def _entry_from_record(fs: Any, document_url: str, record: dict[str, Any]) -> Entry | None:
+    href = record.get("href") or record.get("url") or record.get("path") or record.get("name")
+    if not href:
+        return None
+    path = _site_path(fs, urljoin(document_url, str(href)))
+    if path is None:
+        return None
+    size = record.get("size") or record.get("length")
+    modified = record.get("modified") or record.get("mtime") or record.get("last_modified")
+    known = size is not None and size != ""
+    return Entry(
+        path, posixpath.basename(path), int(size) if size is not None and known else None, _utc(modified), False
+    )
+
+
+def json_listing(fs: Any, document: str) -> Iterator[Entry]:
+    """A JSON list of files, or an object with a "files" list; each file has href (or url, path,
+    name) and optionally size (or length) and modified (ISO 8601 or epoch seconds)."""
+    url = fs.url(document)
+    body = json.loads(_get(fs, document).content)
+    records = body.get("files", []) if isinstance(body, dict) else body
+    for record in records:
+        if isinstance(record, str):
+            record = {"href": record}
+        entry = _entry_from_record(fs, url, record) if isinstance(record, dict) else None
+        if entry is not None:
+            yield entry
+
+
+def csv_listing(fs: Any, document: str) -> Iterator[Entry]:
+    """A CSV file list with a header row naming the columns (href/url/path/name, size, modified),
+    read a line at a time."""
+    url = fs.url(document)
+    with _client(fs).stream("GET", url) as response:
+        if response.status_code == 404:
+            raise FileNotFoundError(f"{url}: 404 Not Found")
+        response.raise_for_status()
+        for record in csv.DictReader(response.iter_lines()):
+            entry = _entry_from_record(fs, url, {k.strip().lower(): (v or "").strip() for k, v in record.items() if k})
+            if entry is not None:
+                yield entry
+
+
+class _HostStacIO(DefaultStacIO):
+    """pystac's reads through the host's HTTP client (its credentials, its TLS settings)."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        super().__init__()
+        self.client = client
+
+    def read_text_from_href(self, href: str) -> str:
+        response = self.client.get(href)
+        if response.status_code == 404:
+            raise FileNotFoundError(f"{href}: 404 Not Found")
+        response.raise_for_status()
+        return response.text
+
+
+def stac_catalog(fs: Any, document: str) -> Iterator[Entry]:
+    """Every asset of every item of a static STAC catalog (or collection), walked lazily."""
+    catalog = pystac.Catalog.from_file(fs.url(document), stac_io=_HostStacIO(_client(fs)))
+    for item in catalog.get_items(recursive=True):
+        for asset in item.assets.values():
+            path = _site_path(fs, asset.get_absolute_href() or asset.href)
+            if path is None:
+                continue
+            size = asset.extra_fields.get("file:size")
+            modified = item.properties.get("updated") or item.properties.get("datetime")
+            yield Entry(path, posixpath.basename(path), int(size) if size is not None else None, _utc(modified), False)
+
+
+def document_entries(fs: Any, path: str, listing_format: str) -> Iterator[Entry]:
+    if listing_format == "html":
+        return html_index(fs, path)
+    if listing_format == "json":
+        return json_listing(fs, path)
+    if listing_format == "csv":
+        return csv_listing(fs, path)
+    if listing_format == "stac":
+        return stac_catalog(fs, path)
+    raise ValueError(f"unknown listing format {listing_format!r}; known: {', '.join(FORMATS)}")

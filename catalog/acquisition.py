@@ -1,0 +1,568 @@
+"""Acquisition: listing rules of acquisition hosts, the sources of registered data files, and the
+registration of what a discovery pass found.
+
+An acquisition host is a `Host` of kind `acquisition` attached to a destination. Each of its
+`ListingRule`s says which directory to list (with `$date{format,delta}` templates), which entries
+to keep (name regex, wildcard, size, age, depth) and how to register them. A registered file is a
+`DataFile` with no `store_key` yet (nothing in the Data Store) plus a `SourceFile` row saying where
+its content is; its transfer waits in Preset until the retrieval flow fetches it. With
+`no_retrieval` the source is marked `on_demand`: the content is fetched on first use, never by the
+retrieval flow.
+
+Discovery dedupes on destination + target (+ the file's modification time when the rule says so),
+in `Discovered`; a file listed again with another size or time is registered again when the rule
+has `requeue_on_update`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Column, Field, Session, SQLModel, col, select
+
+from catalog.errors import InvalidInput, NotFound
+from catalog.models import (
+    DataFile,
+    DataTransfer,
+    Destination,
+    DestinationHost,
+    Host,
+    HostKind,
+    TransferHistory,
+    UTCDateTime,
+    utcnow,
+)
+from catalog.paths import clean_target
+from catalog.statuses import TransferStatus
+
+
+def _time(*, nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable))
+
+
+# --- Tables ------------------------------------------------------------------------------------
+
+
+class ListingRuleBase(SQLModel):
+    directory: str = ""
+    """Directory to list, relative to the host's directory; `$date{%Y%m%d,-1d}` expands to
+    yesterday's date (delta units s, m, h, d; no delta: today, UTC)."""
+    pattern: str | None = None
+    """Regular expression the entry's name must match (searched, so anchor it if needed)."""
+    wildcard: str | None = None
+    """Shell wildcard on the name (`*.grib`)."""
+    min_size: int | None = Field(default=None, ge=0)
+    max_size: int | None = Field(default=None, ge=0)
+    min_age_seconds: int | None = Field(default=None, ge=0)
+    """Only files not modified for this long (a file still being written is left for the next pass)."""
+    max_age_seconds: int | None = Field(default=None, ge=0)
+    """Only files modified at most this long ago."""
+    max_depth: int = Field(default=0, ge=0, le=32)
+    """Sub-directory levels to descend into (0: the directory only)."""
+    target_prefix: str = ""
+    """Prepended to the path relative to the listed directory to make the target."""
+    dedupe_by_time: bool = False
+    """Files with the same target but another modification time are different files."""
+    requeue_on_update: bool = True
+    """Register the file again when its size or modification time changed."""
+    no_retrieval: bool = False
+    """Register the metadata only; the content is fetched on first use."""
+    requeue_on_failure: bool = False
+    """A failed retrieval goes back to Preset (until the destination's max_starts) instead of Failed."""
+    standby: bool = False
+    """Fetched files wait in StandBy instead of being queued."""
+    priority: int = Field(default=99, ge=0, le=99)
+    lifetime_seconds: int | None = Field(default=None, ge=1)
+    listing_format: str = Field(default="", max_length=8)
+    """How the source lists its files: empty for the protocol's own listing; on an HTTP(S) host
+    `html` (the directory's index page), `json` or `csv` (a file list; `directory` names the
+    document) or `stac` (a static STAC catalog; `directory` names its catalog.json); `mqtt` subscribes to the topic
+    in `directory` on the broker of the host's `mqtt_url` option, each message naming a file."""
+    active: bool = True
+
+
+class ListingRule(ListingRuleBase, table=True):
+    """One source line of an acquisition host: what to list and what to register."""
+
+    __tablename__ = "listing_rule"
+    id: int | None = Field(default=None, primary_key=True)
+    host_name: str = Field(foreign_key="host.name", index=True, ondelete="CASCADE")
+    destination_name: str = Field(foreign_key="destination.name", index=True, ondelete="CASCADE")
+
+
+class ListingRuleCreate(ListingRuleBase):
+    destination: str
+
+
+class AcquisitionState(SQLModel, table=True):
+    """When an acquisition host is discovered: its schedule and the last pass."""
+
+    __tablename__ = "acquisition_state"
+    host_name: str = Field(foreign_key="host.name", primary_key=True, ondelete="CASCADE")
+    interval_seconds: int = 600
+    """Seconds between discovery passes (0: only when run by hand)."""
+    next_run_at: datetime | None = _time()
+    """When the next pass is due; "run now" sets it to now."""
+    last_started_at: datetime | None = _time()
+    last_finished_at: datetime | None = _time()
+    last_registered: int = 0
+    last_error: str | None = None
+
+
+class SourceFile(SQLModel, table=True):
+    """Where the content of a registered data file comes from (discovery or `pds register`)."""
+
+    __tablename__ = "source_file"
+    data_file_id: int = Field(foreign_key="data_file.id", primary_key=True, ondelete="CASCADE")
+    host_name: str = Field(foreign_key="host.name", index=True)
+    path: str
+    """The path on the host's filesystem, as its listing gave it."""
+    size: int | None = None
+    modified: datetime | None = _time()
+    rule_id: int | None = None
+    group_name: str | None = Field(default=None, index=True)
+    on_demand: bool = False
+    """Registered without retrieval: fetched on first use only."""
+    standby: bool = False
+    requeue_on_failure: bool = False
+    registered_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    retrieved_at: datetime | None = _time()
+
+
+class Discovered(SQLModel, table=True):
+    """The dedupe key of discovery: one row per destination + target (+ time) ever registered."""
+
+    __tablename__ = "discovered"
+    destination_name: str = Field(foreign_key="destination.name", primary_key=True, ondelete="CASCADE")
+    target: str = Field(primary_key=True)
+    version: str = Field(default="", primary_key=True)
+    """The modification time for rules that dedupe by time, else empty."""
+    data_file_id: int
+    size: int | None = None
+    modified: datetime | None = _time()
+
+
+#: "" is the protocol's own listing; the others are documents on an HTTP(S) host.
+LISTING_FORMATS = ("", "html", "json", "csv", "stac", "mqtt")
+
+
+# --- Date templates ----------------------------------------------------------------------------
+
+_DATE = re.compile(r"\$date(?:\{([^}]*)\})?")
+_DELTA = re.compile(r"^\s*([+-]?\d+)\s*([smhd]?)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 86400}
+
+
+def render_dates(template: str, now: datetime) -> str:
+    """Expand `$date`, `$date{FORMAT}` and `$date{FORMAT,DELTA}` (DELTA like `-1d`, `+6h`)."""
+
+    def expand(match: re.Match[str]) -> str:
+        spec = match.group(1) or "%Y%m%d"
+        fmt, _, delta = spec.partition(",")
+        when = now
+        if delta:
+            parsed = _DELTA.match(delta)
+            if parsed is None:
+                raise InvalidInput(f"bad date delta {delta!r} in {template!r}; write it like -1d, +6h, -30m")
+            when = now + timedelta(seconds=int(parsed.group(1)) * _UNITS[parsed.group(2)])
+        return when.strftime(fmt or "%Y%m%d")
+
+    return _DATE.sub(expand, template)
+
+
+# --- Configuration -----------------------------------------------------------------------------
+
+
+def check_rule(rule: ListingRuleBase) -> None:
+    if rule.pattern:
+        try:
+            re.compile(rule.pattern)
+        except re.error as exc:
+            raise InvalidInput(f"the name pattern {rule.pattern!r} is not a regular expression: {exc}") from None
+    if rule.listing_format != "mqtt":
+        render_dates(rule.directory, utcnow())
+    if rule.min_size is not None and rule.max_size is not None and rule.min_size > rule.max_size:
+        raise InvalidInput("min_size is larger than max_size")
+    if rule.target_prefix:
+        clean_target(rule.target_prefix)
+    if rule.listing_format not in LISTING_FORMATS:
+        raise InvalidInput(
+            f"unknown listing format {rule.listing_format!r}; use one of {', '.join(f for f in LISTING_FORMATS if f)}"
+        )
+
+
+def acquisition_host(session: Session, name: str) -> Host:
+    host = session.get(Host, name)
+    if host is None:
+        raise NotFound(f"no host {name!r}")
+    if host.kind not in (HostKind.ACQUISITION, HostKind.SOURCE):
+        raise InvalidInput(f"host {name} is a {host.kind.value} host; listing rules need an acquisition host")
+    return host
+
+
+def add_rule(session: Session, host_name: str, data: ListingRuleCreate) -> ListingRule:
+    """Add a listing rule; the host is attached to the destination as an acquisition host."""
+    acquisition_host(session, host_name)
+    if session.get(Destination, data.destination) is None:
+        raise NotFound(f"no destination {data.destination!r}")
+    check_rule(data)
+    rule = ListingRule(
+        host_name=host_name, destination_name=data.destination, **data.model_dump(exclude={"destination"})
+    )
+    session.add(rule)
+    link = session.get(DestinationHost, (data.destination, host_name, HostKind.ACQUISITION))
+    if link is None:
+        session.add(
+            DestinationHost(destination_name=data.destination, host_name=host_name, kind=HostKind.ACQUISITION, rank=0)
+        )
+    acquisition_state(session, host_name)
+    session.flush()
+    return rule
+
+
+def list_rules(session: Session, host_name: str, *, active_only: bool = False) -> list[ListingRule]:
+    query = select(ListingRule).where(ListingRule.host_name == host_name).order_by(col(ListingRule.id))
+    if active_only:
+        query = query.where(col(ListingRule.active).is_(True))
+    return list(session.exec(query))
+
+
+def delete_rule(session: Session, host_name: str, rule_id: int) -> None:
+    rule = session.get(ListingRule, rule_id)
+    if rule is None or rule.host_name != host_name:
+        raise NotFound(f"no listing rule {rule_id} on host {host_name}")
+    session.delete(rule)
+    session.flush()
+
+
+def acquisition_state(session: Session, host_name: str) -> AcquisitionState:
+    state = session.get(AcquisitionState, host_name, populate_existing=True)
+    if state is None:
+        state = AcquisitionState(host_name=host_name, next_run_at=utcnow())
+        session.add(state)
+        session.flush()
+    return state
+
+
+def set_schedule(session: Session, host_name: str, interval_seconds: int) -> AcquisitionState:
+    if interval_seconds < 0:
+        raise InvalidInput("the discovery interval must not be negative")
+    acquisition_host(session, host_name)
+    state = acquisition_state(session, host_name)
+    state.interval_seconds = interval_seconds
+    state.next_run_at = utcnow() if interval_seconds else None
+    session.add(state)
+    session.flush()
+    return state
+
+
+def request_run(session: Session, host_name: str) -> AcquisitionState:
+    """Run now: the acquisition scheduler starts a discovery pass at its next look."""
+    acquisition_host(session, host_name)
+    state = acquisition_state(session, host_name)
+    state.next_run_at = utcnow()
+    session.add(state)
+    session.flush()
+    return state
+
+
+def due_hosts(session: Session, now: datetime | None = None) -> list[str]:
+    now = now or utcnow()
+    rows = session.exec(
+        select(AcquisitionState.host_name)
+        .join(Host, col(Host.name) == col(AcquisitionState.host_name))
+        .where(col(Host.active).is_(True), col(AcquisitionState.next_run_at).is_not(None))
+        .where(col(AcquisitionState.next_run_at) <= now)
+    )
+    return list(rows)
+
+
+def pass_started(session: Session, host_name: str) -> None:
+    state = acquisition_state(session, host_name)
+    now = utcnow()
+    state.last_started_at = now
+    state.next_run_at = now + timedelta(seconds=state.interval_seconds) if state.interval_seconds else None
+    session.add(state)
+    session.flush()
+
+
+def pass_finished(session: Session, host_name: str, registered: int, error: str | None) -> None:
+    state = acquisition_state(session, host_name)
+    state.last_finished_at, state.last_registered, state.last_error = utcnow(), registered, error
+    session.add(state)
+    session.flush()
+
+
+# --- Selecting entries -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """An entry a listing kept: its path on the host, its target at the destination, what it is."""
+
+    path: str
+    target: str
+    size: int | None
+    modified: datetime | None
+
+
+def keeps(rule: ListingRuleBase, name: str, size: int | None, modified: datetime | None, now: datetime) -> bool:
+    """Whether a listed file passes the rule's filters (a file of unknown size or age passes those)."""
+    if rule.pattern and not re.search(rule.pattern, name):
+        return False
+    if rule.wildcard and not fnmatch.fnmatchcase(name, rule.wildcard):
+        return False
+    if size is not None:
+        if rule.min_size is not None and size < rule.min_size:
+            return False
+        if rule.max_size is not None and size > rule.max_size:
+            return False
+    if modified is not None:
+        age = (now - modified).total_seconds()
+        if rule.min_age_seconds is not None and age < rule.min_age_seconds:
+            return False
+        if rule.max_age_seconds is not None and age > rule.max_age_seconds:
+            return False
+    return True
+
+
+def target_for(rule: ListingRuleBase, relative: str) -> str:
+    return clean_target(posixpath.join(rule.target_prefix, relative) if rule.target_prefix else relative)
+
+
+# --- Registering -------------------------------------------------------------------------------
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    table: sa.Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+def _version(rule: ListingRule, modified: datetime | None) -> str:
+    return modified.isoformat() if rule.dedupe_by_time and modified else ""
+
+
+def register_listed(session: Session, rule: ListingRule, entries: Sequence[Listed], *, by: str) -> int:
+    """Register the entries of one page of a listing that are new (or updated); return how many.
+
+    One query finds what was seen before, then every new data file, transfer, source and history row
+    goes in with one multi-row insert each, so a pass over 100,000 entries costs a few hundred
+    statements, not a few hundred thousand.
+    """
+    assert rule.id is not None
+    if not entries:
+        return 0
+    unique = {(e.target, _version(rule, e.modified)): e for e in entries}
+    discovered = _table(Discovered)
+    seen = {
+        (row.target, row.version): row
+        for row in session.connection().execute(
+            sa.select(discovered).where(
+                discovered.c.destination_name == rule.destination_name,
+                discovered.c.target.in_({t for t, _ in unique}),
+            )
+        )
+    }
+    fresh: list[tuple[str, Listed]] = []
+    updated: list[tuple[str, Listed]] = []
+    for (target, version), entry in unique.items():
+        before = seen.get((target, version))
+        if before is None:
+            fresh.append((version, entry))
+        elif rule.requeue_on_update and (before.size != entry.size or before.modified != entry.modified):
+            updated.append((version, entry))
+    todo = fresh + updated
+    if not todo:
+        return 0
+    ids = _register(
+        session,
+        rule.destination_name,
+        rule.host_name,
+        [e for _, e in todo],
+        by=by,
+        reason=f"discovered by rule {rule.id} on host {rule.host_name}",
+        rule=rule,
+    )
+    rows = [
+        {
+            "destination_name": rule.destination_name,
+            "target": e.target,
+            "version": version,
+            "data_file_id": data_file_id,
+            "size": e.size,
+            "modified": e.modified,
+        }
+        for (version, e), data_file_id in zip(todo, ids, strict=True)
+    ]
+    connection = session.connection()
+    if fresh:
+        connection.execute(sa.insert(discovered), rows[: len(fresh)])
+    for row in rows[len(fresh) :]:
+        connection.execute(
+            sa.update(discovered)
+            .where(
+                discovered.c.destination_name == row["destination_name"],
+                discovered.c.target == row["target"],
+                discovered.c.version == row["version"],
+            )
+            .values(data_file_id=row["data_file_id"], size=row["size"], modified=row["modified"])
+        )
+    return len(todo)
+
+
+def _register(
+    session: Session,
+    destination: str,
+    host: str,
+    entries: Sequence[Listed],
+    *,
+    by: str,
+    reason: str,
+    rule: ListingRuleBase | None = None,
+    group: str | None = None,
+    priority: int = 99,
+) -> list[int]:
+    """Insert a data file, a Preset transfer, its history row and its source for each entry."""
+    rule = rule or ListingRuleBase(priority=priority)
+    now = utcnow()
+    dest = session.get(Destination, destination)
+    lifetime = rule.lifetime_seconds or (dest.lifetime_seconds if dest else None)
+    expires = now + timedelta(seconds=lifetime) if lifetime else None
+    connection = session.connection()
+    data_files = _table(DataFile)
+    ids: list[int] = list(
+        connection.execute(
+            sa.insert(data_files).returning(data_files.c.id, sort_by_parameter_order=True),
+            [{"name": posixpath.basename(e.target), "size": e.size, "meta": {}, "created_at": now} for e in entries],
+        ).scalars()
+    )
+    transfers = _table(DataTransfer)
+    transfer_ids: list[int] = list(
+        connection.execute(
+            sa.insert(transfers).returning(transfers.c.id, sort_by_parameter_order=True),
+            [
+                {
+                    "data_file_id": data_file_id,
+                    "destination_name": destination,
+                    "target": e.target,
+                    "status": TransferStatus.PRESET.value,
+                    "priority": rule.priority,
+                    "queued_at": now,
+                    "scheduled_at": now,
+                    "expires_at": expires,
+                    "updated_at": now,
+                }
+                for e, data_file_id in zip(entries, ids, strict=True)
+            ],
+        ).scalars()
+    )
+    connection.execute(
+        sa.insert(_table(TransferHistory)),
+        [
+            {
+                "transfer_id": tid,
+                "action": "create",
+                "from_status": None,
+                "to_status": TransferStatus.PRESET.value,
+                "at": now,
+                "by": by,
+                "reason": reason,
+            }
+            for tid in transfer_ids
+        ],
+    )
+    rule_id = getattr(rule, "id", None)
+    connection.execute(
+        sa.insert(_table(SourceFile)),
+        [
+            {
+                "data_file_id": data_file_id,
+                "host_name": host,
+                "path": e.path,
+                "size": e.size,
+                "modified": e.modified,
+                "rule_id": rule_id,
+                "group_name": group,
+                "on_demand": rule.no_retrieval,
+                "standby": rule.standby,
+                "requeue_on_failure": rule.requeue_on_failure,
+                "registered_at": now,
+            }
+            for e, data_file_id in zip(entries, ids, strict=True)
+        ],
+    )
+    return ids
+
+
+# --- Registration by group (`pds register`) ----------------------------------------------------
+
+
+@dataclass
+class RegisteredFile:
+    path: str
+    target: str | None = None
+    size: int | None = None
+
+
+def register_files(
+    session: Session,
+    *,
+    destination: str,
+    host: str,
+    group: str,
+    files: Iterable[RegisteredFile],
+    priority: int = 99,
+    standby: bool = False,
+    requeue_on_failure: bool = False,
+    by: str,
+) -> list[int]:
+    """Register files for the movers to fetch from `host` (asynchronous push); return data file ids."""
+    if session.get(Destination, destination) is None:
+        raise NotFound(f"no destination {destination!r}")
+    if session.get(Host, host) is None:
+        raise NotFound(f"no host {host!r}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", group):
+        raise InvalidInput(f"group {group!r}: use letters, digits, '_', '.', ':' and '-' (at most 128)")
+    if not 0 <= priority <= 99:
+        raise InvalidInput(f"priority must be from 0 (first) to 99 (last), not {priority}")
+    entries: list[Listed] = []
+    for f in files:
+        if not f.path:
+            raise InvalidInput("a registered file needs the path of its source")
+        entries.append(Listed(f.path, clean_target(f.target or posixpath.basename(f.path)), f.size, None))
+    if not entries:
+        raise InvalidInput("no file to register")
+    rule = ListingRuleBase(priority=priority, standby=standby, requeue_on_failure=requeue_on_failure)
+    return _register(
+        session, destination, host, entries, by=by, reason=f"registered in group {group}", rule=rule, group=group
+    )
+
+
+def group_progress(session: Session, group: str) -> dict[str, Any]:
+    """How far the retrieval of a group is: files retrieved, waiting (Preset or Fetching), failed."""
+    rows = session.exec(
+        select(SourceFile.data_file_id, DataFile.store_key, DataTransfer.status)
+        .join(DataFile, col(DataFile.id) == col(SourceFile.data_file_id))
+        .join(DataTransfer, col(DataTransfer.data_file_id) == col(SourceFile.data_file_id))
+        .where(SourceFile.group_name == group)
+    ).all()
+    if not rows:
+        raise NotFound(f"no group {group!r}")
+    pending = {TransferStatus.PRESET.value, TransferStatus.FETCHING.value}
+    files: dict[int, str] = {}
+    for data_file_id, store_key, status in rows:
+        if store_key is not None:
+            files[data_file_id] = "retrieved"
+        elif status in pending:
+            files[data_file_id] = "waiting"
+        else:
+            files.setdefault(data_file_id, "failed")
+    counts = {k: sum(1 for v in files.values() if v == k) for k in ("retrieved", "waiting", "failed")}
+    return {"group": group, "total": len(files), **counts, "complete": counts["waiting"] == 0}

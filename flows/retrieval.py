@@ -1,0 +1,124 @@
+"""The retriever: a long-lived flow run that fetches registered files (Preset) into the Data Store.
+
+Like the mover, it claims work from the database: on start it puts back to Preset whatever a crash
+left Fetching, then it claims a few files per source host at a time (never more connections to one
+host than its bound) and runs each host's share as one `retrieve` task run in its own thread.
+Fetched files become Queued (or StandBy): the mover disseminates them to the destination's hosts,
+or they wait in the portal bucket when the destination has none.
+
+Run it with `python -m flows.retrieval` or as the `retrieval` deployment in prefect.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import functools
+import os
+import signal
+import socket
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+from types import FrameType
+
+from prefect import flow, get_run_logger
+from sqlmodel import Session
+
+from catalog.database import session_scope
+from catalog.models import Host
+from catalog.retrieval import Fetch, claim_fetches, host_connections, recover_fetches
+from catalog.transfers import heartbeat
+from tasks.retrieval import retrieve_batch
+from tasks.runtime import runtime
+
+#: Files one connection fetches one after the other before the next claim.
+FILES_PER_CONNECTION = 8
+
+_stop = threading.Event()
+
+
+def request_stop(signum: int = 0, frame: FrameType | None = None) -> None:
+    _stop.set()
+
+
+def _split(fetches: list[Fetch], connections: int) -> list[list[Fetch]]:
+    """A host's claimed files dealt over at most `connections` batches."""
+    batches: list[list[Fetch]] = [[] for _ in range(max(1, min(connections, len(fetches))))]
+    for i, fetch in enumerate(fetches):
+        batches[i % len(batches)].append(fetch)
+    return batches
+
+
+@flow(name="retrieval", flow_run_name="retrieval {name}", log_prints=True)
+def retrieval(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bool = False) -> dict[str, int]:
+    """Fetch registered files until `max_runtime_seconds` pass (or, for tests, nothing is waiting)."""
+    rt = runtime()
+    settings, logger = rt.settings, get_run_logger()
+    name = name or settings.retriever_name
+    max_runtime = max_runtime_seconds or settings.mover_max_runtime_seconds
+    with session_scope(rt.engine) as session:
+        heartbeat(session, name, machine=socket.gethostname(), pid=os.getpid(), starting=True)
+        recovered = recover_fetches(session, name, stale_after=timedelta(seconds=settings.mover_stale_seconds))
+    if recovered:
+        logger.warning("%d file(s) left Fetching by a stopped retriever are fetched again", recovered)
+    counts = {"batches": 0, "files": 0, "recovered": recovered}
+    in_flight: set[Future[object]] = set()
+    started = last_beat = time.monotonic()
+    parallel = max(1, settings.retrieval_parallel)
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="retrieve") as pool:
+        while not _stop.is_set() and time.monotonic() - started < max_runtime:
+            in_flight = {f for f in in_flight if not f.done()}
+            if time.monotonic() - last_beat > settings.mover_heartbeat_seconds:
+                with session_scope(rt.engine) as session:
+                    heartbeat(session, name)
+                last_beat = time.monotonic()
+            claimed: list[Fetch] = []
+            if len(in_flight) < parallel:
+                with session_scope(rt.engine) as session:
+                    claimed = claim_fetches(
+                        session,
+                        name,
+                        (parallel - len(in_flight)) * FILES_PER_CONNECTION,
+                        default_per_host=settings.retrieval_per_host,
+                        files_per_connection=FILES_PER_CONNECTION,
+                    )
+            if claimed:
+                by_host: dict[str, list[Fetch]] = defaultdict(list)
+                for fetch in claimed:
+                    by_host[fetch.host].append(fetch)
+                with Session(rt.engine) as session:
+                    connections = {
+                        h: host_connections(session.get(Host, h), settings.retrieval_per_host) for h in by_host
+                    }
+                for host, fetches in by_host.items():
+                    for batch in _split(fetches, connections[host]):
+                        context = contextvars.copy_context()  # each batch is a task run of this flow run
+                        call = functools.partial(retrieve_batch, batch, name, host, len(batch))
+                        in_flight.add(pool.submit(context.run, call))
+                        counts["batches"] += 1
+                        counts["files"] += len(batch)
+                continue
+            if stop_when_idle and not in_flight:
+                break
+            time.sleep(settings.acquisition_poll_seconds)
+    logger.info("retriever %s ends: %s", name, counts)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.retrieval", description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="", help="retriever name (default PDS_RETRIEVER_NAME)")
+    parser.add_argument("--max-runtime", type=float, default=0, help="seconds before the run ends")
+    parser.add_argument("--stop-when-idle", action="store_true", help="end when no file waits for retrieval")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    name = args.name or runtime().settings.retriever_name
+    retrieval(name=name, max_runtime_seconds=args.max_runtime, stop_when_idle=args.stop_when_idle)
+
+
+if __name__ == "__main__":
+    main()

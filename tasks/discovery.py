@@ -1,0 +1,113 @@
+"""Discovery: list an acquisition host's directories by its listing rules and register what is new.
+
+The listing streams (`blocks.listing.iter_entries`): entries are filtered as they arrive and
+registered a page at a time, so a directory of 100,000 files never sits in memory whole.
+Sub-directories found while a directory is listed are listed after it (an FTP control connection
+serves one listing at a time).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import fsspec
+import sqlalchemy as sa
+from prefect import task
+
+from blocks.base import HostBlock
+from blocks.indexes import document_entries
+from blocks.listing import Entry, iter_entries
+from blocks.registry import block_for
+from catalog.acquisition import Listed, ListingRule, keeps, register_listed, render_dates, target_for
+from catalog.database import session_scope
+from catalog.errors import InvalidInput
+from catalog.models import Host, utcnow
+
+PAGE = 1000
+"""Entries registered per transaction."""
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    rule_id: int
+    directory: str
+    listed: int
+    registered: int
+
+
+def listing_root(block: HostBlock, host: Host, rule: ListingRule, now: datetime) -> str:
+    """The rule's directory on the host's filesystem, dates expanded."""
+    return block.join(render_dates(host.directory, now), render_dates(rule.directory, now))
+
+
+def _entries(block: HostBlock, fs: fsspec.AbstractFileSystem, path: str, listing_format: str) -> Iterator[Entry]:
+    if not listing_format:
+        return iter_entries(block, fs, path)
+    return document_entries(fs, path, listing_format)
+
+
+def walk(
+    block: HostBlock, fs: fsspec.AbstractFileSystem, root: str, max_depth: int, listing_format: str = ""
+) -> Iterator[tuple[str, Listed]]:
+    """(name, entry) for every file under `root` down to `max_depth` levels; target is the path
+    relative to `root` (for a listing document: relative to the document's directory)."""
+    pending = [(root, 0)]
+    base = posixpath.dirname(root.rstrip("/")) if listing_format in ("json", "csv", "stac") else root
+    prefix = base.rstrip("/") + "/" if base.strip("/") else base
+    while pending:
+        directory, depth = pending.pop(0)
+        below: list[str] = []
+        for entry in _entries(block, fs, directory, listing_format):
+            if entry.is_directory:
+                if depth < max_depth:
+                    below.append(entry.path)
+                continue
+            relative = entry.path[len(prefix) :] if entry.path.startswith(prefix) else entry.name
+            yield entry.name, Listed(entry.path, relative.lstrip("/"), entry.size, entry.modified)
+        if listing_format in ("", "html"):
+            pending.extend((d, depth + 1) for d in below)
+
+
+def discover_rule(
+    engine: sa.Engine, host: Host, rule: ListingRule, *, by: str, now: datetime | None = None
+) -> RuleOutcome:
+    """One rule's listing, filtered and registered page by page."""
+    assert rule.id is not None
+    if rule.listing_format == "mqtt":
+        return RuleOutcome(rule.id, rule.directory, 0, 0)  # discovered by its subscription, not by listing
+    now = now or utcnow()
+    block = block_for(host)
+    fs = block.filesystem()
+    root = listing_root(block, host, rule, now)
+    listed = registered = 0
+    page: list[Listed] = []
+
+    def flush() -> int:
+        with session_scope(engine) as session:
+            count = register_listed(session, rule, page, by=by)
+        page.clear()
+        return count
+
+    for name, entry in walk(block, fs, root, rule.max_depth, rule.listing_format):
+        listed += 1
+        if not keeps(rule, name, entry.size, entry.modified, now):
+            continue
+        try:
+            target = target_for(rule, entry.target)
+        except InvalidInput:
+            continue  # a name that cannot be a target (control characters): never registered
+        page.append(Listed(entry.path, target, entry.size, entry.modified))
+        if len(page) >= PAGE:
+            registered += flush()
+    registered += flush()
+    return RuleOutcome(rule.id, posixpath.normpath(root) if root else root, listed, registered)
+
+
+@task(name="discover", task_run_name="discover {host.name} rule {rule.id}")
+def discover_rule_task(host: Host, rule: ListingRule, by: str) -> RuleOutcome:
+    from tasks.runtime import runtime
+
+    return discover_rule(runtime().engine, host, rule, by=by)

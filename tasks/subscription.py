@@ -1,0 +1,136 @@
+"""Discovery by subscription: a listing rule with `listing_format = "mqtt"` subscribes to the topic
+in its `directory` on the broker named by its host's `mqtt_url` option; every message names one file
+(WIS2 style: the message carries the href), which is registered at once, deduped like a listing.
+
+Messages understood: a WIS2 Notification Message (a GeoJSON feature whose `links` hold the href,
+rel `canonical`, with `length`), pds's own notification (`url`, `size`), or any JSON object with an
+`href` (or `url`) and optional `size`. The href must be under the host's address: the host's
+filesystem (and credentials) fetch it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import uuid
+from datetime import datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import sqlalchemy as sa
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlmodel import Session, col, select
+
+from blocks.registry import block_for
+from catalog.acquisition import Listed, ListingRule, keeps, register_listed, target_for
+from catalog.database import session_scope
+from catalog.errors import InvalidInput
+from catalog.models import Host, utcnow
+from tasks.notify import parse_broker_url
+
+log = logging.getLogger("pds.subscription")
+
+RELS = ("canonical", "item", "download", "enclosure")
+
+
+def href_of(message: dict[str, Any]) -> tuple[str, int | None, datetime | None] | None:
+    """(href, size, time) a notification names, or None when it names no file."""
+    for link in message.get("links") or []:
+        if isinstance(link, dict) and link.get("href") and link.get("rel", "canonical") in RELS:
+            length = link.get("length")
+            return str(link["href"]), int(length) if length is not None else None, None
+    href = message.get("href") or message.get("url")
+    if href:
+        size = message.get("size") or message.get("length")
+        return str(href), int(size) if size is not None else None, None
+    return None
+
+
+def listed_from(host: Host, rule: ListingRule, href: str, size: int | None) -> Listed | None:
+    """The registration of `href`, or None when it is not on the host (or not a usable target)."""
+    base = host.address.rstrip("/") + "/"
+    if not href.startswith(base):
+        return None
+    path = "/" + href[len(base) :].split("?", 1)[0].split("#", 1)[0].lstrip("/")
+    root = "/" + block_for(host).join(host.directory).strip("/")  # the rule's directory is its topic
+    relative = path[len(root) :].lstrip("/") if path.startswith(root.rstrip("/") + "/") else posixpath.basename(path)
+    try:
+        return Listed(path, target_for(rule, relative), size, None)
+    except InvalidInput:
+        return None
+
+
+class Subscription:
+    """One MQTT client for one rule: registers what each message names."""
+
+    def __init__(self, engine: sa.Engine, host: Host, rule: ListingRule) -> None:
+        self.engine, self.host, self.rule = engine, host, rule
+        self.registered = 0
+        url = str(host.options.get("mqtt_url") or "")
+        if not url:
+            raise InvalidInput(f"host {host.name} has no mqtt_url option: rule {rule.id} cannot subscribe")
+        self.broker = parse_broker_url(url)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"pds-sub-{uuid.uuid4().hex[:12]}", protocol=mqtt.MQTTv5
+        )
+        if self.broker.username is not None:
+            self.client.username_pw_set(self.broker.username, self.broker.password)
+        if self.broker.tls:
+            self.client.tls_set()
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker %s refused rule %s: %s", self.broker.safe_url, self.rule.id, reason)
+            return
+        client.subscribe(self.rule.directory, qos=1)  # again after every reconnection
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            self.handle(bytes(message.payload))
+        except Exception:  # a bad message must not stop the subscription
+            log.exception("message on %s for rule %s not registered", message.topic, self.rule.id)
+
+    def handle(self, payload: bytes) -> int:
+        try:
+            document = json.loads(payload)
+        except ValueError:
+            log.warning("message for rule %s is not JSON; ignored", self.rule.id)
+            return 0
+        found = href_of(document) if isinstance(document, dict) else None
+        if found is None:
+            return 0
+        href, size, _ = found
+        listed = listed_from(self.host, self.rule, href, size)
+        if listed is None:
+            log.warning("rule %s: %s is not on host %s; ignored", self.rule.id, href, self.host.name)
+            return 0
+        if not keeps(self.rule, posixpath.basename(listed.path), size, None, utcnow()):
+            return 0
+        with session_scope(self.engine) as session:
+            count = register_listed(session, self.rule, [listed], by=f"subscription {self.host.name}")
+        self.registered += count
+        return count
+
+    def start(self) -> None:
+        self.client.connect(self.broker.host, self.broker.port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def subscription_rules(engine: sa.Engine) -> list[tuple[Host, ListingRule]]:
+    with Session(engine) as session:
+        rules = session.exec(
+            select(ListingRule).where(ListingRule.listing_format == "mqtt", col(ListingRule.active).is_(True))
+        ).all()
+        found = []
+        for rule in rules:
+            host = session.get(Host, rule.host_name)
+            if host is not None and host.active:
+                found.append((host, rule))
+        return found

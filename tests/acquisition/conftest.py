@@ -1,0 +1,138 @@
+"""Acquisition sources on real servers, and a pds runtime (database, store, event log) per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from catalog.acquisition import ListingRuleCreate, add_rule
+from catalog.config import create_destination, create_host
+from catalog.database import migrate, session_scope
+from catalog.models import DestinationCreate, Host, HostCreate, HostKind
+from tasks import runtime as runtime_module
+from tests.conftest import database_url
+
+PROTOCOLS = frozenset({"file", "sftp", "ftp", "s3", "http", "https"})
+
+
+@dataclass
+class Source:
+    """A provider's server: the acquisition host that reaches it and a way to put files there."""
+
+    host: HostCreate
+    put_file: Any  # (relative path, bytes, mtime or None) -> None
+    local_root: Path | None = None
+
+    def put(self, relative: str, data: bytes, mtime: float | None = None) -> None:
+        self.put_file(relative, data, mtime)
+
+    def fill(self, directory: str, count: int, size: int = 10) -> None:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: self.put(f"{directory}/f{i:06d}.dat", b"x" * size), range(count)))
+
+
+def _local_source(host: HostCreate, root: Path) -> Source:
+    def put(relative: str, data: bytes, mtime: float | None) -> None:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        if mtime is not None:
+            os.utime(path, (mtime, mtime))
+
+    return Source(host, put, root)
+
+
+@pytest.fixture(params=["sftp", "ftp", "s3"])
+def source(request, tmp_path) -> Source:
+    kind = request.param
+    name = f"provider-{kind}"
+    if kind == "sftp":
+        sshd = request.getfixturevalue("sshd")
+        root = sshd.data_dir / uuid.uuid4().hex
+        host = HostCreate(
+            name=name,
+            kind=HostKind.ACQUISITION,
+            protocol="sftp",
+            address=f"{sshd.host}:{sshd.port}",
+            login=sshd.username,
+            directory=str(root),
+            options={"key_filename": str(sshd.client_key_path), "known_hosts": str(sshd.known_hosts_path)},
+        )
+        return _local_source(host, root)
+    if kind == "ftp":
+        ftp = request.getfixturevalue("ftp_servers")("plain")
+        directory = uuid.uuid4().hex
+        host = HostCreate(
+            name=name,
+            kind=HostKind.ACQUISITION,
+            protocol="ftp",
+            address=f"{ftp.host}:{ftp.port}",
+            login=ftp.username,
+            password=ftp.password,
+            directory=f"/{directory}",
+            options={"passive": True, "tls": "none"},
+        )
+        return _local_source(host, ftp.data_dir / directory)
+    s3 = request.getfixturevalue("s3_server")
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(bucket)
+    client = s3.client()
+
+    def put(relative: str, data: bytes, mtime: float | None) -> None:
+        client.put_object(Bucket=bucket, Key=relative, Body=data)
+
+    host = HostCreate(
+        name=name,
+        kind=HostKind.ACQUISITION,
+        protocol="s3",
+        address=s3.endpoint_url,
+        login=s3.access_key,
+        password=s3.secret_key,
+        directory=bucket,
+        options={"region": s3.region},
+    )
+    return Source(host, put)
+
+
+@pytest.fixture
+def local_source(tmp_path) -> Source:
+    root = tmp_path / "provider"
+    host = HostCreate(name="provider-file", kind=HostKind.ACQUISITION, protocol="file", address=str(root))
+    return _local_source(host, root)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def rt(request, tmp_path, monkeypatch):
+    """The process-wide runtime the tasks use, on a fresh database and store."""
+    monkeypatch.setenv("PDS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PDS_EVENT_LOG", str(tmp_path / "events.log"))
+    monkeypatch.setenv("PDS_ACQUISITION_POLL_SECONDS", "0.05")
+    monkeypatch.setenv("PDS_MOVER_POLL_SECONDS", "0.05")
+    if request.param == "postgres":
+        monkeypatch.setenv("PDS_DATABASE_URL", database_url(request, tmp_path, "postgres"))
+    runtime_module.runtime.cache_clear()
+    from tasks.reporting import event_log
+
+    event_log.cache_clear()
+    rt = runtime_module.runtime()
+    migrate(rt.engine)
+    yield rt
+    runtime_module.runtime.cache_clear()
+    event_log.cache_clear()
+
+
+def acquisition_setup(engine, source: Source, destination: str = "acq", **rule: Any) -> tuple[Host, Any]:
+    """A destination, the source's acquisition host and one listing rule; returns (host, rule)."""
+    with session_scope(engine) as session:
+        create_destination(session, DestinationCreate(name=destination))
+        create_host(session, source.host, known_protocols=PROTOCOLS)
+        created = add_rule(session, source.host.name, ListingRuleCreate(destination=destination, **rule))
+        host = session.get(Host, source.host.name)
+        assert host is not None
+    return host, created

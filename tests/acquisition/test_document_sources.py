@@ -1,0 +1,134 @@
+"""Sources that publish their listing as a document on a real HTTP server (nginx): the autoindex
+page, a JSON and a CSV file list, a static STAC catalog built with pystac. Discovered files are then
+retrieved through the same HTTP host."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+
+import pystac
+import pytest
+from sqlmodel import Session, col, select
+
+from catalog.database import session_scope
+from catalog.models import DataFile, DataTransfer, HostCreate, HostKind
+from catalog.retrieval import claim_fetches
+from tasks.discovery import discover_rule
+from tasks.retrieval import retrieve
+from tests.acquisition.conftest import Source, acquisition_setup
+
+
+@pytest.fixture
+def site(nginx):
+    """A directory served by nginx with five data files; returns (Source, directory, payloads)."""
+    directory = uuid.uuid4().hex
+    root = nginx.www_dir / directory
+    (root / "data" / "sub").mkdir(parents=True)
+    payloads = {f"data/f{i}.bin": os.urandom(100 + i) for i in range(4)} | {"data/sub/deep.bin": b"deep"}
+    for name, payload in payloads.items():
+        (root / name).write_bytes(payload)
+    host = HostCreate(
+        name="provider-http",
+        kind=HostKind.ACQUISITION,
+        protocol="http",
+        address=nginx.base_url,
+        login=nginx.username,
+        password=nginx.password,
+        directory=f"/{directory}",
+        options={"webdav": False},
+    )
+    return Source(host, None, root), root, payloads
+
+
+def targets(engine) -> list[str]:
+    with Session(engine) as session:
+        return sorted(session.exec(select(DataTransfer.target)))
+
+
+def fetch_all(rt) -> None:
+    with session_scope(rt.engine) as session:
+        fetches = claim_fetches(session, "r", 100, default_per_host=100)
+    assert all(retrieve(f, "r") for f in fetches)
+
+
+def assert_stored(rt, payloads, prefix="data/"):
+    with Session(rt.engine) as session:
+        rows = session.exec(select(DataTransfer, DataFile).join(DataFile).order_by(col(DataTransfer.id))).all()
+    assert rows
+    for transfer, data_file in rows:
+        assert transfer.status == "Queued"
+        assert data_file.md5 == hashlib.md5(payloads[prefix + transfer.target]).hexdigest()
+
+
+def test_the_html_index_page_with_sizes_times_and_sub_directories(rt, site):
+    source, root, payloads = site
+    host, rule = acquisition_setup(rt.engine, source, directory="data", listing_format="html", max_depth=1)
+    outcome = discover_rule(rt.engine, host, rule, by="test")
+    assert outcome.registered == 5
+    assert targets(rt.engine) == ["f0.bin", "f1.bin", "f2.bin", "f3.bin", "sub/deep.bin"]
+    with Session(rt.engine) as session:
+        sizes = sorted(session.exec(select(DataFile.size)))
+    assert sizes == sorted(len(p) for p in payloads.values())  # the autoindex shows sizes
+    assert discover_rule(rt.engine, host, rule, by="test").registered == 0
+    fetch_all(rt)
+    assert_stored(rt, payloads)
+
+
+def test_a_json_listing(rt, site):
+    source, root, payloads = site
+    files = [{"href": f"data/f{i}.bin", "size": 100 + i, "modified": "2026-11-22T10:00:00Z"} for i in range(3)]
+    (root / "listing.json").write_text(json.dumps({"files": files + [{"href": "http://elsewhere.invalid/x.bin"}]}))
+    host, rule = acquisition_setup(rt.engine, source, directory="listing.json", listing_format="json")
+    assert discover_rule(rt.engine, host, rule, by="test").registered == 3
+    assert targets(rt.engine) == ["data/f0.bin", "data/f1.bin", "data/f2.bin"]
+    fetch_all(rt)
+    assert_stored(rt, payloads, prefix="")
+
+
+def test_a_csv_listing_with_a_name_filter(rt, site):
+    source, root, payloads = site
+    rows = ["href,size,modified"] + [f"data/f{i}.bin,{100 + i},1700000000" for i in range(4)] + ["data/sub/deep.bin,4,"]
+    (root / "listing.csv").write_text("\n".join(rows) + "\n")
+    host, rule = acquisition_setup(rt.engine, source, directory="listing.csv", listing_format="csv", pattern="^f")
+    assert discover_rule(rt.engine, host, rule, by="test").registered == 4
+    assert targets(rt.engine) == ["data/f0.bin", "data/f1.bin", "data/f2.bin", "data/f3.bin"]
+
+
+def test_a_static_stac_catalog(rt, site):
+    source, root, payloads = site
+    catalog = pystac.Catalog(id="provider", description="a provider's products")
+    for i in range(3):
+        item = pystac.Item(
+            id=f"scene-{i}",
+            geometry={"type": "Point", "coordinates": [0, 0]},
+            bbox=[0, 0, 0, 0],
+            datetime=datetime(2026, 11, 22, tzinfo=UTC),
+            properties={},
+        )
+        asset = pystac.Asset(href=str(root / f"data/f{i}.bin"), media_type="application/octet-stream")
+        asset.extra_fields["file:size"] = 100 + i
+        item.add_asset("data", asset)
+        catalog.add_item(item)
+    catalog.normalize_hrefs(str(root / "stac"))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    host, rule = acquisition_setup(rt.engine, source, directory="stac/catalog.json", listing_format="stac")
+    assert discover_rule(rt.engine, host, rule, by="test").registered == 3
+    # Assets outside the catalog's directory keep their file names as targets.
+    assert targets(rt.engine) == ["f0.bin", "f1.bin", "f2.bin"]
+    fetch_all(rt)
+    with Session(rt.engine) as session:
+        md5s = sorted(session.exec(select(DataFile.md5)))
+    assert md5s == sorted(hashlib.md5(payloads[f"data/f{i}.bin"]).hexdigest() for i in range(3))
+
+
+def test_an_unknown_listing_format_is_refused(rt, site):
+    source, _, _ = site
+    from catalog.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="unknown listing format"):
+        acquisition_setup(rt.engine, source, listing_format="xml")

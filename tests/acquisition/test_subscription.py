@@ -1,0 +1,134 @@
+"""Discovery by MQTT subscription on a real Mosquitto broker: a WIS2 notification naming a file on
+the provider's HTTP server starts its retrieval within 2 s."""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import os
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlmodel import Session, col, select
+
+from catalog.models import DataFile, DataTransfer, TransferHistory
+from tests.acquisition.conftest import Source, acquisition_setup
+
+
+def wis2_message(href: str, length: int) -> bytes:
+    return json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "type": "Feature",
+            "geometry": None,
+            "properties": {"data_id": "x", "pubtime": datetime.now(UTC).isoformat()},
+            "links": [{"href": href, "rel": "canonical", "type": "application/octet-stream", "length": length}],
+        }
+    ).encode()
+
+
+def publish(broker, topic: str, payload: bytes) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+
+
+def in_thread(function, **kwargs) -> threading.Thread:
+    context = contextvars.copy_context()  # the test's Prefect server, in the thread too
+    thread = threading.Thread(target=context.run, args=(function,), kwargs=kwargs, daemon=True)
+    thread.start()
+    return thread
+
+
+def fetch_started(engine, target: str) -> float | None:
+    """When the transfer of `target` went Fetching (epoch seconds), or None."""
+    with Session(engine) as session:
+        at = session.exec(
+            select(TransferHistory.at)
+            .join(DataTransfer, col(DataTransfer.id) == col(TransferHistory.transfer_id))
+            .where(DataTransfer.target == target, TransferHistory.action == "fetch")
+        ).first()
+    return at.timestamp() if at else None
+
+
+def test_a_wis2_message_starts_the_retrieval_of_its_file_within_2_seconds(rt, nginx, mosquitto, prefect_server):
+    directory = uuid.uuid4().hex
+    root = nginx.www_dir / directory
+    root.mkdir()
+    payloads = {name: os.urandom(50_000) for name in ("warmup.bin", "product.bin")}
+    for name, data in payloads.items():
+        (root / name).write_bytes(data)
+    from catalog.models import HostCreate, HostKind
+
+    host = HostCreate(
+        name="provider-wis2",
+        kind=HostKind.ACQUISITION,
+        protocol="http",
+        address=nginx.base_url,
+        login=nginx.username,
+        password=nginx.password,
+        directory=f"/{directory}",
+        options={"webdav": False, "mqtt_url": mosquitto.url},
+    )
+    topic = f"origin/a/wis2/{directory}/data"
+    acquisition_setup(rt.engine, Source(host, None, root), directory="origin/a/wis2/+/data", listing_format="mqtt")
+
+    import flows.retrieval
+    import flows.subscription
+
+    subscriber = in_thread(flows.subscription.subscriptions, max_runtime_seconds=60)
+    retriever = in_thread(flows.retrieval.retrieval, name="retriever-mqtt", max_runtime_seconds=60)
+    try:
+        deadline = time.monotonic() + 30
+        while fetch_started(rt.engine, "warmup.bin") is None:  # until the subscription is live
+            assert time.monotonic() < deadline, "the subscription never registered a file"
+            publish(mosquitto, topic, wis2_message(f"{nginx.base_url}/{directory}/warmup.bin", 50_000))
+            time.sleep(0.5)
+        published = time.time()
+        publish(mosquitto, topic, wis2_message(f"{nginx.base_url}/{directory}/product.bin", 50_000))
+        while (started := fetch_started(rt.engine, "product.bin")) is None:
+            assert time.time() - published < 10, "the published file was never fetched"
+            time.sleep(0.02)
+        assert started - published < 2.0
+        deadline = time.monotonic() + 30
+        while True:
+            with Session(rt.engine) as session:
+                rows = session.exec(select(DataTransfer, DataFile).join(DataFile)).all()
+            if rows and all(t.status == "Queued" for t, _ in rows):
+                break
+            assert time.monotonic() < deadline, [(t.target, t.status, t.error) for t, _ in rows]
+            time.sleep(0.1)
+        assert sorted(t.target for t, _ in rows) == ["product.bin", "warmup.bin"]  # each registered once
+        for transfer, data_file in rows:
+            assert data_file.md5 == hashlib.md5(payloads[transfer.target]).hexdigest()
+    finally:
+        flows.subscription.request_stop()
+        flows.retrieval.request_stop()
+        subscriber.join(30)
+        retriever.join(30)
+        flows.subscription._stop.clear()
+        flows.retrieval._stop.clear()
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ({"links": [{"rel": "canonical", "href": "http://h/a.bin", "length": 3}]}, ("http://h/a.bin", 3, None)),
+        ({"url": "http://h/b.bin", "size": 7, "name": "b.bin"}, ("http://h/b.bin", 7, None)),
+        ({"links": [{"rel": "via", "href": "http://h/meta"}]}, None),
+        ({"hello": "world"}, None),
+    ],
+)
+def test_messages_name_their_file_by_wis2_link_or_url(message, expected):
+    from tasks.subscription import href_of
+
+    assert href_of(message) == expected
