@@ -10,8 +10,10 @@ from litestar.openapi import OpenAPIConfig
 
 from api.auth import AuthenticationMiddleware
 from api.errors import EXCEPTION_HANDLERS
+from api.metrics import metrics
 from api.routes.config import destinations_router, hosts_router
 from api.routes.health import health
+from api.routes.monitor import monitor_router
 from api.routes.portal import portal_router
 from api.routes.transfers import transfers_router
 from api.routes.users import create_token, me
@@ -40,7 +42,17 @@ def create_app(
             ensure_user(session, settings.admin_user, settings.admin_password.get_secret_value(), is_admin=True)
 
     return Litestar(
-        route_handlers=[health, me, create_token, destinations_router, hosts_router, transfers_router, portal_router],
+        route_handlers=[
+            health,
+            me,
+            create_token,
+            destinations_router,
+            hosts_router,
+            transfers_router,
+            portal_router,
+            monitor_router,
+            metrics,
+        ],
         state=State({"engine": engine, "store": store, "settings": settings}),
         middleware=[DefineMiddleware(AuthenticationMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
