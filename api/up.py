@@ -147,6 +147,8 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
         print(
             f"pds is up (data in {root})\n"
             f"  API        {settings.resolved_api_url()}  (docs: /schema; user {settings.admin_user})\n"
+            f"  monitor    {settings.resolved_api_url()}/monitor\n"
+            f"  metrics    {settings.resolved_api_url()}/metrics\n"
             f"  Prefect UI {prefect_api_url.removesuffix('/api')}\n"
             f"  logs       {logs}\n"
             "Press Ctrl-C to stop.",

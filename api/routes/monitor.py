@@ -18,7 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from litestar import MediaType, Request, Response, Router, get, post
 from litestar.datastructures import Cookie, State
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath
+from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Redirect
 from sqlmodel import Session as DbSession
 
@@ -134,7 +134,7 @@ def _common(state: State, viewer: Viewer, request: Request[Any, Any, Any]) -> di
 
 
 @get("/login", sync_to_thread=False)
-def login_page(request: Request[Any, Any, Any], state: State, next: str | None = None) -> Response[str]:
+def login_page(request: Request[Any, Any, Any], state: State, next: FromQuery[str | None] = None) -> Response[str]:
     signer = _signer(state)
     nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_hex(16)
     response = _page("login.html", next=_safe_next(next), form_token=signer.form_token(f"login|{nonce}"), error=None)
@@ -201,7 +201,7 @@ def overview(request: Request[Any, Any, Any], state: State) -> Response[Any]:
 
 @get("/destinations/{name:str}", sync_to_thread=True)
 def destination_page(
-    name: FromPath[str], request: Request[Any, Any, Any], state: State, status: str | None = None
+    name: FromPath[str], request: Request[Any, Any, Any], state: State, status: FromQuery[str | None] = None
 ) -> Response[Any]:
     """A destination's hosts, state and transfers (newest first, optionally one status)."""
     with database(state) as session:
