@@ -296,6 +296,9 @@ def parser() -> argparse.ArgumentParser:
     host.add_argument("--rank", type=int, help="0 makes it the primary host")
 
     sub.add_parser("token", help="create an API token for the current user")
+
+    deploy = sub.add_parser("deploy", help="register prefect.yaml's work pools and deployments (PREFECT_API_URL)")
+    deploy.add_argument("--pause-schedules", action="store_true", help="register the schedules paused")
     return p
 
 
@@ -315,6 +318,8 @@ def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None)
         from api.up import run_embedded
 
         return run_embedded(data_dir=args.data_dir, prefect_api_url=args.prefect_api_url)
+    if args.command == "deploy":
+        return _deploy(args)
     if args.command in {"destination", "host"} and args.action not in {"list"} and not args.name:
         print(f"pds: error: {args.command} {args.action} needs a NAME", file=sys.stderr)
         return 2
@@ -336,6 +341,22 @@ def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None)
     except KeyboardInterrupt:
         print("pds: interrupted", file=sys.stderr)
         return 130
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from api.deployments import DeploymentError, register
+
+    url = os.environ.get("PREFECT_API_URL", "")
+    if not url:
+        print("pds: error: set PREFECT_API_URL to the Prefect server's API (http://host:4200/api)", file=sys.stderr)
+        return 2
+    try:
+        pools = register(url, pause_schedules=args.pause_schedules)
+    except DeploymentError as exc:
+        print(f"pds: error: {exc}", file=sys.stderr)
+        return 1
+    _print(args, {"work_pools": pools}, f"deployments registered; work pools: {', '.join(pools)}")
     return 0
 
 

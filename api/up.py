@@ -20,6 +20,7 @@ from typing import IO
 
 import httpx
 
+from api.deployments import DeploymentError, register
 from catalog.database import make_engine, migrate, session_scope
 from catalog.settings import Settings
 from catalog.users import ensure_user
@@ -74,6 +75,18 @@ def _wait_http(url: str, what: str, child: Child, timeout: float) -> None:
             pass
         time.sleep(0.3)
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f} s; see {child.log_path}")
+
+
+def _register_deployments(prefect_api_url: str, logs: Path) -> str:
+    """prefect.yaml's deployments on the embedded server, schedules paused (this stack supervises its own
+    mover); a failure is reported and the stack runs on without them."""
+    try:
+        pools = register(prefect_api_url, pause_schedules=True)
+    except (DeploymentError, OSError, subprocess.TimeoutExpired) as exc:
+        (logs / "deployments.log").write_text(str(exc))
+        print(f"pds: warning: deployments not registered: {exc}", file=sys.stderr, flush=True)
+        return ""
+    return ", ".join(pools)
 
 
 def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None) -> int:
@@ -144,13 +157,25 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
         _wait_http(f"{settings.resolved_api_url()}/health", "the API", api, 60)
         mover.start()
         children.append(mover)
+        deployments = _register_deployments(prefect_api_url, logs)
+        if deployments:
+            worker = Child(
+                "worker",
+                [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", "pds-movers"],
+                env | {"PREFECT_WORKER_QUERY_SECONDS": "2"},
+                logs / "worker.log",
+                restart=True,
+            )
+            worker.start()
+            children.append(worker)
         print(
             f"pds is up (data in {root})\n"
             f"  API        {settings.resolved_api_url()}  (docs: /schema; user {settings.admin_user})\n"
             f"  monitor    {settings.resolved_api_url()}/monitor\n"
             f"  metrics    {settings.resolved_api_url()}/metrics\n"
-            f"  Prefect UI {prefect_api_url.removesuffix('/api')}\n"
-            f"  logs       {logs}\n"
+            f"  Prefect UI {prefect_api_url.removesuffix('/api')}"
+            + (f"  (deployments: {deployments}; a worker serves pds-movers)\n" if deployments else "\n")
+            + f"  logs       {logs}\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )
