@@ -15,6 +15,7 @@ from api.routes.config import destinations_router, hosts_router
 from api.routes.health import health
 from api.routes.monitor import monitor_router
 from api.routes.portal import portal_router
+from api.routes.products import product_status
 from api.routes.transfers import transfers_router
 from api.routes.users import create_token, me
 from catalog.database import make_engine, migrate, session_scope
@@ -52,6 +53,7 @@ def create_app(
             portal_router,
             monitor_router,
             metrics,
+            product_status,
         ],
         state=State({"engine": engine, "store": store, "settings": settings}),
         middleware=[DefineMiddleware(AuthenticationMiddleware)],

@@ -152,6 +152,12 @@ class PdsClient:
                 )
             time.sleep(poll)
 
+    def product_status(self, status: str, stream: str, **fields: Any) -> str:
+        """Record a product as expected, started or completed (a PRS line); fields: type, time_base,
+        time_step, schedule_time. Returns the line."""
+        body = {"status": status, "stream": stream, **{k: v for k, v in fields.items() if v is not None}}
+        return str(self._request("POST", "/products/status", json=body)["line"])
+
     # --- flows ---
 
     def run_deployment(

@@ -52,3 +52,19 @@ def register(prefect_api_url: str, *, pause_schedules: bool = False, timeout: fl
     if pause_schedules:
         _prefect(["--no-prompt", "deployment", "schedule", "pause", "--all"], env, timeout)
     return pools
+
+
+def main() -> int:
+    """`python -m api.deployments [--pause-schedules]`: what `pds up` runs in the background."""
+    pause = "--pause-schedules" in sys.argv[1:]
+    try:
+        pools = register(os.environ["PREFECT_API_URL"], pause_schedules=pause)
+    except (KeyError, DeploymentError, subprocess.TimeoutExpired) as exc:
+        print(f"deployments not registered: {exc}", file=sys.stderr)
+        return 1
+    print(f"deployments registered; work pools: {', '.join(pools)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

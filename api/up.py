@@ -20,7 +20,6 @@ from typing import IO
 
 import httpx
 
-from api.deployments import DeploymentError, register
 from catalog.database import make_engine, migrate, session_scope
 from catalog.settings import Settings
 from catalog.users import ensure_user
@@ -77,18 +76,6 @@ def _wait_http(url: str, what: str, child: Child, timeout: float) -> None:
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f} s; see {child.log_path}")
 
 
-def _register_deployments(prefect_api_url: str, logs: Path) -> str:
-    """prefect.yaml's deployments on the embedded server, schedules paused (this stack supervises its own
-    mover); a failure is reported and the stack runs on without them."""
-    try:
-        pools = register(prefect_api_url, pause_schedules=True)
-    except (DeploymentError, OSError, subprocess.TimeoutExpired) as exc:
-        (logs / "deployments.log").write_text(str(exc))
-        print(f"pds: warning: deployments not registered: {exc}", file=sys.stderr, flush=True)
-        return ""
-    return ", ".join(pools)
-
-
 def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None) -> int:
     if data_dir:
         os.environ["PDS_DATA_DIR"] = str(Path(data_dir).resolve())
@@ -141,6 +128,7 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
     mover = Child("mover", [sys.executable, "-m", "flows.mover"], env, logs / "mover.log", restart=True)
 
     stopping = False
+    registration: Child | None = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -157,29 +145,41 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
         _wait_http(f"{settings.resolved_api_url()}/health", "the API", api, 60)
         mover.start()
         children.append(mover)
-        deployments = _register_deployments(prefect_api_url, logs)
-        if deployments:
-            worker = Child(
-                "worker",
-                [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", "pds-movers"],
-                env | {"PREFECT_WORKER_QUERY_SECONDS": "2"},
-                logs / "worker.log",
-                restart=True,
-            )
-            worker.start()
-            children.append(worker)
+        # prefect.yaml's deployments, registered in the background (schedules paused: this stack
+        # supervises its own mover); a worker for the on-demand ones starts once they are there.
+        registration = Child(
+            "deployments",
+            [sys.executable, "-m", "api.deployments", "--pause-schedules"],
+            env,
+            logs / "deployments.log",
+        )
+        registration.start()
+        worker = Child(
+            "worker",
+            [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", "pds-movers"],
+            env | {"PREFECT_WORKER_QUERY_SECONDS": "2"},
+            logs / "worker.log",
+            restart=True,
+        )
         print(
             f"pds is up (data in {root})\n"
             f"  API        {settings.resolved_api_url()}  (docs: /schema; user {settings.admin_user})\n"
             f"  monitor    {settings.resolved_api_url()}/monitor\n"
             f"  metrics    {settings.resolved_api_url()}/metrics\n"
-            f"  Prefect UI {prefect_api_url.removesuffix('/api')}"
-            + (f"  (deployments: {deployments}; a worker serves pds-movers)\n" if deployments else "\n")
-            + f"  logs       {logs}\n"
+            f"  Prefect UI {prefect_api_url.removesuffix('/api')}  (deployments: see below)\n"
+            f"  logs       {logs}\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )
         while not stopping:
+            if registration.process and worker.process is None and registration.process.poll() is not None:
+                if registration.process.returncode == 0:
+                    worker.start()
+                    children.append(worker)
+                    print("pds: deployments registered (prefect.yaml); a worker serves pds-movers", flush=True)
+                else:
+                    print(f"pds: warning: deployments not registered; see {registration.log_path}", file=sys.stderr)
+                registration.process = None
             for child in children:
                 if child.process and child.process.poll() is not None and not stopping:
                     if not child.restart:
@@ -198,6 +198,10 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
         print(f"pds: error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if registration is not None and registration.process and registration.process.poll() is None:
+            os.killpg(registration.process.pid, signal.SIGTERM)  # and the `prefect` command it runs
+        if registration is not None:
+            registration.stop()
         for child in reversed(children):
             child.stop()
         print("pds: stopped", file=sys.stderr)
