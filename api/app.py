@@ -10,10 +10,13 @@ from litestar.openapi import OpenAPIConfig
 
 from api.auth import AuthenticationMiddleware
 from api.errors import EXCEPTION_HANDLERS
+from api.metrics import metrics
 from api.routes.acquisition import acquisition_router
 from api.routes.config import destinations_router, hosts_router
 from api.routes.health import health
+from api.routes.monitor import monitor_router
 from api.routes.portal import portal_router
+from api.routes.products import product_status
 from api.routes.stac import stac_router
 from api.routes.transfers import transfers_router
 from api.routes.users import create_token, me
@@ -52,6 +55,9 @@ def create_app(
             portal_router,
             stac_router,
             acquisition_router,
+            monitor_router,
+            metrics,
+            product_status,
         ],
         state=State({"engine": engine, "store": store, "settings": settings}),
         middleware=[DefineMiddleware(AuthenticationMiddleware)],

@@ -22,7 +22,9 @@ from sqlmodel import Session
 
 from catalog.users import authenticate_password, authenticate_token
 
-PUBLIC_PATHS = {"/health", "/schema"}
+PUBLIC_PATHS = {"/health", "/schema", "/metrics"}
+#: Paths that do their own authentication or need none: the monitor pages use a session cookie.
+EXCLUDED = ["^/health$", "^/schema", "^/metrics$", "^/monitor(/|$)"]
 _CACHE_SECONDS = 300.0
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="pds", Bearer'}
 
@@ -68,7 +70,7 @@ def _check(engine: sa.Engine, header: str) -> Caller | None:
 
 class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
     def __init__(self, app: ASGIApp, **kwargs: object) -> None:
-        super().__init__(app, exclude=["^/health$", "^/schema"], **kwargs)  # type: ignore[arg-type]
+        super().__init__(app, exclude=EXCLUDED, **kwargs)  # type: ignore[arg-type]
         self.cache = CredentialCache()
 
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -31,13 +31,14 @@ def _progress(sent: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def _options(pairs: Sequence[str]) -> dict[str, Any]:
+def _options(pairs: Sequence[str], *, parse: bool = True) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise PdsError(f"option must be KEY=VALUE, not {pair!r}")
-        options[key] = json.loads(value) if value in {"true", "false"} or value.isdigit() else value
+        parsed = parse and (value in {"true", "false"} or value.isdigit())
+        options[key] = json.loads(value) if parsed else value
     return options
 
 
@@ -60,6 +61,9 @@ def _delay(args: argparse.Namespace) -> int | None:
 
 
 def cmd_push(client: PdsClient, args: argparse.Namespace) -> None:
+    if args.asap and (args.priority is not None or args.delay is not None or args.at or args.standby):
+        raise PdsError("--asap means priority 0, now: give it without --priority, --delay, --at or --standby")
+    free = [f"{key}={value}" for key, value in _options(args.meta, parse=False).items()]
     meta = {
         "stream": args.stream,
         "data_type": args.type,
@@ -67,17 +71,45 @@ def cmd_push(client: PdsClient, args: argparse.Namespace) -> None:
         "time_step": args.step,
         "delay": _delay(args),
         "lifetime": args.lifetime,
+        "meta": free or None,
     }
     result = client.push(
         args.file,
         args.destination,
         args.target,
-        priority=args.priority,
+        priority=0 if args.asap else args.priority,
         standby=args.standby,
-        progress=_progress,
+        progress=None if args.json else _progress,
         **meta,
     )
+    if args.remove_source:
+        # Only now: the push returned, so the file is whole in the Data Store.
+        os.remove(args.file)
     _print(args, result, str(result["data_file_id"]))
+
+
+def cmd_product(client: PdsClient, args: argparse.Namespace) -> None:
+    line = client.product_status(
+        args.status,
+        args.stream,
+        type=args.type,
+        time_base=args.time,
+        time_step=args.step,
+        schedule_time=args.schedule_time,
+    )
+    _print(args, {"line": line}, line)
+
+
+def cmd_scheduler(client: PdsClient, args: argparse.Namespace) -> None:
+    """Stop (hold) or start (restart) the schedulers of one destination or of every destination."""
+    names = [args.destination] if args.destination else [d["destination"]["name"] for d in client.destinations()]
+    for name in names:
+        if args.action == "stop":
+            client.hold_destination(name)
+        else:
+            client.restart_destination(name)
+    verb = "stopped" if args.action == "stop" else "started"
+    _print(args, {"action": args.action, "destinations": names}, f"scheduler {verb}: {', '.join(names) or '(none)'}")
 
 
 def cmd_status(client: PdsClient, args: argparse.Namespace) -> None:
@@ -172,9 +204,10 @@ def cmd_destination(client: PdsClient, args: argparse.Namespace) -> None:
             delay_seconds=args.delay,
         )
         _print(args, result, f"transfers to {args.name} are queued to {args.alias} too")
-    elif args.action in ("hold", "restart"):
-        result = client.hold_destination(args.name) if args.action == "hold" else client.restart_destination(args.name)
-        _print(args, result, f"destination {args.name} {'on hold' if args.action == 'hold' else 'restarted'}")
+    elif args.action in ("hold", "restart", "stop", "start"):
+        hold = args.action in ("hold", "stop")  # stop/start: ecpds's words for hold/restart
+        result = client.hold_destination(args.name) if hold else client.restart_destination(args.name)
+        _print(args, result, f"destination {args.name} {'on hold' if hold else 'restarted'}")
     elif args.action == "show":
         result = client.destination(args.name)
         _print(args, result, json.dumps(result, indent=2))
@@ -328,17 +361,28 @@ def cmd_token(client: PdsClient, args: argparse.Namespace) -> None:
     _print(args, {"token": token}, token)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line on standard error and exit code 2 (not argparse's usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pds", description="pds, a Product Data Store on Prefect")
+    p = _Parser(prog="pds", description="pds, a Product Data Store on Prefect")
     p.add_argument("--url", default=os.environ.get("PDS_API_URL", DEFAULT_URL), help="API base URL (PDS_API_URL)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print JSON (also accepted after the command)")
+    common = _Parser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="start the embedded stack: Prefect server, API, mover (Ctrl-C stops it)")
+    up = sub.add_parser(
+        "up", parents=[common], help="start the embedded stack: Prefect server, API, mover (Ctrl-C stops it)"
+    )
     up.add_argument("--data-dir", help="where everything is kept (PDS_DATA_DIR, default ./pds-data)")
     up.add_argument("--prefect-api-url", help="use this Prefect server instead of starting one")
 
-    push = sub.add_parser("push", help="upload a file; prints its data file id once it is stored")
+    push = sub.add_parser("push", parents=[common], help="upload a file; prints its data file id once it is stored")
     push.add_argument("file")
     push.add_argument("--destination", "-d", required=True)
     push.add_argument("--target", "-t", help="path at the destination (default: the file name)")
@@ -351,13 +395,32 @@ def parser() -> argparse.ArgumentParser:
     push.add_argument("--type")
     push.add_argument("--time", help="time base of the product")
     push.add_argument("--step", help="time step of the product")
+    push.add_argument("--meta", "-m", action="append", default=[], help="KEY=VALUE metadata (repeatable)")
+    push.add_argument("--asap", action="store_true", help="as soon as possible: priority 0, no delay")
+    push.add_argument("--remove-source", action="store_true", help="delete the local file once it is stored")
 
-    status = sub.add_parser("status", help="a data file's transfers with their history")
+    product = sub.add_parser(
+        "product", parents=[common], help="record a product as expected, started or completed (a PRS line)"
+    )
+    product.add_argument("status", choices=["expected", "started", "completed"])
+    product.add_argument("--stream", required=True)
+    product.add_argument("--type")
+    product.add_argument("--time", help="time base (ISO 8601, or e.g. 00)")
+    product.add_argument("--step", help="time step")
+    product.add_argument("--schedule-time", help="when its files are due (ISO 8601)")
+
+    scheduler = sub.add_parser(
+        "scheduler", parents=[common], help="stop or start the transfer schedulers (all, or one destination)"
+    )
+    scheduler.add_argument("action", choices=["stop", "start"])
+    scheduler.add_argument("--destination", "-d", help="only this destination")
+
+    status = sub.add_parser("status", parents=[common], help="a data file's transfers with their history")
     status.add_argument("id", type=int, help="data file id (as printed by push)")
     status.add_argument("--transfer", action="store_true", help="the id is a transfer id")
 
-    dest = sub.add_parser("destination", help="add, list, show, change, hold or restart destinations")
-    dest.add_argument("action", choices=["add", "list", "show", "set", "hold", "restart", "alias"])
+    dest = sub.add_parser("destination", parents=[common], help="add, list, show, change, hold or restart destinations")
+    dest.add_argument("action", choices=["add", "list", "show", "set", "hold", "restart", "stop", "start", "alias"])
     dest.add_argument("name", nargs="?")
     dest.add_argument("--comment")
     dest.add_argument("--max-parallel", type=int, help="transfers running at once (4)")
@@ -381,13 +444,13 @@ def parser() -> argparse.ArgumentParser:
     dest.add_argument("--alias-priority", type=int, help="alias: priority of its transfers")
     dest.add_argument("--delay", type=int, help="alias: seconds before its transfers may start")
 
-    transfer = sub.add_parser("transfer", help="operate on one transfer")
+    transfer = sub.add_parser("transfer", parents=[common], help="operate on one transfer")
     transfer.add_argument("operation", choices=["requeue", "stop", "hold", "release", "priority", "now", "extend"])
     transfer.add_argument("id", type=int, help="transfer id")
     transfer.add_argument("value", nargs="?", type=int, help="the new priority, or the seconds to extend by")
     transfer.add_argument("--reason", help="why (kept in the transfer's history)")
 
-    host = sub.add_parser("host", help="add or list hosts")
+    host = sub.add_parser("host", parents=[common], help="add or list hosts")
     host.add_argument("action", choices=["add", "list"])
     host.add_argument("name", nargs="?")
     host.add_argument("--protocol", help="file, sftp, ftp, s3, azure, gcs, http, https, webdav, …")
@@ -443,6 +506,12 @@ def parser() -> argparse.ArgumentParser:
     wait.add_argument("--timeout", type=float, default=3600)
 
     sub.add_parser("token", help="create an API token for the current user")
+    sub.add_parser("token", parents=[common], help="create an API token for the current user")
+
+    deploy = sub.add_parser(
+        "deploy", parents=[common], help="register prefect.yaml's work pools and deployments (PREFECT_API_URL)"
+    )
+    deploy.add_argument("--pause-schedules", action="store_true", help="register the schedules paused")
     return p
 
 
@@ -457,15 +526,22 @@ COMMANDS = {
     "acquisition": cmd_acquisition,
     "register": cmd_register,
     "wait": cmd_wait,
+    "product": cmd_product,
+    "scheduler": cmd_scheduler,
 }
 
 
 def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # bad usage (already said in one line) or --help
+        return int(exc.code or 0)
     if args.command == "up":
         from api.up import run_embedded
 
         return run_embedded(data_dir=args.data_dir, prefect_api_url=args.prefect_api_url)
+    if args.command == "deploy":
+        return _deploy(args)
     if args.command in {"destination", "host"} and args.action not in {"list"} and not args.name:
         print(f"pds: error: {args.command} {args.action} needs a NAME", file=sys.stderr)
         return 2
@@ -481,12 +557,29 @@ def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None)
     )
     try:
         COMMANDS[args.command](client, args)
-    except (ApiError, PdsError) as exc:
-        print(f"pds: error: {exc}", file=sys.stderr)
+    except (ApiError, PdsError, OSError) as exc:
+        message = str(exc).replace("\n", " ")
+        print(json.dumps({"error": message}) if args.json else f"pds: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pds: interrupted", file=sys.stderr)
         return 130
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from api.deployments import DeploymentError, register
+
+    url = os.environ.get("PREFECT_API_URL", "")
+    if not url:
+        print("pds: error: set PREFECT_API_URL to the Prefect server's API (http://host:4200/api)", file=sys.stderr)
+        return 2
+    try:
+        pools = register(url, pause_schedules=args.pause_schedules)
+    except DeploymentError as exc:
+        print(f"pds: error: {exc}", file=sys.stderr)
+        return 1
+    _print(args, {"work_pools": pools}, f"deployments registered; work pools: {', '.join(pools)}")
     return 0
 
 

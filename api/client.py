@@ -4,15 +4,18 @@
     pds = PdsClient.from_env()               # PDS_API_URL, PDS_USER/PDS_PASSWORD or PDS_TOKEN
     result = pds.push("forecast.grib", destination="site1", target="2026/forecast.grib")
     pds.wait_for_data_file(result["data_file_id"])
+    run = pds.run_deployment("drain/drain")   # start a flow by deployment name and wait for it
 
 It takes an `httpx.Client` so tests can hand in Litestar's TestClient.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -148,6 +151,40 @@ class PdsClient:
                     + ", ".join(f"{t['id']} {t['status']}" for t in transfers)
                 )
             time.sleep(poll)
+
+    def product_status(self, status: str, stream: str, **fields: Any) -> str:
+        """Record a product as expected, started or completed (a PRS line); fields: type, time_base,
+        time_step, schedule_time. Returns the line."""
+        body = {"status": status, "stream": stream, **{k: v for k, v in fields.items() if v is not None}}
+        return str(self._request("POST", "/products/status", json=body)["line"])
+
+    # --- flows ---
+
+    def run_deployment(
+        self, name: str, parameters: dict[str, Any] | None = None, *, wait: bool = True, timeout: float = 600
+    ) -> dict[str, Any]:
+        """Start a flow run of a Prefect deployment ("flow/deployment", e.g. "drain/drain") on the Prefect
+        server of PREFECT_API_URL; with `wait`, return once it is final and raise if it did not complete."""
+        from prefect.deployments.flow_runs import arun_deployment
+
+        # An event loop of its own, in a thread: a notebook's loop is already running.
+        start = arun_deployment(name, parameters=parameters or {}, timeout=timeout if wait else 0)
+        with ThreadPoolExecutor(1) as pool:
+            run = pool.submit(asyncio.run, start).result()
+        state = run.state
+        summary = {
+            "id": str(run.id),
+            "name": run.name,
+            "state": state.type.value if state else None,
+            "state_name": state.name if state else None,
+        }
+        if wait and (state is None or not state.is_completed()):
+            final = state is not None and state.is_final()
+            raise ApiError(
+                f"flow run {run.name} ({run.id}) "
+                + (f"ended {state.name}: {state.message}" if final and state else f"not finished after {timeout} s")
+            )
+        return summary
 
     # --- operations ---
 

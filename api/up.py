@@ -128,6 +128,7 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
     mover = Child("mover", [sys.executable, "-m", "flows.mover"], env, logs / "mover.log", restart=True)
 
     stopping = False
+    registration: Child | None = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -144,15 +145,41 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
         _wait_http(f"{settings.resolved_api_url()}/health", "the API", api, 60)
         mover.start()
         children.append(mover)
+        # prefect.yaml's deployments, registered in the background (schedules paused: this stack
+        # supervises its own mover); a worker for the on-demand ones starts once they are there.
+        registration = Child(
+            "deployments",
+            [sys.executable, "-m", "api.deployments", "--pause-schedules"],
+            env,
+            logs / "deployments.log",
+        )
+        registration.start()
+        worker = Child(
+            "worker",
+            [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", "pds-movers"],
+            env | {"PREFECT_WORKER_QUERY_SECONDS": "2"},
+            logs / "worker.log",
+            restart=True,
+        )
         print(
             f"pds is up (data in {root})\n"
             f"  API        {settings.resolved_api_url()}  (docs: /schema; user {settings.admin_user})\n"
-            f"  Prefect UI {prefect_api_url.removesuffix('/api')}\n"
+            f"  monitor    {settings.resolved_api_url()}/monitor\n"
+            f"  metrics    {settings.resolved_api_url()}/metrics\n"
+            f"  Prefect UI {prefect_api_url.removesuffix('/api')}  (deployments: see below)\n"
             f"  logs       {logs}\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )
         while not stopping:
+            if registration.process and worker.process is None and registration.process.poll() is not None:
+                if registration.process.returncode == 0:
+                    worker.start()
+                    children.append(worker)
+                    print("pds: deployments registered (prefect.yaml); a worker serves pds-movers", flush=True)
+                else:
+                    print(f"pds: warning: deployments not registered; see {registration.log_path}", file=sys.stderr)
+                registration.process = None
             for child in children:
                 if child.process and child.process.poll() is not None and not stopping:
                     if not child.restart:
@@ -171,6 +198,10 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
         print(f"pds: error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if registration is not None and registration.process and registration.process.poll() is None:
+            os.killpg(registration.process.pid, signal.SIGTERM)  # and the `prefect` command it runs
+        if registration is not None:
+            registration.stop()
         for child in reversed(children):
             child.stop()
         print("pds: stopped", file=sys.stderr)

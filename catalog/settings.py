@@ -97,6 +97,14 @@ class Settings(BaseSettings):
     every transfer of it is Done, Failed or Stopped."""
     chunk_size: int = 4 * 1024 * 1024
     """Bytes read and written at a time when streaming data files."""
+    prefect_ui_url: str = ""
+    """Base URL of the Prefect UI, for the monitor's links to flow runs; empty means the local server
+    of `pds up` (http://127.0.0.1:<prefect_port>)."""
+    session_secret: SecretStr = SecretStr("")
+    """Key that signs the monitor's session cookies and form tokens. Empty: a random key per API
+    process (sessions end when it restarts); set the same value on every API replica."""
+    session_hours: float = 12.0
+    """How long a monitor log-in lasts."""
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'pds.db'}"
@@ -108,6 +116,9 @@ class Settings(BaseSettings):
         if self.event_log is None:
             return str(self.data_dir / "logs" / "events.log")
         return None if self.event_log in ("", "off") else self.event_log
+
+    def resolved_prefect_ui_url(self) -> str:
+        return (self.prefect_ui_url or f"http://127.0.0.1:{self.prefect_port}").rstrip("/")
 
     def resolved_api_url(self) -> str:
         return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")

@@ -548,20 +548,25 @@ def heartbeat(session: Session, mover: str, *, machine: str = "", pid: int = 0, 
     session.flush()
 
 
-def recover(session: Session, mover: str, *, stale_after: timedelta, now: datetime | None = None) -> list[int]:
+def recover(
+    session: Session, mover: str, *, stale_after: timedelta, now: datetime | None = None, only_stale: bool = False
+) -> list[int]:
     """Turn Transferring rows of `mover` (restarting) or of silent movers into Interrupted, then Queued.
 
-    A mover calls this on start. Transfers of movers that still beat are left alone, so several
-    movers can start and stop independently.
+    A mover calls this on start, and while it runs with `only_stale` (its own transfers are left
+    alone) so the work of a mover that died is taken over without waiting for its restart.
+    Transfers of movers that still beat are left alone, so several movers can start and stop
+    independently.
     """
     now = now or utcnow()
-    stale = select(Mover.name).where(Mover.heartbeat_at < now - stale_after)
+    stale = select(Mover.name).where(Mover.heartbeat_at < now - stale_after, Mover.name != mover)
+    own = "" if only_stale else mover  # no transfer is claimed under an empty name
     ids = list(
         session.exec(
             select(DataTransfer.id).where(
                 DataTransfer.status == TransferStatus.TRANSFERRING.value,
                 sa.or_(
-                    col(DataTransfer.mover) == mover,
+                    col(DataTransfer.mover) == own,
                     col(DataTransfer.mover).is_(None),
                     col(DataTransfer.mover).in_(stale),
                 ),

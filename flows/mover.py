@@ -1,6 +1,7 @@
 """The mover: a long-lived flow run that claims ready transfers from the database and dispatches them.
 
-On start it recovers what a crash left Transferring (→ Interrupted → Queued). Then it polls the
+On start it recovers what a crash left Transferring (→ Interrupted → Queued), and while it runs it
+takes over the Transferring rows of any other mover that stopped beating. Then it polls the
 database (cheap, and a pushed file starts moving within `mover_poll_seconds`), claims about a
 second's worth of work at a time, and runs each claim as a `dispatch` subflow in its own thread, up to
 `mover_parallel` at once. A background thread records a heartbeat so other movers know it is alive.
@@ -70,20 +71,28 @@ def mover(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bool =
     max_runtime = max_runtime_seconds or settings.mover_max_runtime_seconds
     with session_scope(rt.engine) as session:
         heartbeat(session, name, machine=socket.gethostname(), pid=os.getpid(), starting=True)
+    stale_after = timedelta(seconds=settings.mover_stale_seconds)
     with session_scope(rt.engine) as session:
-        recovered = recover(session, name, stale_after=timedelta(seconds=settings.mover_stale_seconds))
+        recovered = recover(session, name, stale_after=stale_after)
     if recovered:
         logger.warning("recovered %d interrupted transfer(s): %s", len(recovered), recovered)
     beat = _Heartbeat(name, settings.mover_heartbeat_seconds)
     beat.start()
     in_flight: set[Future[object]] = set()
     counts = {"dispatches": 0, "transfers": 0, "recovered": len(recovered)}
-    started = time.monotonic()
+    started = last_takeover = time.monotonic()
     with ThreadPoolExecutor(max_workers=settings.mover_parallel, thread_name_prefix="dispatch") as pool:
         try:
             while not _stop.is_set() and time.monotonic() - started < max_runtime:
                 in_flight = {f for f in in_flight if not f.done()}
                 claimed: list[int] = []
+                if time.monotonic() - last_takeover > stale_after.total_seconds() / 2:
+                    last_takeover = time.monotonic()
+                    with session_scope(rt.engine) as session:
+                        taken = recover(session, name, stale_after=stale_after, only_stale=True)
+                    if taken:
+                        logger.warning("took over %d transfer(s) of a silent mover: %s", len(taken), taken)
+                        counts["recovered"] += len(taken)
                 if len(in_flight) < settings.mover_parallel:
                     with session_scope(rt.engine) as session:
                         expire_due(session, by=name)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests need: OpenSSH (sftp-server), PostgreSQL, openssl (FTPS certificates) and
-# Node.js with npm (Azurite), Mosquitto (MQTT). The tests install Azurite from npm once into ~/.cache/pds-test-servers.
+# Node.js with npm (Azurite), Mosquitto (MQTT), Chromium and its WebDriver (the monitor's browser test).
+# The tests install Azurite from npm once into ~/.cache/pds-test-servers.
 set -euo pipefail
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -11,6 +12,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
   || need+=(nginx libnginx-mod-http-dav-ext)  # WebDAV server for the HTTP hosts
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # Azurite, the Azure Blob emulator
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)  # MQTT broker for notifications
+command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+  || need+=(chromium chromium-driver)  # headless browser for the monitor pages (Selenium)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq

@@ -177,6 +177,24 @@ def test_recovery_interrupts_only_transfers_of_dead_or_restarting_movers(engine,
     assert [h.to_status for h in t.history][-3:] == ["Transferring", "Interrupted", "Queued"]
 
 
+def test_a_running_mover_takes_over_only_the_transfers_of_silent_movers(engine, store, site):
+    ids = [push(engine, store, site, f"{i}.bin")[1][0] for i in range(3)]
+    with session_scope(engine) as session:
+        for name in ("running", "alive", "dead"):
+            heartbeat(session, name)
+        dead = session.get(Mover, "dead")
+        dead.heartbeat_at = utcnow() - timedelta(minutes=10)
+        session.add(dead)
+    for tid, mover in zip(ids, ("running", "alive", "dead"), strict=True):
+        assert claim_ids(engine, mover, limit=1) == [tid]
+    with session_scope(engine) as session:
+        taken = recover(session, "running", stale_after=timedelta(seconds=30), only_stale=True)
+    assert taken == [ids[2]]
+    assert [status(engine, i).status for i in ids] == ["Transferring", "Transferring", "Queued"]
+    interrupted = [h for h in status(engine, ids[2]).history if h.to_status == "Interrupted"]
+    assert interrupted[0].by == "running" and "dead" in interrupted[0].reason
+
+
 def test_expired_transfers_fail_with_the_openecpds_reason(engine, store, site):
     _, (tid,) = push(engine, store, site, "x.bin", lifetime_seconds=60)
     with session_scope(engine) as session:

@@ -1,0 +1,346 @@
+"""The monitor: server-rendered pages of destinations, their queues and transfers, hosts and movers,
+with operators' actions (requeue, stop, hold, release, priority, destination hold/restart).
+
+Pages need a log-in (a session cookie, see `api.sessions`); actions need an administrator and a form
+token. Flow runs link to the Prefect UI (`PDS_PREFECT_UI_URL`). Pages showing live queues reload
+themselves every few seconds.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+import sqlalchemy as sa
+from jinja2 import Environment, PackageLoader, select_autoescape
+from litestar import MediaType, Request, Response, Router, get, post
+from litestar.datastructures import Cookie, State
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, FromQuery
+from litestar.response import Redirect
+from sqlmodel import Session as DbSession
+
+from api.deps import database
+from api.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionSigner
+from catalog import monitoring, operations
+from catalog.errors import PdsError
+from catalog.models import DataUser
+from catalog.settings import Settings
+from catalog.statuses import TRANSITIONS, TransferStatus
+from catalog.submission import check_priority
+from catalog.transfers import transfer_public
+from catalog.users import authenticate_password
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+TRANSFER_ACTIONS = ("requeue", "stop", "hold", "release", "priority", "schedule-now")
+DESTINATION_ACTIONS = ("hold", "restart")
+REFRESH_SECONDS = 5
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+def _time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+TEMPLATES = Environment(
+    loader=PackageLoader("api", "templates/monitor"), autoescape=select_autoescape(["html"]), trim_blocks=True
+)
+TEMPLATES.filters["size"] = _size
+TEMPLATES.filters["time"] = _time
+
+
+def _can(action: str, status: str) -> bool:
+    """Whether the status table lets an operator take `action` from `status` (shows its button)."""
+    return any(t.action == action and status in t.sources for t in TRANSITIONS)
+
+
+TEMPLATES.globals["can"] = _can
+
+
+class Viewer:
+    """The logged-in user of a page, with what the page's forms need."""
+
+    def __init__(self, login: str, is_admin: bool, form_token: str) -> None:
+        self.login, self.is_admin, self.form_token = login, is_admin, form_token
+
+
+def _signer(state: State) -> SessionSigner:
+    if "session_signer" not in state:
+        state.session_signer = SessionSigner(state.settings)
+    signer: SessionSigner = state.session_signer
+    return signer
+
+
+def _viewer(request: Request[Any, Any, Any], state: State, session: DbSession) -> Viewer | None:
+    signer = _signer(state)
+    found = signer.read(request.cookies.get(SESSION_COOKIE))
+    if found is None:
+        return None
+    user = session.get(DataUser, found.login)
+    if user is None or not user.active:
+        return None
+    return Viewer(user.login, user.is_admin, signer.form_token(found.nonce))
+
+
+def _page(name: str, status_code: int = 200, **context: Any) -> Response[str]:
+    html = TEMPLATES.get_template(name).render(**context)
+    return Response(html, media_type=MediaType.HTML, status_code=status_code, headers=_NO_FRAMES)
+
+
+# The pages hold forms that act on transfers: never inside another site's frame.
+_NO_FRAMES = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+
+
+def _to_login(request: Request[Any, Any, Any]) -> Redirect:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return Redirect(f"/monitor/login?{urlencode({'next': target})}", status_code=303)
+
+
+def _safe_next(value: str | None) -> str:
+    """Only pages of the monitor, so a crafted link cannot send a user elsewhere after log-in."""
+    if value and value.startswith("/monitor") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/monitor"
+
+
+def _with_message(path: str, message: str) -> str:
+    path = _safe_next(path).split("?", 1)[0]
+    return f"{path}?{urlencode({'message': message})}"
+
+
+def _common(state: State, viewer: Viewer, request: Request[Any, Any, Any]) -> dict[str, Any]:
+    settings: Settings = state.settings
+    return {
+        "viewer": viewer,
+        "prefect_ui": settings.resolved_prefect_ui_url(),
+        "message": request.query_params.get("message"),
+        "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+    }
+
+
+# --- log-in ------------------------------------------------------------------------------------
+
+
+@get("/login", sync_to_thread=False)
+def login_page(request: Request[Any, Any, Any], state: State, next: FromQuery[str | None] = None) -> Response[str]:
+    signer = _signer(state)
+    nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_hex(16)
+    response = _page("login.html", next=_safe_next(next), form_token=signer.form_token(f"login|{nonce}"), error=None)
+    response.set_cookie(LOGIN_COOKIE, nonce, path="/monitor", httponly=True, samesite="strict")
+    return response
+
+
+@post("/login", sync_to_thread=True, status_code=303)
+def login(request: Request[Any, Any, Any], state: State, data: Form) -> Response[Any]:
+    signer = _signer(state)
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    next_page = _safe_next(data.get("next"))
+    if not nonce or not signer.check_form_token(f"login|{nonce}", data.get("form_token")):
+        return _page("login.html", 403, next=next_page, form_token="", error="the log-in form expired; reload the page")
+    with database(state) as session:
+        user = authenticate_password(session, data.get("login", ""), data.get("password", ""))
+    if user is None:
+        return _page(
+            "login.html",
+            401,
+            next=next_page,
+            form_token=signer.form_token(f"login|{nonce}"),
+            error="unknown user or wrong password",
+        )
+    cookie = Cookie(
+        key=SESSION_COOKIE,
+        value=signer.issue(user.login),
+        path="/monitor",
+        httponly=True,
+        samesite="strict",
+        max_age=int(signer.lifetime),
+        secure=request.url.scheme == "https",
+    )
+    return Redirect(next_page, status_code=303, cookies=[cookie])
+
+
+@post("/logout", sync_to_thread=False, status_code=303)
+def logout() -> Redirect:
+    return Redirect(
+        "/monitor/login", status_code=303, cookies=[Cookie(key=SESSION_COOKIE, value="", path="/monitor", max_age=0)]
+    )
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+@get("/", sync_to_thread=True)
+def overview(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """Every destination with its state, queue, running transfers and recent rate; the movers."""
+    with database(state) as session:
+        viewer = _viewer(request, state, session)
+        if viewer is None:
+            return _to_login(request)
+        destinations = monitoring.destinations_overview(session)
+        movers = monitoring.movers(session)
+    return _page(
+        "overview.html",
+        destinations=destinations,
+        movers=movers,
+        refresh=REFRESH_SECONDS,
+        **_common(state, viewer, request),
+    )
+
+
+@get("/destinations/{name:str}", sync_to_thread=True)
+def destination_page(
+    name: FromPath[str], request: Request[Any, Any, Any], state: State, status: FromQuery[str | None] = None
+) -> Response[Any]:
+    """A destination's hosts, state and transfers (newest first, optionally one status)."""
+    with database(state) as session:
+        viewer = _viewer(request, state, session)
+        if viewer is None:
+            return _to_login(request)
+        view = monitoring.destination_view(session, name)
+        if view is None:
+            return _page("error.html", 404, error=f"no destination {name!r}", **_common(state, viewer, request))
+        transfers = monitoring.destination_transfers(session, name, status=status or None)
+    return _page(
+        "destination.html",
+        destination=view,
+        transfers=transfers,
+        status=status or "",
+        statuses=[s.value for s in TransferStatus],
+        refresh=REFRESH_SECONDS,
+        **_common(state, viewer, request),
+    )
+
+
+@get("/transfers/{transfer_id:int}", sync_to_thread=True)
+def transfer_page(transfer_id: FromPath[int], request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """One transfer: where it goes, its attempts and errors, its whole history."""
+    with database(state) as session:
+        viewer = _viewer(request, state, session)
+        if viewer is None:
+            return _to_login(request)
+        try:
+            transfer = transfer_public(session, transfer_id)
+        except PdsError as exc:
+            return _page("error.html", 404, error=str(exc), **_common(state, viewer, request))
+    return _page("transfer.html", transfer=transfer, **_common(state, viewer, request))
+
+
+@get("/hosts", sync_to_thread=True)
+def hosts_page(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    with database(state) as session:
+        viewer = _viewer(request, state, session)
+        if viewer is None:
+            return _to_login(request)
+        hosts = monitoring.hosts_overview(session)
+    return _page("hosts.html", hosts=hosts, **_common(state, viewer, request))
+
+
+# --- actions -----------------------------------------------------------------------------------
+
+
+def _authorise_action(
+    request: Request[Any, Any, Any], state: State, session: DbSession, data: dict[str, str]
+) -> Viewer | Response[Any]:
+    viewer = _viewer(request, state, session)
+    if viewer is None:
+        return _to_login(request)
+    if data.get("form_token") != viewer.form_token:
+        return _page(
+            "error.html",
+            403,
+            error="the form expired or came from elsewhere; reload the page",
+            **_common(state, viewer, request),
+        )
+    if not viewer.is_admin:
+        return _page(
+            "error.html", 403, error=f"user {viewer.login} is not an administrator", **_common(state, viewer, request)
+        )
+    return viewer
+
+
+def _transfer_action(session: DbSession, transfer_id: int, action: str, data: dict[str, str], by: str) -> str:
+    reason = data.get("reason", "").strip()
+    if action == "requeue":
+        operations.requeue(session, transfer_id, by=by, reason=reason)
+    elif action == "stop":
+        operations.stop(session, transfer_id, by=by, reason=reason)
+    elif action == "hold":
+        operations.hold(session, transfer_id, by=by)
+    elif action == "release":
+        operations.release(session, transfer_id, by=by)
+    elif action == "schedule-now":
+        operations.schedule_now(session, transfer_id, by=by)
+    elif action == "priority":
+        operations.set_priority(session, transfer_id, check_priority(data.get("priority", "").strip()), by=by)
+    else:
+        return f"no action {action!r}"
+    return f"transfer {transfer_id}: {action} done"
+
+
+@post("/transfers/{transfer_id:int}/{action:str}", sync_to_thread=True, status_code=303)
+def transfer_action(
+    transfer_id: FromPath[int], action: FromPath[str], request: Request[Any, Any, Any], state: State, data: Form
+) -> Response[Any]:
+    back = data.get("next") or f"/monitor/transfers/{transfer_id}"
+    with database(state) as session:
+        checked = _authorise_action(request, state, session, data)
+        if isinstance(checked, Response):
+            return checked
+        try:
+            message = _transfer_action(session, transfer_id, action, data, checked.login)
+        except PdsError as exc:
+            session.rollback()
+            message = f"transfer {transfer_id}: {action} refused: {exc}"
+    return Redirect(_with_message(back, message), status_code=303)
+
+
+@post("/destinations/{name:str}/{action:str}", sync_to_thread=True, status_code=303)
+def destination_action(
+    name: FromPath[str], action: FromPath[str], request: Request[Any, Any, Any], state: State, data: Form
+) -> Response[Any]:
+    back = f"/monitor/destinations/{quote(name, safe='')}"
+    with database(state) as session:
+        checked = _authorise_action(request, state, session, data)
+        if isinstance(checked, Response):
+            return checked
+        try:
+            if action == "hold":
+                operations.hold_destination(session, name, by=checked.login)
+            elif action == "restart":
+                operations.restart_destination(session, name, by=checked.login)
+            else:
+                raise PdsError(f"no action {action!r}; known: {', '.join(DESTINATION_ACTIONS)}")
+            message = f"destination {name}: {action} done"
+        except (PdsError, sa.exc.SQLAlchemyError) as exc:
+            session.rollback()
+            message = f"destination {name}: {action} refused: {exc}"
+    return Redirect(_with_message(back, message), status_code=303)
+
+
+monitor_router = Router(
+    "/monitor",
+    route_handlers=[
+        login_page,
+        login,
+        logout,
+        overview,
+        destination_page,
+        transfer_page,
+        hosts_page,
+        transfer_action,
+        destination_action,
+    ],
+    include_in_schema=False,
+)

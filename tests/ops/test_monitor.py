@@ -1,0 +1,144 @@
+"""The monitor's pages and actions over HTTP: who may see and do what, forged forms refused, and the
+Prometheus metrics at /metrics."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from litestar.testing import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.app import create_app
+from api.metrics import PROXY_CACHE_HITS, PROXY_CACHE_MISSES
+from catalog.database import session_scope
+from catalog.operations import stop
+from catalog.users import ensure_user
+from tests.factories import destination, local_host, push
+
+
+@pytest.fixture
+def client(settings, sqlite_engine, store, tmp_path):
+    with session_scope(sqlite_engine) as session:
+        ensure_user(session, "viewer", "viewer-pw")
+    destination(sqlite_engine, "site1", host=local_host("h1", str(tmp_path / "remote")))
+    destination(sqlite_engine, "site2")
+    with TestClient(create_app(settings, engine=sqlite_engine, store=store)) as client:
+        client.engine, client.store = sqlite_engine, store
+        yield client
+
+
+def form_token(html: str) -> str:
+    return re.search(r'name="form_token" value="([^"]*)"', html).group(1)
+
+
+def log_in(client, login="admin", password="admin", next_page="/monitor"):
+    page = client.get("/monitor/login")
+    return client.post(
+        "/monitor/login",
+        data={"login": login, "password": password, "form_token": form_token(page.text), "next": next_page},
+        follow_redirects=False,
+    )
+
+
+def test_pages_need_a_log_in_and_return_to_the_page_asked_for(client):
+    r = client.get("/monitor/destinations/site1", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/monitor/login?next=%2Fmonitor%2Fdestinations%2Fsite1"
+    assert log_in(client, password="wrong").status_code == 401
+    r = log_in(client, next_page="/monitor/destinations/site1")
+    assert r.status_code == 303 and r.headers["location"] == "/monitor/destinations/site1"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    assert "Destination site1" in client.get("/monitor/destinations/site1").text
+
+
+def test_a_log_in_may_only_send_back_to_the_monitor(client):
+    assert log_in(client, next_page="https://elsewhere.example/").headers["location"] == "/monitor"
+    assert log_in(client, next_page="//elsewhere.example/monitor").headers["location"] == "/monitor"
+
+
+def test_a_log_in_form_from_elsewhere_is_refused(client):
+    r = client.post("/monitor/login", data={"login": "admin", "password": "admin", "form_token": "x"})
+    assert r.status_code == 403 and "pds_session" not in r.headers.get("set-cookie", "")
+
+
+def test_a_forged_session_cookie_is_ignored(client):
+    client.cookies.set("pds_session", "admin|9999999999|00|" + "0" * 64, path="/monitor")
+    assert client.get("/monitor", follow_redirects=False).status_code == 303
+
+
+def test_overview_shows_queue_and_state(client):
+    push(client.engine, client.store, "site1", "a.bin")
+    push(client.engine, client.store, "site1", "b.bin")
+    log_in(client)
+    client.post(
+        "/monitor/destinations/site2/hold",
+        data={"form_token": form_token(client.get("/monitor/destinations/site2").text)},
+    )
+    html = client.get("/monitor").text
+    row = re.search(r'<tr id="destination-site1">(.*?)</tr>', html, re.S).group(1)
+    assert '<td class="num queued">2</td>' in row and "active" in row and "h1" in row
+    row2 = re.search(r'<tr id="destination-site2">(.*?)</tr>', html, re.S).group(1)
+    assert "on hold" in row2 and "put on hold by admin" in row2 and "(portal bucket)" in row2
+    assert "h1" in client.get("/monitor/hosts").text
+
+
+def test_actions_need_the_page_token_and_an_administrator(client):
+    _, (transfer_id,) = push(client.engine, client.store, "site1", "a.bin")
+    log_in(client, "viewer", "viewer-pw")
+    page = client.get("/monitor/destinations/site1").text
+    assert f"/monitor/transfers/{transfer_id}/stop" not in page  # no buttons for a non-administrator
+    r = client.post(f"/monitor/transfers/{transfer_id}/stop", data={"form_token": form_token(page)})
+    assert r.status_code == 403 and "not an administrator" in r.text
+
+    client.cookies.clear()
+    log_in(client)
+    r = client.post(f"/monitor/transfers/{transfer_id}/stop", data={"form_token": "forged"})
+    assert r.status_code == 403 and "reload the page" in r.text
+    assert client.get(f"/transfers/{transfer_id}", auth=("admin", "admin")).json()["status"] == "Queued"
+
+    token = form_token(client.get("/monitor/destinations/site1").text)
+    r = client.post(
+        f"/monitor/transfers/{transfer_id}/priority",
+        data={"form_token": token, "priority": "5", "next": "/monitor/destinations/site1"},
+        follow_redirects=False,
+    )
+    assert r.headers["location"].startswith("/monitor/destinations/site1?message=")
+    r = client.post(f"/monitor/transfers/{transfer_id}/stop", data={"form_token": token, "reason": "withdrawn"})
+    assert f"transfer {transfer_id}: stop done" in r.text
+    transfer = client.get(f"/transfers/{transfer_id}", auth=("admin", "admin")).json()
+    assert transfer["status"] == "Stopped" and transfer["priority"] == 5
+    assert transfer["history"][-1]["by"] == "admin" and transfer["history"][-1]["reason"] == "withdrawn"
+    # A refused edge is said on the page, not a crash.
+    r = client.post(f"/monitor/transfers/{transfer_id}/hold", data={"form_token": token})
+    assert r.status_code == 200 and f"transfer {transfer_id}: hold refused" in r.text
+
+
+def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_queues_statuses_bytes_and_proxy_cache(client):
+    push(client.engine, client.store, "site1", "a.bin", data=b"x" * 1000)
+    _, (stopped,) = push(client.engine, client.store, "site1", "b.bin")
+    with session_scope(client.engine) as session:
+        stop(session, stopped, by="test")
+    before = metric_values(client.get("/metrics").text)
+    PROXY_CACHE_HITS.labels(dataset="era5").inc(3)
+    PROXY_CACHE_MISSES.labels(dataset="era5").inc()
+    r = client.get("/metrics")  # no credentials, like /health
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    values = metric_values(r.text)
+    assert values[("pds_queue_depth", (("destination", "site1"),))] == 1
+    assert values[("pds_queue_depth", (("destination", "site2"),))] == 0
+    assert values[("pds_transfers", (("destination", "site1"), ("status", "Stopped")))] == 1
+    assert values[("pds_transfers", (("destination", "site1"), ("status", "Done")))] == 0
+    assert values[("pds_bytes_sent", (("destination", "site1"),))] == 0
+    hits = ("pds_proxy_cache_hits_total", (("dataset", "era5"),))
+    misses = ("pds_proxy_cache_misses_total", (("dataset", "era5"),))
+    assert values[hits] - before.get(hits, 0) == 3
+    assert values[misses] - before.get(misses, 0) == 1
