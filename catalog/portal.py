@@ -17,11 +17,12 @@ Front ends translate the errors: NotFound, AccessDenied, InvalidInput, Conflict,
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import posixpath
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from catalog.events import EventLog, inh_from
 from catalog.models import DataFile, DataTransfer, DataUser, Destination, DestinationAlias, utcnow
 from catalog.paths import clean_target
 from catalog.portal_models import ALL_OPERATIONS, Operation, PortalAccount, PortalDirectory, PortalUsage
+from catalog.settings import Settings
 from catalog.statuses import TransferStatus
 from catalog.store import DataStore, ObjectWriter, StoredObject
 from catalog.submission import PushRequest, abort_push, alias_target, begin_push, finish_push
@@ -176,7 +178,7 @@ class Portal:
         ops = user.reach.get(name)
         if ops is None:
             # Another user's destination looks exactly like one that does not exist.
-            raise NotFound(f"no such file or directory: {path}")
+            raise NotFound(f"no destination {name!r}")
         if operation is not None and operation not in ops:
             raise AccessDenied(f"data user {user.login} may not {operation.value} at {name}")
         return name
@@ -285,16 +287,27 @@ class Portal:
 
     # --- Uploads ---------------------------------------------------------------------------------
 
-    def begin_upload(self, user: PortalUser, path: str, *, protocol: str, client_address: str | None = None) -> Upload:
-        """Register the data file and its Arriving transfers; the caller writes chunks, then commits."""
+    def begin_upload(
+        self,
+        user: PortalUser,
+        path: str,
+        *,
+        protocol: str,
+        client_address: str | None = None,
+        options: PushRequest | None = None,
+    ) -> Upload:
+        """Register the data file and its Arriving transfers; the caller writes chunks, then commits.
+
+        `options` carries what a provider may say with a push over HTTPS (priority, delay, metadata);
+        its destination and target are the path's.
+        """
         tree = parse_path(path)
         destination = self._destination(user, tree, Operation.PUT)
         target = clean_target(tree.target) if tree.target else ""
         if not target:
             raise InvalidInput(f"{tree} is a directory, not a file name")
-        request = PushRequest(
-            destination=destination, target=target, standby=is_temporary(target, self.temporary_patterns)
-        )
+        request = dataclasses.replace(options or PushRequest("", ""), destination=destination, target=target)
+        request.standby = request.standby or is_temporary(target, self.temporary_patterns)
         with session_scope(self.engine) as session:
             remaining = self._check_quota(session, user.login, "upload")
             if self._is_dir(session, destination, target):
@@ -475,6 +488,12 @@ class Portal:
         )
 
 
+def portal_from_settings(settings: Settings, engine: sa.Engine, store: DataStore, events: EventLog) -> Portal:
+    """The portal as `pds up` runs it: temporary patterns and server name from settings."""
+    patterns = [p.strip() for p in settings.portal_temporary_patterns.split(",") if p.strip()]
+    return Portal(engine, store, events, temporary_patterns=patterns, server_name=settings.mover_name)
+
+
 def _entry(name: str, transfer: DataTransfer, data_file: DataFile) -> Entry:
     return Entry(name, False, data_file.size or 0, data_file.arrived_at or transfer.queued_at, data_file.md5)
 
@@ -507,7 +526,7 @@ class Download:
     def entry(self) -> Entry:
         return _entry(posixpath.basename(self.transfer.target), self.transfer, self.data_file)
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Generator[bytes]:
         assert self.data_file.store_key is not None
         try:
             for chunk in self.portal.store.iter_chunks(self.data_file.store_key, self.start, self.length):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from catalog.data_users import DataUserSpec, create_data_user, grant
@@ -39,3 +41,52 @@ def world(sqlite_engine, tmp_path):
         grant(session, "bob", "get,dir,size,mtime", destination="bucket")
         grant(session, "bob", "all", destination="other")
     return sqlite_engine
+
+
+class ServedApi:
+    """The Litestar app under uvicorn with TLS, in a thread of the test process (shares its database)."""
+
+    def __init__(self, app, cert, key) -> None:
+        import uvicorn
+
+        from tests.servers._common import free_port
+
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.cert = cert
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> ServedApi:
+        from tests.servers._common import wait_until
+
+        self.thread.start()
+        wait_until(lambda: self.server.started, timeout=30, what="the portal API")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    from tests.servers._common import self_signed_certificate
+
+    root = tmp_path_factory.mktemp("tls")
+    cert, key = root / "cert.pem", root / "key.pem"
+    self_signed_certificate(cert, key)
+    return cert, key
+
+
+@pytest.fixture
+def served(settings, world, store, portal, certificate):
+    from api.app import create_app
+
+    app = create_app(settings, engine=world, store=store, portal=portal)
+    api = ServedApi(app, *certificate).start()
+    yield api
+    api.stop()
