@@ -26,7 +26,7 @@ from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
@@ -118,17 +118,23 @@ class ConnectionLimiter:
         self._open: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    @contextmanager
-    def hold(self, login: str, limit: int | None) -> Iterator[None]:
+    def acquire(self, login: str, limit: int | None) -> None:
         with self._lock:
             if limit is not None and self._open.get(login, 0) >= limit:
                 raise QuotaExceeded(f"data user {login} already has {limit} connection(s) open", retry_after=5)
             self._open[login] = self._open.get(login, 0) + 1
+
+    def release(self, login: str) -> None:
+        with self._lock:
+            self._open[login] -= 1
+
+    @contextmanager
+    def hold(self, login: str, limit: int | None) -> Iterator[None]:
+        self.acquire(login, limit)
         try:
             yield
         finally:
-            with self._lock:
-                self._open[login] -= 1
+            self.release(login)
 
 
 class Portal:
@@ -521,6 +527,7 @@ class Download:
         self._started = utcnow()
         self._clock = time.monotonic()
         self._finished = False
+        self._handle: IO[bytes] | None = None
 
     @property
     def entry(self) -> Entry:
@@ -536,9 +543,12 @@ class Download:
             self.finish()
 
     def read_at(self, offset: int, size: int) -> bytes:
-        """Random access for SFTP and FTP REST: one bounded read."""
+        """Random access (SFTP reads): one bounded read from a handle kept open until `finish()`."""
         assert self.data_file.store_key is not None
-        data = b"".join(self.portal.store.iter_chunks(self.data_file.store_key, offset, size))
+        if self._handle is None:
+            self._handle = self.portal.store.open(self.data_file.store_key)
+        self._handle.seek(offset)
+        data = self._handle.read(size)
         self.sent += len(data)
         return data
 
@@ -547,6 +557,8 @@ class Download:
         if self._finished:
             return
         self._finished = True
+        if self._handle is not None:
+            self._handle.close()
         transfer_id = self.transfer.id
         assert transfer_id is not None
         whole = self.start == 0 and self.sent >= self.size

@@ -90,3 +90,54 @@ def served(settings, world, store, portal, certificate):
     api = ServedApi(app, *certificate).start()
     yield api
     api.stop()
+
+
+class SftpPortal:
+    """The portal's SFTP server on its own event loop in a thread of the test process."""
+
+    def __init__(self, portal, key_path) -> None:
+        import asyncio
+
+        from tests.servers._common import free_port
+
+        self.portal, self.key_path = portal, key_path
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.acceptor = None
+
+    def start(self) -> SftpPortal:
+        import asyncio
+
+        from api.portal_sftp import start_sftp_server
+
+        self.thread.start()
+        started = start_sftp_server(self.portal, "127.0.0.1", self.port, self.key_path)
+        self.acceptor = asyncio.run_coroutine_threadsafe(started, self.loop).result(timeout=30)
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.acceptor.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def sftp_portal(portal, world, tmp_path):
+    server = SftpPortal(portal, tmp_path / "host_key").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def alice_key(tmp_path, world):
+    """An ed25519 key pair of alice's (the public half registered with the portal)."""
+    import subprocess
+
+    from catalog.data_users import add_key
+
+    key = tmp_path / "alice_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with session_scope(world) as session:
+        add_key(session, "alice", key.with_suffix(".pub").read_text())
+    return key
