@@ -14,6 +14,7 @@ from api.routes.config import destinations_router, hosts_router
 from api.routes.data_users import data_users_router, policies_router
 from api.routes.health import health
 from api.routes.portal import portal_router
+from api.routes.s3 import s3_endpoint
 from api.routes.transfers import transfers_router
 from api.routes.users import create_token, me
 from catalog.database import make_engine, migrate, session_scope
@@ -56,6 +57,7 @@ def create_app(
             portal_router,
             data_users_router,
             policies_router,
+            s3_endpoint,
         ],
         state=State({"engine": engine, "store": store, "settings": settings, "portal": portal}),
         middleware=[DefineMiddleware(AuthenticationMiddleware)],

@@ -23,6 +23,7 @@ from sqlmodel import Session
 from catalog.users import authenticate_password, authenticate_token
 
 PUBLIC_PATHS = {"/health", "/schema"}
+# /s3 authenticates each request itself (AWS Signature Version 4, api/s3_sigv4.py).
 _CACHE_SECONDS = 300.0
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="pds", Bearer'}
 
@@ -68,7 +69,7 @@ def _check(engine: sa.Engine, header: str) -> Caller | None:
 
 class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
     def __init__(self, app: ASGIApp, **kwargs: object) -> None:
-        super().__init__(app, exclude=["^/health$", "^/schema"], **kwargs)  # type: ignore[arg-type]
+        super().__init__(app, exclude=["^/health$", "^/schema", "^/s3(/|$)"], **kwargs)  # type: ignore[arg-type]
         self.cache = CredentialCache()
 
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]

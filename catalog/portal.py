@@ -22,7 +22,7 @@ import fnmatch
 import posixpath
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -265,6 +265,19 @@ class Portal:
                     raise NotFound(f"no such file or directory: {tree}")
         return [Entry(name, e.is_dir, e.size, e.mtime, e.md5) for name, e in sorted(entries.items())]
 
+    def walk(self, user: PortalUser, destination: str, prefix: str = "") -> Sequence[tuple[str, Entry]]:
+        """Every file of a destination whose target starts with `prefix` (a string, not a directory),
+        sorted by target: the flat view object stores list."""
+        self._destination(user, TreePath(destination, ""), Operation.DIR)
+        files: dict[str, Entry] = {}
+        with session_scope(self.engine) as session:
+            query = self._visible(destination).order_by(col(DataTransfer.id))
+            if prefix:
+                query = query.where(col(DataTransfer.target).startswith(prefix, autoescape=True))
+            for transfer, data_file in session.exec(query):
+                files[transfer.target] = _entry(posixpath.basename(transfer.target), transfer, data_file)
+        return sorted(files.items())
+
     # --- Downloads -------------------------------------------------------------------------------
 
     def open_read(
@@ -322,6 +335,18 @@ class Portal:
             assert data_file.id is not None
             data_file_id = data_file.id
         return Upload(self, user, request, data_file_id, protocol, client_address, remaining)
+
+    def check_upload(self, user: PortalUser, path: str) -> None:
+        """Whether `begin_upload` would be allowed now (right to put, quota left), registering nothing."""
+        tree = parse_path(path)
+        destination = self._destination(user, tree, Operation.PUT)
+        if not tree.target:
+            raise InvalidInput(f"{tree} is a directory, not a file name")
+        clean_target(tree.target)
+        with session_scope(self.engine) as session:
+            self._check_quota(session, user.login, "upload")
+            if session.get(Destination, destination) is None:
+                raise NotFound(f"no destination {destination!r}")
 
     # --- Changing the tree -----------------------------------------------------------------------
 
