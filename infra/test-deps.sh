@@ -11,6 +11,10 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
   || need+=(nginx libnginx-mod-http-dav-ext)  # WebDAV server for the HTTP hosts
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # Azurite, the Azure Blob emulator
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)  # MQTT broker for notifications
+command -v lftp >/dev/null 2>&1 || need+=(lftp)  # an FTP/FTPS client for the Data Portal tests
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v wget >/dev/null 2>&1 || need+=(wget)
+command -v sftp >/dev/null 2>&1 || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq

@@ -141,3 +141,36 @@ def alice_key(tmp_path, world):
     with session_scope(world) as session:
         add_key(session, "alice", key.with_suffix(".pub").read_text())
     return key
+
+
+class FtpPortal:
+    """The portal's FTP (or explicit FTPS) server in a thread of the test process."""
+
+    def __init__(self, portal, certificate: str = "") -> None:
+        from api.portal_ftp import make_server
+        from tests.servers._common import free_port
+
+        self.port = free_port()
+        self.server = make_server(portal, "127.0.0.1", self.port, certificate=certificate)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"handle_exit": False}, daemon=True)
+
+    def start(self) -> FtpPortal:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.close_all()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(params=["ftp", "ftps"])
+def ftp_portal(request, portal, world, certificate):
+    combined = None
+    if request.param == "ftps":
+        cert, key = certificate
+        combined = cert.parent / "combined.pem"
+        combined.write_text(key.read_text() + cert.read_text())
+    server = FtpPortal(portal, str(combined or "")).start()
+    server.mode, server.cert = request.param, certificate[0]
+    yield server
+    server.stop()
