@@ -152,7 +152,9 @@ class Portal:
         self.engine = engine
         self.store = store
         self.events = events or EventLog(None)
-        self.temporary_patterns = temporary_patterns if temporary_patterns is not None else [".*", "*.tmp"]
+        self.temporary_patterns = (
+            temporary_patterns if temporary_patterns is not None else [".*", "*.tmp", "*.part", "*.partial"]
+        )
         self.server_name = server_name
         self.connections = ConnectionLimiter()
 
@@ -409,7 +411,17 @@ class Portal:
     def rename(self, user: PortalUser, old: str, new: str) -> None:
         """Give a file a new target in the same destination; a temporary name becoming final releases it."""
         source, dest = parse_path(old), parse_path(new)
-        destination = self._destination(user, source, Operation.RENAME)
+        # Finishing an upload made under a temporary name is part of putting it (rclone, lftp and
+        # many scripts upload `x.partial` then rename): `put` is enough for that; other renames need
+        # `rename`.
+        finishing = is_temporary(source.target, self.temporary_patterns) and not is_temporary(
+            dest.target, self.temporary_patterns
+        )
+        destination = self._destination(user, source, None)
+        if Operation.RENAME not in user.reach[destination] and not (
+            finishing and Operation.PUT in user.reach[destination]
+        ):
+            raise AccessDenied(f"data user {user.login} may not rename at {destination}")
         if dest.destination != destination:
             raise InvalidInput("a file can be renamed only within its destination")
         new_target = clean_target(dest.target) if dest.target else ""

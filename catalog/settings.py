@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     """PEM file with certificate and key for FTPS; empty: FTP without TLS."""
     portal_ssh_host_key: str = ""
     """The SFTP server's host key file; empty means `<data_dir>/portal/ssh_host_key` (made on first start)."""
-    portal_temporary_patterns: str = ".*,*.tmp,*.part"
+    portal_temporary_patterns: str = ".*,*.tmp,*.part,*.partial"
     """Names (shell patterns, comma-separated) uploads carry while incomplete: held StandBy until renamed."""
     portal_secret_key: SecretStr = SecretStr("")
     """Key that encrypts data users' S3 secret keys in the database; empty derives one from the admin
