@@ -13,14 +13,18 @@ from api.errors import EXCEPTION_HANDLERS
 from api.metrics import metrics
 from api.routes.acquisition import acquisition_router
 from api.routes.config import destinations_router, hosts_router
+from api.routes.data_users import data_users_router, policies_router
 from api.routes.health import health
 from api.routes.monitor import monitor_router
 from api.routes.portal import portal_router
 from api.routes.products import product_status
+from api.routes.s3 import s3_endpoint
 from api.routes.stac import stac_router
 from api.routes.transfers import transfers_router
 from api.routes.users import create_token, me
 from catalog.database import make_engine, migrate, session_scope
+from catalog.events import EventLog
+from catalog.portal import Portal, portal_from_settings
 from catalog.settings import Settings
 from catalog.store import DataStore
 from catalog.users import ensure_user
@@ -32,11 +36,14 @@ def create_app(
     engine: sa.Engine | None = None,
     store: DataStore | None = None,
     migrate_database: bool = True,
+    portal: Portal | None = None,
 ) -> Litestar:
     """Build the API. Tests hand in their own engine and store; by default both come from settings."""
     settings = settings or Settings()
     engine = engine or make_engine(settings.resolved_database_url())
     store = store or DataStore.from_url(settings.resolved_store_url(), chunk_size=settings.chunk_size)
+
+    portal = portal or portal_from_settings(settings, engine, store, EventLog.open(settings.resolved_event_log()))
 
     def on_startup() -> None:
         if migrate_database:
@@ -58,8 +65,11 @@ def create_app(
             monitor_router,
             metrics,
             product_status,
+            data_users_router,
+            policies_router,
+            s3_endpoint,
         ],
-        state=State({"engine": engine, "store": store, "settings": settings}),
+        state=State({"engine": engine, "store": store, "settings": settings, "portal": portal}),
         middleware=[DefineMiddleware(AuthenticationMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[on_startup],

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
@@ -366,6 +367,84 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+def _data_user_settings(args: argparse.Namespace) -> dict[str, Any]:
+    names = {
+        "description": args.description,
+        "country_code": args.country,
+        "upload_quota_bytes": args.upload_quota,
+        "download_quota_bytes": args.download_quota,
+        "quota_period_seconds": args.quota_period,
+        "max_connections": args.max_connections,
+    }
+    return {k: v for k, v in names.items() if v is not None}
+
+
+def _user_line(u: dict[str, Any]) -> str:
+    grants = ", ".join(f"{g['destination'] or 'policy ' + g['policy']}:{g['operations']}" for g in u["grants"])
+    return f"{u['login']}\t{'admin' if u['is_admin'] else 'user'}\t{'active' if u['active'] else 'disabled'}\t{grants}"
+
+
+def cmd_user(client: PdsClient, args: argparse.Namespace) -> None:
+    """Data users of the portal: passwords come from an environment variable, never the command line."""
+    password = os.environ.get(args.password_env, "") if args.password_env else ""
+    if args.password_env and not password:
+        raise PdsError(f"environment variable {args.password_env} is empty or unset")
+    result: Any
+    if args.action == "add":
+        if not password:
+            raise PdsError("user add needs a password: --password-env VARIABLE")
+        keys = [Path(k).read_text(encoding="utf-8").strip() for k in args.ssh_key]
+        result = client.create_data_user(
+            args.login, password, is_admin=args.admin, ssh_keys=keys, **_data_user_settings(args)
+        )
+        _print(args, result, f"data user {args.login} created")
+    elif args.action == "set":
+        changes = _data_user_settings(args) | ({"password": password} if password else {})
+        if args.disable or args.enable:
+            changes["active"] = bool(args.enable)
+        if not changes:
+            raise PdsError("user set needs at least one setting, e.g. --upload-quota 1000000000")
+        result = client.update_data_user(args.login, **changes)
+        _print(args, result, f"data user {args.login} updated: {', '.join(sorted(changes))}")
+    elif args.action == "grant":
+        if bool(args.destination) == bool(args.policy) or not args.ops:
+            raise PdsError("user grant needs --ops and one of --destination or --policy")
+        result = client.grant(args.login, args.ops, destination=args.destination, policy=args.policy)
+        _print(args, result, f"{args.login} may {args.ops} at {args.destination or 'policy ' + args.policy}")
+    elif args.action == "revoke":
+        if not args.destination:
+            raise PdsError("user revoke needs --destination")
+        client.revoke(args.login, args.destination)
+        _print(args, {}, f"{args.login} no longer reaches {args.destination}")
+    elif args.action == "key":
+        if not args.ssh_key:
+            raise PdsError("user key needs --ssh-key FILE (an OpenSSH public key)")
+        for path in args.ssh_key:
+            result = client.add_ssh_key(args.login, Path(path).read_text(encoding="utf-8").strip())
+        _print(args, result, f"SSH key(s) added to {args.login}")
+    elif args.action == "s3secret":
+        result = client.new_s3_secret(args.login)
+        _print(
+            args, result, f"access key id: {result['access_key_id']}\nsecret access key: {result['secret_access_key']}"
+        )
+    elif args.action == "delete":
+        client.delete_data_user(args.login)
+        _print(args, {}, f"data user {args.login} deleted")
+    elif args.action == "show":
+        result = client.data_user(args.login)
+        _print(args, result, json.dumps(result, indent=2))
+    else:
+        result = client.data_users()
+        _print(args, result, "\n".join(_user_line(u) for u in result))
+
+
+def cmd_policy(client: PdsClient, args: argparse.Namespace) -> None:
+    if args.action == "add":
+        result: Any = client.create_policy(args.name, args.destination or [], args.comment or "")
+        _print(args, result, f"policy {args.name}: {', '.join(result['destinations']) or '(no destination yet)'}")
+    else:
+        result = client.policies()
+        _print(args, result, "\n".join(f"{p['name']}\t{', '.join(p['destinations'])}" for p in result))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -512,6 +591,30 @@ def parser() -> argparse.ArgumentParser:
         "deploy", parents=[common], help="register prefect.yaml's work pools and deployments (PREFECT_API_URL)"
     )
     deploy.add_argument("--pause-schedules", action="store_true", help="register the schedules paused")
+
+    user = sub.add_parser("user", help="data users of the Data Portal (administrators)")
+    user.add_argument("action", choices=["add", "list", "show", "set", "grant", "revoke", "key", "s3secret", "delete"])
+    user.add_argument("login", nargs="?")
+    user.add_argument("--password-env", help="name of an environment variable holding the password")
+    user.add_argument("--admin", action="store_true", help="add: an administrator (reaches everything)")
+    user.add_argument("--destination", help="grant/revoke: the destination")
+    user.add_argument("--policy", help="grant: a policy (group of destinations) instead of a destination")
+    user.add_argument("--ops", help="grant: get,put,delete,dir,mkdir,rmdir,rename,size,mtime or all")
+    user.add_argument("--ssh-key", action="append", default=[], help="an OpenSSH public key file (SFTP login)")
+    user.add_argument("--description")
+    user.add_argument("--country", help="country code (event logs)")
+    user.add_argument("--upload-quota", type=int, help="bytes per quota period; unset: no limit")
+    user.add_argument("--download-quota", type=int, help="bytes per quota period; unset: no limit")
+    user.add_argument("--quota-period", type=int, help="seconds of the rolling quota window (86400)")
+    user.add_argument("--max-connections", type=int, help="sessions or requests at once")
+    user.add_argument("--disable", action="store_true")
+    user.add_argument("--enable", action="store_true")
+
+    policy = sub.add_parser("policy", help="portal policies: named groups of destinations")
+    policy.add_argument("action", choices=["add", "list"])
+    policy.add_argument("name", nargs="?")
+    policy.add_argument("--destination", action="append", help="a destination of the policy (repeat)")
+    policy.add_argument("--comment")
     return p
 
 
@@ -528,6 +631,8 @@ COMMANDS = {
     "wait": cmd_wait,
     "product": cmd_product,
     "scheduler": cmd_scheduler,
+    "user": cmd_user,
+    "policy": cmd_policy,
 }
 
 
@@ -544,6 +649,12 @@ def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None)
         return _deploy(args)
     if args.command in {"destination", "host"} and args.action not in {"list"} and not args.name:
         print(f"pds: error: {args.command} {args.action} needs a NAME", file=sys.stderr)
+        return 2
+    if args.command == "user" and args.action != "list" and not args.login:
+        print(f"pds: error: user {args.action} needs a LOGIN", file=sys.stderr)
+        return 2
+    if args.command == "policy" and args.action == "add" and not args.name:
+        print("pds: error: policy add needs a NAME", file=sys.stderr)
         return 2
     if args.command == "host" and args.action == "add" and not args.protocol:
         print("pds: error: host add needs --protocol", file=sys.stderr)

@@ -319,3 +319,56 @@ class PdsClient:
 
     def new_token(self) -> str:
         return str(self._request("POST", "/tokens")["token"])
+
+    # --- data users of the portal (administrators) ---
+
+    def create_data_user(self, login: str, password: str, **fields: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "POST", "/datausers", json={"login": login, "password": password, **fields}
+        )
+        return result
+
+    def data_users(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", "/datausers")
+        return result
+
+    def data_user(self, login: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/datausers/{quote(login, safe='')}")
+        return result
+
+    def update_data_user(self, login: str, **changes: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("PATCH", f"/datausers/{quote(login, safe='')}", json=changes)
+        return result
+
+    def delete_data_user(self, login: str) -> None:
+        self._request("DELETE", f"/datausers/{quote(login, safe='')}")
+
+    def grant(self, login: str, operations: str, *, destination: str | None = None, policy: str | None = None) -> Any:
+        kind, name = ("destinations", destination) if destination else ("policies", policy)
+        return self._request(
+            "PUT",
+            f"/datausers/{quote(login, safe='')}/{kind}/{quote(name or '', safe='')}",
+            json={"operations": operations},
+        )
+
+    def revoke(self, login: str, destination: str) -> None:
+        self._request("DELETE", f"/datausers/{quote(login, safe='')}/destinations/{quote(destination, safe='')}")
+
+    def add_ssh_key(self, login: str, public_key: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "POST", f"/datausers/{quote(login, safe='')}/keys", json={"public_key": public_key}
+        )
+        return result
+
+    def new_s3_secret(self, login: str) -> dict[str, str]:
+        result: dict[str, str] = self._request("POST", f"/datausers/{quote(login, safe='')}/s3secret")
+        return result
+
+    def create_policy(self, name: str, destinations: list[str], comment: str = "") -> dict[str, Any]:
+        body = {"name": name, "destinations": destinations, "comment": comment}
+        result: dict[str, Any] = self._request("POST", "/policies", json=body)
+        return result
+
+    def policies(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", "/policies")
+        return result

@@ -7,7 +7,7 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
 
-from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, PdsError, TransferError
+from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, PdsError, QuotaExceeded, TransferError
 
 #: Domain error → HTTP status. The first matching class (in this order) wins.
 STATUS_OF: tuple[tuple[type[PdsError], int], ...] = (
@@ -15,6 +15,7 @@ STATUS_OF: tuple[tuple[type[PdsError], int], ...] = (
     (InvalidInput, 400),
     (Conflict, 409),
     (AccessDenied, 403),
+    (QuotaExceeded, 429),
     (TransferError, 502),
 )
 
@@ -25,7 +26,11 @@ def error_body(status: int, reason: str, kind: str) -> dict[str, object]:
 
 def domain_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     status = next((code for cls, code in STATUS_OF if isinstance(exc, cls)), 500)
-    return Response(error_body(status, str(exc), type(exc).__name__), status_code=status, media_type=MediaType.JSON)
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return Response(
+        error_body(status, str(exc), type(exc).__name__), status_code=status, media_type=MediaType.JSON, headers=headers
+    )
 
 
 def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:

@@ -76,6 +76,29 @@ def _wait_http(url: str, what: str, child: Child, timeout: float) -> None:
     raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f} s; see {child.log_path}")
 
 
+def portal_children(settings: Settings, env: dict[str, str], logs: Path) -> list[Child]:
+    """The Data Portal's FTP and SFTP servers (HTTPS and S3 are served by the API), unless port 0."""
+    children = []
+    for name, module, port in (
+        ("portal-ftp", "api.portal_ftp", settings.portal_ftp_port),
+        ("portal-sftp", "api.portal_sftp", settings.portal_sftp_port),
+    ):
+        if port:
+            children.append(Child(name, [sys.executable, "-m", module], env, logs / f"{name}.log", restart=True))
+    return children
+
+
+def portal_addresses(settings: Settings) -> list[str]:
+    api = settings.resolved_api_url()
+    lines = [f"Portal     {api}/portal (HTTPS), {api}/s3 (S3)"]
+    if settings.portal_ftp_port:
+        tls = " (explicit FTPS)" if settings.portal_tls_certificate else ""
+        lines.append(f"Portal     ftp://{settings.portal_host}:{settings.portal_ftp_port}{tls}")
+    if settings.portal_sftp_port:
+        lines.append(f"Portal     sftp://{settings.portal_host}:{settings.portal_sftp_port}")
+    return lines
+
+
 def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None) -> int:
     if data_dir:
         os.environ["PDS_DATA_DIR"] = str(Path(data_dir).resolve())
@@ -161,13 +184,18 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
             logs / "worker.log",
             restart=True,
         )
+        for portal_server in portal_children(settings, env, logs):
+            portal_server.start()
+            children.append(portal_server)
         print(
             f"pds is up (data in {root})\n"
             f"  API        {settings.resolved_api_url()}  (docs: /schema; user {settings.admin_user})\n"
             f"  monitor    {settings.resolved_api_url()}/monitor\n"
             f"  metrics    {settings.resolved_api_url()}/metrics\n"
+            f"  STAC API   {settings.resolved_api_url()}/stac/\n"
             f"  Prefect UI {prefect_api_url.removesuffix('/api')}  (deployments: see below)\n"
-            f"  logs       {logs}\n"
+            + "".join(f"  {line}\n" for line in portal_addresses(settings))
+            + f"  logs       {logs}\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )

@@ -5,6 +5,7 @@ PdsError
 ├── InvalidInput          the caller's input is malformed or out of range
 ├── Conflict              the request contradicts current state (duplicate, forbidden transition)
 ├── AccessDenied          authenticated, but not allowed to do this
+├── QuotaExceeded         a data user's byte quota or connection limit is used up
 └── TransferError         moving bytes failed; `next_action` tells the scheduler what to do
     ├── RetryOnSameHost   transient: try the same host again later
     ├── FailOverToNextHost the host is unusable now: try the next host of the destination
@@ -34,6 +35,14 @@ class Conflict(PdsError):
 
 class AccessDenied(PdsError):
     """The caller is known but may not do this."""
+
+
+class QuotaExceeded(PdsError):
+    """A data user's rolling byte quota or connection limit is used up; `retry_after` in seconds."""
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NextAction(StrEnum):

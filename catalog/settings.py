@@ -95,6 +95,24 @@ class Settings(BaseSettings):
     data_retention_seconds: float = 7 * 86400.0
     """The purge removes a data file this long after the last thing that happened to it, once
     every transfer of it is Done, Failed or Stopped."""
+    portal_ftp_port: int = 8421
+    """Port of the Data Portal's FTP server (explicit FTPS on the same port when a certificate is set);
+    0: `pds up` does not start it."""
+    portal_sftp_port: int = 8422
+    """Port of the Data Portal's SFTP server; 0: `pds up` does not start it."""
+    portal_host: str = "127.0.0.1"
+    """Interface the FTP and SFTP portal servers listen on."""
+    portal_passive_ports: str = ""
+    """FTP passive port range `first-last`; empty lets the system pick (safe under many sessions)."""
+    portal_tls_certificate: str = ""
+    """PEM file with certificate and key for FTPS; empty: FTP without TLS."""
+    portal_ssh_host_key: str = ""
+    """The SFTP server's host key file; empty means `<data_dir>/portal/ssh_host_key` (made on first start)."""
+    portal_temporary_patterns: str = ".*,*.tmp,*.part,*.partial"
+    """Names (shell patterns, comma-separated) uploads carry while incomplete: held StandBy until renamed."""
+    portal_secret_key: SecretStr = SecretStr("")
+    """Key that encrypts data users' S3 secret keys in the database; empty derives one from the admin
+    password (set it in production: changing it invalidates every S3 secret)."""
     chunk_size: int = 4 * 1024 * 1024
     """Bytes read and written at a time when streaming data files."""
     prefect_ui_url: str = ""

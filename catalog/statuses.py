@@ -84,6 +84,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t("retry", {S.TRANSFERRING}, {S.REQUEUED}, "An attempt failed but may be retried later."),
     _t("fail", {S.TRANSFERRING}, {S.FAILED}, "An attempt failed and no retry is left."),
     _t("downloaded", {S.QUEUED, S.REQUEUED, S.STANDBY, S.DONE}, {S.DONE}, "A data user pulled the file."),
+    _t("delete", _QUEUEABLE | {S.DONE}, {S.STOPPED}, "A data user deleted (or replaced) the file in the portal."),
     _t("expire", _QUEUEABLE | {S.PRESET}, {S.FAILED}, "Not transferred before expiration."),
     _t("interrupt", {S.TRANSFERRING}, {S.INTERRUPTED}, "The mover running it stopped or restarted."),
     _t("recover", {S.INTERRUPTED}, {S.QUEUED}, "Recovery puts an interrupted transfer back in the queue."),

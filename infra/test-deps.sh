@@ -14,6 +14,10 @@ command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # Azurite, the Azure Blob 
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)  # MQTT broker for notifications
 command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
   || need+=(chromium chromium-driver)  # headless browser for the monitor pages (Selenium)
+command -v lftp >/dev/null 2>&1 || need+=(lftp)  # an FTP/FTPS client for the Data Portal tests
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v wget >/dev/null 2>&1 || need+=(wget)
+command -v sftp >/dev/null 2>&1 || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq

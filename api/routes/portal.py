@@ -1,28 +1,41 @@
-"""Pushing a file: `PUT /portal/{destination}/{target}` streams the body into the Data Store.
+"""The Data Portal over HTTPS: `/portal/<destination>/<target path>`, the tree of `catalog.portal`.
 
-The answer comes only once the content is whole in the store (synchronous push, as `ecpds` does):
-it carries the data file id and the queued transfers. Everything is validated before a single byte or
-row is written; an upload that breaks off leaves its transfers Failed with the reason, never queued.
+- `PUT` streams the body into the Data Store (a push: synchronous, as `ecpds` does): the answer comes
+  once the content is whole and carries the data file id and the queued transfers. Everything is
+  validated before a single byte or row is written; an upload that breaks off leaves its transfers
+  Failed with the reason, never queued.
+- `GET`/`HEAD` of a file streams it (one `Range` supported: 206, 416), with `ETag` (the MD5),
+  `Last-Modified` and `Content-Length`; a whole download marks the transfer Done.
+- `GET` of a directory lists it: JSON, or HTML when the client asks for `text/html` (browsers) or
+  `?format=html`.
+- `DELETE` removes a file from the tree.
+
+Every request counts against the caller's connection limit; quotas answer 429 (downloads) and 413
+(an upload that would pass the quota) with `Retry-After`.
 """
 
 from __future__ import annotations
 
+import html
+import re
+from collections.abc import AsyncIterator, Generator
+from email.utils import format_datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import anyio.to_thread
-from litestar import Request, Router, put
+from litestar import MediaType, Request, Response, Router, delete, get, head, put
 from litestar.datastructures import State
-from litestar.exceptions import InternalServerException
+from litestar.exceptions import HTTPException, InternalServerException
 from litestar.params import FromPath, FromQuery
+from litestar.response import Stream
 from pydantic import BaseModel
 
 from api.auth import Caller
-from catalog.database import session_scope
-from catalog.errors import InvalidInput
-from catalog.stac import harvest_stored_data_file
-from catalog.store import DataStore
-from catalog.submission import PushRequest, abort_push, begin_push, finish_push
+from catalog.errors import InvalidInput, QuotaExceeded
+from catalog.paths import clean_target
+from catalog.portal import Download, Entry, Portal, PortalUser
+from catalog.submission import PushRequest
 
 
 class QueuedTransfer(BaseModel):
@@ -55,7 +68,14 @@ def _raw_target(request: Request[Any, Any, State], destination: str) -> str:
     raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     # Some ASGI servers (and test clients) leave the query string on raw_path.
     path = unquote(raw.split(b"?", 1)[0].decode("latin-1"))
-    return path[len(prefix) :] if path.startswith(prefix) else path
+    return path[len(prefix) :] if path.startswith(prefix) else ""
+
+
+def _tree_path(request: Request[Any, Any, State], destination: str) -> str:
+    """The tree path of a request; `..`, absolute and encoded-separator tricks are refused, not resolved."""
+    raw = _raw_target(request, destination)
+    target = clean_target(raw) if raw.strip("/") else ""
+    return f"/{destination}/{target}"
 
 
 def _meta(values: list[str] | None) -> dict[str, Any]:
@@ -68,16 +88,23 @@ def _meta(values: list[str] | None) -> dict[str, Any]:
     return meta
 
 
+def _client(request: Request[Any, Any, State]) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _portal_user(request: Request[Caller, Any, State]) -> tuple[Portal, PortalUser]:
+    portal: Portal = request.app.state.portal
+    return portal, await anyio.to_thread.run_sync(portal.user, request.user.login)
+
+
 @put(
-    "/portal/{destination:str}/{target:path}",
+    ["/portal/{destination:str}/{target:path}"],
     request_max_body_size=None,
     status_code=201,
-    tags=["portal"],
     summary="Push a file to a destination",
 )
 async def push(
     request: Request[Caller, Any, State],
-    state: State,
     destination: FromPath[str],
     target: FromPath[str],
     priority: FromQuery[str | None] = None,
@@ -91,9 +118,9 @@ async def push(
     meta: FromQuery[list[str] | None] = None,
 ) -> PushResult:
     """Store the body as a data file and queue it to `destination` (and its aliases)."""
-    push_request = PushRequest(
+    options = PushRequest(
         destination=destination,
-        target=_raw_target(request, destination),
+        target="",
         priority=_int("priority", priority, 99) or 0,
         standby=standby,
         delay_seconds=_int("delay", delay, 0) or 0,
@@ -104,72 +131,203 @@ async def push(
         time_step=time_step,
         meta=_meta(meta),
     )
-    engine, store, by = state.engine, state.store, request.user.login
-
-    def begin() -> tuple[int, list[int]]:
-        with session_scope(engine) as session:
-            data_file, transfers = begin_push(session, push_request, by=by)
-            assert data_file.id is not None
-            return data_file.id, [t.id for t in transfers if t.id is not None]
-
-    data_file_id, _ = await anyio.to_thread.run_sync(begin)
-    try:
-        stored = await _receive(request, store)
-    except BaseException as exc:
-        reason = (
-            "upload broke off: client disconnected"
-            if isinstance(exc, InternalServerException)
-            else (f"upload failed: {exc}")
+    path = _tree_path(request, destination)
+    portal, user = await _portal_user(request)
+    with portal.connections.hold(user.login, await anyio.to_thread.run_sync(portal.max_connections, user.login)):
+        upload = await anyio.to_thread.run_sync(
+            lambda: portal.begin_upload(user, path, protocol="https", client_address=_client(request), options=options)
         )
-
-        def abort() -> None:
-            with session_scope(engine) as session:
-                abort_push(session, data_file_id, reason, by=by)
-
-        await anyio.to_thread.run_sync(abort)
-        raise
-
-    def finish() -> list[QueuedTransfer]:
-        with session_scope(engine) as session:
-            queued = finish_push(session, data_file_id, stored, push_request, by=by)
-            return [QueuedTransfer(id=t.id or 0, destination=t.destination_name, status=t.status) for t in queued]
-
-    transfers = await anyio.to_thread.run_sync(finish)
-
-    def publish() -> None:
-        with session_scope(engine) as session:
-            harvest_stored_data_file(session, store, data_file_id, public_url=state.settings.resolved_public_url())
-
-    await anyio.to_thread.run_sync(publish)
+        try:
+            buffer = bytearray()
+            async for chunk in request.stream():
+                buffer += chunk
+                if len(buffer) >= portal.store.chunk_size:
+                    data, buffer = bytes(buffer), bytearray()
+                    await anyio.to_thread.run_sync(upload.write, data)
+            if buffer:
+                await anyio.to_thread.run_sync(upload.write, bytes(buffer))
+            expected = request.headers.get("content-length")
+            if expected is not None and int(expected) != upload.size:
+                raise InvalidInput(f"received {upload.size} bytes but Content-Length said {expected}")
+            stored, queued = await anyio.to_thread.run_sync(upload.commit)
+        except QuotaExceeded as exc:
+            raise HTTPException(
+                status_code=413, detail=str(exc), headers={"Retry-After": str(exc.retry_after or 3600)}
+            ) from exc
+        except BaseException as exc:
+            reason = (
+                "upload broke off: client disconnected"
+                if isinstance(exc, InternalServerException)
+                else f"upload failed: {exc}"
+            )
+            await anyio.to_thread.run_sync(upload.abort, reason)
+            raise
     return PushResult(
-        data_file_id=data_file_id,
-        target=push_request.target,
+        data_file_id=upload.data_file_id,
+        target=upload.request.target,
         size=stored.size,
         md5=stored.md5,
         adler32=stored.adler32,
-        transfers=transfers,
+        transfers=[QueuedTransfer(id=t.id or 0, destination=t.destination_name, status=t.status) for t in queued],
     )
 
 
-async def _receive(request: Request[Caller, Any, State], store: DataStore) -> Any:
-    """Stream the body into a new object, writing in store-sized chunks off the event loop."""
-    expected = request.headers.get("content-length")
-    writer = store.writer()
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, length) of a single byte range, None for the whole file; InvalidRange if unsatisfiable."""
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if not match or match.groups() == ("", ""):
+        return None  # A multi-range or malformed header: answer with the whole file, as RFC 9110 allows.
+    first, last = match.groups()
+    if first == "":
+        length = min(int(last), size)
+        if length == 0:
+            raise InvalidRange(size)
+        return size - length, length
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        raise InvalidRange(size)
+    return start, end - start + 1
+
+
+class InvalidRange(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"range not satisfiable: the file has {size} bytes")
+        self.size = size
+
+
+def _file_headers(entry: Entry) -> dict[str, str]:
+    headers = {"Accept-Ranges": "bytes"}
+    if entry.md5:
+        headers["ETag"] = f'"{entry.md5}"'
+    if entry.mtime:
+        headers["Last-Modified"] = format_datetime(entry.mtime, usegmt=True)
+    return headers
+
+
+async def _chunks(download: Download) -> AsyncIterator[bytes]:
+    iterator: Generator[bytes] = download.chunks()
     try:
-        buffer = bytearray()
-        async for chunk in request.stream():
-            buffer += chunk
-            if len(buffer) >= store.chunk_size:
-                data, buffer = bytes(buffer), bytearray()
-                await anyio.to_thread.run_sync(writer.write, data)
-        if buffer:
-            await anyio.to_thread.run_sync(writer.write, bytes(buffer))
-        if expected is not None and int(expected) != writer.size:
-            raise InvalidInput(f"received {writer.size} bytes but Content-Length said {expected}")
-        return await anyio.to_thread.run_sync(writer.commit)
-    except BaseException:
-        await anyio.to_thread.run_sync(writer.abort)
-        raise
+        while True:
+            chunk = await anyio.to_thread.run_sync(next, iterator, None)
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        # A client that hangs up mid-file still has its bytes accounted (and no Done).
+        await anyio.to_thread.run_sync(iterator.close)
 
 
-portal_router = Router("/", route_handlers=[push])
+def _listing(request: Request[Any, Any, State], path: str, entries: list[Entry], format: str | None) -> Response[Any]:
+    accept = request.headers.get("accept", "")
+    if format == "html" or (format is None and "text/html" in accept):
+        base = "/portal" + path.rstrip("/")
+        rows = ['<tr><td><a href="../">../</a></td><td></td><td></td></tr>']
+        for e in entries:
+            name = e.name + ("/" if e.is_dir else "")
+            href = quote(f"{base}/{name}")
+            when = e.mtime.strftime("%Y-%m-%d %H:%M:%S") if e.mtime else ""
+            rows.append(
+                f'<tr><td><a href="{href}">{html.escape(name)}</a></td><td>{"" if e.is_dir else e.size}</td>'
+                f"<td>{when}</td></tr>"
+            )
+        title = html.escape(f"Index of {path}")
+        body = (
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head><body><h1>{title}</h1>"
+            f"<table><tr><th>Name</th><th>Size</th><th>Modified (UTC)</th></tr>{''.join(rows)}</table></body></html>"
+        )
+        return Response(body, media_type=MediaType.HTML)
+    return Response(
+        {
+            "path": path,
+            "entries": [
+                {
+                    "name": e.name,
+                    "type": "directory" if e.is_dir else "file",
+                    "size": None if e.is_dir else e.size,
+                    "mtime": e.mtime.isoformat() if e.mtime else None,
+                    "md5": e.md5,
+                }
+                for e in entries
+            ],
+        },
+        media_type=MediaType.JSON,
+    )
+
+
+@get(["/portal", "/portal/{destination:str}", "/portal/{destination:str}/{target:path}"], summary="Download or list")
+async def pull(
+    request: Request[Caller, Any, State],
+    destination: FromPath[str | None] = None,
+    format: FromQuery[str | None] = None,
+) -> Response[Any]:
+    """A file streams (Range supported); a directory is listed (JSON, or HTML for browsers)."""
+    path = _tree_path(request, destination) if destination else "/"
+    portal, user = await _portal_user(request)
+    limit = await anyio.to_thread.run_sync(portal.max_connections, user.login)
+    with portal.connections.hold(user.login, limit):
+        entry = await anyio.to_thread.run_sync(portal.stat, user, path)
+        if entry.is_dir:
+            entries = await anyio.to_thread.run_sync(portal.list, user, path)
+            return _listing(request, path, entries, format)
+    return await _send_file(request, portal, user, path, entry, limit)
+
+
+async def _send_file(
+    request: Request[Caller, Any, State], portal: Portal, user: PortalUser, path: str, entry: Entry, limit: int | None
+) -> Response[Any]:
+    headers = _file_headers(entry)
+    try:
+        wanted = parse_range(request.headers.get("range"), entry.size)
+    except InvalidRange as exc:
+        return Response(
+            {"status": 416, "error": "InvalidRange", "reason": str(exc)},
+            status_code=416,
+            headers={**headers, "Content-Range": f"bytes */{exc.size}"},
+        )
+    start, length = wanted if wanted else (0, entry.size)
+    download = await anyio.to_thread.run_sync(
+        lambda: portal.open_read(
+            user, path, protocol="https", client_address=_client(request), start=start, length=length
+        )
+    )
+    headers["Content-Length"] = str(length)
+    if wanted:
+        headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{entry.size}"
+
+    async def guarded() -> AsyncIterator[bytes]:
+        with portal.connections.hold(user.login, limit):
+            async for chunk in _chunks(download):
+                yield chunk
+
+    return Stream(
+        guarded(),
+        status_code=206 if wanted else 200,
+        headers=headers,
+        media_type="application/octet-stream",
+    )
+
+
+@head(["/portal/{destination:str}/{target:path}"], summary="Size, ETag and time of a file")
+async def stat_file(request: Request[Caller, Any, State], destination: FromPath[str]) -> Response[None]:
+    path = _tree_path(request, destination)
+    portal, user = await _portal_user(request)
+    entry = await anyio.to_thread.run_sync(portal.stat, user, path)
+    headers = {} if entry.is_dir else {**_file_headers(entry), "Content-Length": str(entry.size)}
+    headers["Content-Type"] = "application/json" if entry.is_dir else "application/octet-stream"
+    return Response(None, headers=headers)
+
+
+@delete(["/portal/{destination:str}/{target:path}"], status_code=204, summary="Remove a file from the tree")
+async def remove(request: Request[Caller, Any, State], destination: FromPath[str]) -> None:
+    path = _tree_path(request, destination)
+    portal, user = await _portal_user(request)
+    await anyio.to_thread.run_sync(portal.delete, user, path)
+
+
+portal_router = Router("/", tags=["portal"], route_handlers=[push, pull, stat_file, remove])

@@ -1,0 +1,703 @@
+"""The Data Portal's virtual file tree: one model every protocol front end (HTTPS, S3, FTP, SFTP) calls.
+
+A data user sees `/<destination>/<target path>` for each destination it may reach (directly or through
+a policy). The files of a destination are its data transfers that wait to be pulled or were delivered
+(Queued, Requeued, StandBy, Transferring, Done), the newest per target; directories are the prefixes of
+their targets, plus empty ones a user made. Nothing is a real directory on disk, so no path can escape:
+a path is parsed into (destination, target) and every segment is checked, whatever the protocol.
+
+- A download streams the data file from the Data Store; a whole one marks the transfer Done.
+- An upload is a push (`catalog.submission`): a data file and its transfers in the destination and its
+  aliases, queued for dissemination when the destination has hosts. A name matching a temporary pattern
+  (`.*`, `*.tmp`) is held StandBy until it is renamed to its final name.
+- Each upload and download writes an INH event line and counts against the user's rolling quotas.
+
+Front ends translate the errors: NotFound, AccessDenied, InvalidInput, Conflict, QuotaExceeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import posixpath
+import threading
+import time
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, func, select
+
+from catalog.data_users import account, reachable_destinations
+from catalog.database import session_scope
+from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, QuotaExceeded
+from catalog.events import EventLog, inh_from
+from catalog.models import DataFile, DataTransfer, DataUser, Destination, DestinationAlias, utcnow
+from catalog.paths import clean_target
+from catalog.portal_models import ALL_OPERATIONS, Operation, PortalAccount, PortalDirectory, PortalUsage
+from catalog.settings import Settings
+from catalog.stac import harvest_stored_data_file
+from catalog.statuses import TransferStatus
+from catalog.store import DataStore, ObjectWriter, StoredObject
+from catalog.submission import PushRequest, abort_push, alias_target, begin_push, finish_push
+from catalog.transfers import change_status, record_history
+
+S = TransferStatus
+
+#: Transfers a data user sees as files.
+VISIBLE: frozenset[TransferStatus] = frozenset({S.QUEUED, S.REQUEUED, S.STANDBY, S.TRANSFERRING, S.DONE})
+
+
+@dataclass(frozen=True)
+class PortalUser:
+    """A logged-in data user and what it may reach."""
+
+    login: str
+    is_admin: bool
+    reach: dict[str, frozenset[Operation]]
+    """Destination → allowed operations (admins reach every destination with every operation)."""
+    description: str = ""
+    country_code: str = ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file or directory of the tree, as listings and stat calls show it."""
+
+    name: str
+    is_dir: bool
+    size: int = 0
+    mtime: datetime | None = None
+    md5: str | None = None
+
+
+@dataclass(frozen=True)
+class TreePath:
+    """A parsed path: the root (no destination), a destination, or a target inside one."""
+
+    destination: str | None
+    target: str
+
+    def __str__(self) -> str:
+        return "/" + "/".join(p for p in (self.destination, self.target) if p)
+
+
+def parse_path(path: str) -> TreePath:
+    """`/dest/a/b.bin` → TreePath("dest", "a/b.bin"); `.` and `..` are resolved and never rise above `/`.
+
+    The caller gives the path after its protocol's own decoding (URL, FTP, SFTP); a backslash, a NUL or
+    another control character is refused rather than guessed at.
+    """
+    if any(ord(c) < 32 or c in "\\\x7f" for c in path):
+        raise InvalidInput(f"the path {path!r} contains a control character or a backslash")
+    parts: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(segment)
+    if not parts:
+        return TreePath(None, "")
+    return TreePath(parts[0], "/".join(parts[1:]))
+
+
+def is_temporary(name: str, patterns: list[str]) -> bool:
+    base = posixpath.basename(name)
+    return any(fnmatch.fnmatchcase(base, p) for p in patterns)
+
+
+class ConnectionLimiter:
+    """Sessions (or requests) each data user has open in this process, against its max_connections."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, login: str, limit: int | None) -> None:
+        with self._lock:
+            if limit is not None and self._open.get(login, 0) >= limit:
+                raise QuotaExceeded(f"data user {login} already has {limit} connection(s) open", retry_after=5)
+            self._open[login] = self._open.get(login, 0) + 1
+
+    def release(self, login: str) -> None:
+        with self._lock:
+            self._open[login] -= 1
+
+    @contextmanager
+    def hold(self, login: str, limit: int | None) -> Iterator[None]:
+        self.acquire(login, limit)
+        try:
+            yield
+        finally:
+            self.release(login)
+
+
+class Portal:
+    """The tree for every front end: resolve, check, list, read, upload, delete, rename, quotas."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        store: DataStore,
+        events: EventLog | None = None,
+        *,
+        temporary_patterns: list[str] | None = None,
+        server_name: str = "pds",
+        public_url: str | None = None,
+    ) -> None:
+        self.engine = engine
+        # Base URL of the proxy's asset hrefs; None: uploads are not published in the STAC inventory.
+        self.public_url = public_url
+        self.store = store
+        self.events = events or EventLog(None)
+        self.temporary_patterns = (
+            temporary_patterns if temporary_patterns is not None else [".*", "*.tmp", "*.part", "*.partial"]
+        )
+        self.server_name = server_name
+        self.connections = ConnectionLimiter()
+
+    # --- Who -------------------------------------------------------------------------------------
+
+    def user(self, login: str) -> PortalUser:
+        """The user `login` (already authenticated by the front end) with its reach."""
+        with session_scope(self.engine) as session:
+            found = session.get(DataUser, login)
+            if found is None or not found.active:
+                raise AccessDenied(f"data user {login} is unknown or disabled")
+            acc = account(session, login)
+            if found.is_admin:
+                names = session.exec(select(Destination.name)).all()
+                reach = {n: ALL_OPERATIONS for n in names}
+            else:
+                reach = reachable_destinations(session, login)
+            return PortalUser(login, found.is_admin, reach, acc.description, acc.country_code)
+
+    def max_connections(self, login: str) -> int | None:
+        with session_scope(self.engine) as session:
+            return account(session, login).max_connections
+
+    def _destination(self, user: PortalUser, path: TreePath, operation: Operation | None) -> str:
+        """The path's destination if the user reaches it (and may do `operation` there)."""
+        name = path.destination
+        if name is None:
+            raise InvalidInput("the root holds only destinations")
+        ops = user.reach.get(name)
+        if ops is None:
+            # Another user's destination looks exactly like one that does not exist.
+            raise NotFound(f"no destination {name!r}")
+        if operation is not None and operation not in ops:
+            raise AccessDenied(f"data user {user.login} may not {operation.value} at {name}")
+        return name
+
+    # --- Reading the tree ------------------------------------------------------------------------
+
+    def _visible(self, destination: str) -> Any:
+        return select(DataTransfer, DataFile).where(
+            DataTransfer.destination_name == destination,
+            col(DataTransfer.status).in_([s.value for s in VISIBLE]),
+            DataTransfer.data_file_id == DataFile.id,
+        )
+
+    def _file(self, session: Session, destination: str, target: str) -> tuple[DataTransfer, DataFile] | None:
+        row = session.exec(
+            self._visible(destination).where(DataTransfer.target == target).order_by(col(DataTransfer.id).desc())
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    def _is_dir(self, session: Session, destination: str, target: str) -> bool:
+        if not target:
+            return True
+        under = session.exec(
+            self._visible(destination).where(col(DataTransfer.target).startswith(target + "/", autoescape=True))
+        ).first()
+        if under is not None:
+            return True
+        made = session.exec(
+            select(PortalDirectory).where(
+                PortalDirectory.destination_name == destination,
+                sa.or_(
+                    col(PortalDirectory.path) == target,
+                    col(PortalDirectory.path).startswith(target + "/", autoescape=True),
+                ),
+            )
+        ).first()
+        return made is not None
+
+    def stat(self, user: PortalUser, path: str) -> Entry:
+        tree = parse_path(path)
+        if tree.destination is None:
+            return Entry("/", True)
+        destination = self._destination(user, tree, None)
+        with session_scope(self.engine) as session:
+            found = self._file(session, destination, tree.target) if tree.target else None
+            if found is not None:
+                return _entry(posixpath.basename(tree.target), *found)
+            if self._is_dir(session, destination, tree.target):
+                return Entry(posixpath.basename(tree.target) or destination, True)
+        raise NotFound(f"no such file or directory: {tree}")
+
+    def list(self, user: PortalUser, path: str) -> list[Entry]:
+        """The entries of a directory, sorted by name (a file path lists that one file)."""
+        tree = parse_path(path)
+        if tree.destination is None:
+            return [Entry(name, True) for name in sorted(user.reach)]
+        destination = self._destination(user, tree, Operation.DIR)
+        prefix = tree.target + "/" if tree.target else ""
+        entries: dict[str, Entry] = {}
+        with session_scope(self.engine) as session:
+            query = self._visible(destination).order_by(col(DataTransfer.id))
+            if prefix:
+                query = query.where(col(DataTransfer.target).startswith(prefix, autoescape=True))
+            for transfer, data_file in session.exec(query):
+                rest = transfer.target[len(prefix) :]
+                name, sep, _ = rest.partition("/")
+                # Later rows are newer and replace an older file of the same target.
+                entries[name] = Entry(name, True) if sep else _entry(name, transfer, data_file)
+            made = session.exec(select(PortalDirectory).where(PortalDirectory.destination_name == destination))
+            for directory in made:
+                if directory.path.startswith(prefix) and directory.path != tree.target:
+                    entries.setdefault(directory.path[len(prefix) :].split("/")[0], Entry("", True))
+            if not entries and tree.target:
+                found = self._file(session, destination, tree.target)
+                if found is not None:
+                    return [_entry(posixpath.basename(tree.target), *found)]
+                if not self._is_dir(session, destination, tree.target):
+                    raise NotFound(f"no such file or directory: {tree}")
+        return [Entry(name, e.is_dir, e.size, e.mtime, e.md5) for name, e in sorted(entries.items())]
+
+    def walk(self, user: PortalUser, destination: str, prefix: str = "") -> Sequence[tuple[str, Entry]]:
+        """Every file of a destination whose target starts with `prefix` (a string, not a directory),
+        sorted by target: the flat view object stores list."""
+        self._destination(user, TreePath(destination, ""), Operation.DIR)
+        files: dict[str, Entry] = {}
+        with session_scope(self.engine) as session:
+            query = self._visible(destination).order_by(col(DataTransfer.id))
+            if prefix:
+                query = query.where(col(DataTransfer.target).startswith(prefix, autoescape=True))
+            for transfer, data_file in session.exec(query):
+                files[transfer.target] = _entry(posixpath.basename(transfer.target), transfer, data_file)
+        return sorted(files.items())
+
+    # --- Downloads -------------------------------------------------------------------------------
+
+    def open_read(
+        self,
+        user: PortalUser,
+        path: str,
+        *,
+        protocol: str,
+        client_address: str | None = None,
+        start: int = 0,
+        length: int | None = None,
+    ) -> Download:
+        tree = parse_path(path)
+        destination = self._destination(user, tree, Operation.GET)
+        with session_scope(self.engine) as session:
+            found = self._file(session, destination, tree.target) if tree.target else None
+            if found is None:
+                if self._is_dir(session, destination, tree.target):
+                    raise InvalidInput(f"{tree} is a directory")
+                raise NotFound(f"no such file or directory: {tree}")
+            self._check_quota(session, user.login, "download")
+        transfer, data_file = found
+        if data_file.store_key is None:
+            raise NotFound(f"{tree} has no content yet")
+        return Download(self, user, transfer, data_file, protocol, client_address, start, length)
+
+    # --- Uploads ---------------------------------------------------------------------------------
+
+    def begin_upload(
+        self,
+        user: PortalUser,
+        path: str,
+        *,
+        protocol: str,
+        client_address: str | None = None,
+        options: PushRequest | None = None,
+    ) -> Upload:
+        """Register the data file and its Arriving transfers; the caller writes chunks, then commits.
+
+        `options` carries what a provider may say with a push over HTTPS (priority, delay, metadata);
+        its destination and target are the path's.
+        """
+        tree = parse_path(path)
+        destination = self._destination(user, tree, Operation.PUT)
+        target = clean_target(tree.target) if tree.target else ""
+        if not target:
+            raise InvalidInput(f"{tree} is a directory, not a file name")
+        request = dataclasses.replace(options or PushRequest("", ""), destination=destination, target=target)
+        request.standby = request.standby or is_temporary(target, self.temporary_patterns)
+        with session_scope(self.engine) as session:
+            remaining = self._check_quota(session, user.login, "upload")
+            if self._is_dir(session, destination, target):
+                raise Conflict(f"{tree} is a directory")
+            data_file, _ = begin_push(session, request, by=user.login)
+            assert data_file.id is not None
+            data_file_id = data_file.id
+        return Upload(self, user, request, data_file_id, protocol, client_address, remaining)
+
+    def check_upload(self, user: PortalUser, path: str) -> None:
+        """Whether `begin_upload` would be allowed now (right to put, quota left), registering nothing."""
+        tree = parse_path(path)
+        destination = self._destination(user, tree, Operation.PUT)
+        if not tree.target:
+            raise InvalidInput(f"{tree} is a directory, not a file name")
+        clean_target(tree.target)
+        with session_scope(self.engine) as session:
+            self._check_quota(session, user.login, "upload")
+            if session.get(Destination, destination) is None:
+                raise NotFound(f"no destination {destination!r}")
+
+    # --- Changing the tree -----------------------------------------------------------------------
+
+    def delete(self, user: PortalUser, path: str) -> None:
+        """The file disappears from the tree: its transfer is Stopped (the data file stays for others)."""
+        tree = parse_path(path)
+        destination = self._destination(user, tree, Operation.DELETE)
+        with session_scope(self.engine) as session:
+            found = self._file(session, destination, tree.target) if tree.target else None
+            if found is None:
+                raise NotFound(f"no such file: {tree}")
+            transfer = found[0]
+            assert transfer.id is not None
+            if transfer.status == S.TRANSFERRING:
+                raise Conflict(f"{tree} is being disseminated; try again when it is done")
+            change_status(session, transfer.id, "delete", S.STOPPED, by=user.login, reason="deleted in the portal")
+
+    def mkdir(self, user: PortalUser, path: str) -> None:
+        tree = parse_path(path)
+        destination = self._destination(user, tree, Operation.MKDIR)
+        target = clean_target(tree.target) if tree.target else ""
+        if not target:
+            raise Conflict(f"{tree} exists")
+        with session_scope(self.engine) as session:
+            if self._file(session, destination, target) is not None or self._is_dir(session, destination, target):
+                raise Conflict(f"{tree} exists")
+            session.add(PortalDirectory(destination_name=destination, path=target))
+
+    def rmdir(self, user: PortalUser, path: str) -> None:
+        tree = parse_path(path)
+        destination = self._destination(user, tree, Operation.RMDIR)
+        if not tree.target:
+            raise AccessDenied("a destination cannot be removed through the portal")
+        with session_scope(self.engine) as session:
+            if self._file(session, destination, tree.target) is not None:
+                raise InvalidInput(f"{tree} is a file")
+            nonempty = session.exec(
+                self._visible(destination).where(
+                    col(DataTransfer.target).startswith(tree.target + "/", autoescape=True)
+                )
+            ).first()
+            if nonempty is not None:
+                raise Conflict(f"directory {tree} is not empty")
+            made = session.exec(
+                select(PortalDirectory).where(
+                    PortalDirectory.destination_name == destination,
+                    sa.or_(
+                        col(PortalDirectory.path) == tree.target,
+                        col(PortalDirectory.path).startswith(tree.target + "/", autoescape=True),
+                    ),
+                )
+            ).all()
+            if not made:
+                raise NotFound(f"no such directory: {tree}")
+            if any(d.path != tree.target for d in made):
+                raise Conflict(f"directory {tree} is not empty")
+            for directory in made:
+                session.delete(directory)
+
+    def rename(self, user: PortalUser, old: str, new: str) -> None:
+        """Give a file a new target in the same destination; a temporary name becoming final releases it."""
+        source, dest = parse_path(old), parse_path(new)
+        # Finishing an upload made under a temporary name is part of putting it (rclone, lftp and
+        # many scripts upload `x.partial` then rename): `put` is enough for that; other renames need
+        # `rename`.
+        finishing = is_temporary(source.target, self.temporary_patterns) and not is_temporary(
+            dest.target, self.temporary_patterns
+        )
+        destination = self._destination(user, source, None)
+        if Operation.RENAME not in user.reach[destination] and not (
+            finishing and Operation.PUT in user.reach[destination]
+        ):
+            raise AccessDenied(f"data user {user.login} may not rename at {destination}")
+        if dest.destination != destination:
+            raise InvalidInput("a file can be renamed only within its destination")
+        new_target = clean_target(dest.target) if dest.target else ""
+        if not new_target:
+            raise InvalidInput(f"{dest} is not a file name")
+        release = not is_temporary(new_target, self.temporary_patterns)
+        with session_scope(self.engine) as session:
+            found = self._file(session, destination, source.target) if source.target else None
+            if found is None:
+                raise NotFound(f"no such file: {source}")
+            if self._is_dir(session, destination, new_target):
+                raise Conflict(f"{dest} is a directory")
+            replaced = self._file(session, destination, new_target)
+            if replaced is not None and replaced[0].status != S.TRANSFERRING:
+                assert replaced[0].id is not None
+                change_status(session, replaced[0].id, "delete", S.STOPPED, by=user.login, reason=f"replaced by {old}")
+            transfer, data_file = found
+            held = transfer.status == S.STANDBY and is_temporary(transfer.target, self.temporary_patterns)
+            siblings = [transfer]
+            if held:
+                # The aliases' transfers of an upload under a temporary name follow it to its final name.
+                siblings += [
+                    t
+                    for t in session.exec(
+                        select(DataTransfer).where(
+                            DataTransfer.data_file_id == data_file.id, DataTransfer.id != transfer.id
+                        )
+                    )
+                    if t.status == S.STANDBY
+                ]
+            for sibling in siblings:
+                self._retarget(session, sibling, destination, new_target, user.login, release and held)
+
+    def _retarget(
+        self, session: Session, transfer: DataTransfer, destination: str, target: str, by: str, release: bool
+    ) -> None:
+        assert transfer.id is not None
+        if transfer.destination_name != destination:
+            alias = session.exec(
+                select(DestinationAlias).where(DestinationAlias.alias_name == transfer.destination_name)
+            ).first()
+            target = alias_target(alias, target) if alias is not None else target
+        old = transfer.target
+        transfer.target = target
+        session.add(transfer)
+        status = TransferStatus(transfer.status)
+        record_history(session, transfer.id, "rename", status, status, by=by, reason=f"{old} → {target}")
+        if release:
+            change_status(session, transfer.id, "release", S.QUEUED, by=by, reason="renamed to its final name")
+
+    # --- Quotas and the event log ----------------------------------------------------------------
+
+    def _check_quota(self, session: Session, login: str, direction: str) -> int | None:
+        """Bytes the user may still move in `direction` now (None: no limit); raise when none are left."""
+        acc: PortalAccount = account(session, login)
+        quota = acc.upload_quota_bytes if direction == "upload" else acc.download_quota_bytes
+        if quota is None:
+            return None
+        since = utcnow() - timedelta(seconds=acc.quota_period_seconds)
+        used = session.exec(
+            select(func.coalesce(func.sum(PortalUsage.bytes), 0)).where(
+                PortalUsage.login == login, PortalUsage.direction == direction, col(PortalUsage.at) >= since
+            )
+        ).one()
+        remaining = quota - int(used)
+        if remaining <= 0:
+            raise QuotaExceeded(
+                f"data user {login} used its {direction} quota of {quota} bytes per {acc.quota_period_seconds} s",
+                retry_after=min(acc.quota_period_seconds, 3600),
+            )
+        return remaining
+
+    def _record(
+        self,
+        user: PortalUser,
+        transfer_id: int,
+        direction: str,
+        nbytes: int,
+        protocol: str,
+        client_address: str | None,
+        started: datetime,
+        elapsed: float,
+    ) -> None:
+        with session_scope(self.engine) as session:
+            session.add(PortalUsage(login=user.login, direction=direction, bytes=nbytes))
+            transfer = session.get(DataTransfer, transfer_id)
+            data_file = session.get(DataFile, transfer.data_file_id) if transfer else None
+            destination = session.get(Destination, transfer.destination_name) if transfer else None
+        if transfer is None or data_file is None or destination is None:
+            return
+        self.events.write(
+            inh_from(
+                transfer,
+                data_file,
+                destination,
+                action=direction,
+                transfer_protocol=protocol,
+                transfer_server=self.server_name,
+                client_address=client_address,
+                user_id=user.login,
+                user_description=user.description or None,
+                country_code=user.country_code or None,
+                bytes_sent=nbytes,
+                start_time=started,
+                duration=int(elapsed * 1000),
+            )
+        )
+
+
+def portal_from_settings(settings: Settings, engine: sa.Engine, store: DataStore, events: EventLog) -> Portal:
+    """The portal as `pds up` runs it: temporary patterns and server name from settings."""
+    patterns = [p.strip() for p in settings.portal_temporary_patterns.split(",") if p.strip()]
+    return Portal(
+        engine,
+        store,
+        events,
+        temporary_patterns=patterns,
+        server_name=settings.mover_name,
+        public_url=settings.resolved_public_url(),
+    )
+
+
+def _entry(name: str, transfer: DataTransfer, data_file: DataFile) -> Entry:
+    return Entry(name, False, data_file.size or 0, data_file.arrived_at or transfer.queued_at, data_file.md5)
+
+
+class Download:
+    """A file being read: iterate `chunks()`; a read of the whole file marks its transfer Done."""
+
+    def __init__(
+        self,
+        portal: Portal,
+        user: PortalUser,
+        transfer: DataTransfer,
+        data_file: DataFile,
+        protocol: str,
+        client_address: str | None,
+        start: int,
+        length: int | None,
+    ) -> None:
+        self.portal, self.user, self.transfer, self.data_file = portal, user, transfer, data_file
+        self.protocol, self.client_address = protocol, client_address
+        self.size = data_file.size or 0
+        self.start = start
+        self.length = length
+        self.sent = 0
+        self._started = utcnow()
+        self._clock = time.monotonic()
+        self._finished = False
+        self._handle: IO[bytes] | None = None
+
+    @property
+    def entry(self) -> Entry:
+        return _entry(posixpath.basename(self.transfer.target), self.transfer, self.data_file)
+
+    def chunks(self) -> Generator[bytes]:
+        assert self.data_file.store_key is not None
+        try:
+            for chunk in self.portal.store.iter_chunks(self.data_file.store_key, self.start, self.length):
+                self.sent += len(chunk)
+                yield chunk
+        finally:
+            self.finish()
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Random access (SFTP reads): one bounded read from a handle kept open until `finish()`."""
+        assert self.data_file.store_key is not None
+        if self._handle is None:
+            self._handle = self.portal.store.open(self.data_file.store_key)
+        self._handle.seek(offset)
+        data = self._handle.read(size)
+        self.sent += len(data)
+        return data
+
+    def finish(self) -> None:
+        """Account the bytes sent; a complete download (from byte 0 to the end) marks the transfer Done."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._handle is not None:
+            self._handle.close()
+        transfer_id = self.transfer.id
+        assert transfer_id is not None
+        whole = self.start == 0 and self.sent >= self.size
+        if whole:
+            with session_scope(self.portal.engine) as session:
+                current = session.get(DataTransfer, transfer_id)
+                if current is not None and current.status in (S.QUEUED, S.REQUEUED, S.STANDBY, S.DONE):
+                    change_status(
+                        session,
+                        transfer_id,
+                        "downloaded",
+                        S.DONE,
+                        by=self.user.login,
+                        reason=f"downloaded over {self.protocol}",
+                        finished_at=utcnow(),
+                    )
+        self.portal._record(
+            self.user,
+            transfer_id,
+            "download",
+            self.sent,
+            self.protocol,
+            self.client_address,
+            self._started,
+            time.monotonic() - self._clock,
+        )
+
+
+class Upload:
+    """A file being written: `write()` chunks, then `commit()` (queues it) or `abort(reason)`."""
+
+    def __init__(
+        self,
+        portal: Portal,
+        user: PortalUser,
+        request: PushRequest,
+        data_file_id: int,
+        protocol: str,
+        client_address: str | None,
+        remaining_quota: int | None,
+    ) -> None:
+        self.portal, self.user, self.request, self.data_file_id = portal, user, request, data_file_id
+        self.protocol, self.client_address = protocol, client_address
+        self.remaining_quota = remaining_quota
+        self.writer: ObjectWriter = portal.store.writer()
+        self._started = utcnow()
+        self._clock = time.monotonic()
+        self.done = False
+
+    @property
+    def size(self) -> int:
+        return self.writer.size
+
+    def write(self, chunk: bytes) -> None:
+        if self.remaining_quota is not None and self.writer.size + len(chunk) > self.remaining_quota:
+            self.abort("upload quota exceeded")
+            raise QuotaExceeded(
+                f"data user {self.user.login} would exceed its upload quota with this file", retry_after=3600
+            )
+        self.writer.write(chunk)
+
+    def commit(self) -> tuple[StoredObject, list[DataTransfer]]:
+        """The content is whole: store it, queue (or hold) the transfers, write the INH line."""
+        stored = self.writer.commit()
+        self.done = True
+        with session_scope(self.portal.engine) as session:
+            queued = finish_push(session, self.data_file_id, stored, self.request, by=self.user.login)
+        if self.portal.public_url is not None:
+            # Published destinations get their STAC item now; a failure there never undoes the upload.
+            with session_scope(self.portal.engine) as session:
+                harvest_stored_data_file(
+                    session, self.portal.store, self.data_file_id, public_url=self.portal.public_url
+                )
+        own = next((t for t in queued if t.destination_name == self.request.destination), queued[0])
+        assert own.id is not None
+        self.portal._record(
+            self.user,
+            own.id,
+            "upload",
+            stored.size,
+            self.protocol,
+            self.client_address,
+            self._started,
+            time.monotonic() - self._clock,
+        )
+        return stored, queued
+
+    def abort(self, reason: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.writer.abort()
+        with session_scope(self.portal.engine) as session:
+            abort_push(session, self.data_file_id, reason, by=self.user.login)

@@ -1,0 +1,94 @@
+"""The portal over FTP and explicit FTPS with stock clients: curl and lftp push and pull."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+from sqlmodel import select
+
+from catalog.data_users import update_data_user
+from catalog.database import session_scope
+from catalog.models import DataTransfer
+from tests.portal.conftest import PASSWORD
+
+
+def curl(server, *args, user=f"alice:{PASSWORD}"):
+    tls = ["--ssl-reqd", "--cacert", str(server.cert)] if server.mode == "ftps" else []
+    command = ["curl", "-sS", *tls, "-u", user, *args]
+    return subprocess.run(command, capture_output=True, timeout=120, check=False)
+
+
+def url(server, path):
+    return f"ftp://127.0.0.1:{server.port}{path}"
+
+
+def lftp(server, commands, user="alice", password=PASSWORD):
+    settings = "set ftp:ssl-force true; set ftp:ssl-protect-data true; " if server.mode == "ftps" else ""
+    settings += f"set ssl:ca-file {server.cert}; set net:max-retries 1; set xfer:clobber on; "
+    script = settings + f"open -u {user},{password} -p {server.port} 127.0.0.1; " + "; ".join(commands)
+    return subprocess.run(["lftp", "-c", script], capture_output=True, text=True, timeout=120, check=False)
+
+
+def md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def statuses(engine):
+    with session_scope(engine) as session:
+        return sorted((t.destination_name, t.target, t.status) for t in session.exec(select(DataTransfer)))
+
+
+def test_curl_and_lftp_push_and_pull(ftp_portal, world, tmp_path):
+    source = tmp_path / "f.bin"
+    source.write_bytes(os.urandom(2 * 1024 * 1024 + 9))
+    up = curl(ftp_portal, "--ftp-create-dirs", "-T", str(source), url(ftp_portal, "/bucket/c/f.bin"))
+    assert up.returncode == 0, up.stderr
+    back = tmp_path / "back.bin"
+    assert curl(ftp_portal, "-o", str(back), url(ftp_portal, "/bucket/c/f.bin")).returncode == 0
+    assert md5(back) == md5(source)
+    listing = curl(ftp_portal, url(ftp_portal, "/bucket/c/")).stdout.decode()
+    assert "f.bin" in listing and str(source.stat().st_size) in listing
+
+    done = lftp(
+        ftp_portal,
+        [f"put {source} -o /bucket/l/g.bin", "cd /bucket/l", "ls", f"get g.bin -o {tmp_path / 'g.bin'}", "rm g.bin"],
+    )
+    assert done.returncode == 0, done.stderr
+    assert md5(tmp_path / "g.bin") == md5(source)
+    assert statuses(world) == [("bucket", "c/f.bin", "Done"), ("bucket", "l/g.bin", "Stopped")]
+
+
+def test_ftp_without_put_and_traversal(ftp_portal, world, tmp_path):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"bob's secret")
+    denied = curl(ftp_portal, "-T", str(secret), url(ftp_portal, "/bucket/x.bin"), user="bob:pw-bob-1")
+    assert denied.returncode != 0
+    assert (
+        curl(ftp_portal, "-T", str(secret), url(ftp_portal, "/other/secret.bin"), user="bob:pw-bob-1").returncode == 0
+    )
+    got = tmp_path / "got.bin"
+    for path in ("/bucket/../other/secret.bin", "/../other/secret.bin", "/other/secret.bin"):
+        done = lftp(ftp_portal, [f"get {path} -o {got}"])
+        assert done.returncode != 0
+        assert not got.exists() or b"secret" not in got.read_bytes()
+        done = lftp(ftp_portal, [f"put {secret} -o {path}"])
+        assert done.returncode != 0
+    assert statuses(world) == [("other", "secret.bin", "Queued")]
+
+
+def test_ftp_quota_answers_552(ftp_portal, world, tmp_path):
+    with session_scope(world) as session:
+        update_data_user(session, "alice", {"upload_quota_bytes": 1000})
+    small, big = tmp_path / "small.bin", tmp_path / "big.bin"
+    small.write_bytes(b"s" * 1000)
+    big.write_bytes(b"b" * 5000)
+    done = curl(ftp_portal, "-v", "-T", str(big), url(ftp_portal, "/bucket/big.bin"))
+    assert done.returncode != 0
+    assert b"552" in done.stderr
+    assert curl(ftp_portal, "-T", str(small), url(ftp_portal, "/bucket/small.bin")).returncode == 0
+    again = curl(ftp_portal, "-v", "-T", str(small), url(ftp_portal, "/bucket/again.bin"))
+    assert again.returncode != 0
+    assert b"552" in again.stderr
+    assert statuses(world) == [("bucket", "big.bin", "Failed"), ("bucket", "small.bin", "Queued")]
