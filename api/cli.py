@@ -367,6 +367,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _data_user_settings(args: argparse.Namespace) -> dict[str, Any]:
     names = {
         "description": args.description,
@@ -542,14 +544,16 @@ def parser() -> argparse.ArgumentParser:
     host.add_argument("--destination", help="attach the new host to this destination")
     host.add_argument("--rank", type=int, help="0 makes it the primary host")
 
-    stac = sub.add_parser("stac", help="publish a destination's data files in the STAC inventory")
+    stac = sub.add_parser("stac", parents=[common], help="publish a destination's data files in the STAC inventory")
     stac.add_argument("action", choices=["publish", "harvest", "show"])
     stac.add_argument("destination")
     stac.add_argument("--collection", help="publish: the collection id (created when missing)")
     stac.add_argument("--item-id", help="publish: item id template ($stem, $name, $data_file_id, $meta_KEY, …)")
     stac.add_argument("--extractor", help="publish: metadata (default) or geotiff")
     stac.add_argument("--enable", choices=["yes", "no"], help="publish: turn publishing on or off")
-    acq = sub.add_parser("acquisition", help="listing rules, discovery schedule and 'run now' of an acquisition host")
+    acq = sub.add_parser(
+        "acquisition", parents=[common], help="listing rules, discovery schedule and 'run now' of an acquisition host"
+    )
     acq.add_argument("action", choices=["show", "rule", "schedule", "run"])
     acq.add_argument("host")
     acq.add_argument("--destination", "-d", help="rule: the destination the files are registered to")
@@ -571,7 +575,9 @@ def parser() -> argparse.ArgumentParser:
     acq.add_argument("--standby", action="store_true", help="rule: fetched files wait in StandBy")
     acq.add_argument("--every", type=int, help="schedule: seconds between discovery passes (0: by hand only)")
 
-    reg = sub.add_parser("register", help="register files for the movers to fetch from a source host (async)")
+    reg = sub.add_parser(
+        "register", parents=[common], help="register files for the movers to fetch from a source host (async)"
+    )
     reg.add_argument("files", nargs="+", metavar="PATH[=TARGET]", help="path on the source host")
     reg.add_argument("--destination", "-d", required=True)
     reg.add_argument("--host", required=True, help="the source host")
@@ -580,11 +586,10 @@ def parser() -> argparse.ArgumentParser:
     reg.add_argument("--standby", action="store_true")
     reg.add_argument("--requeue-on-failure", action="store_true")
 
-    wait = sub.add_parser("wait", help="return when every file of a group is retrieved")
+    wait = sub.add_parser("wait", parents=[common], help="return when every file of a group is retrieved")
     wait.add_argument("group")
     wait.add_argument("--timeout", type=float, default=3600)
 
-    sub.add_parser("token", help="create an API token for the current user")
     sub.add_parser("token", parents=[common], help="create an API token for the current user")
 
     deploy = sub.add_parser(
@@ -592,7 +597,7 @@ def parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("--pause-schedules", action="store_true", help="register the schedules paused")
 
-    user = sub.add_parser("user", help="data users of the Data Portal (administrators)")
+    user = sub.add_parser("user", parents=[common], help="data users of the Data Portal (administrators)")
     user.add_argument("action", choices=["add", "list", "show", "set", "grant", "revoke", "key", "s3secret", "delete"])
     user.add_argument("login", nargs="?")
     user.add_argument("--password-env", help="name of an environment variable holding the password")
@@ -610,7 +615,7 @@ def parser() -> argparse.ArgumentParser:
     user.add_argument("--disable", action="store_true")
     user.add_argument("--enable", action="store_true")
 
-    policy = sub.add_parser("policy", help="portal policies: named groups of destinations")
+    policy = sub.add_parser("policy", parents=[common], help="portal policies: named groups of destinations")
     policy.add_argument("action", choices=["add", "list"])
     policy.add_argument("name", nargs="?")
     policy.add_argument("--destination", action="append", help="a destination of the policy (repeat)")
