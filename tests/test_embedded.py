@@ -37,6 +37,8 @@ class Stack:
         self.env = dict(os.environ) | {
             "PDS_API_PORT": self.api_url.rsplit(":", 1)[1],
             "PDS_PREFECT_PORT": str(self.prefect_port),
+            "PDS_PORTAL_FTP_PORT": str(free_port()),
+            "PDS_PORTAL_SFTP_PORT": str(free_port()),
             "PDS_API_URL": self.api_url,
             "PDS_USER": "admin",
             "PDS_PASSWORD": "admin",
