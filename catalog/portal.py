@@ -12,21 +12,19 @@ a path is parsed into (destination, target) and every segment is checked, whatev
   (`.*`, `*.tmp`) is held StandBy until it is renamed to its final name.
 - Each upload and download writes an INH event line and counts against the user's rolling quotas.
 
-Front ends translate the errors: NotFound, AccessDenied, InvalidInput, Conflict, QuotaExceeded.
+Front ends translate the errors: NotFound, AccessDenied, InvalidInput, Conflict, QuotaExceeded. Paths
+and entries are in `catalog.portal_paths`, downloads and uploads in progress in `catalog.portal_streams`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import posixpath
 import threading
-import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
@@ -38,78 +36,18 @@ from catalog.events import EventLog, inh_from
 from catalog.models import DataFile, DataTransfer, DataUser, Destination, DestinationAlias, utcnow
 from catalog.paths import clean_target
 from catalog.portal_models import ALL_OPERATIONS, Operation, PortalAccount, PortalDirectory, PortalUsage
+from catalog.portal_paths import Entry, PortalUser, TreePath, entry_of, is_temporary, parse_path
+from catalog.portal_streams import Download, Upload
 from catalog.settings import Settings
-from catalog.stac import harvest_stored_data_file
 from catalog.statuses import TransferStatus
-from catalog.store import DataStore, ObjectWriter, StoredObject
-from catalog.submission import PushRequest, abort_push, alias_target, begin_push, finish_push
+from catalog.store import DataStore
+from catalog.submission import PushRequest, alias_target, begin_push
 from catalog.transfers import change_status, record_history
 
 S = TransferStatus
 
 #: Transfers a data user sees as files.
 VISIBLE: frozenset[TransferStatus] = frozenset({S.QUEUED, S.REQUEUED, S.STANDBY, S.TRANSFERRING, S.DONE})
-
-
-@dataclass(frozen=True)
-class PortalUser:
-    """A logged-in data user and what it may reach."""
-
-    login: str
-    is_admin: bool
-    reach: dict[str, frozenset[Operation]]
-    """Destination → allowed operations (admins reach every destination with every operation)."""
-    description: str = ""
-    country_code: str = ""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A file or directory of the tree, as listings and stat calls show it."""
-
-    name: str
-    is_dir: bool
-    size: int = 0
-    mtime: datetime | None = None
-    md5: str | None = None
-
-
-@dataclass(frozen=True)
-class TreePath:
-    """A parsed path: the root (no destination), a destination, or a target inside one."""
-
-    destination: str | None
-    target: str
-
-    def __str__(self) -> str:
-        return "/" + "/".join(p for p in (self.destination, self.target) if p)
-
-
-def parse_path(path: str) -> TreePath:
-    """`/dest/a/b.bin` → TreePath("dest", "a/b.bin"); `.` and `..` are resolved and never rise above `/`.
-
-    The caller gives the path after its protocol's own decoding (URL, FTP, SFTP); a backslash, a NUL or
-    another control character is refused rather than guessed at.
-    """
-    if any(ord(c) < 32 or c in "\\\x7f" for c in path):
-        raise InvalidInput(f"the path {path!r} contains a control character or a backslash")
-    parts: list[str] = []
-    for segment in path.split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(segment)
-    if not parts:
-        return TreePath(None, "")
-    return TreePath(parts[0], "/".join(parts[1:]))
-
-
-def is_temporary(name: str, patterns: list[str]) -> bool:
-    base = posixpath.basename(name)
-    return any(fnmatch.fnmatchcase(base, p) for p in patterns)
 
 
 class ConnectionLimiter:
@@ -237,7 +175,7 @@ class Portal:
         with session_scope(self.engine) as session:
             found = self._file(session, destination, tree.target) if tree.target else None
             if found is not None:
-                return _entry(posixpath.basename(tree.target), *found)
+                return entry_of(posixpath.basename(tree.target), *found)
             if self._is_dir(session, destination, tree.target):
                 return Entry(posixpath.basename(tree.target) or destination, True)
         raise NotFound(f"no such file or directory: {tree}")
@@ -258,7 +196,7 @@ class Portal:
                 rest = transfer.target[len(prefix) :]
                 name, sep, _ = rest.partition("/")
                 # Later rows are newer and replace an older file of the same target.
-                entries[name] = Entry(name, True) if sep else _entry(name, transfer, data_file)
+                entries[name] = Entry(name, True) if sep else entry_of(name, transfer, data_file)
             made = session.exec(select(PortalDirectory).where(PortalDirectory.destination_name == destination))
             for directory in made:
                 if directory.path.startswith(prefix) and directory.path != tree.target:
@@ -266,7 +204,7 @@ class Portal:
             if not entries and tree.target:
                 found = self._file(session, destination, tree.target)
                 if found is not None:
-                    return [_entry(posixpath.basename(tree.target), *found)]
+                    return [entry_of(posixpath.basename(tree.target), *found)]
                 if not self._is_dir(session, destination, tree.target):
                     raise NotFound(f"no such file or directory: {tree}")
         return [Entry(name, e.is_dir, e.size, e.mtime, e.md5) for name, e in sorted(entries.items())]
@@ -281,7 +219,7 @@ class Portal:
             if prefix:
                 query = query.where(col(DataTransfer.target).startswith(prefix, autoescape=True))
             for transfer, data_file in session.exec(query):
-                files[transfer.target] = _entry(posixpath.basename(transfer.target), transfer, data_file)
+                files[transfer.target] = entry_of(posixpath.basename(transfer.target), transfer, data_file)
         return sorted(files.items())
 
     # --- Downloads -------------------------------------------------------------------------------
@@ -498,7 +436,7 @@ class Portal:
             )
         return remaining
 
-    def _record(
+    def record_usage(
         self,
         user: PortalUser,
         transfer_id: int,
@@ -548,156 +486,15 @@ def portal_from_settings(settings: Settings, engine: sa.Engine, store: DataStore
     )
 
 
-def _entry(name: str, transfer: DataTransfer, data_file: DataFile) -> Entry:
-    return Entry(name, False, data_file.size or 0, data_file.arrived_at or transfer.queued_at, data_file.md5)
-
-
-class Download:
-    """A file being read: iterate `chunks()`; a read of the whole file marks its transfer Done."""
-
-    def __init__(
-        self,
-        portal: Portal,
-        user: PortalUser,
-        transfer: DataTransfer,
-        data_file: DataFile,
-        protocol: str,
-        client_address: str | None,
-        start: int,
-        length: int | None,
-    ) -> None:
-        self.portal, self.user, self.transfer, self.data_file = portal, user, transfer, data_file
-        self.protocol, self.client_address = protocol, client_address
-        self.size = data_file.size or 0
-        self.start = start
-        self.length = length
-        self.sent = 0
-        self._started = utcnow()
-        self._clock = time.monotonic()
-        self._finished = False
-        self._handle: IO[bytes] | None = None
-
-    @property
-    def entry(self) -> Entry:
-        return _entry(posixpath.basename(self.transfer.target), self.transfer, self.data_file)
-
-    def chunks(self) -> Generator[bytes]:
-        assert self.data_file.store_key is not None
-        try:
-            for chunk in self.portal.store.iter_chunks(self.data_file.store_key, self.start, self.length):
-                self.sent += len(chunk)
-                yield chunk
-        finally:
-            self.finish()
-
-    def read_at(self, offset: int, size: int) -> bytes:
-        """Random access (SFTP reads): one bounded read from a handle kept open until `finish()`."""
-        assert self.data_file.store_key is not None
-        if self._handle is None:
-            self._handle = self.portal.store.open(self.data_file.store_key)
-        self._handle.seek(offset)
-        data = self._handle.read(size)
-        self.sent += len(data)
-        return data
-
-    def finish(self) -> None:
-        """Account the bytes sent; a complete download (from byte 0 to the end) marks the transfer Done."""
-        if self._finished:
-            return
-        self._finished = True
-        if self._handle is not None:
-            self._handle.close()
-        transfer_id = self.transfer.id
-        assert transfer_id is not None
-        whole = self.start == 0 and self.sent >= self.size
-        if whole:
-            with session_scope(self.portal.engine) as session:
-                current = session.get(DataTransfer, transfer_id)
-                if current is not None and current.status in (S.QUEUED, S.REQUEUED, S.STANDBY, S.DONE):
-                    change_status(
-                        session,
-                        transfer_id,
-                        "downloaded",
-                        S.DONE,
-                        by=self.user.login,
-                        reason=f"downloaded over {self.protocol}",
-                        finished_at=utcnow(),
-                    )
-        self.portal._record(
-            self.user,
-            transfer_id,
-            "download",
-            self.sent,
-            self.protocol,
-            self.client_address,
-            self._started,
-            time.monotonic() - self._clock,
-        )
-
-
-class Upload:
-    """A file being written: `write()` chunks, then `commit()` (queues it) or `abort(reason)`."""
-
-    def __init__(
-        self,
-        portal: Portal,
-        user: PortalUser,
-        request: PushRequest,
-        data_file_id: int,
-        protocol: str,
-        client_address: str | None,
-        remaining_quota: int | None,
-    ) -> None:
-        self.portal, self.user, self.request, self.data_file_id = portal, user, request, data_file_id
-        self.protocol, self.client_address = protocol, client_address
-        self.remaining_quota = remaining_quota
-        self.writer: ObjectWriter = portal.store.writer()
-        self._started = utcnow()
-        self._clock = time.monotonic()
-        self.done = False
-
-    @property
-    def size(self) -> int:
-        return self.writer.size
-
-    def write(self, chunk: bytes) -> None:
-        if self.remaining_quota is not None and self.writer.size + len(chunk) > self.remaining_quota:
-            self.abort("upload quota exceeded")
-            raise QuotaExceeded(
-                f"data user {self.user.login} would exceed its upload quota with this file", retry_after=3600
-            )
-        self.writer.write(chunk)
-
-    def commit(self) -> tuple[StoredObject, list[DataTransfer]]:
-        """The content is whole: store it, queue (or hold) the transfers, write the INH line."""
-        stored = self.writer.commit()
-        self.done = True
-        with session_scope(self.portal.engine) as session:
-            queued = finish_push(session, self.data_file_id, stored, self.request, by=self.user.login)
-        if self.portal.public_url is not None:
-            # Published destinations get their STAC item now; a failure there never undoes the upload.
-            with session_scope(self.portal.engine) as session:
-                harvest_stored_data_file(
-                    session, self.portal.store, self.data_file_id, public_url=self.portal.public_url
-                )
-        own = next((t for t in queued if t.destination_name == self.request.destination), queued[0])
-        assert own.id is not None
-        self.portal._record(
-            self.user,
-            own.id,
-            "upload",
-            stored.size,
-            self.protocol,
-            self.client_address,
-            self._started,
-            time.monotonic() - self._clock,
-        )
-        return stored, queued
-
-    def abort(self, reason: str) -> None:
-        if self.done:
-            return
-        self.done = True
-        self.writer.abort()
-        with session_scope(self.portal.engine) as session:
-            abort_push(session, self.data_file_id, reason, by=self.user.login)
+__all__ = [
+    "ConnectionLimiter",
+    "Download",
+    "Entry",
+    "Portal",
+    "PortalUser",
+    "TreePath",
+    "Upload",
+    "is_temporary",
+    "parse_path",
+    "portal_from_settings",
+]

@@ -37,6 +37,8 @@ class Stack:
         self.env = dict(os.environ) | {
             "PDS_API_PORT": self.api_url.rsplit(":", 1)[1],
             "PDS_PREFECT_PORT": str(self.prefect_port),
+            "PDS_PORTAL_FTP_PORT": str(free_port()),
+            "PDS_PORTAL_SFTP_PORT": str(free_port()),
             "PDS_API_URL": self.api_url,
             "PDS_USER": "admin",
             "PDS_PASSWORD": "admin",
@@ -94,7 +96,7 @@ def stack(tmp_path_factory):
     # Memory baselines are taken once the mover has finished starting: its flow run is running.
     wait_until(lambda: mover_running(stack.prefect_api), 120, "the mover flow run", log=stack.root / "pds-up.log")
     yield stack
-    children = [stack.pid(n) for n in ("prefect", "api", "mover")]
+    children = [stack.pid(n) for n in ("prefect", "api", "mover", "portal-ftp", "portal-sftp")]
     stack.process.send_signal(signal.SIGINT)  # what Ctrl-C does
     assert stack.process.wait(60) == 0
     for pid in children:

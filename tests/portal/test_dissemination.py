@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 from catalog.data_users import DataUserSpec, create_data_user, grant
@@ -27,13 +28,16 @@ def test_a_file_pushed_over_sftp_reaches_the_site_and_is_announced(rt, tmp_path,
     monkeypatch.setattr(rt.settings, "mqtt_url", mosquitto.url)
     reporting.publisher.cache_clear()
     remote = tmp_path / "site"
-    destination(rt.engine, "disseminated", host=local_host("dh", str(remote)), mqtt_topic="pds/$destination/$name")
+    # A topic of its own: the broker keeps the retained messages of earlier runs (SQLite, PostgreSQL).
+    run = uuid.uuid4().hex[:8]
+    topic = f"pds/{run}/$destination/$name"
+    destination(rt.engine, "disseminated", host=local_host("dh", str(remote)), mqtt_topic=topic)
     with session_scope(rt.engine) as session:
         create_data_user(session, DataUserSpec("provider", "provider-pw-1"))
         grant(session, "provider", "put,mkdir,dir,get", destination="disseminated")  # rclone makes parents
     events = EventLog.open(tmp_path / "portal-events.log")
     server = SftpPortal(Portal(rt.engine, rt.store, events), tmp_path / "host_key").start()
-    subscriber = Subscriber(mosquitto.url, "pds/disseminated/#")
+    subscriber = Subscriber(mosquitto.url, f"pds/{run}/disseminated/#")
     try:
         source = tmp_path / "today.grib"
         source.write_bytes(os.urandom(3 * 1024 * 1024))
@@ -50,7 +54,7 @@ def test_a_file_pushed_over_sftp_reaches_the_site_and_is_announced(rt, tmp_path,
         delivered = remote / "grib" / "today.grib"
         assert hashlib.md5(delivered.read_bytes()).hexdigest() == hashlib.md5(source.read_bytes()).hexdigest()
         message = subscriber.receive(timeout=10)
-        assert message.topic == "pds/disseminated/today.grib"
+        assert message.topic == f"pds/{run}/disseminated/today.grib"
         body = json.loads(message.payload)
         assert body["md5"] == hashlib.md5(source.read_bytes()).hexdigest()
         assert public(rt, body["transfer_id"]).status == "Done"
