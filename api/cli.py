@@ -592,6 +592,9 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("token", parents=[common], help="create an API token for the current user")
 
+    sub.add_parser(
+        "migrate", parents=[common], help="create or upgrade the pds database (PDS_DATABASE_URL) and its administrator"
+    )
     deploy = sub.add_parser(
         "deploy", parents=[common], help="register prefect.yaml's work pools and deployments (PREFECT_API_URL)"
     )
@@ -652,6 +655,8 @@ def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None)
         return run_embedded(data_dir=args.data_dir, prefect_api_url=args.prefect_api_url)
     if args.command == "deploy":
         return _deploy(args)
+    if args.command == "migrate":
+        return _migrate(args)
     if args.command in {"destination", "host"} and args.action not in {"list"} and not args.name:
         print(f"pds: error: {args.command} {args.action} needs a NAME", file=sys.stderr)
         return 2
@@ -680,6 +685,27 @@ def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None)
     except KeyboardInterrupt:
         print("pds: interrupted", file=sys.stderr)
         return 130
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """What an installation runs once before its API replicas start (they would race to migrate)."""
+    from catalog.database import make_engine, migrate, session_scope
+    from catalog.settings import Settings
+    from catalog.users import ensure_user
+
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        migrate(engine)
+        with session_scope(engine) as session:
+            ensure_user(session, settings.admin_user, settings.admin_password.get_secret_value(), is_admin=True)
+    except Exception as exc:  # noqa: BLE001 — any failure is one line and a non-zero exit
+        print(f"pds: error: migration failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    _print(args, {"database": "migrated"}, "database migrated")
     return 0
 
 

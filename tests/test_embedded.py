@@ -328,3 +328,20 @@ def test_an_upload_that_breaks_off_fails_its_transfer_and_queues_nothing(stack, 
     data_file = stack.client.data_file(transfer["data_file_id"])
     assert data_file["size"] is None and data_file["md5"] is None
     assert list((stack.data_dir / "store" / "tmp").iterdir()) == []
+
+
+def test_pds_up_prints_where_everything_is_and_registers_the_deployments(stack):
+    log = stack.root / "pds-up.log"
+    printed = log.read_text()
+    assert f"monitor    {stack.api_url}/monitor" in printed
+    assert f"Prefect UI http://127.0.0.1:{stack.prefect_port}" in printed
+    monitor = httpx.get(f"{stack.api_url}/monitor", follow_redirects=False)
+    assert monitor.status_code == 303 and monitor.headers["location"].startswith("/monitor/login")
+    assert "pds_queue_depth" in httpx.get(f"{stack.api_url}/metrics").text
+    wait_until(lambda: "deployments registered" in log.read_text(), 300, "the deployments", log=log)
+    deployments = httpx.post(f"{stack.prefect_api}/deployments/filter", json={}).json()
+    by_name = {d["name"]: d for d in deployments}
+    assert {"mover", "continental", "drain", "dispatch-now"} <= set(by_name)
+    # The embedded stack supervises its own mover: the movers' schedules are registered paused.
+    assert all(not s["active"] for s in by_name["mover"]["schedules"])
+    assert stack.pid("worker") > 0

@@ -9,6 +9,7 @@ themselves every few seconds.
 from __future__ import annotations
 
 import secrets
+import threading
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -76,9 +77,14 @@ class Viewer:
         self.login, self.is_admin, self.form_token = login, is_admin, form_token
 
 
+_SIGNER_LOCK = threading.Lock()
+
+
 def _signer(state: State) -> SessionSigner:
-    if "session_signer" not in state:
-        state.session_signer = SessionSigner(state.settings)
+    """The app's one signer (made on first use; the lock keeps two threads from making two random keys)."""
+    with _SIGNER_LOCK:
+        if "session_signer" not in state:
+            state.session_signer = SessionSigner(state.settings)
     signer: SessionSigner = state.session_signer
     return signer
 
@@ -285,7 +291,7 @@ def _transfer_action(session: DbSession, transfer_id: int, action: str, data: di
     elif action == "priority":
         operations.set_priority(session, transfer_id, check_priority(data.get("priority", "").strip()), by=by)
     else:
-        return f"no action {action!r}"
+        return f"no action {action!r}; known: {', '.join(TRANSFER_ACTIONS)}"
     return f"transfer {transfer_id}: {action} done"
 
 

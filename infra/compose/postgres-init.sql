@@ -1,0 +1,2 @@
+-- The Prefect server keeps its own database next to pds's.
+CREATE DATABASE prefect OWNER pds;
