@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", default=["sftp", "s3"])
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pds-bench-discovery-"))
-    rows = []
+    rows: list[tuple[str, float, float, float]] = []
     with SshServer(root / "sshd") as sshd, SeaweedS3Server(root / "seaweed") as s3:
         if "sftp" in args.protocols:
             many = sshd.data_dir / "many"
@@ -87,6 +87,8 @@ def main() -> None:
                 f":sftp,host=127.0.0.1,port={sshd.port},user={sshd.username},key_file={sshd.client_key_path}:{many}"
             )
             rows.append(("sftp", *_measure(root, host, remote, args.count)))
+            anchor, first, second = rows[-1][1:]
+            print(f"sftp: rclone lsjson {anchor:.2f} s, pds 1st pass {first:.2f} s, 2nd {second:.2f} s", flush=True)
         if "s3" in args.protocols:
             bucket = f"bench-{uuid.uuid4().hex[:8]}"
             s3.create_bucket(bucket)
@@ -109,7 +111,7 @@ def main() -> None:
             )
             remote = (
                 f":s3,provider=Other,endpoint='{s3.endpoint_url}',access_key_id={s3.access_key},"
-                f"secret_access_key={s3.secret_key}:{bucket}/many"
+                f"secret_access_key={s3.secret_key},region={s3.region}:{bucket}/many"
             )
             rows.append(("s3", *_measure(root, host, remote, args.count)))
     print(f"{args.count} files in one directory")
