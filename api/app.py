@@ -13,6 +13,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.routes.config import destinations_router, hosts_router
 from api.routes.health import health
 from api.routes.portal import portal_router
+from api.routes.proxy import proxy_routers
 from api.routes.transfers import transfers_router
 from api.routes.users import create_token, me
 from catalog.database import make_engine, migrate, session_scope
@@ -40,7 +41,16 @@ def create_app(
             ensure_user(session, settings.admin_user, settings.admin_password.get_secret_value(), is_admin=True)
 
     return Litestar(
-        route_handlers=[health, me, create_token, destinations_router, hosts_router, transfers_router, portal_router],
+        route_handlers=[
+            health,
+            me,
+            create_token,
+            destinations_router,
+            hosts_router,
+            transfers_router,
+            portal_router,
+            *proxy_routers,
+        ],
         state=State({"engine": engine, "store": store, "settings": settings}),
         middleware=[DefineMiddleware(AuthenticationMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -68,7 +68,8 @@ def _check(engine: sa.Engine, header: str) -> Caller | None:
 
 class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
     def __init__(self, app: ASGIApp, **kwargs: object) -> None:
-        super().__init__(app, exclude=["^/health$", "^/schema"], **kwargs)  # type: ignore[arg-type]
+        # Proxy assets authorise themselves: public collections need no credentials, OIDC tokens are accepted.
+        super().__init__(app, exclude=["^/health$", "^/schema", "^/proxy/"], **kwargs)  # type: ignore[arg-type]
         self.cache = CredentialCache()
 
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]
