@@ -1,8 +1,8 @@
 """`pds up`: the whole system on one machine, on its embedded default.
 
-Starts a real Prefect server (SQLite under the data directory), the API and one mover, each as a child
-process with its log under `<data_dir>/logs/`. A mover that exits is started again (it recovers its
-interrupted transfers on start). Ctrl-C or SIGTERM stops every child, the mover first so it can finish
+Starts a real Prefect server (SQLite under the data directory), the API, one mover and the proxy fetcher,
+each as a child process with its log under `<data_dir>/logs/`. A mover or fetcher that exits is started
+again (it recovers its interrupted work on start). Ctrl-C or SIGTERM stops every child, the mover first so it can finish
 its current dispatch, and waits for each.
 """
 
@@ -126,6 +126,9 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
     env.setdefault("PREFECT_HOME", str(root / "prefect"))
     api = Child("api", [sys.executable, "-m", "api"], env, logs / "api.log")
     mover = Child("mover", [sys.executable, "-m", "flows.mover"], env, logs / "mover.log", restart=True)
+    fetcher = Child(
+        "proxy-fetcher", [sys.executable, "-m", "flows.proxy_fetch"], env, logs / "proxy-fetcher.log", restart=True
+    )
 
     stopping = False
 
@@ -144,6 +147,8 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
         _wait_http(f"{settings.resolved_api_url()}/health", "the API", api, 60)
         mover.start()
         children.append(mover)
+        fetcher.start()
+        children.append(fetcher)
         print(
             f"pds is up (data in {root})\n"
             f"  API        {settings.resolved_api_url()}  (docs: /schema; user {settings.admin_user})\n"
