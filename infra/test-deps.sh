@@ -11,6 +11,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
   || need+=(nginx libnginx-mod-http-dav-ext)  # WebDAV server for the HTTP hosts
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # Azurite, the Azure Blob emulator
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)  # MQTT broker for notifications
+command -v wrk >/dev/null 2>&1 || need+=(wrk)  # HTTP load generator of tests/benchmarks/proxy.py
+command -v curl >/dev/null 2>&1 || need+=(curl)  # a real client of the data proxy
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq

@@ -5,25 +5,22 @@ assets that are not cached yet; 200 concurrent requests make one upstream fetch.
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import re
 import subprocess
-import threading
-import time
+import sys
 
 import httpx
 import numpy as np
 import pytest
 import rasterio
 import urllib3
-import uvicorn
 from rasterio.windows import Window
 
-from api.app import create_app
 from catalog.database import migrate, session_scope
-from catalog.models import Host
+from catalog.models import Host, utcnow
 from catalog.proxy import get_asset, register_asset, set_policy
 from tasks import runtime as runtime_module
-from tests.servers._common import free_port
+from tests.servers._common import free_port, wait_until
 from tests.servers.upstream import UpstreamServer
 
 WINDOW = Window(300, 200, 256, 128)
@@ -32,11 +29,25 @@ WINDOW = Window(300, 200, 256, 128)
 def make_cog(path):
     """A 1024×1024 tiled Cloud-Optimized GeoTIFF with overviews, written by GDAL itself."""
     data = (np.arange(1024 * 1024, dtype=np.uint32) % 65521).astype(np.uint16).reshape(1024, 1024)
-    profile = {"driver": "COG", "width": 1024, "height": 1024, "count": 1, "dtype": "uint16", "blocksize": 256,
-               "crs": "EPSG:4326", "transform": rasterio.transform.from_origin(0, 10, 0.01, 0.01)}
+    profile = {
+        "driver": "COG",
+        "width": 1024,
+        "height": 1024,
+        "count": 1,
+        "dtype": "uint16",
+        "blocksize": 256,
+        "crs": "EPSG:4326",
+        "transform": rasterio.transform.from_origin(0, 10, 0.01, 0.01),
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data, 1)
     return path
+
+
+def gdal_window(url, **env):
+    """Read WINDOW through GDAL's /vsicurl/ with the given configuration options."""
+    with rasterio.Env(**env), rasterio.open(f"/vsicurl/{url}") as src:
+        return src.read(1, window=WINDOW)
 
 
 def local_window(path):
@@ -44,9 +55,15 @@ def local_window(path):
         return src.read(1, window=WINDOW)
 
 
+ACCESS_LINE = re.compile(r'"(GET|HEAD) (\S+) HTTP/[\d.]+" (\d{3})')
+
+
 class LiveProxy:
-    def __init__(self, rt, url):
-        self.rt, self.url, self.app = rt, url, None
+    """The API (uvicorn, access log on) and the proxy fetcher flow, each its own process as under
+    `pds up`: GDAL holds the GIL while it reads, so a server in the test's process would stall."""
+
+    def __init__(self, rt, url, access_log):
+        self.rt, self.url, self.access_log = rt, url, access_log
 
     def asset(self, collection, name, href, *, host=None, **policy):
         with session_scope(self.rt.engine) as session:
@@ -56,42 +73,80 @@ class LiveProxy:
 
     @property
     def log(self):
-        return self.app.state.proxy.log
+        """(method, path, status) of every request the API answered, in order."""
+        text = self.access_log.read_text(errors="replace")
+        return [(m, p, int(s)) for m, p, s in ACCESS_LINE.findall(text)]
 
 
 @pytest.fixture(params=[202])
 def live(request, prefect_server, tmp_path, monkeypatch):
-    monkeypatch.setenv("PDS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("PDS_PROXY_PENDING_STATUS", str(request.param))
+    port = free_port()
+    env = {
+        "PDS_DATA_DIR": str(tmp_path / "data"),
+        "PDS_PROXY_PENDING_STATUS": str(request.param),
+        "PDS_API_PORT": str(port),
+        "PDS_EVENT_LOG": "off",
+        "PREFECT_API_URL": prefect_server.api_url,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     runtime_module.runtime.cache_clear()
     rt = runtime_module.runtime()
     migrate(rt.engine)
-    port = free_port()
-    proxy = LiveProxy(rt, f"http://127.0.0.1:{port}")
-    proxy.app = create_app(rt.settings, engine=rt.engine, store=rt.store, migrate_database=False)
-    server = uvicorn.Server(uvicorn.Config(proxy.app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = threading.Thread(target=server.run, daemon=True)
-    serving.start()
-    from flows import proxy_fetch
+    access_log = tmp_path / "api.log"
+    api_command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "api.app:app_from_env",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--access-log",
+        "--log-level",
+        "info",
+    ]
+    children = [
+        subprocess.Popen(api_command, stdout=access_log.open("wb"), stderr=subprocess.STDOUT),
+        subprocess.Popen(
+            [sys.executable, "-m", "flows.proxy_fetch", "--name", "test-fetcher"],
+            stdout=(tmp_path / "fetcher.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        ),
+    ]
+    proxy = LiveProxy(rt, f"http://127.0.0.1:{port}", access_log)
+    try:
+        wait_until(lambda: httpx.get(f"{proxy.url}/health", timeout=2).status_code == 200, 180, "the API")
+        # The fetcher is up once it has fetched a first asset (its Prefect flow run takes a while to start).
+        warmup = proxy.asset("warmup", "probe", "http://127.0.0.1:1/unused", sync_wait_seconds=0, public=True)
+        with session_scope(rt.engine) as session:
+            from catalog.proxy import inject
 
-    proxy_fetch._stop.clear()
-    counts = {}
-    # A copied context carries the Prefect settings (the session server's URL) into the thread.
-    context = contextvars.copy_context()
-    fetcher = threading.Thread(
-        target=context.run, args=(lambda: counts.update(proxy_fetch.proxy_fetcher(name="test-fetcher")),)
-    )
-    fetcher.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proxy.counts = counts
-    yield proxy
-    proxy_fetch.request_stop()
-    fetcher.join(60)
-    server.should_exit = True
-    serving.join(30)
-    runtime_module.runtime.cache_clear()
+            (tmp_path / "w.bin").write_bytes(b"w")
+            inject(
+                session,
+                rt.settings.resolved_proxy_cache_dir(),
+                "warmup",
+                "item1",
+                "probe",
+                tmp_path / "w.bin",
+                now=utcnow(),
+            )
+        assert httpx.get(warmup).status_code == 200
+        wait_until(
+            lambda: b"proxy fetcher" in (tmp_path / "fetcher.log").read_bytes()
+            or b"Beginning flow run" in (tmp_path / "fetcher.log").read_bytes(),
+            180,
+            "the proxy fetcher",
+        )
+        yield proxy
+    finally:
+        for child in children:
+            child.terminate()
+            child.wait(30)
+        runtime_module.runtime.cache_clear()
 
 
 @pytest.fixture
@@ -110,15 +165,13 @@ def test_gdal_reads_a_window_of_an_uncached_cog_retrying_202(live, upstream, tmp
     upstream.add("scene.tif", cog.read_bytes())
     upstream.delay["/scene.tif"] = 1.5  # longer than the dataset's wait: the first answer is 202
     url = live.asset("s2", "visual", f"{upstream.url}/scene.tif", sync_wait_seconds=0.2)
-    with rasterio.Env(**GDAL_202, GDAL_HTTP_USERPWD="admin:admin", GDAL_HTTP_AUTH="BASIC"):
-        with rasterio.open(f"/vsicurl/{url}") as src:
-            pixels = src.read(1, window=WINDOW)
+    pixels = gdal_window(url, **GDAL_202, GDAL_HTTP_USERPWD="admin:admin", GDAL_HTTP_AUTH="BASIC")
     assert np.array_equal(pixels, local_window(cog))
     statuses = [(m, p, s) for m, p, s in live.log]
     asset_path = "/proxy/s2/item1/visual"
     assert (next(s for m, p, s in statuses if p == asset_path)) == 202  # the first answer was pending
     assert [s for m, p, s in statuses if p == asset_path and s not in (200, 202)] == []
-    probes = [(p, s) for m, p, s in statuses if p != asset_path]
+    probes = [(p, s) for m, p, s in statuses if p.startswith("/proxy/s2/") and p != asset_path]
     assert probes and all(s == 404 for p, s in probes), probes  # sidecars and the directory: fast 404
     assert upstream.gets["/scene.tif"] == 1
     ranged = [s for m, p, s in statuses if p == asset_path and s == 200]
@@ -133,9 +186,7 @@ def test_503_mode_serves_gdal_curl_and_fsspec_style_clients(live, upstream, tmp_
     upstream.add("scene.tif", cog.read_bytes())
     upstream.delay["/scene.tif"] = 1.5
     url = live.asset("s2", "visual", f"{upstream.url}/scene.tif", sync_wait_seconds=0.2, public=True)
-    with rasterio.Env(GDAL_HTTP_MAX_RETRY="20", GDAL_HTTP_RETRY_DELAY="0.5"):
-        with rasterio.open(f"/vsicurl/{url}") as src:
-            pixels = src.read(1, window=WINDOW)
+    pixels = gdal_window(url, GDAL_HTTP_MAX_RETRY="20", GDAL_HTTP_RETRY_DELAY="0.5")
     assert np.array_equal(pixels, local_window(cog))
     assert any(p.endswith("/visual") and s == 503 for m, p, s in live.log)
     # curl --retry honours Retry-After on 503.
@@ -187,14 +238,21 @@ def test_presigned_redirect_lets_gdal_read_ranges_from_s3_directly(live, s3_serv
     client.create_bucket(Bucket="protected", CreateBucketConfiguration={"LocationConstraint": s3_server.region})
     client.upload_file(str(cog), "protected", "s2/scene.tif")
     with session_scope(live.rt.engine) as session:
-        session.add(Host(name="objects", protocol="s3", address=s3_server.endpoint_url, login=s3_server.access_key,
-                         password=s3_server.secret_key, options={"region": s3_server.region}))
+        session.add(
+            Host(
+                name="objects",
+                protocol="s3",
+                address=s3_server.endpoint_url,
+                login=s3_server.access_key,
+                password=s3_server.secret_key,
+                options={"region": s3_server.region},
+            )
+        )
     url = live.asset("s2p", "visual", "s3://protected/s2/scene.tif", host="objects", mode="presign")
-    with rasterio.Env(GDAL_HTTP_USERPWD="admin:admin", GDAL_HTTP_AUTH="BASIC",
-                      GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
-        with rasterio.open(f"/vsicurl/{url}") as src:
-            pixels = src.read(1, window=WINDOW)
-            overview = src.read(1, out_shape=(128, 128))
+    env = {"GDAL_HTTP_USERPWD": "admin:admin", "GDAL_HTTP_AUTH": "BASIC", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+    with rasterio.Env(**env), rasterio.open(f"/vsicurl/{url}") as src:
+        pixels = src.read(1, window=WINDOW)
+        overview = src.read(1, out_shape=(128, 128))
     assert np.array_equal(pixels, local_window(cog))
     assert overview.shape == (128, 128)
     asset_requests = [s for m, p, s in live.log if p == "/proxy/s2p/item1/visual"]
