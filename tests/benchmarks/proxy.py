@@ -54,7 +54,7 @@ RANGES_LUA = """\
 math.randomseed(os.time())
 request = function()
   local first = math.random(0, {size} - 16384)
-  wrk.headers["Range"] = "bytes=" .. first .. "-" .. (first + 16383)
+  wrk.headers["Range"] = string.format("bytes=%d-%d", first, first + 16383)
   return wrk.format(nil)
 end
 """
@@ -79,7 +79,8 @@ def wrk(url: str, seconds: int, headers: dict[str, str], script: Path | None = N
     output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout  # noqa: S603
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if errors:
-        raise SystemExit(f"wrk got {errors.group(1)} error answers from {url}:\n{output}")
+        answer = httpx.get(url, headers=headers | {"Range": "bytes=0-15"})
+        raise SystemExit(f"wrk got {errors.group(1)} error answers from {url} (now: {answer.status_code} {answer.text})")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", output).groups()  # type: ignore[union-attr]
     return rps, float(value) * UNITS[unit] / 1024**2
@@ -107,6 +108,7 @@ def main() -> None:
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"{tool} is missing: apt-get install -y {tool}")
     work = Path(tempfile.mkdtemp(prefix="pds-proxy-bench-"))
+    work.chmod(0o755)  # nginx's workers run as an unprivileged user
     processes: list[subprocess.Popen[bytes]] = []
     try:
         www = work / "www"
