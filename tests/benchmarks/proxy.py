@@ -80,7 +80,8 @@ def wrk(url: str, seconds: int, headers: dict[str, str], script: Path | None = N
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if errors:
         answer = httpx.get(url, headers=headers | {"Range": "bytes=0-15"})
-        raise SystemExit(f"wrk got {errors.group(1)} error answers from {url} (now: {answer.status_code} {answer.text})")
+        reason = f"{answer.status_code} {answer.text[:200]}"
+        raise SystemExit(f"wrk got {errors.group(1)} error answers from {url} (a check now: {reason})")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", output).groups()  # type: ignore[union-attr]
     return rps, float(value) * UNITS[unit] / 1024**2
