@@ -18,6 +18,7 @@ from api.routes.health import health
 from api.routes.monitor import monitor_router
 from api.routes.portal import portal_router
 from api.routes.products import product_status
+from api.routes.proxy import proxy_routers
 from api.routes.s3 import s3_endpoint
 from api.routes.stac import stac_router
 from api.routes.transfers import transfers_router
@@ -68,6 +69,7 @@ def create_app(
             data_users_router,
             policies_router,
             s3_endpoint,
+            *proxy_routers,
         ],
         state=State({"engine": engine, "store": store, "settings": settings, "portal": portal}),
         middleware=[DefineMiddleware(AuthenticationMiddleware)],

@@ -24,8 +24,9 @@ from catalog.users import authenticate_password, authenticate_token
 
 PUBLIC_PATHS = {"/health", "/schema", "/metrics"}
 #: Paths that do their own authentication or need none: the monitor pages use a session cookie;
-#: /s3 authenticates each request itself (AWS Signature Version 4, api/s3_sigv4.py).
-EXCLUDED = ["^/health$", "^/schema", "^/metrics$", "^/monitor(/|$)", "^/s3(/|$)"]
+#: /s3 authenticates each request itself (AWS Signature Version 4, api/s3_sigv4.py); proxy assets
+#: authorise themselves (public collections need no credentials, OIDC tokens are accepted).
+EXCLUDED = ["^/health$", "^/schema", "^/metrics$", "^/monitor(/|$)", "^/s3(/|$)", "^/proxy/"]
 _CACHE_SECONDS = 300.0
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="pds", Bearer'}
 

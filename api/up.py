@@ -1,8 +1,9 @@
 """`pds up`: the whole system on one machine, on its embedded default.
 
-Starts a real Prefect server (SQLite under the data directory), the API and one mover, each as a child
-process with its log under `<data_dir>/logs/`. A mover that exits is started again (it recovers its
-interrupted transfers on start). Ctrl-C or SIGTERM stops every child, the mover first so it can finish
+Starts a real Prefect server (SQLite under the data directory), the API, one mover, the proxy fetcher,
+the retriever, the acquisition scheduler, the MQTT subscriptions and the portal's FTP and SFTP servers,
+each as a child process with its log under `<data_dir>/logs/`. A long-lived flow that exits is started
+again (it recovers its interrupted work on start). Ctrl-C or SIGTERM stops every child, the mover first so it can finish
 its current dispatch, and waits for each.
 """
 
@@ -149,6 +150,16 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
     env.setdefault("PREFECT_HOME", str(root / "prefect"))
     api = Child("api", [sys.executable, "-m", "api"], env, logs / "api.log")
     mover = Child("mover", [sys.executable, "-m", "flows.mover"], env, logs / "mover.log", restart=True)
+    # The long-lived flows besides the mover, each supervised and restarted if it dies.
+    long_lived = [
+        Child(name, [sys.executable, "-m", module], env, logs / f"{name}.log", restart=True)
+        for name, module in (
+            ("proxy-fetcher", "flows.proxy_fetch"),
+            ("retriever", "flows.retrieval"),
+            ("acquisition-scheduler", "flows.discovery"),
+            ("subscriptions", "flows.subscription"),
+        )
+    ]
 
     stopping = False
     registration: Child | None = None
@@ -187,6 +198,9 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
         for portal_server in portal_children(settings, env, logs):
             portal_server.start()
             children.append(portal_server)
+        for child in long_lived:
+            child.start()
+            children.append(child)
         print(
             f"pds is up (data in {root})\n"
             f"  API        {settings.resolved_api_url()}  (docs: /schema; user {settings.admin_user})\n"

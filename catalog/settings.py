@@ -124,6 +124,37 @@ class Settings(BaseSettings):
     session_hours: float = 12.0
     """How long a monitor log-in lasts."""
 
+    proxy_cache_dir: Path | None = None
+    """The proxy's online cache (one file per asset); unset means `<data_dir>/proxy-cache`."""
+    proxy_pending_status: int = Field(default=202, description="202 or 503")
+    """What a pending asset answers: 202 Accepted, or 503 for clients that only retry 503 (fsspec, GDAL < 3.10)."""
+    proxy_fetch_retries: int = 2
+    """Upstream fetch attempts after the first failure, before the fetch request is marked failed."""
+    proxy_fetch_retry_seconds: float = 2.0
+    """Wait between two attempts of an upstream fetch."""
+    proxy_rewait_seconds: float = 120.0
+    """How long a request for an asset whose cached copy was read before (and is now gone) is held while it
+    is fetched again: once a HEAD succeeded, range reads are never answered pending."""
+    proxy_fetcher_name: str = "proxy-fetcher-1"
+    """Name the proxy fetcher claims fetch requests under; a restart recovers its unfinished fetches."""
+    proxy_fetcher_poll_seconds: float = 0.05
+    """How often an idle proxy fetcher looks for fetch requests."""
+    proxy_fetcher_parallel: int = 4
+    """Upstream fetches a proxy fetcher runs at once."""
+    proxy_retention_seconds: float = 60.0
+    """How often the proxy fetcher applies the datasets' cache retention."""
+    oidc_issuer: str = ""
+    """OIDC issuer whose bearer tokens (JWT, checked against its JWKS) the proxy accepts; empty: none."""
+    oidc_audience: str = ""
+    """Audience those tokens must carry; empty: not checked."""
+    oidc_groups_claim: str = "groups"
+    """Claim listing an OIDC user's groups (for dataset readers and QoS group limits)."""
+    proxy_public_url: str = ""
+    """Base URL of the proxy as clients see it; empty means the API URL."""
+
+    def resolved_proxy_cache_dir(self) -> Path:
+        return self.proxy_cache_dir or self.data_dir / "proxy-cache"
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'pds.db'}"
 

@@ -18,6 +18,8 @@ command -v lftp >/dev/null 2>&1 || need+=(lftp)  # an FTP/FTPS client for the Da
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v wget >/dev/null 2>&1 || need+=(wget)
 command -v sftp >/dev/null 2>&1 || need+=(openssh-client)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)  # HTTP load generator of tests/benchmarks/proxy.py
+command -v curl >/dev/null 2>&1 || need+=(curl)  # a real client of the data proxy
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq

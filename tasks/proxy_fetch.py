@@ -1,0 +1,121 @@
+"""Fetch one proxied asset from its upstream into the proxy's online cache.
+
+Any protocol of the transfer layer can be an upstream: an asset names a `Host` (credentials, options)
+and a path on it, or gives a plain http(s)/s3 URL, which becomes a host block on the fly. The bytes
+stream into a temporary file in the cache directory that is renamed when whole, so a crash or a failed
+attempt never leaves a partial file served as data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from prefect import task
+from prefect.client.schemas.objects import State
+
+from blocks.base import HostBlock
+from blocks.registry import block_class, block_for
+from catalog.database import session_scope
+from catalog.errors import FailTransfer, NotFound, TransferError
+from catalog.models import Host, utcnow
+from catalog.proxy import (
+    FetchJob,
+    ProxyAsset,
+    cache_relative_path,
+    record_cached,
+    record_fetch_attempt_failed,
+    record_fetch_progress,
+    temporary_name,
+)
+from tasks.runtime import runtime
+
+log = logging.getLogger("pds.proxy")
+
+PROGRESS_EVERY = 0.5
+
+
+def upstream_of(asset: ProxyAsset, host: Host | None) -> tuple[HostBlock, str]:
+    """The host block that reaches the asset's upstream, and the path on it."""
+    if host is not None:
+        block = block_for(host)
+        href = asset.upstream_href
+        path = urlsplit(href).path if "://" in href else href
+        return block, block.join(path)
+    url = urlsplit(asset.upstream_href)
+    if url.scheme in ("http", "https"):
+        base = f"{url.scheme}://{url.netloc}"
+        block = block_class(url.scheme)(name=url.netloc, address=base, options={"webdav": False})
+        return block, url.path
+    if url.scheme == "s3":
+        return block_class("s3")(name=url.netloc, options={"anon": True}), f"{url.netloc}{url.path}"
+    raise FailTransfer(f"no transfer module for upstream {asset.upstream_href!r}")
+
+
+def fetch_into_cache(engine: sa.Engine, cache_dir: Path, job: FetchJob, chunk_size: int = 4 * 1024 * 1024) -> int:
+    """Stream the asset from its upstream into the cache; returns its size. Raises TransferError."""
+    with session_scope(engine) as session:
+        asset = session.get(ProxyAsset, (job.collection, job.item, job.asset))
+        if asset is None:
+            raise NotFound(f"proxied asset {job.label} was unregistered")
+        host = session.get(Host, asset.upstream_host) if asset.upstream_host else None
+        if asset.upstream_host and host is None:
+            raise FailTransfer(f"upstream host {asset.upstream_host!r} of {job.label} does not exist")
+        expected = asset.size
+    block, path = upstream_of(asset, host)
+    relative = cache_relative_path(job.collection, job.item, job.asset)
+    final = cache_dir / relative
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = temporary_name(final)
+    written, last_report = 0, time.monotonic()
+    try:
+        fs = block.filesystem()
+        with block.open_stream(fs, path) as source, temp.open("wb") as target:
+            while data := source.read(chunk_size):
+                target.write(data)
+                written += len(data)
+                if time.monotonic() - last_report > PROGRESS_EVERY:
+                    with session_scope(engine) as session:
+                        record_fetch_progress(session, job, written)
+                    last_report = time.monotonic()
+        if expected is not None and written != expected:
+            raise FailTransfer(f"upstream sent {written} bytes of {job.label}, {expected} were announced")
+        os.replace(temp, final)
+    except BaseException as exc:
+        temp.unlink(missing_ok=True)
+        raise block.classify(exc) from exc
+    with session_scope(engine) as session:
+        asset = session.get(ProxyAsset, (job.collection, job.item, job.asset))
+        if asset is None:
+            final.unlink(missing_ok=True)
+            raise NotFound(f"proxied asset {job.label} was unregistered during its fetch")
+        record_cached(session, asset, cache_dir, relative, now=utcnow())
+    log.info("proxy fetched %s: %d bytes", job.label, written)
+    return written
+
+
+def _worth_retrying(task: object, task_run: object, state: State) -> bool:
+    # A missing object or a refused credential will not change in seconds; a broken connection may.
+    return not isinstance(state.result(raise_on_failure=False), FailTransfer | NotFound)
+
+
+@task(name="proxy-fetch", task_run_name="fetch {job.label}", retry_condition_fn=_worth_retrying)
+def fetch_asset(job: FetchJob) -> int:
+    """One upstream fetch attempt (Prefect retries it by the deployment's policy)."""
+    rt = runtime()
+    try:
+        return fetch_into_cache(rt.engine, rt.settings.resolved_proxy_cache_dir(), job, rt.settings.chunk_size)
+    except TransferError as exc:
+        with session_scope(rt.engine) as session:
+            record_fetch_attempt_failed(session, job, str(exc), final=False)
+        raise
+
+
+def give_up(job: FetchJob, reason: str) -> None:
+    """After the last attempt: the request is failed (answered 502 with the reason), never cached."""
+    with session_scope(runtime().engine) as session:
+        record_fetch_attempt_failed(session, job, reason, final=True)

@@ -1,0 +1,350 @@
+"""The proxy's HTTP answers through the API: cached data (ranges, validators, conditionals), pending
+and synchronous fetches, single flight, fast 404s, failures, IAM, QoS and retention with a clock."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from litestar.testing import TestClient
+
+from api.app import create_app
+from catalog.database import session_scope
+from catalog.models import utcnow
+from catalog.proxy import ProxyAsset, apply_retention, claim_fetches, get_asset, register_asset, set_policy, touch
+from tasks.proxy_fetch import fetch_into_cache
+from tests.api.conftest import ADMIN, basic
+from tests.servers.oidc import OidcIssuer
+from tests.servers.upstream import UpstreamServer
+
+DATA = os.urandom(300_000)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    server = UpstreamServer(tmp_path / "upstream").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def issuer():
+    server = OidcIssuer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def proxy_app(settings, sqlite_engine, store, issuer, clock):
+    settings.oidc_issuer, settings.oidc_audience = issuer.url, "pds"
+    app = create_app(settings, engine=sqlite_engine, store=store)
+    app.state.proxy_clock = clock
+    return app
+
+
+@pytest.fixture
+def client(proxy_app):
+    with TestClient(proxy_app) as client:
+        yield client
+
+
+def register(client, upstream, name="a.tif", *, collection="s2", data=DATA, **policy):
+    href = upstream.add(name, data)
+    body = {
+        "collection": collection,
+        "item": "item1",
+        "asset": name.split(".")[0],
+        "upstream_href": href,
+        "media_type": "image/tiff; application=geotiff",
+        "size": len(data),
+    }
+    response = client.post("/proxied-assets", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    if policy:
+        assert client.put(f"/proxied-collections/{collection}", json=policy, headers=ADMIN).status_code == 200
+    return f"/proxy/{collection}/item1/{name.split('.')[0]}"
+
+
+def run_fetcher(app):
+    """What the proxy fetcher flow does for each claimed request (its plain function)."""
+    engine, cache_dir = app.state.engine, app.state.settings.resolved_proxy_cache_dir()
+    with session_scope(engine) as session:
+        jobs = claim_fetches(session, "test", 10, now=utcnow())
+    for job in jobs:
+        fetch_into_cache(engine, cache_dir, job)
+    return len(jobs)
+
+
+def cached_url(client, proxy_app, upstream):
+    url = register(client, upstream, public=True, sync_wait_seconds=0)
+    assert client.get(url).status_code == 202
+    assert run_fetcher(proxy_app) == 1
+    return url
+
+
+def test_cached_asset_answers_exact_http(client, proxy_app, upstream):
+    url = cached_url(client, proxy_app, upstream)
+    head = client.head(url)
+    assert head.status_code == 200
+    assert head.headers["content-length"] == str(len(DATA))
+    assert head.headers["accept-ranges"] == "bytes"
+    assert head.headers["content-type"].startswith("image/tiff")
+    etag, modified = head.headers["etag"], head.headers["last-modified"]
+    whole = client.get(url)
+    assert whole.content == DATA and whole.headers["etag"] == etag
+    part = client.get(url, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == DATA[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(DATA)}"
+    assert part.headers["content-length"] == "100"
+    suffix = client.get(url, headers={"Range": "bytes=-500"})
+    assert suffix.status_code == 206 and suffix.content == DATA[-500:]
+    open_end = client.get(url, headers={"Range": "bytes=299000-"})
+    assert open_end.status_code == 206 and open_end.content == DATA[299000:]
+    past_end = client.get(url, headers={"Range": "bytes=299990-400000"})
+    assert past_end.content == DATA[299990:]
+    bad = client.get(url, headers={"Range": f"bytes={len(DATA)}-"})
+    assert bad.status_code == 416
+    assert bad.headers["content-range"] == f"bytes */{len(DATA)}"
+    assert bad.json()["error"] == "RangeNotSatisfiable"
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    assert client.get(url, headers={"If-Modified-Since": modified}).status_code == 304
+    assert client.get(url, headers={"If-Match": '"other"'}).status_code == 412
+    stale_range = client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"other"'})
+    assert stale_range.status_code == 200 and stale_range.content == DATA
+    assert client.head(url).headers["etag"] == etag  # stable
+    assert upstream.gets["/a.tif"] == 1
+
+
+def test_uncached_asset_is_pending_once_fetched_once(client, proxy_app, upstream):
+    url = register(client, upstream, public=True, sync_wait_seconds=0)
+    first = client.get(url)
+    assert first.status_code == 202
+    assert int(first.headers["retry-after"]) >= 1
+    assert first.headers["content-type"] == "application/json"
+    assert first.json()["status"] == "pending"
+    for _ in range(5):
+        assert client.head(url).status_code == 202
+    with session_scope(proxy_app.state.engine) as session:
+        assert get_asset(session, "s2", "item1", "a").fetch_status == "queued"
+    assert run_fetcher(proxy_app) == 1
+    assert run_fetcher(proxy_app) == 0
+    assert client.get(url).content == DATA
+    assert upstream.gets["/a.tif"] == 1
+
+
+def test_pending_answers_503_in_that_mode(settings, sqlite_engine, store, upstream):
+    settings.proxy_pending_status = 503
+    with TestClient(create_app(settings, engine=sqlite_engine, store=store)) as client:
+        url = register(client, upstream, public=True, sync_wait_seconds=0)
+        response = client.get(url)
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        assert response.json()["status"] == "pending"
+
+
+def test_sync_wait_holds_the_request_until_the_fetch_ends(client, proxy_app, upstream):
+    import threading
+
+    url = register(client, upstream, public=True, sync_wait_seconds=10)
+    fetcher = threading.Timer(0.5, run_fetcher, [proxy_app])
+    fetcher.start()
+    started = time.monotonic()
+    response = client.get(url)
+    fetcher.join()
+    assert response.status_code == 200 and response.content == DATA
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/proxy/s2/item1/a.aux.xml",
+        "/proxy/s2/item1/a.msk",
+        "/proxy/s2/item1/",
+        "/proxy/s2/item1",
+        "/proxy/s2/item1/a/b.ovr",
+        "/proxy/nowhere/item1/a",
+        "/proxy/s2/other/a",
+    ],
+)
+def test_paths_that_are_no_asset_get_a_fast_404_and_no_fetch(client, proxy_app, upstream, path):
+    register(client, upstream, public=True, sync_wait_seconds=30)
+    started = time.monotonic()
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.json()["error"] == "NotFound"
+    assert time.monotonic() - started < 3  # never held for the dataset's 30 s wait
+    with session_scope(proxy_app.state.engine) as session:
+        assert get_asset(session, "s2", "item1", "a").fetch_status == "none"
+    assert upstream.gets == {}
+
+
+def test_failed_upstream_gives_502_with_reason_and_is_not_cached(client, proxy_app, upstream):
+    url = register(client, upstream, public=True, sync_wait_seconds=0)
+    (upstream.root / "a.tif").unlink()
+    assert client.get(url).status_code == 202
+    from catalog.errors import TransferError
+    from catalog.proxy import record_fetch_attempt_failed
+
+    engine = proxy_app.state.engine
+    with session_scope(engine) as session:
+        (job,) = claim_fetches(session, "test", 10, now=utcnow())
+    with pytest.raises(TransferError) as failure:
+        fetch_into_cache(engine, proxy_app.state.settings.resolved_proxy_cache_dir(), job)
+    with session_scope(engine) as session:
+        record_fetch_attempt_failed(session, job, str(failure.value), final=True)
+    response = client.get(url)
+    assert response.status_code == 502
+    assert "404" in response.json()["reason"] or "not found" in response.json()["reason"].lower()
+    assert not list(proxy_app.state.settings.resolved_proxy_cache_dir().rglob("*a*"))
+
+
+def test_private_collection_needs_credentials_before_any_upstream_work(client, proxy_app, upstream, issuer, clock):
+    url = register(client, upstream, sync_wait_seconds=0, readers=["alice", "group:eo"])
+    assert client.post("/qos-groups/eo/members/bob", headers=ADMIN).status_code == 201
+    for headers in ({}, basic("admin", "wrong"), {"Authorization": "Bearer not.a.jwt"}):
+        response = client.get(url, headers=headers)
+        assert response.status_code == 401, headers
+        assert response.json()["reason"]
+    forged = issuer.token("alice", key=OidcIssuer().key)
+    assert client.get(url, headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    carol = issuer.token("carol", now=clock.now)
+    assert client.get(url, headers={"Authorization": f"Bearer {carol}"}).status_code == 403
+    with session_scope(proxy_app.state.engine) as session:
+        assert get_asset(session, "s2", "item1", "a").fetch_status == "none"
+    assert upstream.gets == {}
+    alice = issuer.token("alice", now=clock.now, lifetime=60)
+    assert client.get(url, headers={"Authorization": f"Bearer {alice}"}).status_code == 202
+    in_group = issuer.token("dave", groups=["eo"], now=clock.now)
+    assert client.get(url, headers={"Authorization": f"Bearer {in_group}"}).status_code == 202
+    clock.now += 120
+    expired = client.get(url, headers={"Authorization": f"Bearer {alice}"})
+    assert expired.status_code == 401 and "expired" in expired.json()["reason"]
+    # The project's own users: bob is in group eo, created through the API.
+    with session_scope(proxy_app.state.engine) as session:
+        from catalog.users import ensure_user
+
+        ensure_user(session, "bob", "bobpw")
+        ensure_user(session, "eve", "evepw")
+    assert client.get(url, headers=basic("bob", "bobpw")).status_code == 202
+    assert client.get(url, headers=basic("eve", "evepw")).status_code == 403
+
+
+def test_qos_limits_answer_429_until_the_period_ends(client, proxy_app, upstream, issuer, clock):
+    url = cached_url(client, proxy_app, upstream)
+    token = issuer.token("alice", groups=["eo"], now=clock.now, lifetime=10_000)
+    auth = {"Authorization": f"Bearer {token}"}
+    quota = {"period_seconds": 60, "max_requests": 3}
+    assert client.put("/qos-quotas/user:alice", json=quota, headers=ADMIN).status_code == 200
+    clock.now = (clock.now // 60) * 60 + 1  # the start of a window
+    for _ in range(3):
+        assert client.head(url, headers=auth).status_code == 200
+    limited = client.get(url, headers=auth)
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["retry-after"]) <= 59
+    assert "requests" in limited.json()["reason"]
+    clock.now += 60
+    assert client.head(url, headers=auth).status_code == 200
+    # Bytes per period, for the group: 300 000 bytes fit once, not twice.
+    group_quota = {"period_seconds": 3600, "max_bytes": 400_000}
+    assert client.put("/qos-quotas/group:eo", json=group_quota, headers=ADMIN).status_code == 200
+    time.sleep(5.1)  # quotas are re-read from the database every few seconds
+    clock.now += 60  # a new window for alice's 3 requests
+    assert client.get(url, headers=auth).status_code == 200
+    assert client.get(url, headers=auth).status_code == 429
+    assert client.get(url, headers={**auth, "Range": "bytes=0-99"}).status_code == 206
+
+
+def test_qos_cache_miss_and_upstream_bytes(client, proxy_app, upstream, issuer, clock):
+    token = issuer.token("alice", now=clock.now, lifetime=10_000)
+    auth = {"Authorization": f"Bearer {token}"}
+    quota = {"period_seconds": 600, "max_miss_requests": 2, "max_upstream_bytes": 500_000}
+    assert client.put("/qos-quotas/user:alice", json=quota, headers=ADMIN).status_code == 200
+    a = register(client, upstream, "a.tif", public=True, sync_wait_seconds=0)
+    b = register(client, upstream, "b.tif")
+    assert client.get(a, headers=auth).status_code == 202  # a miss, 300 000 upstream bytes
+    assert client.get(b, headers=auth).status_code == 429  # another 300 000 would pass the cap
+    assert client.get(a, headers=auth).status_code == 202  # second miss (no new fetch)
+    assert client.get(a, headers=auth).status_code == 429  # third miss
+    run_fetcher(proxy_app)
+    assert client.get(a, headers=auth).status_code == 200  # hits are not misses
+
+
+def test_retention_rolling_and_least_recently_accessed(client, proxy_app, upstream):
+    engine = proxy_app.state.engine
+    cache_dir = proxy_app.state.settings.resolved_proxy_cache_dir()
+    for name in ("a.tif", "b.tif", "c.tif"):
+        url = register(client, upstream, name, collection="lru", public=True, sync_wait_seconds=0)
+        client.get(url)
+        run_fetcher(proxy_app)
+    for name in ("r.tif", "s.tif"):
+        url = register(client, upstream, name, collection="roll", public=True, sync_wait_seconds=0)
+        client.get(url)
+        run_fetcher(proxy_app)
+    start = datetime.now(UTC)
+    with session_scope(engine) as session:
+        set_policy(session, "lru", retention="lru", max_bytes=700_000)
+        set_policy(session, "roll", retention="rolling", retention_days=2)
+        set_policy(session, "keep", retention="permanent")
+        touch(session, "lru", "item1", "a", now=start - timedelta(hours=3))
+        touch(session, "lru", "item1", "b", now=start - timedelta(hours=1))
+        touch(session, "lru", "item1", "c", now=start - timedelta(hours=2))
+        session.get(ProxyAsset, ("roll", "item1", "r")).cached_at = start - timedelta(days=3)
+    with session_scope(engine) as session:
+        evicted = apply_retention(session, cache_dir, now=start)
+    assert sorted(evicted) == ["lru/item1/a", "roll/item1/r"]  # 900 000 → 600 000 bytes: a goes first
+    assert not (cache_dir / "lru/item1/a").exists() and (cache_dir / "lru/item1/b").exists()
+    response = client.get("/proxy/lru/item1/a")
+    assert response.status_code == 202  # evicted, fetched again on demand
+    assert client.get("/proxy/lru/item1/b").content == DATA
+    with session_scope(engine) as session:
+        assert apply_retention(session, cache_dir, now=start + timedelta(days=10)) == ["roll/item1/s"]
+
+
+def test_harvested_data_can_be_injected(client, proxy_app, upstream, tmp_path):
+    url = register(client, upstream, public=True, sync_wait_seconds=0)
+    harvested = tmp_path / "harvested.tif"
+    harvested.write_bytes(DATA[:1000])
+    response = client.post(
+        f"{url.replace('/proxy/', '/proxied-assets/')}/cache", json={"path": str(harvested)}, headers=ADMIN
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["href"].endswith(url)
+    assert client.get(url).content == DATA[:1000]
+    assert upstream.gets == {}
+
+
+def test_bad_registrations_and_policies_are_refused(client, upstream):
+    bad = {"collection": "s2", "item": "i", "asset": "a", "upstream_href": "/etc/passwd"}
+    response = client.post("/proxied-assets", json=bad, headers=ADMIN)
+    assert response.status_code == 400 and "URL" in response.json()["reason"]
+    register(client, upstream)
+    assert client.put("/proxied-collections/s2", json={"mode": "teleport"}, headers=ADMIN).status_code == 400
+    assert client.put("/proxied-collections/s2", json={"retention": "lru"}, headers=ADMIN).status_code == 400
+    assert client.put("/proxied-collections/s2", json={"colour": 1}, headers=ADMIN).status_code == 400
+    assert client.put("/proxied-collections/s2", json={"public": True}, headers=basic("x", "y")).status_code == 401
+    with session_scope(client.app.state.engine) as session, pytest.raises(Exception, match="valid"):
+        register_asset(session, "s2", "a/b", "x", "http://h/x")
+
+
+def test_redirect_mode_answers_302_to_the_upstream(client, upstream):
+    url = register(client, upstream, public=True, mode="redirect")
+    response = client.get(url, follow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["location"] == f"{upstream.url}/a.tif"
+    assert upstream.gets == {}

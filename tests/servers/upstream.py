@@ -1,0 +1,83 @@
+"""A small upstream HTTP server for the proxy's tests: serves files from a directory (GET, HEAD, single
+ranges), counts GETs per path, and can be made slow or failing per path."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Self
+
+
+class UpstreamServer:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.gets: Counter[str] = Counter()
+        self.delay: dict[str, float] = {}
+        self.failing: dict[str, int] = {}
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._answer(body=False)
+
+            def do_GET(self) -> None:
+                with server._lock:
+                    server.gets[self.path] += 1
+                time.sleep(server.delay.get(self.path, 0))
+                if server.failing.get(self.path, 0) > 0:
+                    server.failing[self.path] -= 1
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self._answer(body=True)
+
+            def _answer(self, body: bool) -> None:
+                path = server.root / self.path.lstrip("/")
+                if not path.is_file():
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = path.read_bytes()
+                first, last, status = 0, len(data) - 1, 200
+                spec = self.headers.get("Range", "")
+                if spec.startswith("bytes=") and "," not in spec:
+                    a, _, b = spec[6:].partition("-")
+                    first, last = (len(data) - int(b), len(data) - 1) if not a else (int(a), int(b or last))
+                    status = 206
+                self.send_response(status)
+                self.send_header("Content-Length", str(last - first + 1))
+                self.send_header("Accept-Ranges", "bytes")
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+                self.end_headers()
+                if body:
+                    self.wfile.write(data[first : last + 1])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def add(self, name: str, data: bytes) -> str:
+        (self.root / name).write_bytes(data)
+        return f"{self.url}/{name}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
