@@ -178,6 +178,41 @@ def register_asset(
     return row
 
 
+STORE_SCHEME = "pds-store:"
+"""Upstream of an asset whose content is a data file in the Data Store: `pds-store:<store key>`."""
+
+
+def register_stored_asset(
+    session: Session,
+    collection: str,
+    item: str,
+    asset: str,
+    store_key: str,
+    *,
+    media_type: str = "application/octet-stream",
+    size: int | None = None,
+    etag: str | None = None,
+) -> ProxyAsset:
+    """Make `/proxy/{collection}/{item}/{asset}` serve a data file of the Data Store (STAC harvesting).
+
+    Only pds itself registers these (the API's `register_asset` accepts URLs and hosts, never store keys);
+    the first request copies the object from the store into the cache, as any upstream fetch does.
+    """
+    _check_key(collection, item, asset)
+    row = session.get(ProxyAsset, (collection, item, asset))
+    if row is None:
+        row = ProxyAsset(collection=collection, item=item, asset=asset, upstream_href="")
+    if row.upstream_href != STORE_SCHEME + store_key and row.cache_file:
+        row.cache_file = None  # a new data file replaced the item: the cached copy is stale
+    row.upstream_href, row.upstream_host, row.media_type = STORE_SCHEME + store_key, None, media_type
+    row.size, row.upstream_etag = size, etag
+    session.add(row)
+    if session.get(ProxyDataset, collection) is None:
+        session.add(ProxyDataset(collection=collection))
+    session.flush()
+    return row
+
+
 def get_asset(session: Session, collection: str, item: str, asset: str) -> ProxyAsset | None:
     return session.get(ProxyAsset, (collection, item, asset))
 

@@ -149,8 +149,6 @@ class Settings(BaseSettings):
     """Audience those tokens must carry; empty: not checked."""
     oidc_groups_claim: str = "groups"
     """Claim listing an OIDC user's groups (for dataset readers and QoS group limits)."""
-    proxy_public_url: str = ""
-    """Base URL of the proxy as clients see it; empty means the API URL."""
 
     def resolved_proxy_cache_dir(self) -> Path:
         return self.proxy_cache_dir or self.data_dir / "proxy-cache"

@@ -29,6 +29,7 @@ from sqlmodel import Session, select
 from catalog.errors import InvalidInput, NotFound
 from catalog.inventory import StacItem, StacPublication, ensure_collection, item_row, put_item
 from catalog.models import DataFile, DataTransfer, Destination
+from catalog.proxy import register_asset, register_stored_asset
 from catalog.store import DataStore
 
 log = logging.getLogger(__name__)
@@ -293,7 +294,27 @@ def harvest_data_file(
         upstream = str(data_file.meta["href"])
     body = data_file_item(data_file, publication, public_url=public_url, upstream_href=upstream, extracted=extracted)
     ensure_collection(session, publication.collection_id)
-    return put_item(session, item_row(body, publication.collection_id, data_file_id=data_file.id), mode="upsert")
+    row = put_item(session, item_row(body, publication.collection_id, data_file_id=data_file.id), mode="upsert")
+    _register_in_proxy(session, data_file, publication.collection_id, row.id, upstream)
+    return row
+
+
+def _register_in_proxy(session: Session, data_file: DataFile, collection: str, item: str, upstream: str | None) -> None:
+    """Make the item's asset href resolve: the proxy serves the stored copy, or fetches the provider's."""
+    kind = media_type(data_file.name) or "application/octet-stream"
+    if data_file.store_key:
+        register_stored_asset(
+            session,
+            collection,
+            item,
+            ASSET_KEY,
+            data_file.store_key,
+            media_type=kind,
+            size=data_file.size,
+            etag=data_file.md5,
+        )
+    elif upstream and upstream.startswith(("http://", "https://", "s3://")):
+        register_asset(session, collection, item, ASSET_KEY, upstream, media_type=kind, size=data_file.size)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Fetch one proxied asset from its upstream into the proxy's online cache.
 
 Any protocol of the transfer layer can be an upstream: an asset names a `Host` (credentials, options)
-and a path on it, or gives a plain http(s)/s3 URL, which becomes a host block on the fly. The bytes
+and a path on it, or gives a plain http(s)/s3 URL, which becomes a host block on the fly; an asset
+harvested from a stored data file (`pds-store:<key>`) is copied from the Data Store. The bytes
 stream into a temporary file in the cache directory that is renamed when whole, so a crash or a failed
 attempt never leaves a partial file served as data.
 """
@@ -11,7 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -24,6 +28,7 @@ from catalog.database import session_scope
 from catalog.errors import FailTransfer, NotFound, TransferError
 from catalog.models import Host, utcnow
 from catalog.proxy import (
+    STORE_SCHEME,
     FetchJob,
     ProxyAsset,
     cache_relative_path,
@@ -32,6 +37,7 @@ from catalog.proxy import (
     record_fetch_progress,
     temporary_name,
 )
+from catalog.store import DataStore
 from tasks.runtime import runtime
 
 log = logging.getLogger("pds.proxy")
@@ -56,7 +62,26 @@ def upstream_of(asset: ProxyAsset, host: Host | None) -> tuple[HostBlock, str]:
     raise FailTransfer(f"no transfer module for upstream {asset.upstream_href!r}")
 
 
-def fetch_into_cache(engine: sa.Engine, cache_dir: Path, job: FetchJob, chunk_size: int = 4 * 1024 * 1024) -> int:
+@contextmanager
+def _open_upstream(block: HostBlock | None, path: str, store: DataStore | None) -> Iterator[IO[bytes]]:
+    """A stream of the upstream: through its host block, or (no block) from the Data Store."""
+    if block is not None:
+        with block.open_stream(block.filesystem(), path) as source:
+            yield source
+        return
+    if store is None:
+        raise FailTransfer("the asset is a data file of the Data Store, but no store was given")
+    with store.open(path) as source:
+        yield source
+
+
+def fetch_into_cache(
+    engine: sa.Engine,
+    cache_dir: Path,
+    job: FetchJob,
+    chunk_size: int = 4 * 1024 * 1024,
+    store: DataStore | None = None,
+) -> int:
     """Stream the asset from its upstream into the cache; returns its size. Raises TransferError."""
     with session_scope(engine) as session:
         asset = session.get(ProxyAsset, (job.collection, job.item, job.asset))
@@ -66,15 +91,17 @@ def fetch_into_cache(engine: sa.Engine, cache_dir: Path, job: FetchJob, chunk_si
         if asset.upstream_host and host is None:
             raise FailTransfer(f"upstream host {asset.upstream_host!r} of {job.label} does not exist")
         expected = asset.size
-    block, path = upstream_of(asset, host)
+    stored_key = (
+        asset.upstream_href.removeprefix(STORE_SCHEME) if asset.upstream_href.startswith(STORE_SCHEME) else None
+    )
+    block, path = (None, stored_key) if stored_key is not None else upstream_of(asset, host)
     relative = cache_relative_path(job.collection, job.item, job.asset)
     final = cache_dir / relative
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = temporary_name(final)
     written, last_report = 0, time.monotonic()
     try:
-        fs = block.filesystem()
-        with block.open_stream(fs, path) as source, temp.open("wb") as target:
+        with _open_upstream(block, path, store) as source, temp.open("wb") as target:
             while data := source.read(chunk_size):
                 target.write(data)
                 written += len(data)
@@ -87,6 +114,10 @@ def fetch_into_cache(engine: sa.Engine, cache_dir: Path, job: FetchJob, chunk_si
         os.replace(temp, final)
     except BaseException as exc:
         temp.unlink(missing_ok=True)
+        if block is None:
+            if isinstance(exc, FileNotFoundError):
+                raise FailTransfer(f"{job.label}: its data file is no longer in the Data Store") from exc
+            raise
         raise block.classify(exc) from exc
     with session_scope(engine) as session:
         asset = session.get(ProxyAsset, (job.collection, job.item, job.asset))
@@ -108,7 +139,9 @@ def fetch_asset(job: FetchJob) -> int:
     """One upstream fetch attempt (Prefect retries it by the deployment's policy)."""
     rt = runtime()
     try:
-        return fetch_into_cache(rt.engine, rt.settings.resolved_proxy_cache_dir(), job, rt.settings.chunk_size)
+        return fetch_into_cache(
+            rt.engine, rt.settings.resolved_proxy_cache_dir(), job, rt.settings.chunk_size, store=rt.store
+        )
     except TransferError as exc:
         with session_scope(rt.engine) as session:
             record_fetch_attempt_failed(session, job, str(exc), final=False)

@@ -70,7 +70,7 @@ class QuotaBody(BaseModel):
 
 def asset_url(request: Request[Any, Any, Any], row: proxy.ProxyAsset) -> str:
     settings = request.app.state.settings
-    base = settings.proxy_public_url or str(request.base_url)
+    base = settings.public_url or str(request.base_url)
     return f"{base.rstrip('/')}/proxy/{row.collection}/{row.item}/{row.asset}"
 
 
