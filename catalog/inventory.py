@@ -49,6 +49,13 @@ class StacItem(SQLModel, table=True):
         sa.Index("ix_stac_item_keyset", "datetime", "collection_id", "id"),
         sa.Index("ix_stac_item_collection_keyset", "collection_id", "datetime", "id"),
         sa.Index("ix_stac_item_bbox", "minx", "maxx", "miny", "maxy"),
+        # Items that cover a time range (not one instant): rare, and searches ask whether there are any.
+        sa.Index(
+            "ix_stac_item_ranged",
+            "collection_id",
+            postgresql_where=sa.text("datetime <> start_at OR datetime <> end_at"),
+            sqlite_where=sa.text("datetime <> start_at OR datetime <> end_at"),
+        ),
     )
     collection_id: str = Field(foreign_key="stac_collection.id", primary_key=True, ondelete="CASCADE")
     id: str = Field(primary_key=True, max_length=256)
