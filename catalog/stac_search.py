@@ -294,10 +294,10 @@ def _after(order: list[tuple[Any, bool]], token: list[Any]) -> Any:
 
 
 def _all_instants(session: Session, collections: list[str]) -> bool:
-    """Whether every item searched is one instant (datetime = start = end), through a partial index."""
+    """Whether every item searched is one instant (datetime = start = end): an index lookup."""
     table = StacItem.__table__.c  # type: ignore[attr-defined]
     ranged = sa.select(sa.literal(1)).select_from(StacItem.__table__)  # type: ignore[attr-defined]
-    ranged = ranged.where(sa.or_(table.datetime != table.start_at, table.datetime != table.end_at))
+    ranged = ranged.where(table.ranged == sa.true())
     if collections:
         ranged = ranged.where(table.collection_id.in_(collections))
     return session.execute(ranged.limit(1)).first() is None

@@ -34,6 +34,7 @@ def upgrade() -> None:
     sa.Column('datetime', catalog.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('start_at', catalog.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('end_at', catalog.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ranged', sa.Boolean(), nullable=False),
     sa.Column('minx', sa.Float(), nullable=True),
     sa.Column('miny', sa.Float(), nullable=True),
     sa.Column('maxx', sa.Float(), nullable=True),
@@ -54,11 +55,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_stac_item_collection_keyset', ['collection_id', 'datetime', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_stac_item_data_file_id'), ['data_file_id'], unique=False)
         batch_op.create_index('ix_stac_item_keyset', ['datetime', 'collection_id', 'id'], unique=False)
-        batch_op.create_index(
-            'ix_stac_item_ranged', ['collection_id'], unique=False,
-            postgresql_where=sa.text('datetime <> start_at OR datetime <> end_at'),
-            sqlite_where=sa.text('datetime <> start_at OR datetime <> end_at'),
-        )
+        batch_op.create_index('ix_stac_item_ranged', ['ranged', 'collection_id'], unique=False)
 
     op.create_table('stac_publication',
     sa.Column('destination_name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
