@@ -49,12 +49,16 @@ class StacItem(SQLModel, table=True):
         sa.Index("ix_stac_item_keyset", "datetime", "collection_id", "id"),
         sa.Index("ix_stac_item_collection_keyset", "collection_id", "datetime", "id"),
         sa.Index("ix_stac_item_bbox", "minx", "maxx", "miny", "maxy"),
+        # Items that cover a time range (not one instant) are rare; searches ask whether there are any.
+        sa.Index("ix_stac_item_ranged", "ranged", "collection_id"),
     )
     collection_id: str = Field(foreign_key="stac_collection.id", primary_key=True, ondelete="CASCADE")
     id: str = Field(primary_key=True, max_length=256)
     datetime: dt.datetime = _time_column()
     start_at: dt.datetime = _time_column()
     end_at: dt.datetime = _time_column()
+    ranged: bool = False
+    """True unless datetime, start_at and end_at are one instant."""
     minx: float | None = None
     miny: float | None = None
     maxx: float | None = None
@@ -193,6 +197,7 @@ def item_row(body: dict[str, Any], collection_id: str, *, data_file_id: int | No
         datetime=when,
         start_at=start,
         end_at=end,
+        ranged=not (when == start == end),
         minx=minx,
         miny=miny,
         maxx=maxx,

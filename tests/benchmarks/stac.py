@@ -116,6 +116,7 @@ def load_pds(url: str, count: int) -> float:
                 "datetime": when,
                 "start_at": when,
                 "end_at": when,
+                "ranged": False,
                 "minx": minx,
                 "miny": miny,
                 "maxx": maxx,

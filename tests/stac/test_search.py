@@ -208,3 +208,22 @@ def test_a_collections_items_page_through_next_links(stac_server):
         url = next((link["href"] for link in page["links"] if link["rel"] == "next"), None)
         assert url is None or "collections=" not in url
     assert seen == ["i4", "i3", "i2", "i1", "i0"]
+
+
+def test_items_covering_a_time_range_are_found_by_any_instant_inside_it(stac_server):
+    stac_server.create_collection("c")
+    ranged = item("year", 0, 0, "2026-01-01T00:00:00Z")
+    ranged["properties"] |= {"start_datetime": "2026-01-01T00:00:00Z", "end_datetime": "2026-12-31T00:00:00Z"}
+    stac_server.create_items("c", [ranged, item("june", 0, 0, "2026-06-01T00:00:00Z")])
+    base = f"{stac_server.url}/stac/search"
+
+    def ids(**params) -> list[str]:
+        return sorted(f["id"] for f in httpx.get(base, params=params).json()["features"])
+
+    assert ids(datetime="2026-03-01T00:00:00Z/2026-04-01T00:00:00Z") == ["year"]
+    assert ids(datetime="2026-05-01T00:00:00Z/..") == ["june", "year"]
+    assert ids(datetime="2027-01-01T00:00:00Z/..") == []
+    # once the ranged item is gone, every item is an instant and the interval bounds the sort key too
+    assert stac_server.http.delete("/stac/collections/c/items/year").status_code == 204
+    assert ids(datetime="2026-05-01T00:00:00Z/2026-07-01T00:00:00Z") == ["june"]
+    assert ids(datetime="2026-03-01T00:00:00Z/2026-04-01T00:00:00Z") == []
