@@ -187,6 +187,20 @@ class HostBlock(Block):
         stream: IO[bytes] = fs.open(path, "rb", block_size=READ_BLOCK)
         return stream
 
+    def parallel_puts(self) -> int:
+        """How many small files a batch may have in flight at once over one connection with
+        `put_whole` (1: each is streamed in turn). Backends on an event loop (s3fs) override this."""
+        return 1
+
+    def whole_put_limit(self) -> int:
+        """The largest file `put_whole` takes; it holds the file in memory."""
+        return 0
+
+    async def put_whole(self, fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> tuple[int, str | None]:
+        """Write `data` at `path` in one request on `fs`'s event loop, visible only once whole (no
+        temporary name); return the (size, MD5 or None) the host confirmed."""
+        raise NotImplementedError
+
     def confirmed_write(self, file: Any) -> tuple[int, str | None] | None:
         """(size, MD5 or None) that the host confirmed when `file`, just closed, was committed; None
         when it must be asked afterwards (a stat, and `remote_md5`). Saves requests per small file."""

@@ -8,16 +8,20 @@ Done, or the scheduler's decision on failure. The `@task`s run one large file or
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import posixpath
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any
 
 import fsspec
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from blocks.base import ReadAhead
 from catalog.database import session_scope
@@ -202,30 +206,117 @@ class Delivered:
     note: str = ""
 
 
-def attempt(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None = None) -> Delivered:
-    """Send one file (compressed first if its destination asks); a failure is recorded at once,
-    with its ERR line, and raised classified. A success is returned for `record_delivered`."""
+ALREADY_THERE = "already at the site: delivered before the mover's interruption"
+
+
+def prepare(delivery: Delivery, fs: fsspec.AbstractFileSystem | None) -> tuple[Delivery, str | None, bool]:
+    """What to send (compressed first if the destination asks), the codec applied, and whether an
+    attempt a mover's crash interrupted already delivered it."""
+    delivery, applied = compress_delivery(runtime().store, delivery)
+    if already_there(delivery, fs):
+        log.info("transfer %s: %s is already at the site", delivery.transfer_id, delivery.remote_path)
+        return delivery, applied, True
+    return delivery, applied, False
+
+
+def stream(delivery: Delivery, applied: str | None, fs: fsspec.AbstractFileSystem | None) -> Delivered:
+    """Stream one prepared file to its host, reporting progress on the way (`send_data_file`)."""
     rt = runtime()
 
     def progress(sent: int) -> None:
         with session_scope(rt.engine) as session:
             record_progress(session, delivery.transfer_id, sent)
 
+    return Delivered(delivery, send_data_file(rt.store, delivery, fs, progress=progress), applied)
+
+
+def attempt(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None = None) -> Delivered:
+    """Send one file (compressed first if its destination asks); a failure is recorded at once,
+    with its ERR line, and raised classified. A success is returned for `record_delivered`."""
     try:
-        delivery, applied = compress_delivery(rt.store, delivery)
-        if already_there(delivery, fs):
-            log.info("transfer %s: %s is already at the site", delivery.transfer_id, delivery.remote_path)
-            sent = Sent(bytes=delivery.size, seconds=0.0, md5_verified=False)
-            return Delivered(delivery, sent, applied, "already at the site: delivered before the mover's interruption")
-        return Delivered(delivery, send_data_file(rt.store, delivery, fs, progress=progress), applied)
+        delivery, applied, there = prepare(delivery, fs)
+        if there:
+            return Delivered(delivery, Sent(delivery.size, 0.0, md5_verified=False), applied, ALREADY_THERE)
+        return stream(delivery, applied, fs)
     except Exception as exc:
-        classified = delivery.host.classify(exc)
-        with session_scope(rt.engine) as session:
-            transfer = record_failure(session, delivery.transfer_id, classified, host=delivery.host.name, by=mover)
-        reporting.attempt_failed(rt.engine, rt.settings, transfer, str(classified))
+        classified = record_failed(delivery, mover, exc)
         if classified is exc:
             raise
         raise classified from exc
+
+
+def record_failed(delivery: Delivery, mover: str, exc: Exception) -> TransferError:
+    """Record a failed attempt (the scheduler's decision) and write its ERR line; return the
+    classified error."""
+    rt = runtime()
+    classified = delivery.host.classify(exc)
+    with session_scope(rt.engine) as session:
+        transfer = record_failure(session, delivery.transfer_id, classified, host=delivery.host.name, by=mover)
+    reporting.attempt_failed(rt.engine, rt.settings, transfer, str(classified))
+    return classified
+
+
+class ParallelPuts:
+    """Small files of a batch in flight at once over one connection: each is read whole from the
+    store and written by `HostBlock.put_whole` on the filesystem's event loop, at most
+    `HostBlock.parallel_puts()` at a time, as rclone keeps several transfers going.
+
+    One file after another, a small file's time is mostly the round trip; with several in flight,
+    the mover's time goes to the work itself. Outcomes come back in the order the files went out.
+    """
+
+    def __init__(self, store: DataStore, fs: fsspec.AbstractFileSystem) -> None:
+        self.store, self.fs = store, fs
+        self._in_flight: collections.deque[tuple[Delivery, str | None, float, Future[tuple[int, str | None]]]] = (
+            collections.deque()
+        )
+
+    def suits(self, delivery: Delivery) -> bool:
+        """Whether `delivery` can go this way: a file the host takes whole, and no rate options
+        (those need a streamed, paced write)."""
+        block = delivery.host
+        return (
+            block.parallel_puts() > 1
+            and delivery.size <= block.whole_put_limit()
+            and not block.options.get("max_rate")
+            and not block.options.get("min_rate")
+        )
+
+    def start(self, delivery: Delivery, compression: str | None) -> None:
+        """Read the file and put it in flight (reading a store file is not for the event loop)."""
+        with self.store.open(delivery.store_key) as source:
+            data = source.read()
+        put = delivery.host.put_whole(self.fs, delivery.remote_path, data)
+        future = asyncio.run_coroutine_threadsafe(put, self.fs.loop)
+        self._in_flight.append((delivery, compression, time.monotonic(), future))
+
+    def full(self) -> bool:
+        return bool(self._in_flight) and len(self._in_flight) >= self._in_flight[0][0].host.parallel_puts()
+
+    def __bool__(self) -> bool:
+        return bool(self._in_flight)
+
+    def finish_oldest(self) -> tuple[Delivery, Delivered | Exception]:
+        """Wait for the oldest file in flight: what was delivered, or what went wrong (an object that
+        arrived but failed its checks is removed, so the site never takes it as good)."""
+        delivery, compression, started, future = self._in_flight.popleft()
+        block, path, written = delivery.host, delivery.remote_path, False
+        try:
+            size, md5 = future.result()
+            written = True
+            if size != delivery.size:
+                raise RetryOnSameHost(
+                    f"size check failed on host {block.name}: host has {size}, expected {delivery.size}"
+                )
+            if md5 is not None and md5 != delivery.md5:
+                raise RetryOnSameHost(f"MD5 check failed on host {block.name}: host has {md5}, expected {delivery.md5}")
+        except Exception as exc:  # noqa: BLE001 — handed to the caller, which records it
+            diagnosed = block.diagnose(self.fs, path, exc, delivery.size)
+            if written:
+                _remove_quietly(self.fs, path)
+            return delivery, diagnosed if isinstance(diagnosed, Exception) else exc
+        sent = Sent(bytes=size, seconds=time.monotonic() - started, md5_verified=md5 is not None)
+        return delivery, Delivered(delivery, sent, compression)
 
 
 def record_delivered(done: list[Delivered], mover: str) -> None:
@@ -268,7 +359,7 @@ def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None
     return delivered.sent
 
 
-@task(name="send-file", task_run_name="send {delivery.remote_path}")
+@task(name="send-file", task_run_name="send {delivery.remote_path}", cache_policy=NO_CACHE)
 def send_file(delivery: Delivery, mover: str) -> int:
     """One (large) file as one task run."""
     return deliver(delivery, mover).bytes
@@ -278,30 +369,48 @@ def send_file(delivery: Delivery, mover: str) -> int:
 RECORD_EVERY = 0.5
 
 
-@task(name="send-batch", task_run_name="send {deliveries[0].host.name} batch of {n}")
+@task(name="send-batch", task_run_name="send {deliveries[0].host.name} batch of {n}", cache_policy=NO_CACHE)
 def send_batch(deliveries: list[Delivery], mover: str, n: int) -> dict[int, str]:
-    """Small files to one host over one connection; each file's outcome is recorded (successes a
-    few at a time, failures at once)."""
+    """Small files to one host over one connection (several in flight where the host allows it);
+    each file's outcome is recorded (successes a few at a time, failures at once)."""
     try:
         fs = deliveries[0].host.filesystem()
     except Exception:  # noqa: BLE001 — each delivery then connects on its own and records why it failed
         fs = None
+    puts = ParallelPuts(runtime().store, fs) if fs is not None else None
     outcomes: dict[int, str] = {}
     pending: list[Delivered] = []
     last_record = time.monotonic()
+
+    def outcome(delivery: Delivery, result: Delivered | Exception) -> None:
+        if isinstance(result, Delivered):
+            pending.append(result)
+            outcomes[delivery.transfer_id] = "Done"
+        else:
+            outcomes[delivery.transfer_id] = f"failed: {record_failed(delivery, mover, result)}"
+
     try:
         for delivery in deliveries:
             try:
-                pending.append(attempt(delivery, mover, fs))
-                outcomes[delivery.transfer_id] = "Done"
-            except TransferError as error:
-                outcomes[delivery.transfer_id] = f"failed: {error}"
+                delivery, applied, there = prepare(delivery, fs)
+                if there:
+                    outcome(delivery, Delivered(delivery, Sent(delivery.size, 0.0, False), applied, ALREADY_THERE))
+                elif puts is not None and puts.suits(delivery):
+                    puts.start(delivery, applied)
+                    while puts.full():
+                        outcome(*puts.finish_oldest())
+                else:
+                    outcome(delivery, stream(delivery, applied, fs))
+            except Exception as exc:  # noqa: BLE001 — recorded as this file's failed attempt
+                outcome(delivery, exc)
             if pending and time.monotonic() - last_record >= RECORD_EVERY:
                 record_delivered(pending, mover)
                 pending, last_record = [], time.monotonic()
+        while puts:
+            outcome(*puts.finish_oldest())
     finally:
         record_delivered(pending, mover)
-    failed = [tid for tid, outcome in outcomes.items() if outcome != "Done"]
+    failed = [tid for tid, result in outcomes.items() if result != "Done"]
     if failed:
         raise RetryOnSameHost(f"{len(failed)} of {n} files failed: transfers {failed}")
     return outcomes
