@@ -166,14 +166,28 @@ def register_asset(
 
         if session.get(Host, upstream_host) is None:
             raise NotFound(f"no host {upstream_host!r}")
-    row = session.get(ProxyAsset, (collection, item, asset))
+    return _save_asset(session, (collection, item, asset), upstream_href, upstream_host, media_type, size, etag)
+
+
+def _save_asset(
+    session: Session,
+    key: tuple[str, str, str],
+    upstream_href: str,
+    upstream_host: str | None,
+    media_type: str,
+    size: int | None,
+    etag: str | None,
+) -> ProxyAsset:
+    row = session.get(ProxyAsset, key)
     if row is None:
-        row = ProxyAsset(collection=collection, item=item, asset=asset, upstream_href=upstream_href)
+        row = ProxyAsset(collection=key[0], item=key[1], asset=key[2], upstream_href=upstream_href)
+    elif row.upstream_href != upstream_href and row.cache_file:
+        row.cache_file = None  # a new upstream (a new data file for the item): the cached copy is stale
     row.upstream_href, row.upstream_host, row.media_type = upstream_href, upstream_host, media_type
     row.size, row.upstream_etag = size, etag
     session.add(row)
-    if session.get(ProxyDataset, collection) is None:
-        session.add(ProxyDataset(collection=collection))
+    if session.get(ProxyDataset, key[0]) is None:
+        session.add(ProxyDataset(collection=key[0]))
     session.flush()
     return row
 
@@ -199,18 +213,7 @@ def register_stored_asset(
     the first request copies the object from the store into the cache, as any upstream fetch does.
     """
     _check_key(collection, item, asset)
-    row = session.get(ProxyAsset, (collection, item, asset))
-    if row is None:
-        row = ProxyAsset(collection=collection, item=item, asset=asset, upstream_href="")
-    if row.upstream_href != STORE_SCHEME + store_key and row.cache_file:
-        row.cache_file = None  # a new data file replaced the item: the cached copy is stale
-    row.upstream_href, row.upstream_host, row.media_type = STORE_SCHEME + store_key, None, media_type
-    row.size, row.upstream_etag = size, etag
-    session.add(row)
-    if session.get(ProxyDataset, collection) is None:
-        session.add(ProxyDataset(collection=collection))
-    session.flush()
-    return row
+    return _save_asset(session, (collection, item, asset), STORE_SCHEME + store_key, None, media_type, size, etag)
 
 
 def get_asset(session: Session, collection: str, item: str, asset: str) -> ProxyAsset | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextvars
 import json
 import threading
@@ -11,9 +10,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.cli import main
-
-ADMIN = {"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode()}
+from tests.api.conftest import ADMIN, cli_runner
 
 
 @pytest.fixture
@@ -24,16 +21,7 @@ def client(rt, settings):
 
 @pytest.fixture
 def pds(client, monkeypatch, capsys):
-    monkeypatch.setenv("PDS_USER", "admin")
-    monkeypatch.setenv("PDS_PASSWORD", "admin")
-    monkeypatch.delenv("PDS_TOKEN", raising=False)
-
-    def run(*argv):
-        code = main(list(argv), http=client)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return cli_runner(client, monkeypatch, capsys)
 
 
 @pytest.fixture

@@ -35,9 +35,9 @@ def site(client, tmp_path):
     return "site1"
 
 
-@pytest.fixture
-def pds(client, site, monkeypatch, capsys):
-    """Run the `pds` command against the app; returns (exit code, stdout, stderr)."""
+def cli_runner(client, monkeypatch, capsys):
+    """`pds` run in-process against the app behind `client`, as the administrator: a function that
+    takes the arguments and returns (exit code, stdout, stderr)."""
     from api.cli import main
 
     monkeypatch.setenv("PDS_USER", "admin")
@@ -50,3 +50,9 @@ def pds(client, site, monkeypatch, capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def pds(client, site, monkeypatch, capsys):
+    """Run the `pds` command against the app; returns (exit code, stdout, stderr)."""
+    return cli_runner(client, monkeypatch, capsys)

@@ -6,7 +6,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
-from tests.api.conftest import ADMIN
+from tests.api.conftest import ADMIN, cli_runner
 
 
 @pytest.fixture
@@ -19,18 +19,7 @@ def client(settings, sqlite_engine, store):
 
 @pytest.fixture
 def pds(client, monkeypatch, capsys):
-    from api.cli import main
-
-    monkeypatch.setenv("PDS_USER", "admin")
-    monkeypatch.setenv("PDS_PASSWORD", "admin")
-    monkeypatch.delenv("PDS_TOKEN", raising=False)
-
-    def run(*argv):
-        code = main(list(argv), http=client)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return cli_runner(client, monkeypatch, capsys)
 
 
 def test_the_cli_creates_a_data_user_who_reaches_only_its_grants(pds, client, monkeypatch, tmp_path):
