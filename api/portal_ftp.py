@@ -374,17 +374,10 @@ def _passive_ports(text: str) -> range | None:
 
 
 def _serve() -> None:
-    from catalog.database import make_engine
-    from catalog.events import EventLog
-    from catalog.portal import portal_from_settings
-    from catalog.settings import Settings
-    from catalog.store import DataStore
+    from catalog.portal import portal_from_environment
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
-    engine = make_engine(settings.resolved_database_url())
-    store = DataStore.from_url(settings.resolved_store_url(), chunk_size=settings.chunk_size)
-    portal = portal_from_settings(settings, engine, store, EventLog.open(settings.resolved_event_log()))
+    settings, portal = portal_from_environment()
     certificate = settings.portal_tls_certificate
     if certificate and not Path(certificate).exists():
         raise SystemExit(f"PDS_PORTAL_TLS_CERTIFICATE {certificate} does not exist")

@@ -309,17 +309,10 @@ async def start_sftp_server(portal: Portal, host: str, port: int, key_path: Path
 
 
 def _serve() -> None:
-    from catalog.database import make_engine
-    from catalog.events import EventLog
-    from catalog.portal import portal_from_settings
-    from catalog.settings import Settings
-    from catalog.store import DataStore
+    from catalog.portal import portal_from_environment
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
-    engine = make_engine(settings.resolved_database_url())
-    store = DataStore.from_url(settings.resolved_store_url(), chunk_size=settings.chunk_size)
-    portal = portal_from_settings(settings, engine, store, EventLog.open(settings.resolved_event_log()))
+    settings, portal = portal_from_environment()
     key_path = Path(settings.portal_ssh_host_key or settings.data_dir / "portal" / "ssh_host_key")
 
     async def main() -> None:

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from catalog.data_users import account, reachable_destinations
-from catalog.database import session_scope
+from catalog.database import make_engine, session_scope
 from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, QuotaExceeded
 from catalog.events import EventLog, inh_from
 from catalog.models import DataFile, DataTransfer, DataUser, Destination, DestinationAlias, utcnow
@@ -484,6 +484,14 @@ def portal_from_settings(settings: Settings, engine: sa.Engine, store: DataStore
         server_name=settings.mover_name,
         public_url=settings.resolved_public_url(),
     )
+
+
+def portal_from_environment() -> tuple[Settings, Portal]:
+    """The portal of a standalone server process (FTP, SFTP): database, store and event log from `PDS_*`."""
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url())
+    store = DataStore.from_url(settings.resolved_store_url(), chunk_size=settings.chunk_size)
+    return settings, portal_from_settings(settings, engine, store, EventLog.open(settings.resolved_event_log()))
 
 
 __all__ = [
