@@ -104,6 +104,7 @@ class S3Request:
         client = scope.get("client")
         self.client_address: str | None = client[0] if client else None
         self.invalid_bucket = getattr(self, "invalid_bucket", False)
+        self.body_read = False
 
     async def body(self) -> AsyncIterator[bytes]:
         while True:
@@ -114,6 +115,7 @@ class S3Request:
             if chunk:
                 yield chunk
             if not message.get("more_body", False):
+                self.body_read = True
                 return
 
     async def payload(self) -> AsyncIterator[bytes]:
@@ -189,7 +191,12 @@ class S3Endpoint:
                 ("RequestId", uuid.uuid4().hex),
             ],
         )
-        await respond(exc.status, {"Content-Type": "application/xml", **exc.headers}, body)
+        headers = {"Content-Type": "application/xml", **exc.headers}
+        if request.method in ("PUT", "POST") and not request.body_read:
+            # A refused upload leaves its body unread (or unsent after `Expect: 100-continue`): closing the
+            # connection keeps the server's parser from reading those bytes as the next request.
+            headers["Connection"] = "close"
+        await respond(exc.status, headers, body)
 
     async def route(self, request: S3Request, user: PortalUser, respond: Responder) -> None:
         method, bucket, key, params = request.method, request.bucket, request.key, request.params
