@@ -80,7 +80,11 @@ def test_log_in_watch_a_transfer_complete_and_requeue_a_failed_one(browser, proc
     client.create_host("broken-fallback", "file", address=str(tmp_path / "fallback"))
     client.attach_host("broken", "broken-fallback")
     browser.find_element(By.CSS_SELECTOR, f"#transfer-{failing} form[action$='/requeue'] button").click()
-    assert browser.find_element(By.ID, "message").text == f"transfer {failing}: requeue done"
+    # A click on a form button returns before the answer page has loaded: wait for it to show.
+    WebDriverWait(browser, 15, poll_frequency=0.2).until(
+        lambda b: any(m.text == f"transfer {failing}: requeue done" for m in b.find_elements(By.ID, "message")),
+        "the page never said the requeue was done",
+    )
     wait_for_status(browser, failing, "Done")
     assert (tmp_path / "fallback" / "f.grib").read_bytes() == source.read_bytes()
 
