@@ -127,6 +127,26 @@ def rt(request, tmp_path, monkeypatch):
     event_log.cache_clear()
 
 
+def nginx_provider(nginx, name: str, payloads: dict[str, bytes], **options: Any) -> tuple[HostCreate, Path]:
+    """Files written under a fresh directory that nginx serves, and an HTTP acquisition host over it."""
+    directory = uuid.uuid4().hex
+    root = nginx.www_dir / directory
+    for relative, payload in payloads.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(payload)
+    host = HostCreate(
+        name=name,
+        kind=HostKind.ACQUISITION,
+        protocol="http",
+        address=nginx.base_url,
+        login=nginx.username,
+        password=nginx.password,
+        directory=f"/{directory}",
+        options={"webdav": False, **options},
+    )
+    return host, root
+
+
 def acquisition_setup(engine, source: Source, destination: str = "acq", **rule: Any) -> tuple[Host, Any]:
     """A destination, the source's acquisition host and one listing rule; returns (host, rule)."""
     with session_scope(engine) as session:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from datetime import UTC, datetime
 
 import pystac
@@ -15,32 +14,18 @@ import pytest
 from sqlmodel import Session, col, select
 
 from catalog.database import session_scope
-from catalog.models import DataFile, DataTransfer, HostCreate, HostKind
+from catalog.models import DataFile, DataTransfer
 from catalog.retrieval import claim_fetches
 from tasks.discovery import discover_rule
 from tasks.retrieval import retrieve
-from tests.acquisition.conftest import Source, acquisition_setup
+from tests.acquisition.conftest import Source, acquisition_setup, nginx_provider
 
 
 @pytest.fixture
 def site(nginx):
     """A directory served by nginx with five data files; returns (Source, directory, payloads)."""
-    directory = uuid.uuid4().hex
-    root = nginx.www_dir / directory
-    (root / "data" / "sub").mkdir(parents=True)
     payloads = {f"data/f{i}.bin": os.urandom(100 + i) for i in range(4)} | {"data/sub/deep.bin": b"deep"}
-    for name, payload in payloads.items():
-        (root / name).write_bytes(payload)
-    host = HostCreate(
-        name="provider-http",
-        kind=HostKind.ACQUISITION,
-        protocol="http",
-        address=nginx.base_url,
-        login=nginx.username,
-        password=nginx.password,
-        directory=f"/{directory}",
-        options={"webdav": False},
-    )
+    host, root = nginx_provider(nginx, "provider-http", payloads)
     return Source(host, None, root), root, payloads
 
 

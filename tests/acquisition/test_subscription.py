@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlmodel import Session, col, select
 
 from catalog.models import DataFile, DataTransfer, TransferHistory
-from tests.acquisition.conftest import Source, acquisition_setup
+from tests.acquisition.conftest import Source, acquisition_setup, nginx_provider
 
 
 def wis2_message(href: str, length: int) -> bytes:
@@ -61,24 +61,9 @@ def fetch_started(engine, target: str) -> float | None:
 
 
 def test_a_wis2_message_starts_the_retrieval_of_its_file_within_2_seconds(rt, nginx, mosquitto, prefect_server):
-    directory = uuid.uuid4().hex
-    root = nginx.www_dir / directory
-    root.mkdir()
     payloads = {name: os.urandom(50_000) for name in ("warmup.bin", "product.bin")}
-    for name, data in payloads.items():
-        (root / name).write_bytes(data)
-    from catalog.models import HostCreate, HostKind
-
-    host = HostCreate(
-        name="provider-wis2",
-        kind=HostKind.ACQUISITION,
-        protocol="http",
-        address=nginx.base_url,
-        login=nginx.username,
-        password=nginx.password,
-        directory=f"/{directory}",
-        options={"webdav": False, "mqtt_url": mosquitto.url},
-    )
+    host, root = nginx_provider(nginx, "provider-wis2", payloads, mqtt_url=mosquitto.url)
+    directory = root.name
     topic = f"origin/a/wis2/{directory}/data"
     acquisition_setup(rt.engine, Source(host, None, root), directory="origin/a/wis2/+/data", listing_format="mqtt")
 
