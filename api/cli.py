@@ -80,6 +80,7 @@ def cmd_push(client: PdsClient, args: argparse.Namespace) -> None:
         args.target,
         priority=0 if args.asap else args.priority,
         standby=args.standby,
+        if_exists="requeue" if args.requeue else "force" if args.force else "refuse",
         progress=None if args.json else _progress,
         **meta,
     )
@@ -479,6 +480,14 @@ def parser() -> argparse.ArgumentParser:
     push.add_argument("--meta", "-m", action="append", default=[], help="KEY=VALUE metadata (repeatable)")
     push.add_argument("--asap", action="store_true", help="as soon as possible: priority 0, no delay")
     push.add_argument("--remove-source", action="store_true", help="delete the local file once it is stored")
+    # As with ecpds: a target the destination already has is refused unless the push says to replace it.
+    replace = push.add_mutually_exclusive_group()
+    replace.add_argument(
+        "--requeue", action="store_true", help="replace the file the destination already has under this target"
+    )
+    replace.add_argument(
+        "--force", action="store_true", help="replace the file under this target if there is one, else push it"
+    )
 
     product = sub.add_parser(
         "product", parents=[common], help="record a product as expected, started or completed (a PRS line)"

@@ -94,10 +94,15 @@ class PdsClient:
         *,
         priority: int | None = None,
         standby: bool = False,
+        if_exists: str = "add",
         progress: Callable[[int, int], None] | None = None,
         **metadata: Any,
     ) -> dict[str, Any]:
-        """Upload a local file; returns once it is stored (data file id, checksums, transfers)."""
+        """Upload a local file; returns once it is stored (data file id, checksums, transfers).
+
+        `if_exists` says what to do when the destination already has the target: `add` (queue the new
+        file beside it), `refuse`, `requeue` (replace it; it must exist) or `force` (replace it if it does).
+        """
         path = Path(file)
         if not path.is_file():
             raise ApiError(f"{path}: no such file")
@@ -108,6 +113,8 @@ class PdsClient:
             params["priority"] = priority
         if standby:
             params["standby"] = "true"
+        if if_exists != "add":
+            params["if_exists"] = if_exists
 
         def body() -> Iterator[bytes]:
             sent = 0

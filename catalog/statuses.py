@@ -85,6 +85,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t("fail", {S.TRANSFERRING}, {S.FAILED}, "An attempt failed and no retry is left."),
     _t("downloaded", {S.QUEUED, S.REQUEUED, S.STANDBY, S.DONE}, {S.DONE}, "A data user pulled the file."),
     _t("delete", _QUEUEABLE | {S.DONE}, {S.STOPPED}, "A data user deleted (or replaced) the file in the portal."),
+    _t(
+        "replace",
+        _QUEUEABLE | {S.DONE, S.FAILED, S.INTERRUPTED, S.PRESET},
+        {S.STOPPED},
+        "A push with --requeue or --force replaced the file: the older transfer stops.",
+    ),
     _t("expire", _QUEUEABLE | {S.PRESET}, {S.FAILED}, "Not transferred before expiration."),
     _t("interrupt", {S.TRANSFERRING}, {S.INTERRUPTED}, "The mover running it stopped or restarted."),
     _t("recover", {S.INTERRUPTED}, {S.QUEUED}, "Recovery puts an interrupted transfer back in the queue."),

@@ -4,6 +4,12 @@ A push happens in three short steps so no database transaction is held while byt
 `begin_push` (validate everything, create the data file and Arriving transfers, aliases included),
 the caller streams the content into the Data Store, then `finish_push` (Arriving → Queued) or
 `abort_push` (Arriving → Failed, reason kept). Bad input is rejected before anything is written.
+
+A push of a target the destination already has follows `if_exists`, as the `ecpds` command does:
+`add` queues the new file beside the older transfers (what a portal upload over FTP, SFTP or S3 does);
+`refuse` rejects it; `requeue` replaces the older file (which must exist) and `force` replaces it if it
+exists. Replacing stops every older transfer of that data file, aliases included, so the destination
+receives the new content once and the old one no more.
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from catalog.errors import InvalidInput, NotFound
+from catalog.errors import Conflict, InvalidInput, NotFound
 from catalog.models import DataFile, DataTransfer, Destination, DestinationAlias, utcnow
 from catalog.paths import clean_target
 from catalog.statuses import TransferStatus
@@ -39,6 +45,13 @@ class PushRequest:
     time_base: str | None = None
     time_step: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    if_exists: str = "add"
+
+
+IF_EXISTS = ("add", "refuse", "requeue", "force")
+
+#: Older transfers a replacing push may stop: all but those moving bytes right now.
+_BUSY = {TransferStatus.TRANSFERRING, TransferStatus.FETCHING, TransferStatus.ARRIVING}
 
 
 def check_priority(value: Any) -> int:
@@ -59,10 +72,62 @@ def validate(session: Session, request: PushRequest) -> Destination:
         raise InvalidInput("delay must not be negative")
     if request.lifetime_seconds is not None and request.lifetime_seconds <= 0:
         raise InvalidInput("lifetime must be positive")
+    if request.if_exists not in IF_EXISTS:
+        raise InvalidInput(f"if_exists must be one of {', '.join(IF_EXISTS)}, not {request.if_exists!r}")
     destination = session.get(Destination, request.destination)
     if destination is None:
         raise NotFound(f"no destination {request.destination!r}")
     return destination
+
+
+def _older_transfers(session: Session, request: PushRequest) -> list[DataTransfer]:
+    """Every live transfer of the data files the destination already holds under this target."""
+    data_file_ids = select(DataTransfer.data_file_id).where(
+        DataTransfer.destination_name == request.destination,
+        DataTransfer.target == request.target,
+        DataTransfer.status != TransferStatus.STOPPED,
+    )
+    return list(
+        session.exec(
+            select(DataTransfer)
+            .where(col(DataTransfer.data_file_id).in_(data_file_ids), DataTransfer.status != TransferStatus.STOPPED)
+            .order_by(col(DataTransfer.id))
+        ).all()
+    )
+
+
+def _settle_duplicates(session: Session, request: PushRequest, *, by: str) -> None:
+    """Apply `if_exists` to what the destination already holds under the target (see the module doc)."""
+    if request.if_exists == "add":
+        return
+    older = _older_transfers(session, request)
+    where = f"{request.destination}:{request.target}"
+    if not older:
+        if request.if_exists == "requeue":
+            raise NotFound(f"nothing to requeue: {where} has no transfer (push without --requeue, or with --force)")
+        return
+    ids = ", ".join(str(t.id) for t in older)
+    if request.if_exists == "refuse":
+        raise Conflict(
+            f"{where} already exists (data file {older[0].data_file_id}, transfers {ids}); "
+            "push with --requeue or --force to replace it"
+        )
+    busy = [t for t in older if t.status in _BUSY]
+    if busy:
+        raise Conflict(
+            f"{where} cannot be replaced now: transfer {busy[0].id} is {busy[0].status}; "
+            "try again when it is over, or stop it first"
+        )
+    for transfer in older:
+        assert transfer.id is not None
+        change_status(
+            session,
+            transfer.id,
+            "replace",
+            TransferStatus.STOPPED,
+            by=by,
+            reason=f"replaced by a push ({request.if_exists})",
+        )
 
 
 def _aliases(session: Session, destination: str, target: str) -> list[DestinationAlias]:
@@ -94,6 +159,7 @@ def alias_target(alias: DestinationAlias, target: str) -> str:
 def begin_push(session: Session, request: PushRequest, *, by: str) -> tuple[DataFile, list[DataTransfer]]:
     """Register the data file and one Arriving transfer per destination (the target and its aliases)."""
     validate(session, request)
+    _settle_duplicates(session, request, by=by)
     data_file = DataFile(
         name=posixpath.basename(request.target),
         stream=request.stream,

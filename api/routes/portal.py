@@ -116,6 +116,7 @@ async def push(
     time_base: FromQuery[str | None] = None,
     time_step: FromQuery[str | None] = None,
     meta: FromQuery[list[str] | None] = None,
+    if_exists: FromQuery[str] = "add",
 ) -> PushResult:
     """Store the body as a data file and queue it to `destination` (and its aliases)."""
     options = PushRequest(
@@ -130,6 +131,7 @@ async def push(
         time_base=time_base,
         time_step=time_step,
         meta=_meta(meta),
+        if_exists=if_exists,
     )
     path = _tree_path(request, destination)
     portal, user = await _portal_user(request)

@@ -152,3 +152,61 @@ def test_push_at_a_time_with_a_lifetime(pds, client, tmp_path):
     assert code == 1 and "ISO 8601" in err
     code, _, err = pds("push", str(f), "--destination", "site1", "--at", "2099-01-01", "--delay", "5")
     assert code == 1 and "not both" in err
+
+
+def test_a_second_push_of_a_target_is_refused_unless_it_says_requeue_or_force(pds, client, tmp_path):
+    """As with ecpds: `--requeue` replaces the file the destination has (it must have one), `--force`
+    replaces it or pushes it new; the older transfers stop, so only the new content is sent."""
+    assert client.post("/destinations", json={"name": "mirror"}, headers=ADMIN).status_code == 201
+    alias = {"alias": "mirror"}
+    assert client.post("/destinations/site1/aliases", json=alias, headers=ADMIN).status_code == 201
+    old, new = tmp_path / "old.grib", tmp_path / "new.grib"
+    old.write_bytes(b"old" * 10)
+    new.write_bytes(b"new" * 20)
+    code, out, _ = pds("push", str(old), "-d", "site1", "-t", "fc/t.grib")
+    first = int(out)
+    older = client.get("/transfers", params={"data_file_id": first}, headers=ADMIN).json()
+    assert sorted(t["destination"] for t in older) == ["mirror", "site1"]
+
+    code, out, err = pds("push", str(new), "-d", "site1", "-t", "fc/t.grib")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "site1:fc/t.grib already exists" in err and "--requeue or --force" in err
+    assert all(
+        t["status"] == "Queued" for t in client.get("/transfers", params={"data_file_id": first}, headers=ADMIN).json()
+    )
+
+    code, out, err = pds("--json", "push", str(new), "-d", "site1", "-t", "fc/t.grib", "--requeue")
+    assert (code, err) == (0, "")
+    second = json.loads(out)["data_file_id"]
+    for t in client.get("/transfers", params={"data_file_id": first}, headers=ADMIN).json():
+        assert t["status"] == "Stopped"
+        detail = client.get(f"/transfers/{t['id']}", headers=ADMIN).json()
+        assert detail["history"][-1]["action"] == "replace" and detail["history"][-1]["by"] == "admin"
+    replacing = client.get("/transfers", params={"data_file_id": second}, headers=ADMIN).json()
+    assert sorted((t["destination"], t["status"]) for t in replacing) == [("mirror", "Queued"), ("site1", "Queued")]
+    status = json.loads(pds("--json", "status", str(second))[1])
+    assert status["data_file"]["size"] == 60
+
+    code, out, err = pds("push", str(new), "-d", "site1", "-t", "fc/other.grib", "--requeue")
+    assert code == 1 and "nothing to requeue: site1:fc/other.grib" in err
+    code, out, err = pds("push", str(new), "-d", "site1", "-t", "fc/other.grib", "--force")
+    assert (code, err) == (0, "")  # nothing to replace: pushed as new
+    code, out, err = pds("push", str(old), "-d", "site1", "-t", "fc/other.grib", "--force")
+    assert (code, err) == (0, "")
+    code, _, err = pds("push", str(old), "-d", "site1", "--force", "--requeue")
+    assert code == 2 and "not allowed with" in err
+
+
+def test_replacing_waits_for_a_transfer_that_is_moving_bytes(pds, client, tmp_path, sqlite_engine):
+    from catalog.statuses import TransferStatus
+    from catalog.transfers import change_status
+
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"a")
+    _, out, _ = pds("push", str(f), "-d", "site1")
+    tid = transfer_of(client, int(out))["id"]
+    with session_scope(sqlite_engine) as session:
+        change_status(session, tid, "claim", TransferStatus.TRANSFERRING, by="mover")
+    code, _, err = pds("push", str(f), "-d", "site1", "--force")
+    assert code == 1 and f"transfer {tid} is Transferring" in err
+    assert client.get(f"/transfers/{tid}", headers=ADMIN).json()["status"] == "Transferring"

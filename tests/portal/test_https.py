@@ -129,3 +129,24 @@ def test_quotas_answer_413_and_429(served, world, tmp_path):
     assert response.status_code == 429
     assert int(response.headers["retry-after"]) > 0
     assert "download quota" in response.json()["reason"]
+
+
+def test_a_refused_duplicate_push_answers_409_over_the_network_and_keeps_the_first(served, world, tmp_path):
+    """The refusal comes before the body is read: a large body must not hide it behind a broken pipe."""
+    from api.client import ApiError, PdsClient
+
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(16 * 1024 * 1024))
+    http = httpx.Client(base_url=served.url, verify=str(served.cert), auth=("alice", PASSWORD), timeout=60)
+    client = PdsClient(served.url, http=http)
+    first = client.push(source, "site", "in/big.bin", if_exists="refuse")
+    with pytest.raises(ApiError) as refused:
+        client.push(source, "site", "in/big.bin", if_exists="refuse")
+    assert refused.value.status == 409 and "site:in/big.bin already exists" in refused.value.reason
+    replaced = client.push(source, "site", "in/big.bin", if_exists="requeue")
+    with session_scope(world) as session:
+        statuses = {
+            t.data_file_id: t.status
+            for t in session.exec(select(DataTransfer).where(DataTransfer.destination_name == "site")).all()
+        }
+    assert statuses == {first["data_file_id"]: "Stopped", replaced["data_file_id"]: "Queued"}
