@@ -335,7 +335,9 @@ class _PortalControlMixin:
         super().close()  # type: ignore[misc]
 
 
-def make_handler(portal: Portal, *, certificate: str = "", passive_ports: range | None = None) -> type[FTPHandler]:
+def make_handler(
+    portal: Portal, *, certificate: str = "", passive_ports: range | None = None, masquerade_address: str = ""
+) -> type[FTPHandler]:
     """The FTP handler class for a server over `portal` (explicit FTPS when a certificate is given)."""
     attributes: dict[str, Any] = {
         "portal": portal,
@@ -347,6 +349,8 @@ def make_handler(portal: Portal, *, certificate: str = "", passive_ports: range 
     }
     if passive_ports is not None:
         attributes["passive_ports"] = passive_ports
+    if masquerade_address:
+        attributes["masquerade_address"] = masquerade_address
     if certificate:
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
         # TLS 1.3 silently truncated one in six FTPS uploads with pyftpdlib (its issue #602).
@@ -360,9 +364,17 @@ def make_handler(portal: Portal, *, certificate: str = "", passive_ports: range 
 
 
 def make_server(
-    portal: Portal, host: str, port: int, *, certificate: str = "", passive_ports: range | None = None
+    portal: Portal,
+    host: str,
+    port: int,
+    *,
+    certificate: str = "",
+    passive_ports: range | None = None,
+    masquerade_address: str = "",
 ) -> ThreadedFTPServer:
-    handler = make_handler(portal, certificate=certificate, passive_ports=passive_ports)
+    handler = make_handler(
+        portal, certificate=certificate, passive_ports=passive_ports, masquerade_address=masquerade_address
+    )
     return ThreadedFTPServer((host, port), handler)
 
 
@@ -387,6 +399,7 @@ def _serve() -> None:
         settings.portal_ftp_port,
         certificate=certificate,
         passive_ports=_passive_ports(settings.portal_passive_ports),
+        masquerade_address=settings.portal_ftp_masquerade_address,
     )
     server.serve_forever()
 

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     """Interface the FTP and SFTP portal servers listen on."""
     portal_passive_ports: str = ""
     """FTP passive port range `first-last`; empty lets the system pick (safe under many sessions)."""
+    portal_ftp_masquerade_address: str = ""
+    """Address the FTP server gives clients in its passive-mode answers, when they reach it through NAT
+    (a container's published port, a load balancer); empty: the address the client connected to."""
     portal_tls_certificate: str = ""
     """PEM file with certificate and key for FTPS; empty: FTP without TLS."""
     portal_ssh_host_key: str = ""

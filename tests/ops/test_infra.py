@@ -64,7 +64,10 @@ def test_every_pds_container_runs_a_real_command():
             assert args[0] in pds_subcommands(), command
         elif program == "python":
             assert args[0] == "-m", command
-            assert importlib.util.find_spec(f"{args[1]}.__main__") or importlib.util.find_spec(args[1]), command
+            spec = importlib.util.find_spec(args[1])
+            assert spec is not None, command
+            if spec.submodule_search_locations is not None:  # a package runs its __main__
+                assert importlib.util.find_spec(f"{args[1]}.__main__"), command
         elif program == "prefect":
             words = tuple(a for a in args if not a.startswith("-"))
             assert any(words[: len(p)] == p for p in PREFECT_COMMANDS), command

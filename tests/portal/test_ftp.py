@@ -92,3 +92,29 @@ def test_ftp_quota_answers_552(ftp_portal, world, tmp_path):
     assert again.returncode != 0
     assert b"552" in again.stderr
     assert statuses(world) == [("bucket", "big.bin", "Failed"), ("bucket", "small.bin", "Queued")]
+
+
+def test_behind_nat_passive_answers_name_the_public_address(portal, world):
+    """Published through a container or a load balancer, the server names the address clients reach."""
+    import ftplib
+    import threading
+
+    from api.portal_ftp import make_server
+    from tests.servers._common import free_port
+
+    port = free_port()
+    server = make_server(
+        portal, "127.0.0.1", port, passive_ports=range(port + 1, port + 3), masquerade_address="127.0.0.2"
+    )
+    thread = threading.Thread(target=server.serve_forever, kwargs={"handle_exit": False}, daemon=True)
+    thread.start()
+    try:
+        ftp = ftplib.FTP()
+        ftp.connect("127.0.0.1", port, timeout=30)
+        ftp.login("alice", PASSWORD)
+        answer = ftp.sendcmd("PASV")
+        assert answer.startswith("227") and "(127,0,0,2," in answer
+        ftp.close()
+    finally:
+        server.close_all()
+        thread.join(timeout=10)
