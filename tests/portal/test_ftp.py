@@ -103,9 +103,7 @@ def test_behind_nat_passive_answers_name_the_public_address(portal, world):
     from tests.servers._common import free_port
 
     port = free_port()
-    server = make_server(
-        portal, "127.0.0.1", port, passive_ports=range(port + 1, port + 3), masquerade_address="127.0.0.2"
-    )
+    server = make_server(portal, "127.0.0.1", port, masquerade_address="127.0.0.2")
     thread = threading.Thread(target=server.serve_forever, kwargs={"handle_exit": False}, daemon=True)
     thread.start()
     try:
