@@ -294,6 +294,8 @@ def cmd_acquisition(client: PdsClient, args: argparse.Namespace) -> None:
             "priority": args.priority,
             "lifetime_seconds": args.lifetime,
         }
+        if args.format:
+            rule["listing_format"] = args.format
         for flag in ("dedupe_by_time", "no_retrieval", "requeue_on_failure", "standby"):
             if getattr(args, flag):
                 rule[flag] = True
@@ -582,6 +584,11 @@ def parser() -> argparse.ArgumentParser:
     acq.add_argument("--no-retrieval", action="store_true", help="rule: register only; fetched on first use")
     acq.add_argument("--requeue-on-failure", action="store_true", help="rule: a failed retrieval is retried")
     acq.add_argument("--standby", action="store_true", help="rule: fetched files wait in StandBy")
+    acq.add_argument(
+        "--format",
+        help="rule: how the source lists its files: html, json, csv, stac, stac-api or mqtt on an HTTP(S) host "
+        "(default: the protocol's own listing)",
+    )
     acq.add_argument("--every", type=int, help="schedule: seconds between discovery passes (0: by hand only)")
 
     reg = sub.add_parser(

@@ -317,6 +317,7 @@ class HttpFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self.base_path = urlsplit(self.base_url).path.rstrip("/")
         self.webdav = webdav
         self.timeout = timeout
+        self.verify = verify  # as given (a CA file path, or a bool), for clients other than httpx
         if isinstance(verify, str):
             verify = ssl.create_default_context(cafile=verify)
         self.client = httpx.Client(auth=auth, headers=headers, verify=verify, timeout=timeout, follow_redirects=False)

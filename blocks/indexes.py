@@ -1,10 +1,11 @@
 """Listings that a provider publishes as documents on an HTTP(S) host: an HTML directory index, a
-JSON or CSV file list, a static STAC catalog. Each yields `listing.Entry`s whose paths are relative
+JSON or CSV file list, a static STAC catalog, a STAC API search. Each yields `listing.Entry`s whose paths are relative
 to the host's base URL, so the host's own filesystem fetches them like any other file.
 
 Links to another server than the host are skipped (the retrieval could not reach them with the
 host's credentials). A CSV listing is read a line at a time; an HTML index and a JSON listing are
-read whole (a document, not a paged listing); a STAC catalog is walked one catalog or item at a time.
+read whole (a document, not a paged listing); a STAC catalog is walked one catalog or item at a time;
+a STAC API search is read a page at a time by pystac-client, following the API's `next` links.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from urllib.parse import unquote, urljoin, urlsplit
 import httpx
 import pystac
 from pystac.stac_io import DefaultStacIO
+from pystac_client import ItemSearch
+from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
 
 from blocks.listing import Entry, _utc
+from catalog.acquisition import search_request
 
-FORMATS = ("html", "json", "csv", "stac")
+FORMATS = ("html", "json", "csv", "stac", "stac-api")
 
 #: nginx and Apache autoindex text after a link: "23-Nov-2026 13:00    1234" (size "-" for directories).
 _INDEX_DETAILS = re.compile(r"(\d{1,2}-\w{3}-\d{4} \d{2}:\d{2}(?::\d{2})?)\s+(\d+|-)")
@@ -34,7 +39,7 @@ _INDEX_DETAILS = re.compile(r"(\d{1,2}-\w{3}-\d{4} \d{2}:\d{2}(?::\d{2})?)\s+(\d
 def _client(fs: Any) -> httpx.Client:
     client = getattr(fs, "client", None)
     if not isinstance(client, httpx.Client):
-        raise ValueError("documents listings (html, json, csv, stac) need an http or https acquisition host")
+        raise ValueError("documents listings (html, json, csv, stac, stac-api) need an http or https acquisition host")
     return client
 
 
@@ -170,6 +175,45 @@ def stac_catalog(fs: Any, document: str) -> Iterator[Entry]:
             yield Entry(path, posixpath.basename(path), int(size) if size is not None else None, _utc(modified), False)
 
 
+def _asset_entries(fs: Any, item: dict[str, Any], item_url: str) -> Iterator[Entry]:
+    modified = item.get("properties", {}).get("updated") or item.get("properties", {}).get("datetime")
+    for asset in item.get("assets", {}).values():
+        path = _site_path(fs, urljoin(item_url, str(asset.get("href", ""))))
+        if path is None:
+            continue
+        size = asset.get("file:size")
+        yield Entry(path, posixpath.basename(path), int(size) if size is not None else None, _utc(modified), False)
+
+
+def _stac_api_io(fs: Any) -> StacApiIO:
+    """pystac-client's HTTP session with the host's headers, credentials and TLS settings."""
+    client = _client(fs)
+
+    headers = {k: v for k, v in client.headers.items() if k.lower() not in ("user-agent", "accept-encoding")}
+    if client.auth is not None:
+        # The host's httpx authentication (Basic: a fixed header) applied once, carried over to requests.
+        signed = next(client.auth.auth_flow(httpx.Request("GET", fs.base_url)))
+        if "authorization" in signed.headers:
+            headers["Authorization"] = signed.headers["authorization"]
+    io = StacApiIO(headers=headers, timeout=getattr(fs, "timeout", None), max_retries=2)
+    io.session.verify = fs.verify if isinstance(getattr(fs, "verify", True), bool | str) else True
+    return io
+
+
+def stac_api_search(fs: Any, document: str) -> Iterator[Entry]:
+    """Every asset of every item a STAC API search returns, page by page (pystac-client)."""
+    endpoint, arguments = search_request(document)
+    url = fs.url(endpoint)
+    try:
+        search = ItemSearch(url, stac_io=_stac_api_io(fs), **arguments)
+        for item in search.items_as_dicts():
+            yield from _asset_entries(fs, item, url)
+    except APIError as exc:
+        if exc.status_code == 404:
+            raise FileNotFoundError(f"{url}: 404 Not Found") from None
+        raise ValueError(f"STAC API search at {url} failed: {exc.status_code} {str(exc)[:300]}") from None
+
+
 def document_entries(fs: Any, path: str, listing_format: str) -> Iterator[Entry]:
     if listing_format == "html":
         return html_index(fs, path)
@@ -179,4 +223,6 @@ def document_entries(fs: Any, path: str, listing_format: str) -> Iterator[Entry]
         return csv_listing(fs, path)
     if listing_format == "stac":
         return stac_catalog(fs, path)
+    if listing_format == "stac-api":
+        return stac_api_search(fs, path)
     raise ValueError(f"unknown listing format {listing_format!r}; known: {', '.join(FORMATS)}")

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
 from sqlmodel import Column, Field, Session, SQLModel, col, select
@@ -83,7 +84,9 @@ class ListingRuleBase(SQLModel):
     listing_format: str = Field(default="", max_length=8)
     """How the source lists its files: empty for the protocol's own listing; on an HTTP(S) host
     `html` (the directory's index page), `json` or `csv` (a file list; `directory` names the
-    document) or `stac` (a static STAC catalog; `directory` names its catalog.json); `mqtt` subscribes to the topic
+    document), `stac` (a static STAC catalog; `directory` names its catalog.json) or `stac-api` (a STAC
+    API search; `directory` is the search endpoint with its parameters, e.g.
+    `stac/search?collections=s2&datetime=$date{%Y-%m-%d}T00:00:00Z/..&bbox=5,45,10,48`); `mqtt` subscribes to the topic
     in `directory` on the broker of the host's `mqtt_url` option, each message naming a file."""
     active: bool = True
 
@@ -150,7 +153,37 @@ class Discovered(SQLModel, table=True):
 
 
 #: "" is the protocol's own listing; the others are documents on an HTTP(S) host.
-LISTING_FORMATS = ("", "html", "json", "csv", "stac", "mqtt")
+LISTING_FORMATS = ("", "html", "json", "csv", "stac", "stac-api", "mqtt")
+
+
+#: Search parameters a `stac-api` rule may give after `?`; any other is refused (a typo would widen it).
+SEARCH_PARAMETERS = ("collections", "ids", "bbox", "datetime", "filter", "filter-lang", "limit", "max_items", "method")
+
+
+def search_request(document: str) -> tuple[str, dict[str, Any]]:
+    """`search?collections=a,b&datetime=…` → (the endpoint's path, pystac-client's search arguments)."""
+    endpoint, _, query = document.partition("?")
+    arguments: dict[str, Any] = {}
+    for name, value in parse_qsl(query, keep_blank_values=False, strict_parsing=False):
+        if name not in SEARCH_PARAMETERS:
+            raise ValueError(f"unknown STAC search parameter {name!r}; known: {', '.join(SEARCH_PARAMETERS)}")
+        try:
+            if name in ("collections", "ids"):
+                arguments[name] = [v for v in value.split(",") if v]
+            elif name in ("limit", "max_items"):
+                arguments[name] = int(value)
+            elif name == "bbox":
+                arguments[name] = [float(v) for v in value.split(",")]
+                if len(arguments[name]) not in (4, 6):
+                    raise ValueError("4 or 6 numbers")
+            else:
+                arguments[name.replace("-", "_")] = value
+        except ValueError as exc:
+            raise ValueError(f"bad STAC search parameter {name}={value!r}: {exc}") from None
+    arguments["method"] = str(arguments.get("method", "POST")).upper()
+    if arguments["method"] not in ("GET", "POST"):
+        raise ValueError(f"a STAC search is a GET or a POST, not {arguments['method']}")
+    return endpoint, arguments
 
 
 # --- Date templates ----------------------------------------------------------------------------
@@ -196,6 +229,11 @@ def check_rule(rule: ListingRuleBase) -> None:
         raise InvalidInput(
             f"unknown listing format {rule.listing_format!r}; use one of {', '.join(f for f in LISTING_FORMATS if f)}"
         )
+    if rule.listing_format == "stac-api":
+        try:
+            search_request(rule.directory)
+        except ValueError as exc:
+            raise InvalidInput(f"listing rule of a STAC API search: {exc}") from None
 
 
 def acquisition_host(session: Session, name: str) -> Host:

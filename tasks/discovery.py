@@ -55,7 +55,8 @@ def walk(
     """(name, entry) for every file under `root` down to `max_depth` levels; target is the path
     relative to `root` (for a listing document: relative to the document's directory)."""
     pending = [(root, 0)]
-    base = posixpath.dirname(root.rstrip("/")) if listing_format in ("json", "csv", "stac") else root
+    document = root.partition("?")[0]  # a STAC API search's parameters follow its path
+    base = posixpath.dirname(document.rstrip("/")) if listing_format in ("json", "csv", "stac", "stac-api") else root
     prefix = base.rstrip("/") + "/" if base.strip("/") else base
     while pending:
         directory, depth = pending.pop(0)

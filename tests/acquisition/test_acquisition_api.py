@@ -112,3 +112,16 @@ def test_wait_reports_failed_files_and_exits_non_zero(pds, provider, rt):
     retrieve(fetch, "r")
     code, out, err = pds("wait", "bad", "--timeout", "5")
     assert code == 1 and "1 file(s) of group bad failed" in err
+
+
+def test_pds_acquisition_rule_takes_the_listing_format_and_refuses_a_bad_one(pds, provider):
+    search = "stac/search?collections=s2&datetime=$date{%Y-%m-%d,-1d}T00:00:00Z/.."
+    code, out, err = pds(
+        "acquisition", "rule", "provider-file", "-d", "acq", "--format", "stac-api", "--directory", search
+    )
+    assert code == 0, err
+    code, out, _ = pds("--json", "acquisition", "show", "provider-file")
+    (rule,) = json.loads(out)["rules"]
+    assert (rule["listing_format"], rule["directory"]) == ("stac-api", search)
+    code, _, err = pds("acquisition", "rule", "provider-file", "-d", "acq", "--format", "xml")
+    assert code == 1 and "unknown listing format 'xml'" in err and err.count("\n") == 1

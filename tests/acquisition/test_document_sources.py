@@ -117,3 +117,98 @@ def test_an_unknown_listing_format_is_refused(rt, site):
 
     with pytest.raises(InvalidInput, match="unknown listing format"):
         acquisition_setup(rt.engine, source, listing_format="xml")
+
+
+@pytest.fixture
+def stac_provider(settings, sqlite_engine, store):
+    """Another pds, under uvicorn: its Data Portal holds the files, its STAC API lists them."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from api.app import create_app
+    from tests.servers._common import free_port
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, engine=sqlite_engine, store=store), port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=url, auth=("admin", "admin"), timeout=30) as http:
+        yield url, http
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_a_stac_api_search_paged_by_pystac_client(rt, stac_provider):
+    """The search's parameters narrow what is registered; pages are followed; the files are fetched whole."""
+    from catalog.models import HostCreate, HostKind
+
+    url, http = stac_provider
+    assert http.post("/destinations", json={"name": "products"}).status_code == 201
+    payloads = {f"s{i}.bin": os.urandom(1000 + i) for i in range(5)}
+    items = []
+    for i, (name, payload) in enumerate(payloads.items()):
+        assert http.put(f"/portal/products/{name}", content=payload).status_code == 201
+        day = 22 if i < 4 else 1  # the last one is outside the searched interval
+        items.append(
+            {
+                "type": "Feature",
+                "stac_version": "1.0.0",
+                "id": f"scene-{i}",
+                "geometry": {"type": "Point", "coordinates": [6.0, 46.0]},
+                "bbox": [6.0, 46.0, 6.0, 46.0],
+                "properties": {"datetime": f"2026-11-{day:02d}T10:00:00Z"},
+                "links": [],
+                "assets": {
+                    "data": {"href": f"{url}/portal/products/{name}", "file:size": len(payload)},
+                    "elsewhere": {"href": f"https://example.org/{name}.xml"},  # another server: skipped
+                },
+            }
+        )
+    collection = {
+        "id": "provider",
+        "description": "a provider's scenes",
+        "license": "proprietary",
+        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
+    }
+    assert http.post("/stac/collections", json=collection).status_code == 201
+    response = http.post("/stac/collections/provider/items", json={"type": "FeatureCollection", "features": items})
+    assert response.status_code == 201, response.text
+
+    host = HostCreate(
+        name="provider-stac",
+        kind=HostKind.ACQUISITION,
+        protocol="http",
+        address=url,
+        login="admin",
+        password="admin",
+        options={"webdav": False},
+    )
+    search = "stac/search?collections=provider&datetime=2026-11-20T00:00:00Z/..&limit=2"
+    host_row, rule = acquisition_setup(rt.engine, Source(host, None), directory=search, listing_format="stac-api")
+    assert discover_rule(rt.engine, host_row, rule, by="test").registered == 4  # two pages of two
+    assert targets(rt.engine) == ["s0.bin", "s1.bin", "s2.bin", "s3.bin"]
+    assert discover_rule(rt.engine, host_row, rule, by="test").registered == 0
+    fetch_all(rt)
+    with Session(rt.engine) as session:
+        md5s = sorted(session.exec(select(DataFile.md5)))
+    assert md5s == sorted(hashlib.md5(payloads[f"s{i}.bin"]).hexdigest() for i in range(4))
+
+
+def test_a_stac_api_rule_with_an_unknown_search_parameter_is_refused(rt, site):
+    source, _, _ = site
+    from catalog.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="unknown STAC search parameter 'colections'"):
+        acquisition_setup(rt.engine, source, directory="stac/search?colections=s2", listing_format="stac-api")
+    with pytest.raises(InvalidInput, match="bad STAC search parameter bbox"):
+        acquisition_setup(rt.engine, source, directory="stac/search?bbox=1,2,3", listing_format="stac-api")
