@@ -9,6 +9,7 @@ from typing import Literal
 
 from litestar import post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 from pydantic import BaseModel, Field
 
 from catalog.errors import InvalidInput
@@ -46,7 +47,7 @@ class ProductStatusLine(BaseModel):
 
 
 @post("/products/status", sync_to_thread=True, status_code=201, tags=["products"])
-def product_status(data: ProductStatus, state: State) -> ProductStatusLine:
+def product_status(data: JSONBody[ProductStatus], state: State) -> ProductStatusLine:
     """Write the PRS line for a product's status to the event log (PDS_EVENT_LOG) and return it."""
     schedule_time = _time("schedule_time", data.schedule_time, required=True)
     event = ProductStatusEvent(

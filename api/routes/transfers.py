@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, Router, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
@@ -90,7 +90,7 @@ def operate(
     operation: FromPath[str],
     request: Request[Any, Any, Any],
     state: State,
-    data: Operation | None = None,
+    data: JSONBody[Operation | None] = None,
 ) -> DataTransferPublic:
     """requeue, stop, hold, release, priority, schedule-now or extend one transfer; refused (409) when its
     status does not allow it. The change is in the transfer's history with the user's name."""
