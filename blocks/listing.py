@@ -65,24 +65,48 @@ class Entry:
     is_directory: bool
 
 
+#: Protocols whose server narrows a listing to names starting with a given text (object stores).
+SERVER_SIDE_PREFIX = frozenset({"s3", "azure", "gcs"})
+
+
+def wildcard_prefix(wildcard: str | None) -> str:
+    """The literal start of a shell wildcard (`T2M_2026*.grib` → `T2M_2026`): every name it matches
+    starts with it, so an object store can be asked for those names only."""
+    if not wildcard:
+        return ""
+    for i, char in enumerate(wildcard):
+        if char in "*?[":
+            return wildcard[:i]
+    return wildcard
+
+
 def iter_entries(
-    block: HostBlock, fs: fsspec.AbstractFileSystem, path: str, *, page_size: int = PAGE_SIZE
+    block: HostBlock,
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    *,
+    page_size: int = PAGE_SIZE,
+    name_prefix: str = "",
 ) -> Iterator[Entry]:
     """The entries of the directory `path` on `fs` (a filesystem of `block`), not recursing.
 
     Lazy: nothing is asked of the server until the first entry is wanted, and errors (a missing
     directory: FileNotFoundError) are raised then. Stop early and the listing is abandoned cleanly.
     While an FTP listing is under way its control connection is busy: use another `fs` meanwhile.
+
+    `name_prefix`, on the protocols of SERVER_SIDE_PREFIX, asks the server for the entries whose
+    names start with it only (elsewhere it is ignored: the caller filters names itself). A missing
+    directory then lists as empty, since no entry is no proof that the directory is missing.
     """
     protocol = block.protocol
     if protocol == "file":
         return _local(fs, path)
     if protocol == "s3":
-        return _s3(fs, path, page_size)
+        return _s3(fs, path, page_size, name_prefix)
     if protocol == "azure":
-        return _drive(fs.loop, _azure_pages(fs, path, page_size))
+        return _drive(fs.loop, _azure_pages(fs, path, page_size, name_prefix))
     if protocol == "gcs":
-        return _gcs(fs, path, page_size)
+        return _gcs(fs, path, page_size, name_prefix)
     if protocol == "sftp":
         return _drive(fs.loop, _sftp_batches(fs, path, page_size))
     if protocol == "ftp":
@@ -189,12 +213,17 @@ def _prefix(key: str) -> str:
     return f"{key}/" if key else ""
 
 
-def _s3(fs: Any, path: str, page_size: int) -> Iterator[Entry]:
+def _s3(fs: Any, path: str, page_size: int, name_prefix: str = "") -> Iterator[Entry]:
     """`ListObjectsV2` with `Delimiter="/"`, one page (`MaxKeys`) per request, the next page asked
     for only when this one has been handed out. Sub-"directories" are the common prefixes."""
     bucket, key, _ = fs.split_path(path)
     prefix = _prefix(key)
-    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": page_size}
+    request: dict[str, Any] = {
+        "Bucket": bucket,
+        "Prefix": prefix + name_prefix,
+        "Delimiter": "/",
+        "MaxKeys": page_size,
+    }
     request.update(getattr(fs, "req_kw", {}))
     found = False
     while True:
@@ -212,11 +241,11 @@ def _s3(fs: Any, path: str, page_size: int) -> Iterator[Entry]:
         if not page.get("IsTruncated"):
             break
         request["ContinuationToken"] = page["NextContinuationToken"]
-    if prefix and not found:
+    if prefix and not found and not name_prefix:
         raise FileNotFoundError(f"{bucket}/{prefix.rstrip('/')}: no object under this prefix")
 
 
-async def _azure_pages(fs: Any, path: str, page_size: int) -> AsyncIterator[list[Entry]]:
+async def _azure_pages(fs: Any, path: str, page_size: int, name_prefix: str = "") -> AsyncIterator[list[Entry]]:
     """The container's `walk_blobs` pager (List Blobs with `delimiter="/"`), page by page."""
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -226,7 +255,10 @@ async def _azure_pages(fs: Any, path: str, page_size: int) -> AsyncIterator[list
     try:
         async with fs.service_client.get_container_client(container) as client:
             blobs = client.walk_blobs(
-                name_starts_with=prefix or None, include=["metadata"], delimiter="/", results_per_page=page_size
+                name_starts_with=(prefix + name_prefix) or None,
+                include=["metadata"],
+                delimiter="/",
+                results_per_page=page_size,
             )
             folders: set[str] = set()  # adlfs's folder blobs, so their prefix is not listed twice
             async for blob_page in blobs.by_page():
@@ -248,18 +280,18 @@ async def _azure_pages(fs: Any, path: str, page_size: int) -> AsyncIterator[list
                 yield entries
     except ResourceNotFoundError as exc:
         raise FileNotFoundError(f"{container}: {exc.message}") from exc
-    if prefix and not found:
+    if prefix and not found and not name_prefix:
         raise FileNotFoundError(f"{container}/{prefix.rstrip('/')}: no blob under this prefix")
 
 
-def _gcs(fs: Any, path: str, page_size: int) -> Iterator[Entry]:
+def _gcs(fs: Any, path: str, page_size: int, name_prefix: str = "") -> Iterator[Entry]:
     """The JSON API's objects list with `delimiter="/"`, one page (`maxResults`) per request,
     following `nextPageToken` only when this page has been handed out."""
     bucket, key, _ = fs.split_path(path)
     prefix = _prefix(key)
     params: dict[str, Any] = {"delimiter": "/", "maxResults": page_size}
-    if prefix:
-        params["prefix"] = prefix
+    if prefix + name_prefix:
+        params["prefix"] = prefix + name_prefix
     found = False
     while True:
         page = sync(fs.loop, fs._call, "GET", "b/{}/o", bucket, json_out=True, **params)
@@ -277,7 +309,7 @@ def _gcs(fs: Any, path: str, page_size: int) -> Iterator[Entry]:
         if not token:
             break
         params["pageToken"] = token
-    if prefix and not found:
+    if prefix and not found and not name_prefix:
         raise FileNotFoundError(f"{bucket}/{prefix.rstrip('/')}: no object under this prefix")
 
 

@@ -19,7 +19,7 @@ from prefect import task
 
 from blocks.base import HostBlock
 from blocks.indexes import document_entries
-from blocks.listing import Entry, iter_entries
+from blocks.listing import SERVER_SIDE_PREFIX, Entry, iter_entries, wildcard_prefix
 from blocks.registry import block_for
 from catalog.acquisition import Listed, ListingRule, keeps, register_listed, render_dates, target_for
 from catalog.database import session_scope
@@ -43,17 +43,30 @@ def listing_root(block: HostBlock, host: Host, rule: ListingRule, now: datetime)
     return block.join(render_dates(host.directory, now), render_dates(rule.directory, now))
 
 
-def _entries(block: HostBlock, fs: fsspec.AbstractFileSystem, path: str, listing_format: str) -> Iterator[Entry]:
+def _entries(
+    block: HostBlock, fs: fsspec.AbstractFileSystem, path: str, listing_format: str, name_prefix: str = ""
+) -> Iterator[Entry]:
     if not listing_format:
-        return iter_entries(block, fs, path)
+        return iter_entries(block, fs, path, name_prefix=name_prefix)
     return document_entries(fs, path, listing_format)
 
 
 def walk(
-    block: HostBlock, fs: fsspec.AbstractFileSystem, root: str, max_depth: int, listing_format: str = ""
+    block: HostBlock,
+    fs: fsspec.AbstractFileSystem,
+    root: str,
+    max_depth: int,
+    listing_format: str = "",
+    wildcard: str | None = None,
 ) -> Iterator[tuple[str, Listed]]:
     """(name, entry) for every file under `root` down to `max_depth` levels; target is the path
-    relative to `root` (for a listing document: relative to the document's directory)."""
+    relative to `root` (for a listing document: relative to the document's directory).
+
+    Without sub-directories to descend into, the wildcard's literal start goes to the server where
+    the protocol narrows listings by name (object stores), so only candidates cross the network; the
+    wildcard itself is still applied to every name by the rule's filter.
+    """
+    name_prefix = wildcard_prefix(wildcard) if max_depth == 0 and block.protocol in SERVER_SIDE_PREFIX else ""
     pending = [(root, 0)]
     document = root.partition("?")[0]  # a STAC API search's parameters follow its path
     base = posixpath.dirname(document.rstrip("/")) if listing_format in ("json", "csv", "stac", "stac-api") else root
@@ -61,7 +74,7 @@ def walk(
     while pending:
         directory, depth = pending.pop(0)
         below: list[str] = []
-        for entry in _entries(block, fs, directory, listing_format):
+        for entry in _entries(block, fs, directory, listing_format, name_prefix):
             if entry.is_directory:
                 if depth < max_depth:
                     below.append(entry.path)
@@ -92,7 +105,7 @@ def discover_rule(
         page.clear()
         return count
 
-    for name, entry in walk(block, fs, root, rule.max_depth, rule.listing_format):
+    for name, entry in walk(block, fs, root, rule.max_depth, rule.listing_format, rule.wildcard):
         listed += 1
         if not keeps(rule, name, entry.size, entry.modified, now):
             continue

@@ -49,6 +49,18 @@ def test_a_large_source_is_registered_in_one_pass_and_a_second_pass_registers_no
     assert count(rt.engine, DataTransfer) == n
 
 
+def test_a_wildcard_registers_its_matches_only_on_every_server(rt, source):
+    """On S3 the wildcard's literal start is the listing's prefix, so the server sends candidates only."""
+    for name in ("T2M_0600.grib", "T2M_1200.grib", "T2M_1200.grib.md5", "RH_0600.grib"):
+        source.put(f"w/{name}", b"g")
+    host, rule = acquisition_setup(rt.engine, source, directory="w", wildcard="T2M_*.grib")
+    outcome = discover_rule(rt.engine, host, rule, by="test")
+    assert outcome.registered == 2
+    assert sorted(t.target for t in transfers(rt.engine)) == ["T2M_0600.grib", "T2M_1200.grib"]
+    # what crossed the network: on S3 only the three names starting with T2M_
+    assert outcome.listed == (3 if source.host.protocol == "s3" else 4)
+
+
 def test_a_file_whose_size_changed_is_registered_again(rt, source):
     source.put("a/one.dat", b"1" * 10)
     source.put("a/two.dat", b"2" * 10)

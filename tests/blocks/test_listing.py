@@ -225,3 +225,37 @@ def test_stopping_early_leaves_the_connection_usable(host, store):
     assert next(entries).name in {"a.bin", "b.bin", "c.bin"}
     entries.close()  # type: ignore[attr-defined]  # a generator, typed as an Iterator
     assert sorted(e.name for e in iter_entries(block, fs, directory)) == ["a.bin", "b.bin", "c.bin"]
+
+
+def test_object_stores_narrow_a_listing_by_name_on_the_server(host, store):
+    """A wildcard's literal start (`T2M_*.grib` → `T2M_`) is sent to object stores as the listing's
+    prefix; the other protocols list everything and the caller's filter decides."""
+    from blocks.listing import SERVER_SIDE_PREFIX, wildcard_prefix
+
+    block = block_for(host)
+    for name in ("T2M_0600.grib", "T2M_1200.grib", "RH_0600.grib"):
+        send_data_file(store, delivery(store, host, b"g", f"narrow/{name}"))
+    send_data_file(store, delivery(store, host, b"g", "narrow/T2M_sub/x.grib"))
+    fs = block.filesystem()
+    directory = block.join(host.directory, "narrow")
+    prefix = wildcard_prefix("T2M_*.grib")
+    assert prefix == "T2M_"
+
+    names = sorted(e.name for e in iter_entries(block, fs, directory, name_prefix=prefix) if not e.is_directory)
+
+    if host.protocol in SERVER_SIDE_PREFIX:
+        assert names == ["T2M_0600.grib", "T2M_1200.grib"]
+        # nothing starts with it: empty, not an error (the directory exists; the server cannot say more)
+        assert list(iter_entries(block, fs, directory, name_prefix="ZZ")) == []
+    else:
+        assert names == ["RH_0600.grib", "T2M_0600.grib", "T2M_1200.grib"]
+
+
+def test_wildcard_prefix():
+    from blocks.listing import wildcard_prefix
+
+    assert wildcard_prefix("*.grib") == ""
+    assert wildcard_prefix("fc_2026?.nc") == "fc_2026"
+    assert wildcard_prefix("obs[0-9].bufr") == "obs"
+    assert wildcard_prefix("exact.bin") == "exact.bin"
+    assert wildcard_prefix(None) == ""
