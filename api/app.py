@@ -17,7 +17,7 @@ from api.routes.data_users import data_users_router, policies_router
 from api.routes.health import health
 from api.routes.monitor import monitor_router
 from api.routes.portal import portal_router
-from api.routes.products import product_status
+from api.routes.products import product_status, products
 from api.routes.proxy import proxy_routers
 from api.routes.s3 import s3_endpoint
 from api.routes.stac import stac_router
@@ -66,6 +66,7 @@ def create_app(
             monitor_router,
             metrics,
             product_status,
+            products,
             data_users_router,
             policies_router,
             s3_endpoint,

@@ -91,6 +91,27 @@ def cmd_push(client: PdsClient, args: argparse.Namespace) -> None:
 
 
 def cmd_product(client: PdsClient, args: argparse.Namespace) -> None:
+    if args.status == "list":
+        rows = client.products(stream=args.stream, late=args.late)
+        lines = [
+            "\t".join(
+                [
+                    p["stream"],
+                    p["type"] or "-",
+                    p["time_base"] or "-",
+                    p["time_step"] or "-",
+                    p["status"] + (" LATE" if p["late"] else ""),
+                    f"due {p['schedule_time']}" if p["schedule_time"] else "",
+                ]
+            ).rstrip()
+            for p in rows
+        ]
+        _print(args, rows, "\n".join(lines) or "no product status recorded")
+        return
+    if not args.stream:
+        raise PdsError(f"product {args.status} needs --stream")
+    if args.late:
+        raise PdsError("--late goes with product list")
     line = client.product_status(
         args.status,
         args.stream,
@@ -492,10 +513,13 @@ def parser() -> argparse.ArgumentParser:
     )
 
     product = sub.add_parser(
-        "product", parents=[common], help="record a product as expected, started or completed (a PRS line)"
+        "product",
+        parents=[common],
+        help="record a product as expected, started or completed (a PRS line); list: their latest statuses",
     )
-    product.add_argument("status", choices=["expected", "started", "completed"])
-    product.add_argument("--stream", required=True)
+    product.add_argument("status", choices=["expected", "started", "completed", "list"])
+    product.add_argument("--stream", help="the data stream (required but for list, where it filters)")
+    product.add_argument("--late", action="store_true", help="list: only products due and not completed")
     product.add_argument("--type")
     product.add_argument("--time", help="time base (ISO 8601, or e.g. 00)")
     product.add_argument("--step", help="time step")

@@ -165,6 +165,16 @@ class PdsClient:
         body = {"status": status, "stream": stream, **{k: v for k, v in fields.items() if v is not None}}
         return str(self._request("POST", "/products/status", json=body)["line"])
 
+    def products(self, *, stream: str | None = None, late: bool = False, limit: int = 200) -> list[dict[str, Any]]:
+        """Products' latest statuses, the most recently updated first (`late`: due, not completed)."""
+        params: dict[str, Any] = {"limit": limit}
+        if stream:
+            params["stream"] = stream
+        if late:
+            params["late"] = "true"
+        result: list[dict[str, Any]] = self._request("GET", "/products", params=params)
+        return result
+
     # --- flows ---
 
     def run_deployment(

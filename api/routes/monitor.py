@@ -1,5 +1,5 @@
 """The monitor: server-rendered pages of destinations, their queues and transfers, hosts and movers,
-with operators' actions (requeue, stop, hold, release, priority, destination hold/restart).
+products' statuses, with operators' actions (requeue, stop, hold, release, priority, destination hold/restart).
 
 Pages need a log-in (a session cookie, see `api.sessions`); actions need an administrator and a form
 token. Flow runs link to the Prefect UI (`PDS_PREFECT_UI_URL`). Pages showing live queues reload
@@ -27,7 +27,8 @@ from api.deps import database
 from api.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionSigner
 from catalog import monitoring, operations
 from catalog.errors import PdsError
-from catalog.models import DataUser
+from catalog.models import DataUser, utcnow
+from catalog.products import list_products
 from catalog.settings import Settings
 from catalog.statuses import TRANSITIONS, TransferStatus
 from catalog.submission import check_priority
@@ -253,6 +254,28 @@ def hosts_page(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     return _page("hosts.html", hosts=hosts, **_common(state, viewer, request))
 
 
+@get("/products", sync_to_thread=True)
+def products_page(
+    request: Request[Any, Any, Any], state: State, stream: FromQuery[str | None] = None, late: FromQuery[bool] = False
+) -> Response[Any]:
+    """Products' latest statuses (expected, started, completed); late ones first flagged."""
+    with database(state) as session:
+        viewer = _viewer(request, state, session)
+        if viewer is None:
+            return _to_login(request)
+        now = utcnow()
+        rows = list_products(session, stream=stream or None, late_only=late, now=now)
+        shown = [(row, row.is_late(now)) for row in rows]
+    return _page(
+        "products.html",
+        products=shown,
+        stream=stream or "",
+        late=late,
+        refresh=REFRESH_SECONDS,
+        **_common(state, viewer, request),
+    )
+
+
 # --- actions -----------------------------------------------------------------------------------
 
 
@@ -345,6 +368,7 @@ monitor_router = Router(
         destination_page,
         transfer_page,
         hosts_page,
+        products_page,
         transfer_action,
         destination_action,
     ],

@@ -1,20 +1,23 @@
 """Product status: `POST /products/status` records that a product (a stream, type, time base and step) is
 expected, started or completed, as a PRS line in the event log (what `ecpds -expected|-started|-completed`
-does for OpenECPDS's top-level display)."""
+does for OpenECPDS's top-level display) and as the product's row, which `GET /products` and the
+monitor show (late ones flagged)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
-from litestar import post
+from litestar import Request, get, post
 from litestar.datastructures import State
-from litestar.params import JSONBody
+from litestar.params import FromQuery, JSONBody
 from pydantic import BaseModel, Field
 
+from api.deps import database
 from catalog.errors import InvalidInput
 from catalog.events import EventLog, ProductStatusEvent
 from catalog.models import utcnow
+from catalog.products import ProductState, list_products, record_product_status
 from catalog.settings import Settings
 
 #: The product statuses of the `pds product` command and their PRS status codes.
@@ -46,9 +49,41 @@ class ProductStatusLine(BaseModel):
     line: str
 
 
+class ProductView(BaseModel):
+    stream: str
+    type: str
+    time_base: str
+    time_step: str
+    status: str
+    late: bool
+    schedule_time: datetime | None
+    expected_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime | None
+    updated_by: str
+
+
+@get("/products", sync_to_thread=True, tags=["products"])
+def products(
+    state: State, stream: FromQuery[str | None] = None, late: FromQuery[bool] = False, limit: FromQuery[int] = 200
+) -> list[ProductView]:
+    """Products' latest statuses, the most recently updated first; `late=true`: due and not completed."""
+    if not 1 <= limit <= 10_000:
+        raise InvalidInput(f"limit must be from 1 to 10000, not {limit}")
+    now = utcnow()
+    with database(state) as session:
+        rows = list_products(session, stream=stream, late_only=late, limit=limit, now=now)
+        return [
+            ProductView(**row.model_dump(exclude={"id", "status"}), status=row.status.value, late=row.is_late(now))
+            for row in rows
+        ]
+
+
 @post("/products/status", sync_to_thread=True, status_code=201, tags=["products"])
-def product_status(data: JSONBody[ProductStatus], state: State) -> ProductStatusLine:
-    """Write the PRS line for a product's status to the event log (PDS_EVENT_LOG) and return it."""
+def product_status(data: JSONBody[ProductStatus], request: Request[Any, Any, Any], state: State) -> ProductStatusLine:
+    """Write the PRS line for a product's status to the event log (PDS_EVENT_LOG), record it as the
+    product's latest status, and return the line."""
     schedule_time = _time("schedule_time", data.schedule_time, required=True)
     event = ProductStatusEvent(
         status_code=STATUS_CODES[data.status],
@@ -60,6 +95,18 @@ def product_status(data: JSONBody[ProductStatus], state: State) -> ProductStatus
         last_update=utcnow(),
     )
     settings: Settings = state.settings
+    with database(state) as session:
+        record_product_status(
+            session,
+            ProductState(data.status),
+            data.stream,
+            type=data.type,
+            time_base=data.time_base,
+            time_step=data.time_step,
+            schedule_time=schedule_time if isinstance(schedule_time, datetime) else None,
+            by=request.user.login,
+            now=event.last_update,
+        )
     with EventLog.open(settings.resolved_event_log()) as log:
         log.write(event)
     return ProductStatusLine(line=event.render())

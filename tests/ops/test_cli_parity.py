@@ -124,3 +124,36 @@ def test_scheduler_and_destination_stop_and_start(pds):
     assert pds("destination", "start", "site2")[0] == 0
     code, _, err = pds("scheduler", "stop", "-d", "nowhere")
     assert code == 1 and err.startswith("pds: error: 404")
+
+
+def test_product_statuses_are_listed_and_late_ones_flagged(pds):
+    assert (
+        pds(
+            "product",
+            "expected",
+            "--stream",
+            "oper",
+            "--type",
+            "fc",
+            "--time",
+            "00",
+            "--schedule-time",
+            "2020-01-01T06:00Z",
+        )[0]
+        == 0
+    )
+    assert pds("product", "expected", "--stream", "enfo", "--schedule-time", "2099-01-01T06:00Z")[0] == 0
+    assert pds("product", "started", "--stream", "enfo", "--schedule-time", "2099-01-01T06:00Z")[0] == 0
+    code, out, _ = pds("--json", "product", "list")
+    rows = {p["stream"]: p for p in json.loads(out)}
+    assert rows["oper"]["status"] == "expected" and rows["oper"]["late"] is True
+    assert rows["oper"]["updated_by"] == "admin" and rows["oper"]["type"] == "fc"
+    assert rows["enfo"]["status"] == "started" and rows["enfo"]["late"] is False
+    assert rows["enfo"]["expected_at"] is not None and rows["enfo"]["started_at"] is not None
+    code, out, _ = pds("product", "list", "--late")
+    assert out.splitlines() == ["oper\tfc\t00\t-\texpected LATE\tdue 2020-01-01T06:00:00Z"]
+    assert pds("product", "completed", "--stream", "oper", "--type", "fc", "--time", "00")[0] == 0
+    code, out, _ = pds("product", "list", "--late")
+    assert out.strip() == "no product status recorded"
+    code, _, err = pds("product", "started")
+    assert code == 1 and "needs --stream" in err

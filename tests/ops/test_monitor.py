@@ -142,3 +142,23 @@ def test_metrics_count_queues_statuses_bytes_and_proxy_cache(client):
     misses = ("pds_proxy_cache_misses_total", (("dataset", "era5"),))
     assert values[hits] - before.get(hits, 0) == 3
     assert values[misses] - before.get(misses, 0) == 1
+
+
+def test_the_products_page_shows_statuses_and_flags_late_ones(client):
+    from datetime import UTC, datetime
+
+    from catalog.products import ProductState, record_product_status
+
+    with session_scope(client.engine) as session:
+        past, future = datetime(2020, 1, 1, 6, tzinfo=UTC), datetime(2099, 1, 1, 6, tzinfo=UTC)
+        record_product_status(session, ProductState.EXPECTED, "oper", type="fc", schedule_time=past, by="feeder")
+        record_product_status(session, ProductState.STARTED, "enfo", schedule_time=future, by="feeder")
+    log_in(client, "viewer", "viewer-pw")
+    page = client.get("/monitor/products").text
+    rows = re.findall(r'<tr id="product-\d+"( class="late")?><td>(\w+)</td>', page)
+    assert sorted((stream, bool(late)) for late, stream in rows) == [("enfo", False), ("oper", True)]
+    assert "expected (late)" in page and "started" in page and "2020-01-01 06:00:00" in page
+    late_only = client.get("/monitor/products", params={"late": "true"}).text
+    assert re.findall(r'<tr id="product-\d+" class="late"><td>(\w+)</td>', late_only) == ["oper"]
+    assert "enfo" not in late_only
+    assert client.get("/monitor/products", params={"stream": "enfo"}).text.count('<tr id="product-') == 1
