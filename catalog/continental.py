@@ -126,10 +126,12 @@ def claimable_by(proxy: str | None, live: set[str]) -> Any:
         )
     if not live:
         return sa.true()
-    served = _proxy_link().where(
-        col(DestinationHost.host_name).in_(sorted(live)),
-        col(DestinationHost.host_name).not_in(_replica(ok=False).scalar_subquery()),
+    failed_there = (
+        _replica(ok=False)
+        .where(col(ProxyReplica.host_name) == col(DestinationHost.host_name))
+        .correlate(DataTransfer, DestinationHost)
     )
+    served = _proxy_link().where(col(DestinationHost.host_name).in_(sorted(live)), sa.not_(failed_there.exists()))
     return sa.not_(served.exists())
 
 
