@@ -93,7 +93,8 @@ def mover(
     beat.start()
     in_flight: set[Future[object]] = set()
     counts = {"dispatches": 0, "transfers": 0, "recovered": len(recovered)}
-    started = last_takeover = last_copy = time.monotonic()
+    started = last_takeover = time.monotonic()
+    last_copy = started - PRE_REPLICATION_EVERY  # the first pass at once
     copying: Future[object] | None = None
     workers = settings.mover_parallel + (1 if proxy else 0)  # pre-replication takes no dispatch's place
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch") as pool:
@@ -133,7 +134,7 @@ def mover(
                     counts["dispatches"] += 1
                     counts["transfers"] += len(claimed)
                     continue
-                if stop_when_idle and not in_flight:
+                if stop_when_idle and not in_flight and (copying is None or copying.done()):
                     break
                 time.sleep(settings.mover_poll_seconds)
         finally:
