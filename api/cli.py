@@ -224,6 +224,7 @@ def cmd_destination(client: PdsClient, args: argparse.Namespace) -> None:
             "\n".join(
                 f"{d['destination']['name']}\t{'active' if d['destination']['active'] else 'on hold'}\t"
                 f"hosts: {', '.join(d['hosts']['dissemination']) or '(portal bucket)'}"
+                + "".join(f"\tproxy host: {p}" for p in d["hosts"].get("proxy", []))
                 for d in result
             ),
         )

@@ -72,6 +72,7 @@ def test_a_destination_gets_and_loses_its_proxy_host(pds, tmp_path):
     assert code == 0
     code, out, _ = pds("destination", "set", "site1", "--proxy-host", "eu-west")
     assert (code, out.strip()) == (0, "destination site1 updated: proxy_host")
+    assert "site1\tactive\thosts: h1\tproxy host: eu-west" in pds("destination", "list")[1]
     code, out, _ = pds("--json", "destination", "show", "site1")
     assert json.loads(out)["hosts"] == {"dissemination": ["h1"], "acquisition": [], "proxy": ["eu-west"]}
     code, _, err = pds("destination", "set", "site1", "--proxy-host", "nosuch")
