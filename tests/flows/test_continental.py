@@ -4,13 +4,17 @@ Status=false) is sent by a main mover from the Data Store even though the contin
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
+
 import pytest
 
 from catalog.config import attach_host, create_host
 from catalog.continental import proxy_replicas
 from catalog.database import migrate, session_scope
 from catalog.events import parse_line
-from catalog.models import HostCreate, HostKind
+from catalog.models import DataFile, Host, HostCreate, HostKind
 from catalog.transfers import heartbeat, transfer_public
 from tasks import runtime as runtime_module
 from tests.conftest import database_url
@@ -30,12 +34,12 @@ def rt(request, prefect_server, tmp_path, monkeypatch):
     runtime_module.runtime.cache_clear()
 
 
-def proxy(rt, name, address, destination_name):
+def proxy(rt, name, address, destination_name, *, protocol="file", **fields):
     with session_scope(rt.engine) as session:
         create_host(
             session,
-            HostCreate(name=name, kind=HostKind.PROXY, protocol="file", address=address),
-            known_protocols=frozenset({"file"}),
+            HostCreate(name=name, kind=HostKind.PROXY, protocol=protocol, address=address, **fields),
+            known_protocols=frozenset({"file", "s3"}),
         )
         attach_host(session, destination_name, name, HostKind.PROXY)
 
@@ -100,3 +104,38 @@ def test_a_mover_for_an_unknown_proxy_host_ends_at_once(rt):
 
     with pytest.raises(InvalidInput, match="no active host 'nowhere'"):
         mover(name="continental-x", proxy_host="nowhere", stop_when_idle=True)
+
+
+def test_a_continental_store_in_an_s3_bucket(rt, s3_server, tmp_path):
+    from flows.mover import mover
+    from tasks.continental import continental_store, pre_replication_pass
+
+    bucket = f"continental-{uuid.uuid4().hex[:8]}"
+    s3_server.create_bucket(bucket)
+    destination(rt.engine, "far", host=local_host("far-disk", str(tmp_path / "far")))
+    proxy(
+        rt,
+        "eu-west",
+        s3_server.endpoint_url,
+        "far",
+        protocol="s3",
+        directory=f"{bucket}/pds",
+        login=s3_server.access_key,
+        password=s3_server.secret_key,
+        options={"region": s3_server.region},
+    )
+    data = os.urandom(300_000)
+    (tid,) = push(rt.engine, rt.store, "far", "f.bin", data=data, delay_seconds=2)[1]
+    assert pre_replication_pass("eu-west", "continental-eu") == {"pre_replicated": 1, "failed": 0}
+    with session_scope(rt.engine) as session:
+        data_file = session.get(DataFile, public(rt, tid).data_file_id)
+        host = session.get(Host, "eu-west")
+        session.expunge(host)
+    assert continental_store(host).fs.cat(f"{bucket}/pds/{data_file.store_key}") == data
+    rt.store.delete(data_file.store_key)  # only the copy in the bucket is left to send from
+    deadline = time.monotonic() + 30
+    while public(rt, tid).status != "Done" and time.monotonic() < deadline:
+        mover(name="continental-eu", proxy_host="eu-west", stop_when_idle=True)
+        time.sleep(0.5)
+    assert (public(rt, tid).status, public(rt, tid).proxy_host) == ("Done", "eu-west")
+    assert (tmp_path / "far" / "f.bin").read_bytes() == data
