@@ -1,5 +1,5 @@
 """A continental mover as a real process: a main mover and a continental mover (`--proxy-host`, its own
-store location) on one SQLite database. Files are copied to the continental store before their
+store location) on one database, SQLite or PostgreSQL. Files are copied to the continental store before their
 scheduled time and sent from there; when the continental mover is SIGKILLed, the main mover takes
 its transfers over and sends them from the Data Store. Every file arrives once and whole."""
 
@@ -10,17 +10,35 @@ import hashlib
 import os
 import signal
 import time
+import uuid
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 
-from catalog.database import make_engine
+from catalog.database import make_engine, migrate
 from catalog.events import parse_line
+from tests.ops.stack import PdsProcesses
 from tests.servers._common import wait_until
 from tests.test_embedded import SiteWatcher
 
 DELAY = 10  # seconds between push and scheduled time: the window pre-replication must use
 SIZE = 256 * 1024
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def stack(request, tmp_path, prefect_server):
+    """The API as a process on a fresh database; the test starts the movers."""
+    url = ""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres").create_database(f"t_{uuid.uuid4().hex[:12]}")
+        engine = make_engine(url)
+        migrate(engine)
+        engine.dispose()
+    stack = PdsProcesses(tmp_path, prefect_server.api_url, database_url=url)
+    stack.start_api()
+    yield stack
+    stack.stop()
 
 
 def events(stack, category):
@@ -39,7 +57,7 @@ def objects(directory):
 
 
 def mover_pid(stack, name):
-    engine = make_engine(f"sqlite:///{stack.root / 'data' / 'pds.db'}")
+    engine = make_engine(stack.env.get("PDS_DATABASE_URL") or f"sqlite:///{stack.root / 'data' / 'pds.db'}")
     try:
         with engine.connect() as connection:
             return int(connection.execute(sa.text("SELECT pid FROM mover WHERE name = :n"), {"n": name}).scalar() or 0)
@@ -53,8 +71,8 @@ def push_all(stack, tmp_path, files, destination):
         stack.client.push(tmp_path / name, destination, name, delay=DELAY)
 
 
-def test_continental_mover_pre_replicates_sends_and_is_taken_over_when_killed(processes, tmp_path):
-    stack, client = processes, processes.client
+def test_continental_mover_pre_replicates_sends_and_is_taken_over_when_killed(stack, tmp_path):
+    client = stack.client
     remote, continental = tmp_path / "site", tmp_path / "continental-store"
     client.create_destination("far", max_parallel_transfers=4)
     client.create_host("far-disk", "file", address=str(remote), options={"max_rate": 150_000})
