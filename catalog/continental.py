@@ -24,7 +24,7 @@ from sqlmodel import Column, Field, Session, SQLModel, col, select
 
 from catalog.errors import InvalidInput
 from catalog.models import DataFile, DataTransfer, DestinationHost, Host, HostKind, Mover, UTCDateTime, utcnow
-from catalog.statuses import READY, TransferStatus
+from catalog.statuses import FINAL, READY, TransferStatus
 
 #: Pre-replication starts this long before a transfer's scheduled time unless the proxy host's
 #: `lead_seconds` option says otherwise.
@@ -194,6 +194,33 @@ def record_pre_replication(
         )
     )
     session.flush()
+
+
+def finished_copies(session: Session, proxy: str, *, limit: int = 100) -> list[tuple[int, str]]:
+    """(data file id, store key) of copies in `proxy`'s location that no transfer needs any more:
+    every transfer of the file to `proxy`'s destinations is Done, Failed or Stopped."""
+    unfinished = select(DataTransfer.data_file_id).where(
+        col(DataTransfer.status).not_in([s.value for s in FINAL]), _proxy_link(proxy).exists()
+    )
+    rows = session.exec(
+        select(ProxyReplica.data_file_id, DataFile.store_key)
+        .join(DataFile, col(DataFile.id) == col(ProxyReplica.data_file_id))
+        .where(
+            ProxyReplica.host_name == proxy,
+            col(ProxyReplica.ok).is_(True),
+            col(ProxyReplica.data_file_id).not_in(unfinished),
+        )
+        .limit(limit)
+    ).all()
+    return [(file_id, key) for file_id, key in rows if key]
+
+
+def forget_copy(session: Session, data_file_id: int, proxy: str) -> None:
+    """The copy is gone from the location: a transfer of the file queued again is copied anew."""
+    row = session.get(ProxyReplica, (data_file_id, proxy))
+    if row is not None:
+        session.delete(row)
+        session.flush()
 
 
 def proxy_replicas(session: Session, proxy: str) -> list[ProxyReplica]:

@@ -20,7 +20,15 @@ from prefect.cache_policies import NO_CACHE
 from sqlmodel import Session
 
 from blocks.registry import block_for
-from catalog.continental import PreReplication, due_for_pre_replication, lead_time, proxy_host, record_pre_replication
+from catalog.continental import (
+    PreReplication,
+    due_for_pre_replication,
+    finished_copies,
+    forget_copy,
+    lead_time,
+    proxy_host,
+    record_pre_replication,
+)
 from catalog.database import session_scope
 from catalog.errors import InvalidInput
 from catalog.events import cpy_from
@@ -111,9 +119,31 @@ def due(proxy: str, limit: int = 100) -> list[PreReplication]:
         return due_for_pre_replication(session, proxy, lead=lead_time(host), limit=limit)
 
 
+def remove_finished(proxy: str) -> int:
+    """Remove the copies whose transfers are all finished from `proxy`'s location; how many went.
+
+    The object goes before its row: a crash between the two leaves a row whose transfers would read
+    from the Data Store instead (the location falls back to it), never an object nobody knows of.
+    """
+    rt = runtime()
+    with Session(rt.engine) as session:
+        finished = finished_copies(session, proxy)
+        host = proxy_host(session, proxy) if finished else None
+        if host is not None:
+            session.expunge(host)
+    if host is None:
+        return 0
+    store = continental_store(host)
+    for data_file_id, key in finished:
+        store.delete(key)
+        with session_scope(rt.engine) as session:
+            forget_copy(session, data_file_id, proxy)
+    return len(finished)
+
+
 def pre_replication_pass(proxy: str, mover: str) -> dict[str, int]:
-    """Copy what is due now to `proxy`'s store location (one batch; the mover calls this every second)."""
+    """Copy what is due now to `proxy`'s store location, and remove what is no longer needed there
+    (one batch of each; the mover calls this every second)."""
     items = due(proxy)
-    if not items:
-        return {"pre_replicated": 0, "failed": 0}
-    return pre_replicate_batch(items, proxy, mover, len(items))
+    outcome = pre_replicate_batch(items, proxy, mover, len(items)) if items else {"pre_replicated": 0, "failed": 0}
+    return outcome | {"removed": remove_finished(proxy)}

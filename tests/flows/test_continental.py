@@ -56,6 +56,7 @@ def public(rt, transfer_id):
 
 def test_a_continental_mover_sends_from_its_copy_and_main_movers_send_what_it_failed_to_copy(rt, tmp_path):
     from flows.mover import mover
+    from tasks.continental import pre_replication_pass
 
     destination(rt.engine, "far", host=local_host("far-disk", str(tmp_path / "far")))
     destination(rt.engine, "broken-far", host=local_host("broken-disk", str(tmp_path / "broken-far")))
@@ -76,9 +77,13 @@ def test_a_continental_mover_sends_from_its_copy_and_main_movers_send_what_it_fa
     sent = public(rt, good)
     assert (sent.status, sent.mover, sent.proxy_host) == ("Done", "continental-eu", "eu-west")
     assert (tmp_path / "far" / "good.bin").read_bytes() == b"g" * 5000
+    (copied,) = [e for e in events(rt, "CPY") if e["DataTransferId"] == str(good)]
+    assert (copied["Status"], copied["Action"], copied["Caller"]) == ("true", "proxy", "continental-eu")
+    # Its one transfer is Done: the next pass removes the copy (if the run's last pass did not already).
+    pre_replication_pass("eu-west", "continental-eu")
     with session_scope(rt.engine) as session:
-        (copy,) = proxy_replicas(session, "eu-west")
-    assert copy.ok and copy.mover == "continental-eu"
+        assert proxy_replicas(session, "eu-west") == []
+    assert not [p for p in (tmp_path / "eu-west").rglob("*") if p.is_file()]
 
     # The us-east mover cannot write its store: its CPY line says so, and the main mover sends the file.
     mover(name="continental-us", proxy_host="us-east", stop_when_idle=True)
@@ -126,7 +131,7 @@ def test_a_continental_store_in_an_s3_bucket(rt, s3_server, tmp_path):
     )
     data = os.urandom(300_000)
     (tid,) = push(rt.engine, rt.store, "far", "f.bin", data=data, delay_seconds=2)[1]
-    assert pre_replication_pass("eu-west", "continental-eu") == {"pre_replicated": 1, "failed": 0}
+    assert pre_replication_pass("eu-west", "continental-eu") == {"pre_replicated": 1, "failed": 0, "removed": 0}
     with session_scope(rt.engine) as session:
         data_file = session.get(DataFile, public(rt, tid).data_file_id)
         host = session.get(Host, "eu-west")
@@ -139,3 +144,5 @@ def test_a_continental_store_in_an_s3_bucket(rt, s3_server, tmp_path):
         time.sleep(0.5)
     assert (public(rt, tid).status, public(rt, tid).proxy_host) == ("Done", "eu-west")
     assert (tmp_path / "far" / "f.bin").read_bytes() == data
+    pre_replication_pass("eu-west", "continental-eu")  # its transfer is Done: the copy goes
+    assert not continental_store(host).fs.exists(f"{bucket}/pds/{data_file.store_key}")

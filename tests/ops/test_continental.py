@@ -125,6 +125,10 @@ def test_continental_mover_pre_replicates_sends_and_is_taken_over_when_killed(st
     assert len(uph) == len(first)
     assert all((e["Proxied"], e["ProxyHost"], e["TransferServer"]) == ("true", "eu-west", "continental-1") for e in uph)
 
+    wait_until(
+        lambda: not md5s & set(objects(continental)), 10, "the copies of the delivered files removed from its store"
+    )
+
     # 2. The continental mover dies with files on the wire: the main mover takes over.
     second = {f"b{i:02}.bin": os.urandom(SIZE) for i in range(16)}
     watcher.stop()
