@@ -97,8 +97,8 @@ def live_proxy_hosts(session: Session, *, stale_after: timedelta, now: datetime 
     return {r for r in rows if r}
 
 
-def _proxy_link(host: Any = None) -> Any:
-    """The transfer's destination has proxy host `host` (a column or a name; None: any)."""
+def _proxy_link(host: str | None = None) -> Any:
+    """The transfer's destination has proxy host `host` (None: any proxy host)."""
     link = select(DestinationHost.host_name).where(
         col(DestinationHost.destination_name) == col(DataTransfer.destination_name),
         DestinationHost.kind == HostKind.PROXY,
