@@ -211,10 +211,14 @@ def cmd_destination(client: PdsClient, args: argparse.Namespace) -> None:
         _print(args, result, f"destination {args.name} created")
     elif args.action == "set":
         settings = _destination_settings(args)
-        if not settings:
+        if not settings and args.proxy_host is None:
             raise PdsError("destination set needs at least one setting, e.g. --max-starts 5")
-        result = client.update_destination(args.name, **settings)
-        _print(args, result, f"destination {args.name} updated: {', '.join(sorted(settings))}")
+        result = client.update_destination(args.name, **settings) if settings else client.destination(args.name)
+        changed = sorted(settings)
+        if args.proxy_host is not None:
+            result = _set_proxy_host(client, args.name, args.proxy_host, result["hosts"].get("proxy", []))
+            changed.append("proxy_host")
+        _print(args, result, f"destination {args.name} updated: {', '.join(changed)}")
     elif args.action == "alias":
         if not args.alias:
             raise PdsError("destination alias needs the alias: pds destination alias NAME --to OTHER")
@@ -242,9 +246,20 @@ def cmd_destination(client: PdsClient, args: argparse.Namespace) -> None:
             "\n".join(
                 f"{d['destination']['name']}\t{'active' if d['destination']['active'] else 'on hold'}\t"
                 f"hosts: {', '.join(d['hosts']['dissemination']) or '(portal bucket)'}"
+                + "".join(f"\tproxy host: {p}" for p in d["hosts"].get("proxy", []))
                 for d in result
             ),
         )
+
+
+def _set_proxy_host(client: PdsClient, destination: str, proxy: str, current: list[str]) -> dict[str, Any]:
+    """Make `proxy` the destination's proxy host (its continental mover); `none` removes it."""
+    if proxy == "none":
+        result = client.destination(destination)
+        for host in current:
+            result = client.detach_host(destination, host, "proxy")
+        return result
+    return client.attach_host(destination, proxy, "proxy")
 
 
 def cmd_host(client: PdsClient, args: argparse.Namespace) -> None:
@@ -554,6 +569,9 @@ def parser() -> argparse.ArgumentParser:
     dest.add_argument("--mqtt-retain", choices=["yes", "no"])
     dest.add_argument("--mqtt-expiry", type=int, help="message expiry, seconds")
     dest.add_argument("--mqtt-payload", choices=["pds", "wis2"])
+    dest.add_argument(
+        "--proxy-host", help="set: the proxy host (kind proxy) whose continental mover serves it; none: no more"
+    )
     dest.add_argument("--to", dest="alias", help="alias: the destination that gets the transfers too")
     dest.add_argument("--pattern", help="alias: only targets matching this regular expression")
     dest.add_argument("--replace", help="alias: rewrite the target, re.sub(pattern, REPLACE, target)")

@@ -253,6 +253,11 @@ class PdsClient:
         result: dict[str, Any] = self._request("POST", f"/destinations/{quote(destination, safe='')}/hosts", json=body)
         return result
 
+    def detach_host(self, destination: str, host: str, kind: str = "dissemination") -> dict[str, Any]:
+        path = f"/destinations/{quote(destination, safe='')}/hosts/{quote(host, safe='')}"
+        result: dict[str, Any] = self._request("DELETE", path, params={"kind": kind})
+        return result
+
     def add_alias(self, destination: str, alias: str, **fields: Any) -> dict[str, Any]:
         """fields: pattern, replacement, priority, delay_seconds."""
         body = {"alias": alias, **{k: v for k, v in fields.items() if v is not None}}

@@ -133,10 +133,18 @@ def host_public(host: Host) -> HostPublic:
 def attach_host(
     session: Session, destination: str, host: str, kind: HostKind, rank: int | None = None
 ) -> DestinationHost:
-    """Add `host` to `destination`'s hosts of `kind`, last unless `rank` is given (0 = primary)."""
+    """Add `host` to `destination`'s hosts of `kind`, last unless `rank` is given (0 = primary).
+
+    A destination has at most one proxy host (its continental mover): a new one replaces the old.
+    """
     get_destination(session, destination)
     get_host(session, host)
     existing = list_destination_hosts(session, destination, kind)
+    if kind == HostKind.PROXY:
+        for link in existing:
+            if link.host_name != host:
+                session.delete(link)
+        existing = [link for link in existing if link.host_name == host]
     if any(link.host_name == host for link in existing):
         raise Conflict(f"host {host!r} is already a {kind.value} host of {destination!r}")
     if rank is None:
@@ -149,6 +157,15 @@ def attach_host(
     session.add(link)
     session.flush()
     return link
+
+
+def detach_host(session: Session, destination: str, host: str, kind: HostKind) -> None:
+    """Remove `host` from `destination`'s hosts of `kind`; the others keep their order."""
+    link = session.get(DestinationHost, (destination, host, kind))
+    if link is None:
+        raise NotFound(f"host {host!r} is not a {kind.value} host of {destination!r}")
+    session.delete(link)
+    session.flush()
 
 
 def list_destination_hosts(session: Session, destination: str, kind: HostKind) -> list[DestinationHost]:

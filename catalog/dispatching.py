@@ -32,6 +32,8 @@ class DispatchPlan:
     interrupted_attempt_at: datetime | None = None
     """When the attempt that a mover's crash interrupted began (None unless this attempt follows a
     recovery): a file at the site of the right size written since then is that attempt's work."""
+    proxy: Host | None = None
+    """The proxy host whose store location this attempt reads from (a continental mover's claim)."""
 
 
 def interrupted_attempts(session: Session, transfer_ids: Sequence[int]) -> dict[int, datetime]:
@@ -78,6 +80,7 @@ def plans(session: Session, transfer_ids: Sequence[int]) -> tuple[list[DispatchP
     }
     interrupted = interrupted_attempts(session, list(transfer_ids))
     destinations: dict[str, tuple[Destination, list[Host]]] = {}
+    proxies = {name: session.get(Host, name) for name in {t.proxy_host for t in transfers.values() if t.proxy_host}}
     planned, unplannable = [], {}
     for transfer_id in transfer_ids:
         transfer = transfers.get(transfer_id)
@@ -94,6 +97,8 @@ def plans(session: Session, transfer_ids: Sequence[int]) -> tuple[list[DispatchP
             continue
         if transfer_id in interrupted:
             planned[-1] = replace(planned[-1], interrupted_attempt_at=interrupted[transfer_id])
+        if transfer.proxy_host:
+            planned[-1] = replace(planned[-1], proxy=proxies.get(transfer.proxy_host))
     return planned, unplannable
 
 

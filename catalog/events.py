@@ -274,9 +274,12 @@ class ReplicationEvent(_ScheduledTransferEvent):
 # --- From the catalog's entities ---------------------------------------------------------------
 #
 # What pds knows maps onto the OpenECPDS fields as follows; what it does not know (destination type,
-# country code, network code, proxy host, socket statistics, file system number, the top display's
-# monitored flag) renders as `-` unless the caller passes it, except flags, which default to false
-# because pds has no such feature (PreSchedule, Proxied) rather than not knowing.
+# country code, network code, socket statistics, file system number, the top display's monitored
+# flag) renders as `-` unless the caller passes it, except PreSchedule, false because pds has no such
+# feature rather than not knowing.
+#
+#   ProxyHost      transfer.proxy_host: the continental mover's proxy host that sent it, else `-`
+#   Proxied        whether a continental mover sent it (false when the main movers took it over)
 #
 #   FileName       the transfer's target (the path at the site, as OpenECPDS logs it)
 #   ScheduledTime  transfer.scheduled_at    QueueTime  transfer.queued_at (both move on a retry)
@@ -452,8 +455,8 @@ def uph_from(
         network_code=network_code,
         host_address=host.address or None,
         pre_schedule=False,
-        proxy_host=None,
-        proxied=False,
+        proxy_host=transfer.proxy_host,
+        proxied=transfer.proxy_host is not None,
         socket_statistics=socket_statistics,
         compressed=transfer.compression,
         compressed_on_the_fly=transfer.compression is not None,

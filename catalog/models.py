@@ -280,6 +280,9 @@ class DataTransfer(SQLModel, table=True):
     pass_hosts_tried: int = 0
     """Hosts given up in the current pass over the destination's hosts; 0 starts a new pass (a start)."""
     mover: str | None = None
+    proxy_host: str | None = None
+    """The proxy host (continental mover) whose store location served the last attempt; None: the
+    Data Store, by a main mover."""
     flow_run_id: str | None = None
     """The Prefect flow run of the last dispatch, for links from the monitor."""
     bytes_sent: int = 0
@@ -330,6 +333,7 @@ class DataTransferPublic(SQLModel):
     requeue_count: int
     host: str | None
     mover: str | None
+    proxy_host: str | None = None
     flow_run_id: str | None
     bytes_sent: int
     compression: str | None
@@ -353,3 +357,5 @@ class Mover(SQLModel, table=True):
     heartbeat_at: datetime = _created()
     machine: str = ""
     pid: int = 0
+    proxy_host: str | None = None
+    """The proxy host this mover serves as a continental mover; None: a main mover."""

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     mover_stale_seconds: float = 30.0
     """A mover silent this long is dead: its Transferring rows become Interrupted."""
 
+    mover_proxy_host: str = ""
+    """Run movers as the continental mover of this proxy host (a host of kind `proxy`); empty: a main
+    mover."""
+
     mover_max_runtime_seconds: float = 3600.0
     """A mover flow run ends after this long so no run grows without bound; its supervisor restarts it."""
 

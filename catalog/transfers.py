@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from catalog.continental import claimable_by, live_proxy_hosts, proxy_hosts
 from catalog.errors import Conflict, NotFound, TransferError
 from catalog.models import (
     DataFile,
@@ -169,7 +170,14 @@ def destination_state(session: Session, name: str) -> DestinationState:
 
 
 def claim(
-    session: Session, mover: str, limit: int, *, max_bytes: int | None = None, now: datetime | None = None
+    session: Session,
+    mover: str,
+    limit: int,
+    *,
+    max_bytes: int | None = None,
+    now: datetime | None = None,
+    proxy_host: str | None = None,
+    stale_after: timedelta | None = None,
 ) -> list[DataTransfer]:
     """Take up to `limit` ready transfers in queue order for `mover`, within each destination's cap
     and each host's `max_connections`, inside the destinations' active time windows.
@@ -179,8 +187,13 @@ def claim(
     bytes (always at least one), so a claim is about the same amount of work whether the files are
     small or large. Call inside a transaction and commit right after: the claimed rows are
     Transferring from then on.
+
+    A continental mover names its `proxy_host` and takes only the transfers it pre-replicated; a main
+    mover leaves those alone while a mover of their proxy host beat within `stale_after` (see
+    `catalog.continental`).
     """
     now = now or utcnow()
+    live = live_proxy_hosts(session, stale_after=stale_after, now=now) if stale_after is not None else set()
     candidates = list(
         session.exec(
             select(DataTransfer)
@@ -188,6 +201,7 @@ def claim(
                 col(DataTransfer.status).in_([s.value for s in READY]),
                 col(DataTransfer.scheduled_at) <= now,
                 col(DataTransfer.destination_name).in_(_dispatchable_destinations()),
+                claimable_by(proxy_host, live),
             )
             .order_by(*QUEUE_ORDER)
             .limit(limit * 4 + 16)
@@ -221,6 +235,7 @@ def claim(
             select(DataFile.id, DataFile.size).where(col(DataFile.id).in_({t.data_file_id for t in candidates}))
         ).all()
     )
+    proxied = proxy_hosts(session, list(destinations))
     claimed: list[DataTransfer] = []
     claimed_bytes = 0
     connection, take, history = session.connection(), _claim_statement(), []
@@ -244,9 +259,19 @@ def claim(
             "b_host": host,
             "b_start_count": transfer.start_count + (1 if new_start else 0),
             "b_now": now,
+            "b_proxy": proxy_host,
         }
         if connection.execute(take, values).rowcount != 1:
             continue  # another mover took it first
+        reason = f"to host {host}" if host else ""
+        if proxy_host is not None:
+            reason += f" from the store of proxy host {proxy_host}"
+        elif destination.name in proxied:
+            reason += f" from the Data Store: takeover from proxy host {proxied[destination.name]} " + (
+                "(its continental mover is silent)"
+                if proxied[destination.name] not in live
+                else "(its pre-replication of the file failed)"
+            )
         history.append(
             _history_row(
                 transfer.id,
@@ -255,7 +280,7 @@ def claim(
                 TransferStatus.TRANSFERRING,
                 by=mover,
                 at=now,
-                reason=f"to host {host}" if host else "",
+                reason=reason.strip(),
             )
         )
         running[destination.name] += 1
@@ -276,6 +301,7 @@ def _claim_statement() -> sa.Update:
         .values(
             status=TransferStatus.TRANSFERRING.value,
             mover=sa.bindparam("b_mover"),
+            proxy_host=sa.bindparam("b_proxy"),
             host_name=sa.bindparam("b_host"),
             start_count=sa.bindparam("b_start_count"),
             started_at=sa.bindparam("b_now"),
@@ -535,15 +561,24 @@ def record_failure(
 # --- Movers and recovery -----------------------------------------------------------------------
 
 
-def heartbeat(session: Session, mover: str, *, machine: str = "", pid: int = 0, starting: bool = False) -> None:
+def heartbeat(
+    session: Session,
+    mover: str,
+    *,
+    machine: str = "",
+    pid: int = 0,
+    starting: bool = False,
+    proxy_host: str | None = None,
+) -> None:
+    """Record that `mover` is alive; on `starting`, also where it runs and the proxy host it serves."""
     row = session.get(Mover, mover)
     now = utcnow()
     if row is None:
-        row = Mover(name=mover, started_at=now, heartbeat_at=now, machine=machine, pid=pid)
+        row = Mover(name=mover, started_at=now, heartbeat_at=now, machine=machine, pid=pid, proxy_host=proxy_host)
     else:
         row.heartbeat_at = now
         if starting:
-            row.started_at, row.machine, row.pid = now, machine, pid
+            row.started_at, row.machine, row.pid, row.proxy_host = now, machine, pid, proxy_host
     session.add(row)
     session.flush()
 
@@ -626,6 +661,7 @@ def transfer_public(session: Session, transfer_id: int) -> DataTransferPublic:
         requeue_count=transfer.requeue_count,
         host=transfer.host_name,
         mover=transfer.mover,
+        proxy_host=transfer.proxy_host,
         flow_run_id=transfer.flow_run_id,
         bytes_sent=transfer.bytes_sent,
         compression=transfer.compression,

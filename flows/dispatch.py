@@ -20,6 +20,7 @@ from blocks.registry import block_for
 from catalog.database import session_scope
 from catalog.dispatching import plans
 from catalog.transfers import record_failure, set_flow_run
+from tasks.continental import continental_store
 from tasks.delivery import Delivery
 from tasks.runtime import runtime
 from tasks.transfer import send_batch, send_file
@@ -42,6 +43,12 @@ def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
     deliveries = []
     for p in planned:
         block = blocks.get(p.host.name) or blocks.setdefault(p.host.name, block_for(p.host))
+        source = None
+        if p.proxy is not None:
+            try:
+                source = continental_store(p.proxy, fall_back=True)
+            except Exception as exc:  # noqa: BLE001 — the Data Store still has the file
+                get_run_logger().warning("proxy host %s: sending from the Data Store: %s", p.proxy.name, exc)
         deliveries.append(
             Delivery(
                 p.transfer_id,
@@ -52,6 +59,7 @@ def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
                 block.join(p.remote_path),
                 p.compression,
                 p.interrupted_attempt_at,
+                source,
             )
         )
     return deliveries

@@ -5,6 +5,9 @@ takes over the Transferring rows of any other mover that stopped beating. Then i
 database (cheap, and a pushed file starts moving within `mover_poll_seconds`), claims about a
 second's worth of work at a time, and runs each claim as a `dispatch` subflow in its own thread, up to
 `mover_parallel` at once. A background thread records a heartbeat so other movers know it is alive.
+A continental mover (`--proxy-host NAME`) serves only the destinations of that proxy host: it copies
+their files to the proxy host's store location ahead of schedule and sends them from there, while the
+main movers leave those transfers alone for as long as it beats (see `catalog.continental`).
 The run ends after `mover_max_runtime_seconds` (its supervisor or schedule starts the next one), so
 no flow run grows without bound.
 
@@ -29,11 +32,15 @@ from types import FrameType
 from prefect import flow, get_run_logger
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+from catalog.continental import proxy_host as check_proxy_host
 from catalog.database import session_scope
 from catalog.transfers import claim, expire_due, heartbeat, recover
 from flows.dispatch import dispatch
+from tasks.continental import pre_replication_pass
 from tasks.runtime import runtime
 
+#: How often a continental mover looks for files to pre-replicate (seconds).
+PRE_REPLICATION_EVERY = 1.0
 #: About a second of work at loopback speeds; a larger file is claimed alone.
 CLAIM_BYTES = 64 * 1024 * 1024
 CLAIM_FILES = 250  # with 4 dispatches at once; fewer, larger dispatches cost Prefect less per file
@@ -63,14 +70,20 @@ def request_stop(signum: int = 0, frame: FrameType | None = None) -> None:
 
 
 @flow(name="mover", flow_run_name="mover {name}", log_prints=True)
-def mover(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bool = False) -> dict[str, int]:
-    """Claim and dispatch transfers until `max_runtime_seconds` pass (or, for tests, the queue is empty)."""
+def mover(
+    name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bool = False, proxy_host: str = ""
+) -> dict[str, int]:
+    """Claim and dispatch transfers until `max_runtime_seconds` pass (or, for tests, the queue is empty);
+    with `proxy_host`, as that proxy host's continental mover."""
     rt = runtime()
     settings, logger = rt.settings, get_run_logger()
     name = name or settings.mover_name
+    proxy = proxy_host or settings.mover_proxy_host or None
     max_runtime = max_runtime_seconds or settings.mover_max_runtime_seconds
     with session_scope(rt.engine) as session:
-        heartbeat(session, name, machine=socket.gethostname(), pid=os.getpid(), starting=True)
+        if proxy:
+            check_proxy_host(session, proxy)  # a typo ends the run at once, with the reason
+        heartbeat(session, name, machine=socket.gethostname(), pid=os.getpid(), starting=True, proxy_host=proxy)
     stale_after = timedelta(seconds=settings.mover_stale_seconds)
     with session_scope(rt.engine) as session:
         recovered = recover(session, name, stale_after=stale_after)
@@ -81,11 +94,18 @@ def mover(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bool =
     in_flight: set[Future[object]] = set()
     counts = {"dispatches": 0, "transfers": 0, "recovered": len(recovered)}
     started = last_takeover = time.monotonic()
-    with ThreadPoolExecutor(max_workers=settings.mover_parallel, thread_name_prefix="dispatch") as pool:
+    last_copy = started - PRE_REPLICATION_EVERY  # the first pass at once
+    copying: Future[object] | None = None
+    workers = settings.mover_parallel + (1 if proxy else 0)  # pre-replication takes no dispatch's place
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch") as pool:
         try:
             while not _stop.is_set() and time.monotonic() - started < max_runtime:
                 in_flight = {f for f in in_flight if not f.done()}
                 claimed: list[int] = []
+                copy_due = time.monotonic() - last_copy > PRE_REPLICATION_EVERY
+                if proxy and copy_due and (copying is None or copying.done()):
+                    last_copy = time.monotonic()
+                    copying = pool.submit(contextvars.copy_context().run, pre_replication_pass, proxy, name)
                 if time.monotonic() - last_takeover > stale_after.total_seconds() / 2:
                     last_takeover = time.monotonic()
                     with session_scope(rt.engine) as session:
@@ -96,7 +116,15 @@ def mover(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bool =
                 if len(in_flight) < settings.mover_parallel:
                     with session_scope(rt.engine) as session:
                         expire_due(session, by=name)
-                        claimed = [t.id for t in claim(session, name, CLAIM_FILES, max_bytes=CLAIM_BYTES) if t.id]
+                        batch = claim(
+                            session,
+                            name,
+                            CLAIM_FILES,
+                            max_bytes=CLAIM_BYTES,
+                            proxy_host=proxy,
+                            stale_after=stale_after,
+                        )
+                        claimed = [t.id for t in batch if t.id]
                 if claimed:
                     # A copied context makes each dispatch a child run of this mover in the Prefect UI.
                     context = contextvars.copy_context()
@@ -106,7 +134,7 @@ def mover(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bool =
                     counts["dispatches"] += 1
                     counts["transfers"] += len(claimed)
                     continue
-                if stop_when_idle and not in_flight:
+                if stop_when_idle and not in_flight and (copying is None or copying.done()):
                     break
                 time.sleep(settings.mover_poll_seconds)
         finally:
@@ -131,11 +159,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="", help="mover name (default PDS_MOVER_NAME)")
     parser.add_argument("--max-runtime", type=float, default=0, help="seconds before the run ends")
     parser.add_argument("--stop-when-idle", action="store_true", help="end when no transfer is ready")
+    parser.add_argument(
+        "--proxy-host", default="", help="run as the continental mover of this proxy host (PDS_MOVER_PROXY_HOST)"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     name = args.name or runtime().settings.mover_name  # named runs in the Prefect UI: "mover mover-1"
-    mover(name=name, max_runtime_seconds=args.max_runtime, stop_when_idle=args.stop_when_idle)
+    mover(
+        name=name, max_runtime_seconds=args.max_runtime, stop_when_idle=args.stop_when_idle, proxy_host=args.proxy_host
+    )
 
 
 if __name__ == "__main__":

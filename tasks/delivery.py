@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from blocks.base import HostBlock
+from catalog.store import DataStore
 
 
 @dataclass(frozen=True)
@@ -23,3 +24,5 @@ class Delivery:
     """The destination's compression; the file may still go uncompressed if that is smaller."""
     interrupted_attempt_at: datetime | None = None
     """Set when a crashed mover's attempt may already have delivered the file (see `already_there`)."""
+    source: DataStore | None = None
+    """Where the bytes are read from: a continental mover's store location; None: the Data Store."""

@@ -212,7 +212,7 @@ ALREADY_THERE = "already at the site: delivered before the mover's interruption"
 def prepare(delivery: Delivery, fs: fsspec.AbstractFileSystem | None) -> tuple[Delivery, str | None, bool]:
     """What to send (compressed first if the destination asks), the codec applied, and whether an
     attempt a mover's crash interrupted already delivered it."""
-    delivery, applied = compress_delivery(runtime().store, delivery)
+    delivery, applied = compress_delivery(delivery.source or runtime().store, delivery)
     if already_there(delivery, fs):
         log.info("transfer %s: %s is already at the site", delivery.transfer_id, delivery.remote_path)
         return delivery, applied, True
@@ -227,7 +227,7 @@ def stream(delivery: Delivery, applied: str | None, fs: fsspec.AbstractFileSyste
         with session_scope(rt.engine) as session:
             record_progress(session, delivery.transfer_id, sent)
 
-    return Delivered(delivery, send_data_file(rt.store, delivery, fs, progress=progress), applied)
+    return Delivered(delivery, send_data_file(delivery.source or rt.store, delivery, fs, progress=progress), applied)
 
 
 def attempt(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None = None) -> Delivered:
@@ -284,7 +284,7 @@ class ParallelPuts:
 
     def start(self, delivery: Delivery, compression: str | None) -> None:
         """Read the file and put it in flight (reading a store file is not for the event loop)."""
-        with self.store.open(delivery.store_key) as source:
+        with (delivery.source or self.store).open(delivery.store_key) as source:
             data = source.read()
         put = delivery.host.put_whole(self.fs, delivery.remote_path, data)
         future = asyncio.run_coroutine_threadsafe(put, self.fs.loop)

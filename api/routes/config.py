@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Router, get, patch, post
+from litestar import Request, Router, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, Field
@@ -44,7 +44,7 @@ class DestinationView(BaseModel):
 def _view(session: Session, destination: Destination) -> DestinationView:
     hosts = {
         kind.value: [link.host_name for link in config.list_destination_hosts(session, destination.name, kind)]
-        for kind in (HostKind.DISSEMINATION, HostKind.ACQUISITION)
+        for kind in (HostKind.DISSEMINATION, HostKind.ACQUISITION, HostKind.PROXY)
     }
     remembered = session.get(DestinationState, destination.name)
     state = remembered.model_dump(mode="json", exclude={"name"}) if remembered else {}
@@ -118,6 +118,16 @@ def attach_host(name: FromPath[str], data: JSONBody[HostLink], state: State) -> 
         return _view(session, config.get_destination(session, name))
 
 
+@delete("/{name:str}/hosts/{host:str}", guards=[admin_only], sync_to_thread=True, status_code=200)
+def detach_host(
+    name: FromPath[str], host: FromPath[str], state: State, kind: HostKind = HostKind.DISSEMINATION
+) -> DestinationView:
+    """Detach a host of `kind` (e.g. the proxy host, so the main movers serve the destination again)."""
+    with database(state) as session:
+        config.detach_host(session, name, host, kind)
+        return _view(session, config.get_destination(session, name))
+
+
 @post("/", guards=[admin_only], sync_to_thread=True)
 def create_host(data: JSONBody[HostCreate], state: State) -> HostPublic:
     """Create a host; its password and `secret_*` options are never returned."""
@@ -148,6 +158,7 @@ destinations_router = Router(
         hold_destination,
         restart_destination,
         attach_host,
+        detach_host,
         add_alias,
     ],
     tags=["destinations"],

@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 
 # Importing the modules registers their tables on SQLModel.metadata.
 import catalog.acquisition  # noqa: F401
+import catalog.continental  # noqa: F401
 import catalog.inventory  # noqa: F401
 import catalog.models  # noqa: F401
 import catalog.portal_models  # noqa: F401

@@ -62,3 +62,22 @@ def test_destination_and_host_commands(pds, tmp_path):
     assert "site2\tactive\thosts: h2" in out
     code, out, _ = pds("--json", "host", "list")
     assert {h["name"] for h in json.loads(out)} == {"h1", "h2"}
+
+
+def test_a_destination_gets_and_loses_its_proxy_host(pds, tmp_path):
+    code, out, _ = pds(
+        "host", "add", "eu-west", "--protocol", "file", "--address", str(tmp_path / "eu"), "--kind", "proxy",
+        "-o", "lead_seconds=900",
+    )  # fmt: skip
+    assert code == 0
+    code, out, _ = pds("destination", "set", "site1", "--proxy-host", "eu-west")
+    assert (code, out.strip()) == (0, "destination site1 updated: proxy_host")
+    assert "site1\tactive\thosts: h1\tproxy host: eu-west" in pds("destination", "list")[1]
+    code, out, _ = pds("--json", "destination", "show", "site1")
+    assert json.loads(out)["hosts"] == {"dissemination": ["h1"], "acquisition": [], "proxy": ["eu-west"]}
+    code, _, err = pds("destination", "set", "site1", "--proxy-host", "nosuch")
+    assert code == 1 and "404 no host 'nosuch'" in err
+    assert pds("destination", "set", "site1", "--proxy-host", "none", "--max-starts", "4")[0] == 0
+    code, out, _ = pds("--json", "destination", "show", "site1")
+    shown = json.loads(out)
+    assert shown["hosts"]["proxy"] == [] and shown["destination"]["max_starts"] == 4

@@ -162,3 +162,20 @@ def test_the_products_page_shows_statuses_and_flags_late_ones(client):
     assert re.findall(r'<tr id="product-\d+" class="late"><td>(\w+)</td>', late_only) == ["oper"]
     assert "enfo" not in late_only
     assert client.get("/monitor/products", params={"stream": "enfo"}).text.count('<tr id="product-') == 1
+
+
+def test_the_monitor_shows_continental_movers_and_what_they_sent(client):
+    from catalog.models import DataTransfer
+    from catalog.transfers import heartbeat
+
+    (tid,) = push(client.engine, client.store, "site1", "f.bin")[1]
+    with session_scope(client.engine) as session:
+        heartbeat(session, "continental-1", machine="eu-box", pid=7, starting=True, proxy_host="eu-west")
+        transfer = session.get(DataTransfer, tid)
+        transfer.mover, transfer.proxy_host = "continental-1", "eu-west"  # as its claim records them
+        session.add(transfer)
+    log_in(client)
+    overview = client.get("/monitor").text
+    assert re.search(r"<td>continental-1</td><td>eu-west</td><td>eu-box</td><td>7</td>", overview)
+    page = client.get(f"/monitor/transfers/{tid}").text
+    assert "continental-1 (continental, from the store of proxy host eu-west)" in page
