@@ -12,6 +12,9 @@ or SSE-C encryption, whose ETags are not the MD5 of the content, so uploads are 
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 from functools import lru_cache
 from typing import IO, Any, ClassVar
 
@@ -36,6 +39,12 @@ def _botocore_session() -> AioSession:
     once per process instead of once per batch. Credentials go to each client, never to the session.
     """
     return AioSession()
+
+
+#: Filesystems by their settings (and process): see `S3Host.filesystem`.
+_filesystems: dict[str, S3FileSystem] = {}
+_filesystems_lock = threading.Lock()
+_MAX_FILESYSTEMS = 64
 
 
 class _StreamedBody:
@@ -138,15 +147,27 @@ class S3Host(HostBlock):
         }
         if self.options.get("path_style", bool(self.address)):
             config["s3"] = {"addressing_style": "path"}
-        filesystem = _DeadlineS3FileSystem(
+        settings: dict[str, Any] = {
             **self._credentials(),
-            client_kwargs=client_kwargs,
-            config_kwargs=config,
-            default_block_size=int(self.options.get("part_size", DEFAULT_PART_SIZE)),
-            skip_instance_cache=True,
-            session=_botocore_session(),
-        )
-        filesystem.retries = 1  # botocore repeats failed calls (above); s3fs repeating too would multiply them
+            "client_kwargs": client_kwargs,
+            "config_kwargs": config,
+            "default_block_size": int(self.options.get("part_size", DEFAULT_PART_SIZE)),
+        }
+        # One filesystem per distinct setting in a process, shared by every batch and thread: its
+        # botocore client (about 0.1 s of CPU to create, most of it the service model and TLS
+        # contexts) and its pooled connections are then made once, not once per batch of small
+        # files. Shared, so it keeps no listings cache: a listing is always read from the server.
+        key = json.dumps([os.getpid(), settings], sort_keys=True, default=str)
+        with _filesystems_lock:
+            filesystem = _filesystems.get(key)
+            if filesystem is None:
+                if len(_filesystems) >= _MAX_FILESYSTEMS:
+                    _filesystems.clear()  # many hosts come and go (tests); the next calls reconnect
+                filesystem = _DeadlineS3FileSystem(
+                    **settings, skip_instance_cache=True, use_listings_cache=False, session=_botocore_session()
+                )
+                filesystem.retries = 1  # botocore repeats failed calls (above); s3fs repeating would multiply them
+                _filesystems[key] = filesystem
         return filesystem
 
     def check(self) -> None:
