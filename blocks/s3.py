@@ -81,6 +81,12 @@ class _DeadlineS3FileSystem(S3FileSystem):  # type: ignore[misc]
     async def set_session(self, refresh: bool = False, kwargs: dict[str, Any] | None = None) -> Any:
         client = await super().set_session(refresh=refresh, kwargs=kwargs or {})
         client.meta.events.unregister("before-call.s3", add_expect_header)
+        # botocore composes the User-Agent header anew, twice, for every request (feature metrics
+        # for AWS): about 4% of the mover's CPU when it sends small files. It is composed once here.
+        creator = getattr(client, "_user_agent_creator", None)
+        if creator is not None and callable(getattr(creator, "to_string", None)):
+            agent = creator.to_string()
+            creator.to_string = lambda: agent
         return client
 
     def _open(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
@@ -144,6 +150,9 @@ class S3Host(HostBlock):
             # and size, and some S3-compatible servers reject the newer checksum headers.
             "request_checksum_calculation": "when_required",
             "response_checksum_validation": "when_required",
+            # pds builds every request itself; checking each one against the service model cost
+            # about 2% of the mover's CPU on small files.
+            "parameter_validation": False,
         }
         if self.options.get("path_style", bool(self.address)):
             config["s3"] = {"addressing_style": "path"}

@@ -37,7 +37,7 @@ from tasks.runtime import runtime
 
 #: About a second of work at loopback speeds; a larger file is claimed alone.
 CLAIM_BYTES = 64 * 1024 * 1024
-CLAIM_FILES = 250  # with 4 dispatches at once; fewer, larger dispatches cost Prefect less per file
+CLAIM_FILES = 500  # with 4 dispatches at once; fewer, larger dispatches cost Prefect less per file
 
 
 class _Heartbeat(threading.Thread):
