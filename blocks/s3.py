@@ -176,6 +176,9 @@ class S3Host(HostBlock):
                     **settings, skip_instance_cache=True, use_listings_cache=False, session=_botocore_session()
                 )
                 filesystem.retries = 1  # botocore repeats failed calls (above); s3fs repeating would multiply them
+                # The client now, once: threads that first use a new filesystem together would
+                # otherwise each create one (s3fs checks and sets it across an await).
+                filesystem.connect()
                 _filesystems[key] = filesystem
         return filesystem
 
