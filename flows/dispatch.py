@@ -14,6 +14,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from blocks.base import HostBlock
 from blocks.registry import block_for
@@ -89,7 +90,9 @@ def dispatch(transfer_ids: list[int], mover: str) -> dict[str, int]:
         else:
             small[delivery.host.name].append(delivery)
     for batch in small.values():
-        futures.append(send_batch.submit(batch, mover, len(batch)))
+        # quote(): Prefect would otherwise walk every Delivery (and its host block) of the batch
+        # looking for futures to wait on (0.1–0.2 ms of CPU per file).
+        futures.append(send_batch.submit(quote(batch), mover, len(batch)))  # type: ignore[call-overload]  # quote is unwrapped
     wait(futures)
     failed_tasks = [f for f in futures if not f.state.is_completed()]
     summary = {"claimed": len(transfer_ids), "planned": len(deliveries), "failed_tasks": len(failed_tasks)}

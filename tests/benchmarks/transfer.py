@@ -5,7 +5,9 @@
 Starts OpenSSH sshd, pyftpdlib and moto S3 on 127.0.0.1, then for each protocol copies one file
 disk → server and server → disk with rclone (the anchor) and with pds (`send_data_file` from the Data
 Store up; a streamed read into the Data Store down), and prints MiB/s and the pds/rclone ratio
-(target ≥ 0.9) with the peak RSS growth of this process during the pds copies. On a shared machine
+(target ≥ 0.9) with the peak RSS growth of this process during the pds copies, the CPU seconds per
+GiB each client used (rclone's from its process, pds's from this one: the servers' are not counted)
+and the 1-minute load average. On a shared machine
 one copy's ratio moves with the load of the moment: `--rounds` repeats each pair of copies (who goes
 first alternating) and prints every round and the median ratio.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -64,10 +67,21 @@ class PeakRss:
         return (self.peak - self.base) / 2**20
 
 
-def timed(fn) -> float:  # noqa: ANN001
+def timed(fn, cpu: list[float] | None = None) -> float:  # noqa: ANN001
+    """Wall seconds of `fn()`; with `cpu`, append the CPU seconds it used here and in child
+    processes (rclone)."""
+    before = _cpu_seconds()
     started = time.perf_counter()
     fn()
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    if cpu is not None:
+        cpu.append(_cpu_seconds() - before)
+    return elapsed
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def rclone(*args: str) -> None:
@@ -164,25 +178,32 @@ def main(root: Path) -> None:
                     assert got.md5 == stored.md5, "download differs"
 
                 for direction, theirs_fn, ours_fn in (("up", up_rclone, up_pds), ("down", down_rclone, down_pds)):
-                    rss = PeakRss()
+                    rss, cpu_r, cpu_p = PeakRss(), [], []
                     if pds_first:
                         with rss:
-                            p = timed(ours_fn)
-                        r = timed(theirs_fn)
+                            p = timed(ours_fn, cpu_p)
+                        r = timed(theirs_fn, cpu_r)
                     else:
-                        r = timed(theirs_fn)
+                        r = timed(theirs_fn, cpu_r)
                         with rss:
-                            p = timed(ours_fn)
-                    rows.append((protocol, direction, n, size / r / 2**20, size / p / 2**20, r / p, rss.growth_mib))
+                            p = timed(ours_fn, cpu_p)
+                    gib = size / 2**30
+                    rows.append(
+                        (protocol, direction, n, size / r / 2**20, size / p / 2**20, r / p, rss.growth_mib)
+                        + (cpu_r[0] / gib, cpu_p[0] / gib, os.getloadavg()[0])
+                    )
                 (root / "down-rclone.bin").unlink()
                 fs.rm(delivery.remote_path)
                 rclone("deletefile", theirs)
     version = subprocess.run([RCLONE, "version"], capture_output=True, text=True).stdout.split()[1]
     print(f"file {size / 2**20:.0f} MiB, rclone {version}")
     header = f"{'protocol':8} {'dir':5} {'round':>5} {'rclone MiB/s':>12} {'pds MiB/s':>10} {'pds/rclone':>10}"
-    print(f"{header} {'pds RSS +MiB':>12}")
-    for protocol, direction, n, r, p, ratio, rss in rows:
-        print(f"{protocol:8} {direction:5} {n:5} {r:12.1f} {p:10.1f} {ratio:10.2f} {rss:12.1f}")
+    print(f"{header} {'pds RSS +MiB':>12} {'CPU s/GiB rclone':>16} {'pds':>5} {'load':>5}")
+    for protocol, direction, n, r, p, ratio, rss, cpu_r, cpu_p, load in rows:
+        print(
+            f"{protocol:8} {direction:5} {n:5} {r:12.1f} {p:10.1f} {ratio:10.2f} {rss:12.1f}"
+            f" {cpu_r:16.2f} {cpu_p:5.2f} {load:5.1f}"
+        )
     if args.rounds > 1:
         print("median pds/rclone:", end="")
         for protocol in args.protocols:
