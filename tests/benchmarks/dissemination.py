@@ -42,6 +42,10 @@ from tests.servers.sshd import SshServer  # noqa: E402
 RCLONE = str(Path(sys.executable).with_name("rclone"))
 
 
+#: Directories this run made, removed when it ends.
+WORKDIRS: list[Path] = []
+
+
 def small_files(root: Path, count: int, size: int) -> dict[str, bytes]:
     root.mkdir(parents=True, exist_ok=True)
     files = {f"f{i:05}.bin": os.urandom(size) for i in range(count)}
@@ -140,6 +144,7 @@ def main() -> None:
     parser.add_argument("--s3-server", choices=["seaweedfs", "moto"], default="seaweedfs")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pds-bench-dissemination-"))
+    WORKDIRS.append(root)
     files = small_files(root / "src", args.files, args.size_kib * 1024)
     rows = []
     s3_server = SeaweedS3Server(root / "seaweedfs") if args.s3_server == "seaweedfs" else S3Server()
@@ -199,6 +204,6 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    finally:  # benchmark files run to gigabytes: never leave them behind
-        for leftover in Path(tempfile.gettempdir()).glob("pds-bench-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+    finally:  # benchmark files run to gigabytes: never leave them behind (only this run's: others may be running)
+        for workdir in WORKDIRS:
+            shutil.rmtree(workdir, ignore_errors=True)
