@@ -147,7 +147,8 @@ class ProxyService:
         method, path = scope["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            await self.answer(method, path, headers, receive, send)
+            pathsend = "http.response.pathsend" in (scope.get("extensions") or {})
+            await self.answer(method, path, headers, receive, send, pathsend=pathsend)
             status = 200
         except Reply as reply:
             status = reply.status
@@ -168,7 +169,9 @@ class ProxyService:
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
-    async def answer(self, method: str, path: str, headers: dict[str, str], receive: Receive, send: Send) -> None:
+    async def answer(
+        self, method: str, path: str, headers: dict[str, str], receive: Receive, send: Send, *, pathsend: bool = False
+    ) -> None:
         if method not in ("GET", "HEAD"):
             raise error(
                 405, f"{method} is not allowed on proxy assets; use GET or HEAD", "MethodNotAllowed", allow="GET, HEAD"
@@ -185,7 +188,7 @@ class ProxyService:
         cached = self._cached(key)
         if cached is None:
             cached = await self._fetch_or_pending(policy, key, quotas)
-        await self._serve(method, key, cached, headers, quotas, receive, send)
+        await self._serve(method, key, cached, headers, quotas, receive, send, pathsend)
 
     # --- policy, identity, quotas ---------------------------------------------------------------
 
@@ -370,6 +373,7 @@ class ProxyService:
         quotas: list[ProxyQuota],
         receive: Receive,
         send: Send,
+        pathsend: bool = False,
     ) -> None:
         if precondition_failed(headers, cached.etag, cached.modified):
             raise error(412, "the asset changed (If-Match / If-Unmodified-Since)", "PreconditionFailed")
@@ -403,6 +407,13 @@ class ProxyService:
                 body = b""
             elif length <= INLINE_BYTES:
                 body = os.pread(cached.fd, length, first)
+            elif status == 200 and pathsend:
+                # The server sends the whole file itself (granian: from Rust, no Python per chunk). By
+                # path: retention spares files read in the last five minutes, so it is the file the
+                # headers describe.
+                await send({"type": "http.response.start", "status": status, "headers": out})
+                await send({"type": "http.response.pathsend", "path": str(cached.path.absolute())})
+                return
             else:
                 await send({"type": "http.response.start", "status": status, "headers": out})
                 await _stream(cached, first, last + 1, receive, send)
