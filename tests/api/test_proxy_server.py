@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import httpx
@@ -14,7 +13,7 @@ from catalog.database import make_engine, migrate, session_scope
 from catalog.models import utcnow
 from catalog.proxy import inject, register_asset, set_policy
 from catalog.users import ensure_user
-from tests.servers._common import free_port, wait_until
+from tests.servers._common import free_port, spawn, terminate, wait_until
 
 DATA = os.urandom(3 * 1024 * 1024 + 17)  # above the inline limit: the whole file goes by pathsend
 
@@ -36,15 +35,13 @@ def api(tmp_path):
     port = free_port()
     env = os.environ | {"PDS_DATA_DIR": str(data_dir), "PDS_API_PORT": str(port), "PDS_EVENT_LOG": "off"}
     env.pop("PDS_API_SERVER", None)
-    log = (tmp_path / "api.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "api"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = spawn([sys.executable, "-m", "api"], tmp_path / "api.log", env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 60, "the API")
         yield url
     finally:
-        server.terminate()
-        server.wait(30)
+        terminate(server, grace=15)  # its process group: granian's worker too
 
 
 def test_cached_asset_over_the_deployed_server(api):
