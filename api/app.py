@@ -18,7 +18,7 @@ from api.routes.health import health
 from api.routes.monitor import monitor_router
 from api.routes.portal import portal_router
 from api.routes.products import product_status, products
-from api.routes.proxy import proxy_routers
+from api.routes.proxy import ProxyFirst, proxy_routers
 from api.routes.s3 import s3_endpoint
 from api.routes.stac import stac_router
 from api.routes.transfers import transfers_router
@@ -80,6 +80,6 @@ def create_app(
     )
 
 
-def app_from_env() -> Litestar:
+def app_from_env() -> ProxyFirst:
     """Factory for `uvicorn --factory api.app:app_from_env` (what `pds up` runs)."""
-    return create_app()
+    return ProxyFirst(create_app())

@@ -488,6 +488,97 @@ def cmd_policy(client: PdsClient, args: argparse.Namespace) -> None:
         _print(args, result, "\n".join(f"{p['name']}\t{', '.join(p['destinations'])}" for p in result))
 
 
+def _asset_line(a: dict[str, Any]) -> str:
+    cached = f"cached {a['cached_size']} bytes" if a.get("cache_file") else f"not cached ({a['fetch_status']})"
+    return f"{a['collection']}/{a['item']}/{a['asset']}\t{cached}\t{a['upstream_href']}\t{a['href']}"
+
+
+def cmd_proxy(client: PdsClient, args: argparse.Namespace) -> None:
+    result: Any
+    if args.action == "register":
+        fields = {"media_type": args.media_type, "size": args.size, "upstream_host": args.upstream_host}
+        result = client.register_proxied_asset(
+            args.collection, args.item, args.asset, args.href, **{k: v for k, v in fields.items() if v is not None}
+        )
+        _print(args, result, result["href"])
+    elif args.action == "assets":
+        result = client.proxied_assets(args.collection)
+        _print(args, result, "\n".join(_asset_line(a) for a in result))
+    elif args.action == "cache":
+        result = client.cache_proxied_asset(args.collection, args.item, args.asset, str(Path(args.path).resolve()))
+        _print(args, result, _asset_line(result))
+    elif args.action == "policy":
+        changes = {
+            "mode": args.mode,
+            "sync_wait_seconds": args.sync_wait,
+            "retention": args.retention,
+            "retention_days": args.retention_days,
+            "max_bytes": args.max_bytes,
+            "public": args.public,
+            "readers": args.reader,
+            "presign_seconds": args.presign_seconds,
+        }
+        changes = {k: v for k, v in changes.items() if v is not None}
+        result = (
+            client.set_proxy_policy(args.collection, **changes) if changes else client.proxy_policy(args.collection)
+        )
+        readers = ", ".join(result["readers"]) or "every authenticated user"
+        access = "public" if result["public"] else f"readers: {readers}"
+        _print(args, result, f"{result['collection']}: {result['mode']}, {result['retention']}, {access}")
+    elif args.action == "quota":
+        limits = {
+            "period_seconds": args.period,
+            "max_requests": args.max_requests,
+            "max_miss_requests": args.max_miss_requests,
+            "max_bytes": args.max_bytes,
+            "max_upstream_bytes": args.max_upstream_bytes,
+        }
+        result = client.set_qos_quota(args.subject, **{k: v for k, v in limits.items() if v is not None})
+        shown = ", ".join(f"{k} {v}" for k, v in result.items() if k.startswith("max_") and v is not None)
+        _print(args, result, f"{result['subject']} per {result['period_seconds']} s: {shown or 'no limit'}")
+    else:
+        result = client.add_qos_member(args.group, args.login)
+        _print(args, result, f"{args.login} is in group {args.group}")
+
+
+def _proxy_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    proxy = sub.add_parser("proxy", parents=[common], help="the data proxy: assets, policies, quotas (administrators)")
+    actions = proxy.add_subparsers(dest="action", required=True)
+    register = actions.add_parser("register", parents=[common], help="register (or update) a proxied asset")
+    for name in ("collection", "item", "asset"):
+        register.add_argument(name)
+    register.add_argument("--href", required=True, help="upstream URL (http, https, s3) or a path on --upstream-host")
+    register.add_argument("--upstream-host", help="a host of the transfer layer")
+    register.add_argument("--media-type")
+    register.add_argument("--size", type=int)
+    assets = actions.add_parser("assets", parents=[common], help="list proxied assets and their cache state")
+    assets.add_argument("--collection")
+    cache = actions.add_parser("cache", parents=[common], help="put a harvested file into the cache")
+    for name in ("collection", "item", "asset"):
+        cache.add_argument(name)
+    cache.add_argument("path", help="a file on the API's machine")
+    policy = actions.add_parser("policy", parents=[common], help="show a dataset policy, or change it")
+    policy.add_argument("collection")
+    policy.add_argument("--mode", choices=["cache", "redirect", "presign"])
+    policy.add_argument("--sync-wait", type=float, help="seconds a cache miss is held before 'pending'")
+    policy.add_argument("--retention", choices=["permanent", "rolling", "lru"])
+    policy.add_argument("--retention-days", type=float)
+    policy.add_argument("--max-bytes", type=int)
+    policy.add_argument("--public", action=argparse.BooleanOptionalAction, default=None)
+    policy.add_argument("--reader", action="append", help="a login or group:NAME that may read (repeat)")
+    policy.add_argument("--presign-seconds", type=int)
+    quota = actions.add_parser("quota", parents=[common], help="set the QoS limits of user:LOGIN or group:NAME")
+    quota.add_argument("subject")
+    quota.add_argument("--period", type=int, help="seconds per window (3600)")
+    quota.add_argument("--max-requests", type=int)
+    quota.add_argument("--max-miss-requests", type=int)
+    quota.add_argument("--max-bytes", type=int)
+    quota.add_argument("--max-upstream-bytes", type=int)
+    member = actions.add_parser("member", parents=[common], help="add a project user to a QoS group")
+    member.add_argument("group")
+    member.add_argument("login")
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pds", description="pds, a Product Data Store on Prefect")
     p.add_argument("--url", default=os.environ.get("PDS_API_URL", DEFAULT_URL), help="API base URL (PDS_API_URL)")
@@ -681,6 +772,7 @@ def parser() -> argparse.ArgumentParser:
     policy.add_argument("name", nargs="?")
     policy.add_argument("--destination", action="append", help="a destination of the policy (repeat)")
     policy.add_argument("--comment")
+    _proxy_parser(sub, common)
     return p
 
 
@@ -699,6 +791,7 @@ COMMANDS = {
     "scheduler": cmd_scheduler,
     "user": cmd_user,
     "policy": cmd_policy,
+    "proxy": cmd_proxy,
 }
 
 

@@ -394,3 +394,39 @@ class PdsClient:
     def policies(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._request("GET", "/policies")
         return result
+
+    # --- the data proxy ----------------------------------------------------------------------
+
+    def register_proxied_asset(
+        self, collection: str, item: str, asset: str, upstream_href: str, **fields: Any
+    ) -> dict[str, Any]:
+        body = {"collection": collection, "item": item, "asset": asset, "upstream_href": upstream_href, **fields}
+        result: dict[str, Any] = self._request("POST", "/proxied-assets", json=body)
+        return result
+
+    def proxied_assets(self, collection: str | None = None) -> list[dict[str, Any]]:
+        params = {"collection": collection} if collection else None
+        result: list[dict[str, Any]] = self._request("GET", "/proxied-assets", params=params)
+        return result
+
+    def cache_proxied_asset(self, collection: str, item: str, asset: str, path: str) -> dict[str, Any]:
+        url = "/proxied-assets/" + "/".join(quote(part, safe="") for part in (collection, item, asset)) + "/cache"
+        result: dict[str, Any] = self._request("POST", url, json={"path": path})
+        return result
+
+    def proxy_policy(self, collection: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/proxied-collections/{quote(collection, safe='')}")
+        return result
+
+    def set_proxy_policy(self, collection: str, **policy: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("PUT", f"/proxied-collections/{quote(collection, safe='')}", json=policy)
+        return result
+
+    def set_qos_quota(self, subject: str, **limits: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("PUT", f"/qos-quotas/{quote(subject, safe='')}", json=limits)
+        return result
+
+    def add_qos_member(self, group: str, login: str) -> dict[str, Any]:
+        path = f"/qos-groups/{quote(group, safe='')}/members/{quote(login, safe='')}"
+        result: dict[str, Any] = self._request("POST", path)
+        return result

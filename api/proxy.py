@@ -42,6 +42,7 @@ from api.http_ranges import (
 from api.presign import presigned_url
 from api.proxy_auth import ProxyAuthenticator, Reader, Unauthorized, may_read
 from api.qos import QosCounters, QuotaExceeded, Usage
+from api.recent import Recent
 from catalog.database import session_scope
 from catalog.models import Host
 from catalog.proxy import (
@@ -59,7 +60,9 @@ from catalog.proxy import (
 from catalog.settings import Settings
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
 POLICY_SECONDS = 5.0  # how long a dataset policy or a quota is trusted before it is read again
+STAT_SECONDS = 1.0  # how often a served cache file is checked for eviction (its open descriptor stays valid)
 TOUCH_SECONDS = 60.0  # last access is written at most this often per asset (LRU needs minutes, not µs)
 INLINE_BYTES = 1024 * 1024  # ranges up to this size are read on the event loop (page cache: µs)
 STREAM_CHUNK = 4 * 1024 * 1024
@@ -78,14 +81,35 @@ class CachedFile:
     media_type: str
     fd: int
     inode: int
+    checked: float = 0.0
+    """When (monotonic) the file was last seen at its path with this inode."""
+    users: int = 0
+    """Responses reading the descriptor now: it is closed only when none is (closing it under a
+    running response would let the number be reused by a socket)."""
+    retired: bool = False
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return [
+    def __post_init__(self) -> None:
+        self.head = [
             (b"content-type", self.media_type.encode()),
             (b"accept-ranges", b"bytes"),
             (b"etag", self.etag.encode()),
             (b"last-modified", http_date(self.modified).encode()),
         ]
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return self.head  # callers copy before adding to it
+
+    def retire(self) -> None:
+        """The file was evicted or replaced: close the descriptor once no response reads it."""
+        if not self.retired:
+            self.retired = True
+            if self.users == 0:
+                os.close(self.fd)
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.retired and self.users == 0:
+            os.close(self.fd)
 
 
 class Reply(Exception):
@@ -106,8 +130,8 @@ class ProxyService:
         self.cache_dir = settings.resolved_proxy_cache_dir()
         self.auth = ProxyAuthenticator(engine, settings, clock)
         self.qos = QosCounters(clock)
-        self._policies: dict[str, tuple[float, ProxyDataset | None]] = {}
-        self._quotas: dict[tuple[str, ...], tuple[float, list[ProxyQuota]]] = {}
+        self.policies: Recent[str, ProxyDataset | None] = Recent(POLICY_SECONDS)
+        self.quotas: Recent[tuple[str, ...], list[ProxyQuota]] = Recent(POLICY_SECONDS)
         self._files: dict[tuple[str, str, str], CachedFile] = {}
         self._served: set[tuple[str, str, str]] = set()
         self._touched: dict[tuple[str, str, str], float] = {}
@@ -119,11 +143,12 @@ class ProxyService:
 
     # --- the ASGI entry -------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            await self.answer(method, path, headers, send)
+            pathsend = "http.response.pathsend" in (scope.get("extensions") or {})
+            await self.answer(method, path, headers, receive, send, pathsend=pathsend)
             status = 200
         except Reply as reply:
             status = reply.status
@@ -144,7 +169,9 @@ class ProxyService:
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
-    async def answer(self, method: str, path: str, headers: dict[str, str], send: Send) -> None:
+    async def answer(
+        self, method: str, path: str, headers: dict[str, str], receive: Receive, send: Send, *, pathsend: bool = False
+    ) -> None:
         if method not in ("GET", "HEAD"):
             raise error(
                 405, f"{method} is not allowed on proxy assets; use GET or HEAD", "MethodNotAllowed", allow="GET, HEAD"
@@ -161,17 +188,12 @@ class ProxyService:
         cached = self._cached(key)
         if cached is None:
             cached = await self._fetch_or_pending(policy, key, quotas)
-        await self._serve(method, key, cached, headers, quotas, send)
+        await self._serve(method, key, cached, headers, quotas, receive, send, pathsend)
 
     # --- policy, identity, quotas ---------------------------------------------------------------
 
     async def _policy(self, collection: str) -> ProxyDataset | None:
-        hit = self._policies.get(collection)
-        if hit and time.monotonic() - hit[0] < POLICY_SECONDS:
-            return hit[1]
-        policy: ProxyDataset | None = await anyio.to_thread.run_sync(self._read, dataset_policy, collection)
-        self._policies[collection] = (time.monotonic(), policy)
-        return policy
+        return await self.policies.get(collection, lambda: self._read(dataset_policy, collection))
 
     def _read(self, function: Callable[..., Any], *args: Any) -> Any:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -203,12 +225,13 @@ class ProxyService:
 
     async def _quotas_of(self, reader: Reader | None) -> list[ProxyQuota]:
         subjects = tuple(reader.subjects) if reader else ("anonymous",)
-        hit = self._quotas.get(subjects)
-        if hit and time.monotonic() - hit[0] < POLICY_SECONDS:
-            return hit[1]
-        quotas: list[ProxyQuota] = await anyio.to_thread.run_sync(self._read, quotas_for, list(subjects))
-        self._quotas[subjects] = (time.monotonic(), quotas)
-        return quotas
+        return await self.quotas.get(subjects, lambda: self._read(quotas_for, list(subjects)))
+
+    def forget_settings(self) -> None:
+        """An administrator changed a policy, a quota or a group here: read them again at once."""
+        self.policies.forget()
+        self.quotas.forget()
+        self.auth.forget()
 
     def _charge(self, quotas: list[ProxyQuota], usage: Usage, amount: int) -> None:
         if not quotas:
@@ -241,14 +264,18 @@ class ProxyService:
         cached = self._files.get(key)
         if cached is None:
             return None
+        moment = time.monotonic()
+        if moment - cached.checked < STAT_SECONDS:
+            return cached
         try:
             if os.stat(cached.path).st_ino == cached.inode:
+                cached.checked = moment
                 return cached
         except FileNotFoundError:
             pass
         # Evicted (or replaced) by the fetcher's retention: forget the open descriptor.
         self._files.pop(key, None)
-        os.close(cached.fd)
+        cached.retire()
         return None
 
     def _open_cached(self, key: tuple[str, str, str], asset: ProxyAsset) -> CachedFile | None:
@@ -260,10 +287,15 @@ class ProxyService:
         except FileNotFoundError:
             return None
         stat = os.fstat(fd)
-        cached = CachedFile(path, stat.st_size, asset.etag, asset.cached_at, asset.media_type, fd, stat.st_ino)
-        old = self._files.pop(key, None)
+        old = self._files.get(key)
+        if old is not None and old.inode == stat.st_ino and old.etag == asset.etag:
+            os.close(fd)  # several requests found it at once: they share one descriptor
+            return old
+        cached = CachedFile(
+            path, stat.st_size, asset.etag, asset.cached_at, asset.media_type, fd, stat.st_ino, time.monotonic()
+        )
         if old is not None:
-            os.close(old.fd)
+            old.retire()
         self._files[key] = cached
         return cached
 
@@ -339,7 +371,9 @@ class ProxyService:
         cached: CachedFile,
         headers: dict[str, str],
         quotas: list[ProxyQuota],
+        receive: Receive,
         send: Send,
+        pathsend: bool = False,
     ) -> None:
         if precondition_failed(headers, cached.etag, cached.modified):
             raise error(412, "the asset changed (If-Match / If-Unmodified-Since)", "PreconditionFailed")
@@ -367,21 +401,27 @@ class ProxyService:
             out.append((b"content-range", f"bytes {first}-{last}/{cached.size}".encode()))
         self._served.add(key)
         self._note_access(key)
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        if method == "HEAD" or length == 0:
-            await send({"type": "http.response.body", "body": b""})
-            return
-        if length <= INLINE_BYTES:
-            await send({"type": "http.response.body", "body": os.pread(cached.fd, length, first)})
-            return
-        offset, end = first, last + 1
-        while offset < end:
-            size = min(STREAM_CHUNK, end - offset)
-            data = await anyio.to_thread.run_sync(os.pread, cached.fd, size, offset)
-            if not data:
-                raise OSError(f"cache file {cached.path} shrank while being served")
-            offset += len(data)
-            await send({"type": "http.response.body", "body": data, "more_body": offset < end})
+        cached.users += 1
+        try:
+            if method == "HEAD" or length == 0:
+                body = b""
+            elif length <= INLINE_BYTES:
+                body = os.pread(cached.fd, length, first)
+            elif status == 200 and pathsend:
+                # The server sends the whole file itself (granian: from Rust, no Python per chunk). By
+                # path: retention spares files read in the last five minutes, so it is the file the
+                # headers describe.
+                await send({"type": "http.response.start", "status": status, "headers": out})
+                await send({"type": "http.response.pathsend", "path": str(cached.path.absolute())})
+                return
+            else:
+                await send({"type": "http.response.start", "status": status, "headers": out})
+                await _stream(cached, first, last + 1, receive, send)
+                return
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            cached.release()
 
     def _note_access(self, key: tuple[str, str, str]) -> None:
         moment = time.monotonic()
@@ -396,6 +436,30 @@ class ProxyService:
 
         task = asyncio.get_running_loop().create_task(anyio.to_thread.run_sync(write))
         task.add_done_callback(lambda t: t.exception())  # a missed touch only delays LRU knowledge
+
+
+async def _stream(cached: CachedFile, offset: int, end: int, receive: Receive, send: Send) -> None:
+    """Send bytes [offset, end) of a cached file in chunks, stopping when the client goes away: servers
+    drop what is sent to a closed connection without an error, and reading on would cost the rest of
+    the file in disk reads for nobody."""
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        while offset < end and not gone.is_set():
+            size = min(STREAM_CHUNK, end - offset)
+            data = await anyio.to_thread.run_sync(os.pread, cached.fd, size, offset)
+            if not data:
+                raise OSError(f"cache file {cached.path} shrank while being served")
+            offset += len(data)
+            await send({"type": "http.response.body", "body": data, "more_body": offset < end})
+    finally:
+        watcher.cancel()
 
 
 def _asset_key(path: str) -> tuple[str, str, str]:

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio.to_thread
 import httpx
 import jwt
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from api.auth import CredentialCache, _check
+from api.auth import _CACHE_SECONDS, _check
+from api.recent import Recent
 from catalog.proxy import groups_of
 from catalog.settings import Settings
 
@@ -95,35 +95,27 @@ class ProxyAuthenticator:
             if settings.oidc_issuer
             else None
         )
-        self._users = CredentialCache()
-        self._readers: dict[str, Reader] = {}
+        self._readers: Recent[str, Reader] = Recent(_CACHE_SECONDS)
 
     async def identify(self, header: str) -> Reader | None:
         """The reader behind an Authorization header; None without one; Unauthorized when invalid."""
         if not header:
             return None
         key = hashlib.sha256(header.encode()).hexdigest()
-        reader = self._readers.get(key) if self._users.get(key) else None
-        if reader is not None:
-            if reader.expires_at is not None and self.clock() >= reader.expires_at:
-                raise Unauthorized("bearer token expired")
-            return reader
+        reader = await self._readers.get(key, lambda: self._verify(header))
+        if reader.expires_at is not None and self.clock() >= reader.expires_at:
+            raise Unauthorized("bearer token expired")
+        return reader
+
+    def forget(self) -> None:
+        """Verify every credential again (groups changed)."""
+        self._readers.forget()
+
+    def _verify(self, header: str) -> Reader:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.count(".") == 2 and self.oidc is not None:
-            reader = await anyio.to_thread.run_sync(self.oidc.verify, value.strip())
-        else:
-            reader = await anyio.to_thread.run_sync(self._project_user, header)
-        caller = self._remember(key, reader)
-        return caller
-
-    def _remember(self, key: str, reader: Reader) -> Reader:
-        from api.auth import Caller
-
-        if len(self._readers) > 10_000:
-            self._readers.clear()
-        self._readers[key] = reader
-        self._users.put(key, Caller(reader.login, reader.is_admin))
-        return reader
+            return self.oidc.verify(value.strip())
+        return self._project_user(header)
 
     def _project_user(self, header: str) -> Reader:
         caller = _check(self.engine, header)

@@ -61,7 +61,9 @@ class Stack:
         return int((self.data_dir / "run" / f"{name}.pid").read_text())
 
     def rss(self, name: str) -> int:
-        return psutil.Process(self.pid(name)).memory_info().rss
+        """Resident memory of the process and its children (granian serves the API from a worker)."""
+        process = psutil.Process(self.pid(name))
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
 
     def wait_done(self, data_file_id: int, timeout: float = 300) -> dict:
         (transfer,) = self.client.wait_for_data_file(data_file_id, timeout=timeout)

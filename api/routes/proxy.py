@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from litestar import Request, Router, asgi, get, post, put
+from litestar import Litestar, Request, Router, asgi, get, post, put
 from litestar.datastructures import State
+from litestar.enums import ScopeType
 from litestar.handlers import ASGIRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.types import Receive, Scope, Send
@@ -43,6 +44,21 @@ async def proxy_assets(scope: Scope, receive: Receive, send: Send) -> None:
     raw = scope.get("raw_path")
     scope["path"] = unquote(raw.decode("latin-1")) if raw else "/proxy" + scope["path"].rstrip("/")
     await service(scope, receive, send)  # type: ignore[arg-type]
+
+
+class ProxyFirst:
+    """The API as `python -m api` serves it: `/proxy/...` goes straight to the proxy service and
+    everything else to Litestar, so a range read skips the framework's routing and middleware (the
+    proxy authorises by itself)."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["path"].startswith("/proxy/"):
+            await proxy_service(self.app.state)(scope, receive, send)  # type: ignore[arg-type]
+        else:
+            await self.app(scope, receive, send)
 
 
 class AssetRegistration(BaseModel):
@@ -134,7 +150,9 @@ def set_policy(state: State, collection: FromPath[str], data: JSONBody[dict[str,
     readers, presign_seconds."""
     with database(state) as session:
         policy = proxy.set_policy(session, collection, **data)
-        return policy.model_dump(mode="json")
+        answer = policy.model_dump(mode="json")
+    proxy_service(state).forget_settings()
+    return answer
 
 
 @get("/{collection:str}", sync_to_thread=True)
@@ -153,13 +171,16 @@ policies_router = Router("/proxied-collections", route_handlers=[set_policy, get
 def set_quota(state: State, subject: FromPath[str], data: JSONBody[QuotaBody]) -> dict[str, Any]:
     """QoS limits of `user:LOGIN` or `group:NAME` per period (unset: unlimited)."""
     with database(state) as session:
-        return proxy.set_quota(session, subject, **data.model_dump()).model_dump(mode="json")
+        answer = proxy.set_quota(session, subject, **data.model_dump()).model_dump(mode="json")
+    proxy_service(state).forget_settings()
+    return answer
 
 
 @post("/{group:str}/members/{login:str}", status_code=201, guards=[admin_only], sync_to_thread=True)
 def add_member(state: State, group: FromPath[str], login: FromPath[str]) -> dict[str, str]:
     with database(state) as session:
         proxy.add_group_member(session, group, login)
+    proxy_service(state).forget_settings()
     return {"group": group, "login": login}
 
 

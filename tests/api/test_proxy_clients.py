@@ -58,11 +58,6 @@ def local_window(path):
 ACCESS_LINE = re.compile(r'"(GET|HEAD) (\S+) HTTP/[\d.]+" (\d{3})')
 
 
-def _proxy_path(logged):
-    # Litestar's mount hands uvicorn's access log the path below /proxy, with a slash added.
-    return logged if logged == "/health" else "/proxy" + logged.rstrip("/")
-
-
 class LiveProxy:
     """The API (uvicorn, access log on) and the proxy fetcher flow, each its own process as under
     `pds up`: GDAL holds the GIL while it reads, so a server in the test's process would stall."""
@@ -80,7 +75,7 @@ class LiveProxy:
     def log(self):
         """(method, path, status) of every request the API answered, in order."""
         text = self.access_log.read_text(errors="replace")
-        return [(m, _proxy_path(p), int(s)) for m, p, s in ACCESS_LINE.findall(text)]
+        return [(m, p, int(s)) for m, p, s in ACCESS_LINE.findall(text)]
 
 
 @pytest.fixture(params=[202])
