@@ -11,15 +11,16 @@ retrieval flow.
 
 Discovery dedupes on destination + target (+ the file's modification time when the rule says so),
 in `Discovered`; a file listed again with another size or time is registered again when the rule
-has `requeue_on_update`.
+has `requeue_on_update`, and the older registration is stopped if it is still waiting (Preset).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 
 from catalog.bulk import BulkInsert
-from catalog.errors import InvalidInput, NotFound
+from catalog.errors import Conflict, InvalidInput, NotFound
 from catalog.models import (
     DataFile,
     DataTransfer,
@@ -42,6 +43,7 @@ from catalog.models import (
 )
 from catalog.paths import clean_target
 from catalog.statuses import TransferStatus
+from catalog.transfers import change_status
 
 
 def _time(*, nullable: bool = True) -> Any:
@@ -314,24 +316,44 @@ class Listed:
     modified: datetime | None
 
 
+def entry_filter(rule: ListingRuleBase, now: datetime) -> Callable[[str, int | None, datetime | None], bool]:
+    """The rule's filters as one function of (name, size, modified), built once per listing: only the
+    filters the rule sets are checked, and its settings are read once, not for each of 100,000 entries.
+    A file of unknown size or age passes those filters."""
+    pattern = re.compile(rule.pattern) if rule.pattern else None
+    wildcard = rule.wildcard
+    min_size, max_size = rule.min_size, rule.max_size
+    # "modified at least min_age ago" is "modified before now - min_age"; likewise for max_age.
+    newest = now - timedelta(seconds=rule.min_age_seconds) if rule.min_age_seconds is not None else None
+    oldest = now - timedelta(seconds=rule.max_age_seconds) if rule.max_age_seconds is not None else None
+    if not (
+        pattern or wildcard or min_size is not None or max_size is not None or newest is not None or oldest is not None
+    ):
+        return lambda name, size, modified: True
+
+    def keeps(name: str, size: int | None, modified: datetime | None) -> bool:
+        if pattern is not None and not pattern.search(name):
+            return False
+        if wildcard and not fnmatch.fnmatchcase(name, wildcard):
+            return False
+        if size is not None:
+            if min_size is not None and size < min_size:
+                return False
+            if max_size is not None and size > max_size:
+                return False
+        if modified is not None:
+            if newest is not None and modified > newest:
+                return False
+            if oldest is not None and modified < oldest:
+                return False
+        return True
+
+    return keeps
+
+
 def keeps(rule: ListingRuleBase, name: str, size: int | None, modified: datetime | None, now: datetime) -> bool:
     """Whether a listed file passes the rule's filters (a file of unknown size or age passes those)."""
-    if rule.pattern and not re.search(rule.pattern, name):
-        return False
-    if rule.wildcard and not fnmatch.fnmatchcase(name, rule.wildcard):
-        return False
-    if size is not None:
-        if rule.min_size is not None and size < rule.min_size:
-            return False
-        if rule.max_size is not None and size > rule.max_size:
-            return False
-    if modified is not None:
-        age = (now - modified).total_seconds()
-        if rule.min_age_seconds is not None and age < rule.min_age_seconds:
-            return False
-        if rule.max_age_seconds is not None and age > rule.max_age_seconds:
-            return False
-    return True
+    return entry_filter(rule, now)(name, size, modified)
 
 
 def target_for(rule: ListingRuleBase, relative: str) -> str:
@@ -439,7 +461,24 @@ def register_listed(session: Session, rule: ListingRule, entries: Sequence[Liste
                 for (version, e), data_file_id in zip(updated, ids[len(fresh) :], strict=True)
             ],
         )
+        replaced = {seen[(e.target, version)].data_file_id: e.target for version, e in updated}
+        _stop_waiting(session, replaced, by=by)
     return len(todo)
+
+
+def _stop_waiting(session: Session, replaced: dict[int, str], *, by: str) -> None:
+    """Stop the transfers of older registrations (data file id → target) still waiting to be
+    fetched: their source changed, so what they would fetch is the newer file, registered anew."""
+    waiting = session.exec(
+        select(DataTransfer.id, DataTransfer.data_file_id).where(
+            col(DataTransfer.data_file_id).in_(replaced), DataTransfer.status == TransferStatus.PRESET.value
+        )
+    ).all()
+    for transfer_id, data_file_id in waiting:
+        assert transfer_id is not None
+        reason = f"{replaced[data_file_id]} changed at the source and was registered again"
+        with contextlib.suppress(Conflict):  # a retriever took it meanwhile: it is no longer waiting
+            change_status(session, transfer_id, "stop", TransferStatus.STOPPED, by=by, reason=reason)
 
 
 def _register(

@@ -47,7 +47,9 @@ class BulkInsert:
         missing = [name for name in names if name not in columns]
         self._tail = tuple(self.convert(name, defaults[name]) for name in missing)
         where = {name: i for i, name in enumerate([*columns, *missing])}
-        self._pick = operator.itemgetter(*(where[name] for name in names))
+        picker = operator.itemgetter(*(where[name] for name in names))
+        # itemgetter of one index gives the value itself, not a 1-tuple
+        self._pick: Callable[[tuple[Any, ...]], Any] = picker if len(names) > 1 else lambda row: (picker(row),)
 
     def convert(self, column: str, value: Any) -> Any:
         """`value` as the driver takes it for `column` (a time as SQLite text, a dict as JSON)."""
@@ -56,11 +58,7 @@ class BulkInsert:
 
     def run(self, rows: Iterable[tuple[Any, ...]]) -> None:
         pick, tail, names = self._pick, self._tail, self._names
-        params: list[Any]
-        if len(names) == 1:
-            params = [(pick(row + tail),) for row in rows]
-        else:
-            params = [pick(row + tail) for row in rows]
+        params: list[Any] = [pick(row + tail) for row in rows]
         if not self._positional:
             params = [dict(zip(names, values, strict=True)) for values in params]
         if params:
