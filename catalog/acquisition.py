@@ -400,15 +400,13 @@ def register_listed(session: Session, rule: ListingRule, entries: Sequence[Liste
         return 0
     unique = {(e.target, _version(rule, e.modified)): e for e in entries}
     discovered = _table(Discovered)
-    seen = {
-        (row.target, row.version): row
-        for row in session.connection().execute(
-            sa.select(discovered).where(
-                discovered.c.destination_name == rule.destination_name,
-                discovered.c.target.in_({t for t, _ in unique}),
-            )
+    key = discovered.c
+    known = session.connection().execute(
+        sa.select(key.target, key.version, key.data_file_id, key.size, key.modified).where(
+            key.destination_name == rule.destination_name, key.target.in_({t for t, _ in unique})
         )
-    }
+    )
+    seen = {(row.target, row.version): row for row in known.all()}  # fetched at once, not row by row
     fresh: list[tuple[str, Listed]] = []
     updated: list[tuple[str, Listed]] = []
     for (target, version), entry in unique.items():
@@ -439,7 +437,6 @@ def register_listed(session: Session, rule: ListingRule, entries: Sequence[Liste
             for (version, e), data_file_id in zip(fresh, ids[: len(fresh)], strict=True)
         )
     if updated:
-        key = discovered.c
         connection.execute(
             sa.update(discovered)
             .where(
