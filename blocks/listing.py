@@ -17,6 +17,7 @@ Entries come in the server's order, not sorted: sorting would need the whole lis
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import os
@@ -150,16 +151,22 @@ async def _next_page(pages: AsyncIterator[list[Entry]]) -> list[Entry] | None:
 
 
 def _drive(loop: Any, pages: Any) -> Iterator[Entry]:
-    """Entries from an async generator of pages running on `loop`, pulled one page at a time.
+    """Entries from an async generator of pages running on `loop`, pulled one page ahead.
 
     The asynchronous libraries (adlfs, sshfs) run on their filesystem's event loop in another thread;
-    each page is fetched there only when the previous one has been handed out here, so no more than
-    one page is ever waiting.
+    the next page is read there while this one is handed out here (the caller registers it in the
+    database meanwhile), so the listing waits neither for the caller nor the caller for the server,
+    and no more than two pages are ever held.
     """
+    ahead = asyncio.run_coroutine_threadsafe(_next_page(pages), loop)
     try:
-        while (page := sync(loop, _next_page, pages)) is not None:
+        while (page := ahead.result()) is not None:
+            ahead = asyncio.run_coroutine_threadsafe(_next_page(pages), loop)
             yield from page
     finally:
+        if not ahead.done():
+            with contextlib.suppress(Exception):
+                ahead.result()  # the page being read when the caller stopped: let it finish
         sync(loop, pages.aclose)  # releases the connection when the caller stops early
 
 

@@ -21,7 +21,7 @@ from blocks.base import HostBlock
 from blocks.indexes import document_entries
 from blocks.listing import SERVER_SIDE_PREFIX, Entry, iter_entries, wildcard_prefix
 from blocks.registry import block_for
-from catalog.acquisition import Listed, ListingRule, keeps, register_listed, render_dates, target_for
+from catalog.acquisition import Listed, ListingRule, entry_filter, register_listed, render_dates, target_for
 from catalog.database import session_scope
 from catalog.errors import InvalidInput
 from catalog.models import Host, utcnow
@@ -96,6 +96,7 @@ def discover_rule(
     block = block_for(host)
     fs = block.filesystem()
     root = listing_root(block, host, rule, now)
+    keeps = entry_filter(rule, now)
     listed = registered = 0
     page: list[Listed] = []
 
@@ -107,7 +108,7 @@ def discover_rule(
 
     for name, entry in walk(block, fs, root, rule.max_depth, rule.listing_format, rule.wildcard):
         listed += 1
-        if not keeps(rule, name, entry.size, entry.modified, now):
+        if not keeps(name, entry.size, entry.modified):
             continue
         try:
             target = target_for(rule, entry.target)

@@ -70,7 +70,18 @@ def test_a_file_whose_size_changed_is_registered_again(rt, source):
     again = discover_rule(rt.engine, host, rule, by="test")
     assert again.registered == 1
     registered = [(t.target, t.status) for t in transfers(rt.engine)]
-    assert sorted(registered) == [("one.dat", "Preset"), ("one.dat", "Preset"), ("two.dat", "Preset")]
+    # the first one.dat was still waiting to be fetched: it is stopped, so only the new content is fetched
+    assert sorted(registered) == [("one.dat", "Preset"), ("one.dat", "Stopped"), ("two.dat", "Preset")]
+    stopped = next(t for t in transfers(rt.engine) if t.status == "Stopped")
+    with Session(rt.engine) as session:
+        last = session.exec(
+            select(TransferHistory).where(TransferHistory.transfer_id == stopped.id).order_by(col(TransferHistory.id))
+        ).all()[-1]
+    assert (last.action, last.to_status, last.reason) == (
+        "stop",
+        "Stopped",
+        "one.dat changed at the source and was registered again",
+    )
     with Session(rt.engine) as session:
         newest = session.exec(select(DataFile).order_by(col(DataFile.id).desc())).first()
     assert newest is not None and newest.name == "one.dat" and newest.size == 25

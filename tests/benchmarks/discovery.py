@@ -114,6 +114,8 @@ def main() -> None:
                 f"secret_access_key={s3.secret_key},region={s3.region}:{bucket}/many"
             )
             rows.append(("s3", *_measure(root, host, remote, args.count)))
+            anchor, first, second = rows[-1][1:]
+            print(f"s3: rclone lsjson {anchor:.2f} s, pds 1st pass {first:.2f} s, 2nd {second:.2f} s", flush=True)
     print(f"{args.count} files in one directory")
     header = ("rclone lsjson s", "pds 1st pass s", "1st/rclone", "pds 2nd pass s", "2nd/rclone")
     print(f"{'protocol':8} " + " ".join(f"{h:>15}" for h in header))
