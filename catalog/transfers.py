@@ -584,14 +584,21 @@ def heartbeat(
 
 
 def recover(
-    session: Session, mover: str, *, stale_after: timedelta, now: datetime | None = None, only_stale: bool = False
+    session: Session,
+    mover: str,
+    *,
+    stale_after: timedelta,
+    now: datetime | None = None,
+    only_stale: bool = False,
+    flow_runs: set[str] | None = None,
 ) -> list[int]:
     """Turn Transferring rows of `mover` (restarting) or of silent movers into Interrupted, then Queued.
 
     A mover calls this on start, and while it runs with `only_stale` (its own transfers are left
     alone) so the work of a mover that died is taken over without waiting for its restart.
     Transfers of movers that still beat are left alone, so several movers can start and stop
-    independently.
+    independently. `flow_runs` collects the Prefect flow runs that were dispatching them (the next
+    dispatch overwrites the link), so the caller can end them.
     """
     now = now or utcnow()
     stale = select(Mover.name).where(Mover.heartbeat_at < now - stale_after, Mover.name != mover)
@@ -611,7 +618,10 @@ def recover(
     recovered = []
     for transfer_id in ids:
         assert transfer_id is not None
-        previous = get_transfer(session, transfer_id).mover
+        interrupted = get_transfer(session, transfer_id)
+        previous = interrupted.mover
+        if flow_runs is not None and interrupted.flow_run_id:
+            flow_runs.add(interrupted.flow_run_id)
         try:
             change_status(
                 session,

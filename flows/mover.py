@@ -28,10 +28,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from types import FrameType
+from uuid import UUID
 
 from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
 from prefect.context import SettingsContext, get_settings_context
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+from prefect.states import Crashed
 
 from catalog.continental import proxy_host as check_proxy_host
 from catalog.database import session_scope
@@ -86,10 +89,12 @@ def mover(
             check_proxy_host(session, proxy)  # a typo ends the run at once, with the reason
         heartbeat(session, name, machine=socket.gethostname(), pid=os.getpid(), starting=True, proxy_host=proxy)
     stale_after = timedelta(seconds=settings.mover_stale_seconds)
+    dead_runs: set[str] = set()
     with session_scope(rt.engine) as session:
-        recovered = recover(session, name, stale_after=stale_after)
+        recovered = recover(session, name, stale_after=stale_after, flow_runs=dead_runs)
     if recovered:
         logger.warning("recovered %d interrupted transfer(s): %s", len(recovered), recovered)
+        end_dead_runs(dead_runs, name)
     beat = _Heartbeat(name, settings.mover_heartbeat_seconds)
     beat.start()
     in_flight: set[Future[object]] = set()
@@ -110,10 +115,12 @@ def mover(
                     copying = pool.submit(contextvars.copy_context().run, pre_replication_pass, proxy, name)
                 if time.monotonic() - last_takeover > stale_after.total_seconds() / 2:
                     last_takeover = time.monotonic()
+                    dead_runs = set()
                     with session_scope(rt.engine) as session:
-                        taken = recover(session, name, stale_after=stale_after, only_stale=True)
+                        taken = recover(session, name, stale_after=stale_after, only_stale=True, flow_runs=dead_runs)
                     if taken:
                         logger.warning("took over %d transfer(s) of a silent mover: %s", len(taken), taken)
+                        end_dead_runs(dead_runs, name)
                         counts["recovered"] += len(taken)
                 if len(in_flight) < settings.mover_parallel:
                     with session_scope(rt.engine) as session:
@@ -145,6 +152,23 @@ def mover(
             beat.stopped.set()
     logger.info("mover %s ends: %s", name, counts)
     return counts
+
+
+def end_dead_runs(flow_run_ids: set[str], mover_name: str) -> None:
+    """Mark Crashed the dispatch runs of a mover that died, still Running in Prefect: they run without
+    heartbeats (see `_settings_without_heartbeats`), so nothing else would end them, and the Prefect UI
+    would show them running for ever. Best effort: pds's own record of the transfers is already right."""
+    logger = logging.getLogger("pds.mover")
+    try:
+        with get_client(sync_client=True) as client:
+            for run_id in sorted(flow_run_ids):
+                run = client.read_flow_run(UUID(run_id))
+                if run.state is not None and not run.state.is_final():
+                    message = f"its mover stopped mid-transfer; {mover_name} queued its transfers again"
+                    client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+                    logger.warning("marked flow run %s (%s) Crashed: %s", run.name, run_id, message)
+    except Exception as exc:  # noqa: BLE001 — the Prefect API may be down; the transfers are safe anyway
+        logger.warning("could not end the flow runs of a stopped mover %s: %s", sorted(flow_run_ids), exc)
 
 
 def _dispatch_without_heartbeats(transfer_ids: list[int], mover_name: str) -> object:

@@ -223,7 +223,8 @@ def test_a_killed_mover_leaves_no_partial_file_and_finishes_after_restart(stack,
     )
     killed = stack.pid("mover")
     os.kill(killed, signal.SIGKILL)
-    assert stack.client.transfer(transfer_id)["status"] == "Transferring"
+    dying = stack.client.transfer(transfer_id)
+    assert dying["status"] == "Transferring" and dying["flow_run_id"]
     assert not (remote / "crash.bin").exists()
     transfer = stack.wait_done(result["data_file_id"], timeout=300)
     assert stack.pid("mover") != killed  # pds up started a new mover
@@ -231,6 +232,11 @@ def test_a_killed_mover_leaves_no_partial_file_and_finishes_after_restart(stack,
     assert statuses == ["Arriving", "Queued", "Transferring", "Interrupted", "Queued", "Transferring", "Done"]
     assert md5_of(remote / "crash.bin") == md5
     assert glob.glob(str(remote / ".crash.bin.pds-*.tmp")) == []
+    # In the Prefect UI the killed dispatch says Crashed (not Running for ever); the new one completed.
+    assert transfer["flow_run_id"] != dying["flow_run_id"]
+    assert_dispatch_in_prefect(stack, transfer)
+    dead = httpx.get(f"{stack.prefect_api}/flow_runs/{dying['flow_run_id']}").raise_for_status().json()
+    assert dead["state_type"] == "CRASHED" and "queued its transfers again" in dead["state"]["message"]
 
 
 class SiteWatcher:
