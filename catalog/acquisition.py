@@ -44,6 +44,7 @@ from catalog.models import (
 )
 from catalog.paths import clean_target
 from catalog.statuses import TransferStatus
+from catalog.submission import AliasPlan, alias_target
 from catalog.transfers import change_status
 
 
@@ -528,7 +529,8 @@ def _register(
     group: str | None = None,
     priority: int = 99,
 ) -> list[int]:
-    """Insert a data file, a Preset transfer, its history row and its source for each entry."""
+    """Insert a data file, a Preset transfer (and one for each alias of the destination that applies
+    to its target, as a push does), their history rows and its source for each entry."""
     rule = rule or ListingRuleBase(priority=priority)
     now = utcnow()
     dest = session.get(Destination, destination)
@@ -536,10 +538,18 @@ def _register(
     expires = now + timedelta(seconds=lifetime) if lifetime else None
     connection = session.connection()
     ids = _new_ids(connection, _table(DataFile), len(entries))
-    transfer_ids = _new_ids(connection, _table(DataTransfer), len(entries))
     files = BulkInsert(connection, _table(DataFile), ("id", "name", "size", "meta", "created_at"))
     created, meta = files.convert("created_at", now), files.convert("meta", {})
     files.run((i, posixpath.basename(e.target), e.size, meta, created) for e, i in zip(entries, ids, strict=True))
+
+    # (data file id, destination, target, priority) of each transfer: the destination's, then aliases'.
+    planned = [(i, destination, e.target, rule.priority) for e, i in zip(entries, ids, strict=True)]
+    plan = AliasPlan(session)
+    for e, i in zip(entries, ids, strict=True):
+        for alias in plan.aliases(destination, e.target):
+            priority = alias.priority if alias.priority is not None else rule.priority
+            planned.append((i, alias.alias_name, alias_target(alias, e.target), priority))
+    transfer_ids = _new_ids(connection, _table(DataTransfer), len(planned))  # one call: SQLite's come from max(id)
 
     transfers = BulkInsert(
         connection,
@@ -550,8 +560,8 @@ def _register(
     at, until = transfers.convert("queued_at", now), transfers.convert("expires_at", expires)
     preset = TransferStatus.PRESET.value
     transfers.run(
-        (tid, i, destination, e.target, preset, rule.priority, at, at, until, at)
-        for e, i, tid in zip(entries, ids, transfer_ids, strict=True)
+        (tid, i, to, target, preset, priority, at, at, until, at)
+        for (i, to, target, priority), tid in zip(planned, transfer_ids, strict=True)
     )
 
     history = BulkInsert(

@@ -23,6 +23,7 @@ from catalog.models import DataFile, DataTransfer, Destination, Host, Mover, Tra
 from catalog.scheduling import QUEUE_ORDER
 from catalog.statuses import TransferStatus
 from catalog.store import StoredObject
+from catalog.submission import AliasPlan
 from catalog.transfers import change_status
 
 S = TransferStatus
@@ -142,14 +143,28 @@ def record_fetched(session: Session, data_file_id: int, stored: StoredObject, *,
     for transfer in _transfers(session, data_file_id, S.PRESET):  # aliases registered meanwhile
         assert transfer.id is not None
         change_status(session, transfer.id, "fetch", S.FETCHING, by=by, reason="fetched with its data file")
-    for transfer in _transfers(session, data_file_id, S.FETCHING):
+    fetching = _transfers(session, data_file_id, S.FETCHING)
+    delays = _alias_delays(session, data_file_id)
+    for transfer in fetching:
         assert transfer.id is not None
+        start = now + timedelta(seconds=delays.get(transfer.destination_name, 0))
         done.append(
             change_status(
-                session, transfer.id, "fetched", target, by=by, reason=reason, queued_at=now, scheduled_at=now
+                session, transfer.id, "fetched", target, by=by, reason=reason, queued_at=now, scheduled_at=start
             )
         )
     return done
+
+
+def _alias_delays(session: Session, data_file_id: int) -> dict[str, int]:
+    """Each alias's delay for the data file's transfers: the first transfer registered is the
+    destination's own; the others were queued to its aliases."""
+    first = session.exec(
+        select(DataTransfer).where(DataTransfer.data_file_id == data_file_id).order_by(col(DataTransfer.id)).limit(1)
+    ).first()
+    if first is None:
+        return {}
+    return {a.alias_name: a.delay_seconds for a in AliasPlan(session).aliases(first.destination_name, first.target)}
 
 
 def _failed_fetches(session: Session, transfer_id: int) -> int:

@@ -130,18 +130,34 @@ def _settle_duplicates(session: Session, request: PushRequest, *, by: str) -> No
         )
 
 
+class AliasPlan:
+    """Every alias link, read once: which aliases apply to a target of a destination (many targets
+    are planned against one read, as discovery registers thousands of files at a time)."""
+
+    def __init__(self, session: Session) -> None:
+        self.links: dict[str, list[DestinationAlias]] = {}
+        for alias in session.exec(select(DestinationAlias)):
+            self.links.setdefault(alias.destination_name, []).append(alias)
+
+    def aliases(self, destination: str, target: str) -> list[DestinationAlias]:
+        """Aliases of `destination` (and of its aliases) that apply to `target`, each destination once."""
+        if destination not in self.links:
+            return []
+        seen, found, pending = {destination}, [], [destination]
+        while pending:
+            current = pending.pop()
+            for alias in self.links.get(current, []):
+                if alias.alias_name in seen or (alias.pattern and not re.search(alias.pattern, target)):
+                    continue
+                seen.add(alias.alias_name)
+                found.append(alias)
+                pending.append(alias.alias_name)
+        return found
+
+
 def _aliases(session: Session, destination: str, target: str) -> list[DestinationAlias]:
     """Aliases of `destination` (and of its aliases) that apply to `target`, each destination once."""
-    seen, found, pending = {destination}, [], [destination]
-    while pending:
-        current = pending.pop()
-        for alias in session.exec(select(DestinationAlias).where(DestinationAlias.destination_name == current)):
-            if alias.alias_name in seen or (alias.pattern and not re.search(alias.pattern, target)):
-                continue
-            seen.add(alias.alias_name)
-            found.append(alias)
-            pending.append(alias.alias_name)
-    return found
+    return AliasPlan(session).aliases(destination, target)
 
 
 def alias_target(alias: DestinationAlias, target: str) -> str:

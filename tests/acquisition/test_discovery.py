@@ -163,3 +163,42 @@ def test_date_template_deltas_and_errors():
     assert render_dates("$date{%H%M,-30m}", now) == "0600"
     with pytest.raises(InvalidInput, match="bad date delta"):
         render_dates("$date{%Y,yesterday}", now)
+
+
+def test_discovered_files_go_to_the_destinations_aliases_too(rt, local_source):
+    """As a push: each alias that applies gets its own transfer (target rewritten, its priority); the
+    file is fetched once, and the alias's delay counts from the moment it is whole in the store."""
+    from catalog.config import add_alias, create_destination
+    from catalog.database import session_scope
+    from catalog.models import DestinationCreate
+    from catalog.retrieval import claim_fetches
+    from tasks.retrieval import retrieve
+
+    local_source.put("in/fc_0600.grib", b"g" * 10)
+    local_source.put("in/obs.bufr", b"b" * 10)
+    host, rule = acquisition_setup(rt.engine, local_source, directory="in")
+    with session_scope(rt.engine) as session:
+        create_destination(session, DestinationCreate(name="mirror"))
+        create_destination(session, DestinationCreate(name="backup"))
+        add_alias(
+            session, "acq", "mirror", pattern=r"^fc_(.*)$", replacement=r"forecasts/\1", priority=5, delay_seconds=600
+        )
+        add_alias(session, "acq", "backup")
+    assert discover_rule(rt.engine, host, rule, by="test").registered == 2
+    rows = sorted((t.destination_name, t.target, t.priority, t.status) for t in transfers(rt.engine))
+    assert rows == [
+        ("acq", "fc_0600.grib", 99, "Preset"),
+        ("acq", "obs.bufr", 99, "Preset"),
+        ("backup", "fc_0600.grib", 99, "Preset"),
+        ("backup", "obs.bufr", 99, "Preset"),
+        ("mirror", "forecasts/0600.grib", 5, "Preset"),
+    ]
+    with session_scope(rt.engine) as session:
+        fetches = claim_fetches(session, "r", 100, default_per_host=100)
+    assert len(fetches) == 2  # one fetch per data file, whatever the number of its transfers
+    assert all(retrieve(f, "r") for f in fetches)
+    by_destination = {(t.destination_name, t.target): t for t in transfers(rt.engine)}
+    assert {t.status for t in by_destination.values()} == {"Queued"}
+    own, mirror = by_destination[("acq", "fc_0600.grib")], by_destination[("mirror", "forecasts/0600.grib")]
+    assert timedelta(seconds=590) < mirror.scheduled_at - own.scheduled_at < timedelta(seconds=610)
+    assert discover_rule(rt.engine, host, rule, by="test").registered == 0
