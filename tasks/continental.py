@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import timedelta
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -31,12 +30,10 @@ from catalog.continental import (
 )
 from catalog.database import session_scope
 from catalog.errors import InvalidInput
-from catalog.events import cpy_from
-from catalog.models import DataFile, DataTransfer, Destination, Host, utcnow
+from catalog.models import DataTransfer, Host, utcnow
 from catalog.replication import ToReplicate
 from catalog.store import DataStore
-from tasks.replication import copy_verified
-from tasks.reporting import event_log
+from tasks.replication import copy_verified, write_copy_event
 from tasks.runtime import runtime
 
 _stores: dict[tuple[str, bool], DataStore] = {}
@@ -75,29 +72,11 @@ def pre_replicate(item: PreReplication, host: Host, mover: str) -> bool:
         error = copy_verified(rt.store, store, ToReplicate(item.data_file_id, item.store_key, item.md5, item.size))
     except Exception as exc:  # noqa: BLE001 — recorded and logged; the main movers send the file instead
         error = f"{type(exc).__name__}: {exc}"
-    duration = timedelta(seconds=time.monotonic() - clock)
     with session_scope(rt.engine) as session:
         record_pre_replication(session, item, host.name, error=error, mover=mover)
     with Session(rt.engine) as session:
         transfer = session.get(DataTransfer, item.transfer_id)
-        data_file = session.get(DataFile, item.data_file_id)
-        destination = session.get(Destination, transfer.destination_name) if transfer else None
-    if transfer and data_file and destination:
-        event_log(rt.settings.resolved_event_log()).write(
-            cpy_from(
-                transfer,
-                data_file,
-                destination,
-                source=rt.store.location(),
-                target=target,
-                ok=error is None,
-                message=error,
-                action="proxy",
-                start_time=started,
-                duration=duration,
-                caller=mover,
-            )
-        )
+    write_copy_event(transfer, target=target, error=error, started=started, clock=clock, caller=mover, action="proxy")
     return error is None
 
 

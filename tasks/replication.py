@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from prefect import task
 from sqlmodel import Session, col, select
@@ -46,28 +46,11 @@ def replicate(item: ToReplicate, replica: DataStore, caller: str) -> bool:
     if error is None:
         with session_scope(rt.engine) as session:
             record_replica(session, item.data_file_id, replica.location(), item.md5)
-    duration = timedelta(seconds=time.monotonic() - clock)
     with Session(rt.engine) as session:
-        data_file = session.get(DataFile, item.data_file_id)
         transfer = session.exec(
             select(DataTransfer).where(DataTransfer.data_file_id == item.data_file_id).order_by(col(DataTransfer.id))
         ).first()
-        destination = session.get(Destination, transfer.destination_name) if transfer else None
-    if data_file and transfer and destination:
-        event_log(rt.settings.resolved_event_log()).write(
-            cpy_from(
-                transfer,
-                data_file,
-                destination,
-                source=rt.store.location(),
-                target=replica.location(),
-                ok=error is None,
-                message=error,
-                start_time=started,
-                duration=duration,
-                caller=caller,
-            )
-        )
+    write_copy_event(transfer, target=replica.location(), error=error, started=started, clock=clock, caller=caller)
     return error is None
 
 
@@ -76,3 +59,40 @@ def replicate_batch(items: list[ToReplicate], replica_index: int, location: str,
     replica = runtime().store.replicas[replica_index]
     done = sum(replicate(item, replica, caller) for item in items)
     return {"replicated": done, "failed": len(items) - done}
+
+
+def write_copy_event(
+    transfer: DataTransfer | None,
+    *,
+    target: str,
+    error: str | None,
+    started: datetime,
+    clock: float,
+    caller: str,
+    action: str = "replicate",
+) -> None:
+    """The CPY line of one copy of a data file out of the Data Store (to a replica, or to a
+    continental mover's store with action `proxy`), for `transfer` of that file."""
+    if transfer is None:
+        return
+    rt = runtime()
+    duration = timedelta(seconds=time.monotonic() - clock)
+    with Session(rt.engine) as session:
+        data_file = session.get(DataFile, transfer.data_file_id)
+        destination = session.get(Destination, transfer.destination_name)
+    if data_file and destination:
+        event_log(rt.settings.resolved_event_log()).write(
+            cpy_from(
+                transfer,
+                data_file,
+                destination,
+                source=rt.store.location(),
+                target=target,
+                ok=error is None,
+                message=error,
+                action=action,
+                start_time=started,
+                duration=duration,
+                caller=caller,
+            )
+        )
