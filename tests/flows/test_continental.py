@@ -12,26 +12,11 @@ import pytest
 
 from catalog.config import attach_host, create_host
 from catalog.continental import proxy_replicas
-from catalog.database import migrate, session_scope
+from catalog.database import session_scope
 from catalog.events import parse_line
 from catalog.models import DataFile, Host, HostCreate, HostKind
 from catalog.transfers import heartbeat, transfer_public
-from tasks import runtime as runtime_module
-from tests.conftest import database_url
 from tests.factories import destination, local_host, push
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def rt(request, prefect_server, tmp_path, monkeypatch):
-    monkeypatch.setenv("PDS_DATA_DIR", str(tmp_path / "data"))
-    if request.param == "postgres":
-        monkeypatch.setenv("PDS_DATABASE_URL", database_url(request, tmp_path, "postgres"))
-    monkeypatch.setenv("PDS_MOVER_POLL_SECONDS", "0.05")
-    runtime_module.runtime.cache_clear()
-    rt = runtime_module.runtime()
-    migrate(rt.engine)
-    yield rt
-    runtime_module.runtime.cache_clear()
 
 
 def proxy(rt, name, address, destination_name, *, protocol="file", **fields):

@@ -6,30 +6,11 @@ from __future__ import annotations
 import hashlib
 import os
 
-import pytest
-
 from catalog.database import session_scope
 from catalog.models import HostCreate
 from catalog.transfers import claim, transfer_public
-from tasks import runtime as runtime_module
-from tests.conftest import database_url
 from tests.factories import destination, local_host, push
 from tests.servers._common import free_port
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def rt(request, prefect_server, tmp_path, monkeypatch):
-    monkeypatch.setenv("PDS_DATA_DIR", str(tmp_path / "data"))
-    if request.param == "postgres":
-        monkeypatch.setenv("PDS_DATABASE_URL", database_url(request, tmp_path, "postgres"))
-    monkeypatch.setenv("PDS_MOVER_POLL_SECONDS", "0.05")
-    runtime_module.runtime.cache_clear()
-    rt = runtime_module.runtime()
-    from catalog.database import migrate
-
-    migrate(rt.engine)
-    yield rt
-    runtime_module.runtime.cache_clear()
 
 
 def run_mover(name="test-mover"):
