@@ -17,7 +17,7 @@ from catalog.models import DestinationState, HostCreate
 from catalog.transfers import transfer_public
 from tasks import reporting
 from tests.factories import destination, local_host, push
-from tests.flows.test_mover import public, rt  # noqa: F401 — the runtime fixture (SQLite and PostgreSQL)
+from tests.flows.test_mover import public
 from tests.servers.sshd import SshServer
 from tests.tasks.test_notify import Subscriber
 

@@ -17,7 +17,8 @@ from catalog.events import EventLog
 from catalog.portal import Portal
 from tasks import reporting
 from tests.factories import destination, local_host
-from tests.flows.test_mover import public, rt  # noqa: F401 — the runtime fixture (SQLite and PostgreSQL)
+from tests.flows.conftest import rt  # noqa: F401 — the runtime fixture (SQLite and PostgreSQL)
+from tests.flows.test_mover import public
 from tests.portal.conftest import SftpPortal
 from tests.tasks.test_notify import Subscriber
 
