@@ -96,7 +96,13 @@ def test_continental_mover_pre_replicates_sends_and_is_taken_over_when_killed(st
     wait_until(lambda: md5s <= set(objects(continental)), DELAY, "the files in the continental store")
     assert time.monotonic() - pushed_at < DELAY
     assert not any(remote.glob("a*.bin")), "nothing is sent before its scheduled time"
-    copies = [e for e in events(stack, "CPY") if e["Action"] == "proxy"]
+
+    def proxy_copies():
+        return [e for e in events(stack, "CPY") if e["Action"] == "proxy"]
+
+    # An object is in the store before its copy is verified and its CPY line written.
+    wait_until(lambda: len(proxy_copies()) >= len(first), 30, "a CPY line per pre-replicated file")
+    copies = proxy_copies()
     assert len(copies) == len(first) and all(e["Status"] == "true" for e in copies)
     assert {e["Target"] for e in copies} == {str(continental)}
     assert all(e["Caller"] == "continental-1" for e in copies)
