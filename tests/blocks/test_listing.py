@@ -108,7 +108,7 @@ def make_empty_files(directory: Path, count: int) -> None:
         os.close(os.open(directory / f"f{i:06d}", os.O_CREAT | os.O_WRONLY, 0o644))
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(240)
 def test_a_directory_of_100000_files_is_streamed(host, request):
     """Every name comes back once, the first long before the last, with memory far below what the
     whole listing would take (fs.ls holds about 40 MB of dicts for it)."""
