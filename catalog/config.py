@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from catalog.compression import check_compression
+from catalog.continental import check_proxy_options
 from catalog.errors import Conflict, InvalidInput, NotFound
 from catalog.models import (
     NAME_PATTERN,
@@ -102,6 +103,8 @@ def create_host(session: Session, data: HostCreate, *, known_protocols: frozense
     if session.get(Host, data.name) is not None:
         raise Conflict(f"host {data.name!r} already exists")
     host = Host.model_validate(data.model_dump())
+    if host.kind == HostKind.PROXY:
+        check_proxy_options(host)
     session.add(host)
     session.flush()
     return host

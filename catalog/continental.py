@@ -30,6 +30,11 @@ from catalog.statuses import FINAL, READY, TransferStatus
 #: `lead_seconds` option says otherwise.
 DEFAULT_LEAD_SECONDS = 3600.0
 
+#: A failed pre-replication is tried again this long after it failed, unless the proxy host's
+#: `retry_seconds` option says otherwise: a passing fault (the location unreachable for a minute) must
+#: not send every file of the lead time from the Data Store. Meanwhile the main movers may send it.
+DEFAULT_RETRY_SECONDS = 600.0
+
 #: Statuses whose content is in the Data Store and that will be sent: worth pre-replicating.
 WAITING: frozenset[TransferStatus] = READY | {TransferStatus.STANDBY}
 
@@ -51,16 +56,31 @@ class ProxyReplica(SQLModel, table=True):
     replicated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
-def lead_time(host: Host) -> timedelta:
-    """How long before their scheduled time the files of `host`'s destinations are pre-replicated."""
-    value = (host.options or {}).get("lead_seconds", DEFAULT_LEAD_SECONDS)
+def _seconds_option(host: Host, option: str, default: float) -> timedelta:
+    value = (host.options or {}).get(option, default)
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise InvalidInput(f"proxy host {host.name}: lead_seconds must be a number of seconds, not {value!r}") from None
-    if seconds < 0:
-        raise InvalidInput(f"proxy host {host.name}: lead_seconds must not be negative")
+        raise InvalidInput(f"proxy host {host.name}: {option} must be a number of seconds, not {value!r}") from None
+    if not seconds >= 0:  # also refuses NaN
+        raise InvalidInput(f"proxy host {host.name}: {option} must not be negative")
     return timedelta(seconds=seconds)
+
+
+def lead_time(host: Host) -> timedelta:
+    """How long before their scheduled time the files of `host`'s destinations are pre-replicated."""
+    return _seconds_option(host, "lead_seconds", DEFAULT_LEAD_SECONDS)
+
+
+def retry_time(host: Host) -> timedelta:
+    """How long after a failed pre-replication to `host` the file is copied again (if still waiting)."""
+    return _seconds_option(host, "retry_seconds", DEFAULT_RETRY_SECONDS)
+
+
+def check_proxy_options(host: Host) -> None:
+    """Refuse a proxy host whose timing options could never be used, when it is created."""
+    lead_time(host)
+    retry_time(host)
 
 
 def proxy_host(session: Session, name: str) -> Host:
@@ -147,12 +167,22 @@ class PreReplication:
 
 
 def due_for_pre_replication(
-    session: Session, proxy: str, *, lead: timedelta, now: datetime | None = None, limit: int = 100
+    session: Session,
+    proxy: str,
+    *,
+    lead: timedelta,
+    retry_after: timedelta = timedelta(seconds=DEFAULT_RETRY_SECONDS),
+    now: datetime | None = None,
+    limit: int = 100,
 ) -> list[PreReplication]:
     """Data files of `proxy`'s destinations that are due within `lead` (or overdue) and not copied
-    yet (nor failed), the soonest due first."""
-    horizon = (now or utcnow()) + lead
-    attempted = select(ProxyReplica.data_file_id).where(ProxyReplica.host_name == proxy)
+    yet, nor failed within `retry_after`, the soonest due first."""
+    now = now or utcnow()
+    horizon = now + lead
+    attempted = select(ProxyReplica.data_file_id).where(
+        ProxyReplica.host_name == proxy,
+        sa.or_(col(ProxyReplica.ok).is_(True), col(ProxyReplica.replicated_at) > now - retry_after),
+    )
     query = (
         select(DataTransfer, DataFile)
         .join(DataFile, col(DataFile.id) == col(DataTransfer.data_file_id))

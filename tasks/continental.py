@@ -27,6 +27,7 @@ from catalog.continental import (
     lead_time,
     proxy_host,
     record_pre_replication,
+    retry_time,
 )
 from catalog.database import session_scope
 from catalog.errors import InvalidInput
@@ -91,11 +92,12 @@ def pre_replicate_batch(items: list[PreReplication], proxy: str, mover: str, n: 
 
 
 def due(proxy: str, limit: int = 100) -> list[PreReplication]:
-    """The data files `proxy`'s continental mover should copy now (due within its lead time)."""
+    """The data files `proxy`'s continental mover should copy now (due within its lead time; a failed
+    copy again once its retry time has passed)."""
     rt = runtime()
     with Session(rt.engine) as session:
         host = proxy_host(session, proxy)
-        return due_for_pre_replication(session, proxy, lead=lead_time(host), limit=limit)
+        return due_for_pre_replication(session, proxy, lead=lead_time(host), retry_after=retry_time(host), limit=limit)
 
 
 def remove_finished(proxy: str) -> int:

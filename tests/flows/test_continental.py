@@ -131,3 +131,47 @@ def test_a_continental_store_in_an_s3_bucket(rt, s3_server, tmp_path):
     assert (tmp_path / "far" / "f.bin").read_bytes() == data
     pre_replication_pass("eu-west", "continental-eu")  # its transfer is Done: the copy goes
     assert not continental_store(host).fs.exists(f"{bucket}/pds/{data_file.store_key}")
+
+
+def test_a_failed_pre_replication_is_tried_again_after_the_retry_time(rt, tmp_path):
+    from tasks.continental import pre_replication_pass
+
+    destination(rt.engine, "far", host=local_host("far-disk", str(tmp_path / "far")))
+    blocker = tmp_path / "eu-west"
+    blocker.write_bytes(b"a file where the store location should be")
+    proxy(rt, "eu-west", str(blocker / "store"), "far", options={"retry_seconds": 1})
+    (transfer_id,) = push(rt.engine, rt.store, "far", "late.bin", data=b"l" * 5000)[1]
+
+    assert pre_replication_pass("eu-west", "continental-eu") == {"pre_replicated": 0, "failed": 1, "removed": 0}
+    # Within the retry time the failure stands: nothing is copied again.
+    assert pre_replication_pass("eu-west", "continental-eu") == {"pre_replicated": 0, "failed": 0, "removed": 0}
+
+    blocker.unlink()  # the location is writable again
+    time.sleep(1.1)
+    assert pre_replication_pass("eu-west", "continental-eu") == {"pre_replicated": 1, "failed": 0, "removed": 0}
+    with session_scope(rt.engine) as session:
+        (replica,) = proxy_replicas(session, "eu-west")
+        assert (replica.ok, replica.message) == (True, None)
+    copies = [e for e in events(rt, "CPY") if e["DataTransferId"] == str(transfer_id)]
+    assert [e["Status"] for e in copies] == ["false", "true"]
+    assert [p.read_bytes() for p in (blocker / "store").rglob("*") if p.is_file()] == [b"l" * 5000]
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"lead_seconds": "an hour"}, "lead_seconds must be a number of seconds, not 'an hour'"),
+        ({"retry_seconds": -5}, "retry_seconds must not be negative"),
+    ],
+)
+def test_a_proxy_host_with_bad_timing_options_is_refused_when_created(rt, tmp_path, options, reason):
+    from catalog.errors import InvalidInput
+
+    with session_scope(rt.engine) as session, pytest.raises(InvalidInput, match=reason):
+        create_host(
+            session,
+            HostCreate(name="eu-west", kind=HostKind.PROXY, protocol="file", address=str(tmp_path), options=options),
+            known_protocols=frozenset({"file"}),
+        )
+    with session_scope(rt.engine) as session:
+        assert session.get(Host, "eu-west") is None
