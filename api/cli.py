@@ -747,7 +747,11 @@ def parser() -> argparse.ArgumentParser:
     deploy = sub.add_parser(
         "deploy", parents=[common], help="register prefect.yaml's work pools and deployments (PREFECT_API_URL)"
     )
-    deploy.add_argument("--pause-schedules", action="store_true", help="register the schedules paused")
+    deploy.add_argument(
+        "--pause-schedules",
+        action="store_true",
+        help="pause the long-lived flows' schedules (mover, retrieval, …) for a stack that runs them itself",
+    )
 
     user = sub.add_parser("user", parents=[common], help="data users of the Data Portal (administrators)")
     user.add_argument("action", choices=["add", "list", "show", "set", "grant", "revoke", "key", "s3secret", "delete"])
@@ -861,6 +865,8 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    import httpx
+
     from api.deployments import DeploymentError, register
 
     url = os.environ.get("PREFECT_API_URL", "")
@@ -869,7 +875,7 @@ def _deploy(args: argparse.Namespace) -> int:
         return 2
     try:
         pools = register(url, pause_schedules=args.pause_schedules)
-    except DeploymentError as exc:
+    except (DeploymentError, httpx.HTTPError) as exc:
         print(f"pds: error: {exc}", file=sys.stderr)
         return 1
     _print(args, {"work_pools": pools}, f"deployments registered; work pools: {', '.join(pools)}")

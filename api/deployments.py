@@ -1,9 +1,10 @@
 """Registering pds's deployments (prefect.yaml) with a Prefect server, as `pds deploy` and `pds up` do.
 
 It creates the work pools the file names (process pools), runs `prefect deploy --all` from the
-checkout, and — on the embedded stack, where `pds up` supervises its own mover — pauses the
-schedules, so deployments are there to be run on demand (from a notebook, the monitor or the
-Prefect UI) without starting a second long-lived mover.
+checkout, and — on the embedded stack, where `pds up` supervises its own long-lived flows (the mover,
+the retriever, …) — pauses those flows' schedules, so their deployments are there to be run on
+demand (from a notebook, the monitor or the Prefect UI) without starting a second copy. The periodic
+flows (purge, replication) keep their schedules and the worker runs them.
 """
 
 from __future__ import annotations
@@ -14,11 +15,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import yaml  # type: ignore[import-untyped]
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
 #: The checkout holding prefect.yaml and the flows (an editable install runs from it).
 CHECKOUT = Path(__file__).resolve().parents[1]
 PREFECT_FILE = CHECKOUT / "prefect.yaml"
+
+
+#: prefect.yaml's deployments of long-lived flows, which `pds up` starts and restarts itself.
+SUPERVISED = ("mover", "proxy-fetcher", "acquisition-scheduler", "retrieval", "subscriptions")
 
 
 class DeploymentError(Exception):
@@ -50,8 +59,22 @@ def register(prefect_api_url: str, *, pause_schedules: bool = False, timeout: fl
         _prefect(["work-pool", "create", pool, "--type", "process", "--overwrite"], env, timeout)
     _prefect(["--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)], env, timeout)
     if pause_schedules:
-        _prefect(["--no-prompt", "deployment", "schedule", "pause", "--all"], env, timeout)
+        anyio.run(pause_supervised, prefect_api_url)
     return pools
+
+
+async def pause_supervised(prefect_api_url: str) -> list[str]:
+    """Pause the schedules of the long-lived flows' deployments; return the deployments paused."""
+    paused = []
+    async with PrefectClient(prefect_api_url) as client:
+        deployments = await client.read_deployments(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=list(SUPERVISED)))
+        )
+        for deployment in deployments:
+            for schedule in deployment.schedules:
+                await client.update_deployment_schedule(deployment.id, schedule.id, active=False)
+            paused.append(deployment.name)
+    return sorted(paused)
 
 
 def main() -> int:
@@ -59,7 +82,7 @@ def main() -> int:
     pause = "--pause-schedules" in sys.argv[1:]
     try:
         pools = register(os.environ["PREFECT_API_URL"], pause_schedules=pause)
-    except (KeyError, DeploymentError, subprocess.TimeoutExpired) as exc:
+    except (KeyError, DeploymentError, subprocess.TimeoutExpired, httpx.HTTPError) as exc:
         print(f"deployments not registered: {exc}", file=sys.stderr)
         return 1
     print(f"deployments registered; work pools: {', '.join(pools)}")

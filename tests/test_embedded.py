@@ -350,6 +350,8 @@ def test_pds_up_prints_where_everything_is_and_registers_the_deployments(stack):
     deployments = httpx.post(f"{stack.prefect_api}/deployments/filter", json={}).json()
     by_name = {d["name"]: d for d in deployments}
     assert {"mover", "continental", "drain", "dispatch-now"} <= set(by_name)
-    # The embedded stack supervises its own mover: the movers' schedules are registered paused.
+    # The embedded stack supervises its own mover: the movers' schedules are registered paused; the
+    # worker runs the periodic purge.
     assert all(not s["active"] for s in by_name["mover"]["schedules"])
+    assert by_name["purge"]["schedules"] and all(s["active"] for s in by_name["purge"]["schedules"])
     assert stack.pid("worker") > 0

@@ -19,8 +19,13 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "infra" / "notebooks" / "quicks
 def test_the_quickstart_notebook_starts_a_flow_that_completes(processes, prefect_server, tmp_path, monkeypatch):
     assert register(prefect_server.api_url, pause_schedules=True) == ["pds-continental", "pds-movers"]
     deployments = httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()
-    names = {d["name"] for d in deployments}
-    assert {"mover", "continental", "drain", "dispatch-now"} <= names
+    by_name = {d["name"]: d for d in deployments}
+    assert {"mover", "continental", "drain", "dispatch-now"} <= set(by_name)
+    # The long-lived flows' schedules are paused (the stack runs them); purge and replication keep theirs.
+    for name in ("mover", "retrieval", "acquisition-scheduler", "proxy-fetcher", "subscriptions"):
+        assert by_name[name]["schedules"] and not any(s["active"] for s in by_name[name]["schedules"]), name
+    for name in ("purge", "replication"):
+        assert by_name[name]["schedules"] and all(s["active"] for s in by_name[name]["schedules"]), name
     worker = spawn(
         [venv_bin("prefect", "prefect"), "worker", "start", "--pool", "pds-movers"],
         tmp_path / "worker.log",
