@@ -1,5 +1,6 @@
 """The monitor: server-rendered pages of destinations, their queues and transfers, hosts and movers,
-products' statuses, with operators' actions (requeue, stop, hold, release, priority, destination hold/restart).
+products' statuses and Prefect deployments, with operators' actions (requeue, stop, hold, release,
+priority, destination hold/restart, run a deployment now).
 
 Pages need a log-in (a session cookie, see `api.sessions`); actions need an administrator and a form
 token. Flow runs link to the Prefect UI (`PDS_PREFECT_UI_URL`). Pages showing live queues reload
@@ -23,6 +24,7 @@ from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Redirect
 from sqlmodel import Session as DbSession
 
+from api.deployment_runs import PrefectUnavailable, list_deployments, start_run
 from api.deps import database
 from api.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionSigner
 from catalog import monitoring, operations
@@ -276,6 +278,26 @@ def products_page(
     )
 
 
+@get("/deployments", sync_to_thread=True)
+def deployments_page(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """prefect.yaml's deployments on the Prefect server: schedules, latest run, and "run now"."""
+    with database(state) as session:
+        viewer = _viewer(request, state, session)
+        if viewer is None:
+            return _to_login(request)
+    try:
+        deployments, unavailable = list_deployments(), None
+    except PrefectUnavailable as exc:
+        deployments, unavailable = [], str(exc)
+    return _page(
+        "deployments.html",
+        deployments=deployments,
+        unavailable=unavailable,
+        refresh=REFRESH_SECONDS,
+        **_common(state, viewer, request),
+    )
+
+
 # --- actions -----------------------------------------------------------------------------------
 
 
@@ -358,6 +380,23 @@ def destination_action(
     return Redirect(_with_message(back, message), status_code=303)
 
 
+@post("/deployments/{deployment_id:str}/run", sync_to_thread=True, status_code=303)
+def run_deployment_now(
+    deployment_id: FromPath[str], request: Request[Any, Any, Any], state: State, data: Form
+) -> Response[Any]:
+    """Start a flow run of a deployment now (a worker of its pool runs it), as the Prefect UI's "Run"."""
+    with database(state) as session:
+        checked = _authorise_action(request, state, session, data)
+        if isinstance(checked, Response):
+            return checked
+    try:
+        name, run_id = start_run(deployment_id)
+        message = f"{name}: flow run {run_id} started by {checked.login}"
+    except (PdsError, PrefectUnavailable) as exc:
+        message = f"deployment {deployment_id}: run refused: {exc}"
+    return Redirect(_with_message("/monitor/deployments", message), status_code=303)
+
+
 monitor_router = Router(
     "/monitor",
     route_handlers=[
@@ -369,7 +408,9 @@ monitor_router = Router(
         transfer_page,
         hosts_page,
         products_page,
+        deployments_page,
         transfer_action,
+        run_deployment_now,
         destination_action,
     ],
     include_in_schema=False,

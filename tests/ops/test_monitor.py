@@ -179,3 +179,56 @@ def test_the_monitor_shows_continental_movers_and_what_they_sent(client):
     assert re.search(r"<td>continental-1</td><td>eu-west</td><td>eu-box</td><td>7</td>", overview)
     page = client.get(f"/monitor/transfers/{tid}").text
     assert "continental-1 (continental, from the store of proxy host eu-west)" in page
+
+
+def test_the_deployments_page_shows_schedules_and_an_administrator_starts_a_run(client, prefect_server):
+    import httpx
+
+    from api.deployments import register
+
+    register(prefect_server.api_url, pause_schedules=True)
+    log_in(client, "viewer", "viewer-pw")
+    page = client.get("/monitor/deployments").text
+    row = re.search(r'<tr id="deployment-mover-mover">(.*?)</tr>', page, re.S).group(1)
+    assert "every 60 s (paused)" in row and "pds-movers" in row
+    purge = re.search(r'<tr id="deployment-purge-purge">(.*?)</tr>', page, re.S).group(1)
+    assert "every 3600 s (active)" in purge
+    drain = re.search(r'<tr id="deployment-drain-drain">(.*?)</tr>', page, re.S).group(1)
+    assert "on demand" in drain and "<button" not in drain  # no button for a non-administrator
+    deployment_id = next(
+        d["id"]
+        for d in httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()
+        if d["name"] == "drain"
+    )
+    r = client.post(f"/monitor/deployments/{deployment_id}/run", data={"form_token": form_token(page)})
+    assert r.status_code == 403 and "not an administrator" in r.text
+
+    client.cookies.clear()
+    log_in(client)
+    page = client.get("/monitor/deployments").text
+    drain = re.search(r'<tr id="deployment-drain-drain">(.*?)</tr>', page, re.S).group(1)
+    assert f'action="/monitor/deployments/{deployment_id}/run"' in drain and ">Run now</button>" in drain
+    r = client.post(f"/monitor/deployments/{deployment_id}/run", data={"form_token": form_token(page)})
+    assert r.status_code == 200
+    message = re.search(r'<p class="message" id="message">(.*?)</p>', r.text).group(1)
+    assert message.startswith("drain/drain: flow run ") and message.endswith(" started by admin")
+    run_id = message.split()[3]
+    run = httpx.get(f"{prefect_server.api_url}/flow_runs/{run_id}").json()
+    assert run["deployment_id"] == deployment_id and "pds-monitor" in run["tags"]
+    assert run["state_type"] in ("SCHEDULED", "PENDING", "RUNNING", "COMPLETED")  # a worker picks it up
+    # The page now shows it as the deployment's latest run, linked to the Prefect UI.
+    row = re.search(r'<tr id="deployment-drain-drain">(.*?)</tr>', client.get("/monitor/deployments").text, re.S)
+    assert f"/runs/flow-run/{run_id}" in row.group(1)
+
+    r = client.post("/monitor/deployments/not-an-id/run", data={"form_token": form_token(page)})
+    assert "run refused: &#39;not-an-id&#39; is not a deployment id" in r.text
+
+
+def test_the_deployments_page_says_when_no_prefect_server_is_configured(client):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    log_in(client)
+    with temporary_settings(updates={PREFECT_API_URL: ""}):
+        page = client.get("/monitor/deployments")
+    assert page.status_code == 200
+    assert "no Prefect server is configured for the API (set PREFECT_API_URL)" in page.text
