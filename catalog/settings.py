@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     data_retention_seconds: float = 7 * 86400.0
     """The purge removes a data file this long after the last thing that happened to it, once
     every transfer of it is Done, Failed or Stopped."""
+    multipart_retention_seconds: float = 7 * 86400.0
+    """The purge removes S3 multipart uploads to the portal begun this long ago and never completed
+    nor aborted, with their parts."""
     portal_ftp_port: int = 8421
     """Port of the Data Portal's FTP server (explicit FTPS on the same port when a certificate is set);
     0: `pds up` does not start it."""

@@ -1,5 +1,6 @@
-"""Purge: remove expired data files and their transfers from the database and the Data Store, on a
-schedule (the `purge` deployment). Reports how many data files, transfers and objects it removed.
+"""Purge: remove expired data files and their transfers from the database and the Data Store, and
+multipart uploads abandoned in the Data Store, on a schedule (the `purge` deployment). Reports how
+many data files, transfers, objects and multipart uploads it removed.
 
 Run once with `python -m flows.purge`.
 """
@@ -11,6 +12,7 @@ from datetime import datetime, timedelta
 
 from prefect import flow, get_run_logger, task
 
+from catalog import multipart
 from catalog.database import session_scope
 from catalog.purge import expired_data_files, remove_data_files
 from tasks.runtime import runtime
@@ -34,9 +36,15 @@ def purge_batch(retention_seconds: float, now: datetime | None, limit: int) -> d
     return {"data_files": len(expired), "transfers": transfers, "objects": objects}
 
 
+@task(name="purge abandoned multipart uploads")
+def purge_multipart(retention_seconds: float, now: datetime | None) -> int:
+    return multipart.remove_abandoned(runtime().store, timedelta(seconds=retention_seconds), now=now)
+
+
 @flow(name="purge", log_prints=True)
 def purge(retention_seconds: float = 0, now: datetime | None = None, batch: int = 500) -> dict[str, int]:
-    """Remove every expired data file (retention: PDS_DATA_RETENTION_SECONDS unless given)."""
+    """Remove every expired data file (retention: PDS_DATA_RETENTION_SECONDS unless given) and the
+    multipart uploads abandoned for PDS_MULTIPART_RETENTION_SECONDS."""
     rt, logger = runtime(), get_run_logger()
     retention = retention_seconds or rt.settings.data_retention_seconds
     totals = {"data_files": 0, "transfers": 0, "objects": 0}
@@ -46,11 +54,13 @@ def purge(retention_seconds: float = 0, now: datetime | None = None, batch: int 
             totals[key] += removed[key]
         if removed["data_files"] < batch:
             break
+    totals["multipart_uploads"] = purge_multipart(rt.settings.multipart_retention_seconds, now)
     logger.info(
-        "purge removed %d data file(s), %d transfer(s), %d object(s)",
+        "purge removed %d data file(s), %d transfer(s), %d object(s), %d abandoned multipart upload(s)",
         totals["data_files"],
         totals["transfers"],
         totals["objects"],
+        totals["multipart_uploads"],
     )
     return totals
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import format_datetime
@@ -29,6 +28,7 @@ from sqlmodel import Session
 from api.routes.data_users import portal_secret_key
 from api.routes.portal import InvalidRange, parse_range
 from api.s3_sigv4 import SignatureError, decode_aws_chunked, verify
+from catalog import multipart
 from catalog.data_users import s3_secret
 from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, PdsError, QuotaExceeded
 from catalog.paths import clean_target
@@ -421,18 +421,12 @@ class S3Endpoint:
 
     # --- Multipart uploads: parts staged in the Data Store, composed (streamed) on completion ---
 
-    def _manifest_key(self, upload_id: str) -> str:
-        if not upload_id.isalnum():
-            raise S3Error(404, "NoSuchUpload", "no such upload")
-        return f"multipart/{upload_id}/upload.json"
-
-    def _manifest(self, upload_id: str, user: PortalUser) -> dict[str, str]:
-        key = self._manifest_key(upload_id)
-        if not self.store.exists(key):
-            raise S3Error(404, "NoSuchUpload", f"no multipart upload {upload_id}")
-        with self.store.open(key) as f:
-            manifest: dict[str, str] = json.loads(f.read())
-        if manifest["login"] != user.login:
+    def _manifest(self, upload_id: str, user: PortalUser) -> multipart.Manifest:
+        try:
+            manifest = multipart.read_manifest(self.store, upload_id)
+        except NotFound:
+            raise S3Error(404, "NoSuchUpload", f"no multipart upload {upload_id}") from None
+        if manifest.login != user.login:
             raise S3Error(404, "NoSuchUpload", f"no multipart upload {upload_id}")
         return manifest
 
@@ -442,10 +436,7 @@ class S3Endpoint:
         def create() -> str:
             # Check the right to put (and the quota) now, so a refused upload fails before any part.
             self.portal.check_upload(user, path)
-            upload_id = uuid.uuid4().hex
-            manifest = {"login": user.login, "path": path}
-            self.store.put_stream([json.dumps(manifest).encode()], self._manifest_key(upload_id))
-            return upload_id
+            return multipart.begin(self.store, user.login, path)
 
         upload_id = await anyio.to_thread.run_sync(create)
         body = _xml(
@@ -463,7 +454,7 @@ class S3Endpoint:
         if not 1 <= number <= 10000:
             raise S3Error(400, "InvalidArgument", "partNumber must be from 1 to 10000")
         await anyio.to_thread.run_sync(self._manifest, upload_id, user)
-        writer = _PartWriter(self.store, f"multipart/{upload_id}/part-{number:05d}")
+        writer = _PartWriter(self.store, multipart.part_key(upload_id, number))
         await self._receive_into(writer, request.payload(), self._sha256(request))
         stored = await anyio.to_thread.run_sync(writer.commit)
         await respond(200, {"ETag": f'"{stored.md5}"'}, b"")
@@ -479,15 +470,13 @@ class S3Endpoint:
         numbers = [int(el.text or 0) for el in root.iter() if el.tag.endswith("PartNumber")]
         if not numbers or numbers != sorted(numbers):
             raise S3Error(400, "InvalidPartOrder", "parts must be listed in ascending order")
-        part_keys = [f"multipart/{upload_id}/part-{n:05d}" for n in numbers]
+        part_keys = [multipart.part_key(upload_id, n) for n in numbers]
         for key in part_keys:
             if not self.store.exists(key):
                 raise S3Error(400, "InvalidPart", f"part {key.rsplit('-', 1)[1]} was not uploaded")
 
         def compose() -> Any:
-            upload = self.portal.begin_upload(
-                user, manifest["path"], protocol="s3", client_address=request.client_address
-            )
+            upload = self.portal.begin_upload(user, manifest.path, protocol="s3", client_address=request.client_address)
             try:
                 for key in part_keys:
                     for chunk in self.store.iter_chunks(key):
@@ -507,10 +496,10 @@ class S3Endpoint:
         await respond(200, {"Content-Type": "application/xml"}, result)
 
     def _drop_parts(self, upload_id: str) -> None:
-        self._manifest_key(upload_id)
-        folder = self.store._path(f"multipart/{upload_id}")
-        if self.store.fs.exists(folder):
-            self.store.fs.rm(folder, recursive=True)
+        try:
+            multipart.drop(self.store, upload_id)
+        except NotFound:
+            raise S3Error(404, "NoSuchUpload", f"no multipart upload {upload_id}") from None
 
 
 class _PartWriter:

@@ -46,11 +46,27 @@ def test_purge_removes_expired_files_only_and_reports_the_counts(rt, prefect_ser
 
     from flows.purge import purge
 
-    assert purge(retention_seconds=7 * DAY) == {"data_files": 2, "transfers": 2, "objects": 2}
+    assert purge(retention_seconds=7 * DAY) == {"data_files": 2, "transfers": 2, "objects": 2, "multipart_uploads": 0}
     with Session(rt.engine) as session:
         left = {f.id for f in session.exec(select(DataFile))}
         assert session.exec(select(TransferHistory).where(TransferHistory.transfer_id == old_done_t)).all() == []
     assert left == {old_queued, recent_done}
     for data_file_id, key in keys.items():
         assert rt.store.exists(key) == (data_file_id in left)
-    assert purge(retention_seconds=7 * DAY) == {"data_files": 0, "transfers": 0, "objects": 0}
+    assert purge(retention_seconds=7 * DAY) == {"data_files": 0, "transfers": 0, "objects": 0, "multipart_uploads": 0}
+
+
+def test_purge_removes_multipart_uploads_abandoned_for_the_retention_time(rt, prefect_server):
+    from catalog import multipart
+    from flows.purge import purge
+
+    abandoned = multipart.begin(rt.store, "alice", "/bucket/big.bin", now=utcnow() - timedelta(days=8))
+    rt.store.put_stream([b"p" * 1000], multipart.part_key(abandoned, 1))
+    recent = multipart.begin(rt.store, "alice", "/bucket/other.bin", now=utcnow() - timedelta(days=6))
+    rt.store.put_stream([b"q" * 1000], multipart.part_key(recent, 1))
+
+    assert purge()["multipart_uploads"] == 1  # PDS_MULTIPART_RETENTION_SECONDS: 7 days
+    assert not rt.store.exists(multipart.part_key(abandoned, 1))
+    assert not rt.store.exists(multipart.manifest_key(abandoned))
+    assert rt.store.exists(multipart.part_key(recent, 1))
+    assert multipart.read_manifest(rt.store, recent).path == "/bucket/other.bin"

@@ -69,6 +69,11 @@ def test_every_file_is_replicated_verified_and_read_back_from_a_replica(
         connection.execute(sa.update(DataTransfer.__table__).values(status="Done", updated_at=then))
     from flows.purge import purge
 
-    assert purge(retention_seconds=86400) == {"data_files": 3, "transfers": 3, "objects": 2 + 3 * 2}
+    assert purge(retention_seconds=86400) == {
+        "data_files": 3,
+        "transfers": 3,
+        "objects": 2 + 3 * 2,
+        "multipart_uploads": 0,
+    }
     for replica in rt.store.replicas:
         assert not any(replica.exists(f.store_key) for f in files.values())

@@ -117,6 +117,30 @@ def test_boto3_multipart_upload_of_200_mib_and_a_presigned_get(served, secrets, 
     assert not list((tmp_path / "store").rglob("part-*"))
 
 
+def test_a_multipart_upload_left_unfinished_is_removed_by_purge_after_the_retention(served, secrets, world, store):
+    from datetime import UTC, datetime, timedelta
+
+    from catalog import multipart
+
+    client = s3(served, secrets)
+    left = client.create_multipart_upload(Bucket="bucket", Key="left.bin")["UploadId"]
+    client.upload_part(Bucket="bucket", Key="left.bin", UploadId=left, PartNumber=1, Body=b"x" * 100_000)
+    assert multipart.read_manifest(store, left).path == "/bucket/left.bin"
+
+    # Within the retention time nothing goes; after it, the manifest and every part go.
+    assert multipart.remove_abandoned(store, timedelta(days=7)) == 0
+    assert multipart.remove_abandoned(store, timedelta(days=7), now=datetime.now(UTC) + timedelta(days=8)) == 1
+    assert not store.exists(multipart.part_key(left, 1))
+    with pytest.raises(ClientError, match="NoSuchUpload"):
+        client.complete_multipart_upload(
+            Bucket="bucket",
+            Key="left.bin",
+            UploadId=left,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": "x"}]},
+        )
+    assert statuses(world) == []
+
+
 def rclone(served, secrets, *args, login="alice"):
     env = dict(os.environ) | {
         "RCLONE_CONFIG": os.devnull,
