@@ -846,6 +846,7 @@ def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None)
 def _migrate(args: argparse.Namespace) -> int:
     """What an installation runs once before its API replicas start (they would race to migrate)."""
     from catalog.database import make_engine, migrate, session_scope
+    from catalog.sealing import seal_stored_hosts
     from catalog.settings import Settings
     from catalog.users import ensure_user
 
@@ -855,12 +856,17 @@ def _migrate(args: argparse.Namespace) -> int:
         migrate(engine)
         with session_scope(engine) as session:
             ensure_user(session, settings.admin_user, settings.admin_password.get_secret_value(), is_admin=True)
+            sealed = seal_stored_hosts(session)  # hosts stored before PDS_HOST_SECRET_KEY was set
     except Exception as exc:  # noqa: BLE001 — any failure is one line and a non-zero exit
         print(f"pds: error: migration failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
-    _print(args, {"database": "migrated"}, "database migrated")
+    _print(
+        args,
+        {"database": "migrated", "hosts_sealed": sealed},
+        "database migrated" + (f"; credentials of {sealed} host(s) sealed" if sealed else ""),
+    )
     return 0
 
 

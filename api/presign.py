@@ -14,6 +14,7 @@ import boto3
 from botocore.config import Config
 
 from catalog.models import Host
+from catalog.sealing import unseal
 
 
 @lru_cache(maxsize=64)
@@ -42,7 +43,7 @@ def presigned_url(href: str, host: Host | None, seconds: int) -> str:
         host.address,
         str(options.get("region", "")),
         host.login,
-        host.password,
+        unseal(host.password, host=host.name),
         bool(options.get("path_style", bool(host.address))),
     )
     return str(client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=seconds))

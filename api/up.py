@@ -22,6 +22,7 @@ from typing import IO
 
 import httpx
 
+from catalog import sealing
 from catalog.database import make_engine, migrate, session_scope
 from catalog.settings import Settings
 from catalog.users import ensure_user
@@ -114,11 +115,17 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
+    # Host credentials are sealed at rest under a key every child inherits (made on first start
+    # unless one is given).
+    if not os.environ.get(sealing.KEY_VARIABLE):
+        os.environ[sealing.KEY_VARIABLE] = sealing.ensure_key_file(root / "host-secret.key")
+
     # Migrate before any child starts, so the API and the mover never race to create tables.
     engine = make_engine(settings.resolved_database_url())
     migrate(engine)
     with session_scope(engine) as session:
         ensure_user(session, settings.admin_user, settings.admin_password.get_secret_value(), is_admin=True)
+        sealing.seal_stored_hosts(session)
     engine.dispose()
 
     env = dict(os.environ) | {"PYTHONUNBUFFERED": "1"}

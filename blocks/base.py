@@ -22,6 +22,7 @@ from pydantic import Field, SecretStr
 from catalog.errors import FailOverToNextHost, FailTransfer, RetryOnSameHost, TransferError
 from catalog.models import Host
 from catalog.paths import TEMPLATE_TOKENS, render_directory
+from catalog.sealing import unseal, unseal_options
 
 READ_BLOCK = 8 * 1024 * 1024
 _FAILOVER_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENOSPC, errno.EDQUOT}
@@ -144,13 +145,14 @@ class HostBlock(Block):
 
     @classmethod
     def from_host(cls, host: Host) -> HostBlock:
+        """The block of a stored host, its sealed credentials opened (see `catalog.sealing`)."""
         return cls(
             name=host.name,
             address=host.address,
             directory=host.directory,
             login=host.login,
-            password=SecretStr(host.password),
-            options=dict(host.options or {}),
+            password=SecretStr(unseal(host.password, host=host.name)),
+            options=unseal_options(dict(host.options or {}), host=host.name),
         )
 
     def filesystem(self) -> fsspec.AbstractFileSystem:

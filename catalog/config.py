@@ -24,8 +24,7 @@ from catalog.models import (
     HostPublic,
 )
 from catalog.scheduling import parse_clock
-
-SECRET_OPTION_PREFIX = "secret_"  # noqa: S105 — a key prefix, not a secret
+from catalog.sealing import SECRET_OPTION_PREFIX, seal_host
 
 
 def check_name(kind: str, name: str) -> str:
@@ -105,6 +104,7 @@ def create_host(session: Session, data: HostCreate, *, known_protocols: frozense
     host = Host.model_validate(data.model_dump())
     if host.kind == HostKind.PROXY:
         check_proxy_options(host)
+    seal_host(host)  # encrypted at rest when PDS_HOST_SECRET_KEY is set
     session.add(host)
     session.flush()
     return host

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     portal_secret_key: SecretStr = SecretStr("")
     """Key that encrypts data users' S3 secret keys in the database; empty derives one from the admin
     password (set it in production: changing it invalidates every S3 secret)."""
+    host_secret_key: SecretStr = SecretStr("")
+    """Key that seals hosts' passwords and `secret_*` options in the database (`catalog.sealing`, which
+    reads it from the environment itself); `pds up` makes `<data_dir>/host-secret.key` when unset.
+    Every process that connects to hosts needs the same key."""
     chunk_size: int = 4 * 1024 * 1024
     """Bytes read and written at a time when streaming data files."""
     prefect_ui_url: str = ""
