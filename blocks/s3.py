@@ -7,11 +7,14 @@ Options: `region`, `path_style` (true for most non-AWS servers), `part_size` (by
 part; memory per upload is about one part), `timeout` (seconds to connect or wait for an answer, 60),
 `retries` (times a failed request is repeated, 3), `etag_is_md5` (true; false for buckets with SSE-KMS
 or SSE-C encryption, whose ETags are not the MD5 of the content, so uploads are checked by size only),
-`parallel_puts` (small files of a batch in flight at once over one connection, 4; 1 sends them one by one).
+`parallel_puts` (small files of a batch in flight at once over one connection, 4; 1 sends them one by one),
+`signed_put` (true: small files of a batch go as one PutObject signed by pds, `blocks.s3_put`, on the same
+connections; false sends them through botocore, as every other request goes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -25,6 +28,7 @@ from fsspec.asyn import sync
 from s3fs import S3File, S3FileSystem
 
 from blocks.base import HostBlock
+from blocks.s3_put import SignedPut
 from catalog.errors import FailOverToNextHost, FailTransfer, InvalidInput, RetryOnSameHost, TransferError
 
 _AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AllAccessDisabled"}
@@ -107,6 +111,16 @@ class _CommitRecordingFile(S3File):  # type: ignore[misc]
         if method in ("put_object", "complete_multipart_upload"):
             self.write_result = {"method": method, **result}
         return result
+
+
+def _signed_put(fs: S3FileSystem) -> SignedPut | None:
+    """The lean PutObject of `fs`'s client (see `blocks.s3_put`), made once per client."""
+    client = fs.s3
+    if getattr(fs, "_signed_put_client", None) is not client:
+        fs._signed_put = SignedPut.for_client(client)
+        fs._signed_put_client = client
+    signed: SignedPut | None = fs._signed_put
+    return signed
 
 
 class S3Host(HostBlock):
@@ -199,8 +213,15 @@ class S3Host(HostBlock):
     async def put_whole(self, fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> tuple[int, str | None]:
         """One PutObject; its ETag is the MD5 of the object S3 stored whole (or not at all)."""
         bucket, key, _ = fs.split_path(path)
-        result = await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=data)
-        etag = str(result.get("ETag", "")).strip('"')
+        etag = None
+        if self.options.get("signed_put", True):
+            signed = _signed_put(fs)
+            with contextlib.suppress(Exception):  # botocore sends it again below, and raises what it finds
+                etag = await signed.put(bucket, key, data) if signed is not None else None
+        if etag is None:
+            result = await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=data)
+            etag = str(result.get("ETag", ""))
+        etag = etag.strip('"')
         md5 = etag if etag and "-" not in etag and self.options.get("etag_is_md5", True) else None
         return len(data), md5
 

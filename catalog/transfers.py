@@ -194,9 +194,26 @@ def claim(
     """
     now = now or utcnow()
     live = live_proxy_hosts(session, stale_after=stale_after, now=now) if stale_after is not None else set()
-    candidates = list(
-        session.exec(
-            select(DataTransfer)
+    # Plain rows, not ORM objects, joined with their files' sizes: a claim reads up to four times
+    # `limit` candidates, and building an object per row was a third of the mover's CPU on small files.
+    candidates: list[Any] = list(  # rows with the attributes named below
+        session.execute(
+            sa.select(
+                *(
+                    col(c)
+                    for c in (
+                        DataTransfer.id,
+                        DataTransfer.status,
+                        DataTransfer.destination_name,
+                        DataTransfer.next_host,
+                        DataTransfer.pass_hosts_tried,
+                        DataTransfer.host_attempts,
+                        DataTransfer.start_count,
+                        DataFile.size,
+                    )
+                )
+            )
+            .outerjoin(DataFile, col(DataFile.id) == DataTransfer.data_file_id)
             .where(
                 col(DataTransfer.status).in_([s.value for s in READY]),
                 col(DataTransfer.scheduled_at) <= now,
@@ -230,13 +247,8 @@ def claim(
     running = Counter(d for d, _ in running_rows)
     connections = Counter(h for _, h in running_rows if h)
     host_caps = {h.name: int(h.options.get("max_connections", 0) or 0) for hs in hosts.values() for h in hs}
-    sizes = dict(
-        session.exec(
-            select(DataFile.id, DataFile.size).where(col(DataFile.id).in_({t.data_file_id for t in candidates}))
-        ).all()
-    )
     proxied = proxy_hosts(session, list(destinations))
-    claimed: list[DataTransfer] = []
+    claimed: list[int] = []
     claimed_bytes = 0
     connection, take, history = session.connection(), _claim_statement(), []
     for transfer in candidates:
@@ -286,10 +298,10 @@ def claim(
         running[destination.name] += 1
         if host:
             connections[host] += 1
-        claimed.append(transfer)
-        claimed_bytes += sizes.get(transfer.data_file_id) or 0
+        claimed.append(transfer.id)
+        claimed_bytes += transfer.size or 0
     _insert_history(connection, history)
-    return _transfers(session, [t.id for t in claimed if t.id is not None])
+    return _transfers(session, claimed)
 
 
 def _claim_statement() -> sa.Update:

@@ -192,3 +192,51 @@ def test_a_server_failing_a_fifth_of_its_operations_loses_and_duplicates_nothing
     leftovers = [p.name for p in (flaky.data_dir / "in").iterdir() if p.name.startswith(".")]
     assert outcomes["Done"] > 0 and sum(outcomes.values()) == len(files), outcomes
     assert len(leftovers) <= outcomes["Failed"], leftovers  # at most one temporary file per failed transfer
+
+
+def test_small_files_reach_an_s3_server_that_checks_signatures(rt, tmp_path_factory, monkeypatch):  # noqa: F811
+    """A batch of small files goes as PutObjects signed by pds (`blocks.s3_put`), none through botocore:
+    SeaweedFS with one key pair refuses a wrong signature, so each object there was signed right."""
+    from blocks.s3 import _DeadlineS3FileSystem
+    from tests.servers.seaweedfs import SeaweedS3Server
+
+    through_botocore: list[str] = []
+    call_s3 = _DeadlineS3FileSystem._call_s3
+
+    async def counted(self, method, *args, **kwargs):
+        through_botocore.append(method)
+        return await call_s3(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(_DeadlineS3FileSystem, "_call_s3", counted)
+
+    server = SeaweedS3Server(tmp_path_factory.mktemp("seaweed"), check_signatures=True).start()
+    try:
+        server.create_bucket("site")
+        destination(
+            rt.engine,
+            "s3-site",
+            host=HostCreate(
+                name="seaweed",
+                protocol="s3",
+                address=server.endpoint_url,
+                login=server.access_key,
+                password=server.secret_key,
+                directory="site/in",
+                options={"region": server.region},
+            ),
+            max_parallel_transfers=100,
+        )
+        files = {f"s{i:03}.bin": os.urandom(4096 + i) for i in range(40)}
+        ids = {name: push(rt.engine, rt.store, "s3-site", name, data=data)[1][0] for name, data in files.items()}
+        from flows.mover import mover
+
+        mover(name="s3-mover", stop_when_idle=True)
+        client = server.client()
+        for name, tid in ids.items():
+            assert public(rt, tid).status == "Done", public(rt, tid).error
+            stored = client.get_object(Bucket="site", Key=f"in/{name}")
+            assert stored["Body"].read() == files[name]
+            assert stored["ETag"].strip('"') == hashlib.md5(files[name]).hexdigest()
+        assert "put_object" not in through_botocore
+    finally:
+        server.stop()

@@ -2,11 +2,13 @@
 
 moto is a Python server: on a two-core machine its own CPU use decides how fast small files go, for
 rclone and pds alike. SeaweedFS is a real S3 server written in Go, so a benchmark measures the client.
-It accepts any credentials when none are configured.
+It accepts any credentials unless started with `check_signatures=True`: then only its one access key,
+with requests signed by its secret key.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any, Self
@@ -21,8 +23,9 @@ class SeaweedS3Server(Server):
     secret_key = "pds-bench-secret"  # noqa: S105 — any credentials are accepted
     region = "us-east-1"
 
-    def __init__(self, root_dir: Path) -> None:
+    def __init__(self, root_dir: Path, check_signatures: bool = False) -> None:
         self.root = Path(root_dir).resolve()
+        self.check_signatures = check_signatures
         self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.log = self.root / "seaweedfs.log"
@@ -41,6 +44,11 @@ class SeaweedS3Server(Server):
         command = [weed, "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
         command += [f"-{name}={port}" for name, port in ports.items()]
         command += [f"-s3.port={self.port}", "-s3.port.iceberg=0", "-admin.ui=false"]
+        if self.check_signatures:
+            identity = {"accessKey": self.access_key, "secretKey": self.secret_key}
+            config = {"identities": [{"name": "pds", "credentials": [identity], "actions": ["Admin"]}]}
+            (self.root / "s3.json").write_text(json.dumps(config))
+            command.append(f"-s3.config={self.root / 's3.json'}")
         self.process = spawn(command, self.log, cwd=self.root)
         ready = lambda: httpx.get(self.endpoint_url, timeout=2).status_code < 500  # noqa: E731
         wait_until(ready, 60, "SeaweedFS", log=self.log, process=self.process, interval=0.3)
