@@ -457,6 +457,12 @@ def register_listed(session: Session, rule: ListingRule, entries: Sequence[Liste
     todo = fresh + updated
     if not todo:
         return 0
+    connection = session.connection()
+    keys = BulkInsert(
+        connection, discovered, ("destination_name", "target", "version", "data_file_id", "size", "modified")
+    )
+    # Each time converted for the driver once, for the source row and the dedupe key both.
+    stamps = [keys.convert("modified", e.modified) for _, e in todo]
     ids = _register(
         session,
         rule.destination_name,
@@ -465,15 +471,12 @@ def register_listed(session: Session, rule: ListingRule, entries: Sequence[Liste
         by=by,
         reason=f"discovered by rule {rule.id} on host {rule.host_name}",
         rule=rule,
+        driver_modified=stamps,
     )
-    connection = session.connection()
     if fresh:
-        keys = BulkInsert(
-            connection, discovered, ("destination_name", "target", "version", "data_file_id", "size", "modified")
-        )
         keys.run(
-            (rule.destination_name, e.target, version, data_file_id, e.size, keys.convert("modified", e.modified))
-            for (version, e), data_file_id in zip(fresh, ids[: len(fresh)], strict=True)
+            (rule.destination_name, e.target, version, data_file_id, e.size, stamp)
+            for (version, e), data_file_id, stamp in zip(fresh, ids[: len(fresh)], stamps[: len(fresh)], strict=True)
         )
     if updated:
         connection.execute(
@@ -528,9 +531,13 @@ def _register(
     rule: ListingRuleBase | None = None,
     group: str | None = None,
     priority: int = 99,
+    driver_modified: Sequence[Any] | None = None,
 ) -> list[int]:
     """Insert a data file, a Preset transfer (and one for each alias of the destination that applies
-    to its target, as a push does), their history rows and its source for each entry."""
+    to its target, as a push does), their history rows and its source for each entry.
+
+    `driver_modified`: the entries' modification times already converted for the driver
+    (`BulkInsert.convert`), in the order of `entries`, when the caller has them."""
     rule = rule or ListingRuleBase(priority=priority)
     now = utcnow()
     dest = session.get(Destination, destination)
@@ -578,9 +585,11 @@ def _register(
     )
     at, rule_id = sources.convert("registered_at", now), getattr(rule, "id", None)
     flags = (rule.no_retrieval, rule.standby, rule.requeue_on_failure)
+    if driver_modified is None:
+        driver_modified = [sources.convert("modified", e.modified) for e in entries]
     sources.run(
-        (i, host, e.path, e.size, sources.convert("modified", e.modified), rule_id, group, *flags, at)
-        for e, i in zip(entries, ids, strict=True)
+        (i, host, e.path, e.size, modified, rule_id, group, *flags, at)
+        for e, i, modified in zip(entries, ids, driver_modified, strict=True)
     )
     return ids
 

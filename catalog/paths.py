@@ -29,7 +29,7 @@ def clean_target(target: str) -> str:
     if _CONTROL.search(target):
         raise InvalidInput(f"the target path {target!r} contains a control character or a backslash")
     segments = [s for s in target.split("/") if s]
-    if any(s in {".", ".."} for s in segments):
+    if "." in segments or ".." in segments:  # list membership: C speed, for listings of 100,000 names
         raise InvalidInput(f"the target path {target!r} contains '.' or '..'")
     if len(target) > 1024:
         raise InvalidInput("the target path is longer than 1024 characters")

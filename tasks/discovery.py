@@ -1,15 +1,18 @@
 """Discovery: list an acquisition host's directories by its listing rules and register what is new.
 
 The listing streams (`blocks.listing.iter_entries`): entries are filtered as they arrive and
-registered a page at a time, so a directory of 100,000 files never sits in memory whole.
+registered a page at a time (one transaction each, in a thread of its own while the next page is
+listed), so a directory of 100,000 files never sits in memory whole.
 Sub-directories found while a directory is listed are listed after it (an FTP control connection
 serves one listing at a time).
 """
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -100,24 +103,37 @@ def discover_rule(
     listed = registered = 0
     page: list[Listed] = []
 
-    def flush() -> int:
+    def register(entries: list[Listed]) -> int:
         with session_scope(engine) as session:
-            count = register_listed(session, rule, page, by=by)
-        page.clear()
-        return count
+            return register_listed(session, rule, entries, by=by)
 
-    for name, entry in walk(block, fs, root, rule.max_depth, rule.listing_format, rule.wildcard):
-        listed += 1
-        if not keeps(name, entry.size, entry.modified):
-            continue
+    # Pages are registered in a thread of their own, in order, one transaction each, while the next
+    # page is listed and filtered here: the database's work (which runs without the GIL) overlaps
+    # the listing's. At most one page waits for the registrar, so memory stays two pages.
+    with ThreadPoolExecutor(1, thread_name_prefix=f"register-rule-{rule.id}") as registrar:
+        waiting: Future[int] | None = None
         try:
-            target = target_for(rule, entry.target)
-        except InvalidInput:
-            continue  # a name that cannot be a target (control characters): never registered
-        page.append(Listed(entry.path, target, entry.size, entry.modified))
-        if len(page) >= PAGE:
-            registered += flush()
-    registered += flush()
+            for name, entry in walk(block, fs, root, rule.max_depth, rule.listing_format, rule.wildcard):
+                listed += 1
+                if not keeps(name, entry.size, entry.modified):
+                    continue
+                try:
+                    target = target_for(rule, entry.target)
+                except InvalidInput:
+                    continue  # a name that cannot be a target (control characters): never registered
+                page.append(Listed(entry.path, target, entry.size, entry.modified))
+                if len(page) >= PAGE:
+                    if waiting is not None:
+                        registered += waiting.result()  # a failed page stops the pass here
+                    waiting, page = registrar.submit(register, page), []
+        except BaseException:
+            if waiting is not None:  # let the page under way finish; the listing's error is the one to tell
+                with contextlib.suppress(Exception):
+                    waiting.result()
+            raise
+        if waiting is not None:
+            registered += waiting.result()
+        registered += register(page)
     return RuleOutcome(rule.id, posixpath.normpath(root) if root else root, listed, registered)
 
 

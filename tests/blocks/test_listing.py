@@ -259,3 +259,72 @@ def test_wildcard_prefix():
     assert wildcard_prefix("obs[0-9].bufr") == "obs"
     assert wildcard_prefix("exact.bin") == "exact.bin"
     assert wildcard_prefix(None) == ""
+
+
+def _sftp_string(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def test_sftp_version_3_name_packets_are_decoded_with_every_attribute():
+    """The fields of a NAME answer (draft-ietf-secsh-filexfer-02, 7) come out whichever attributes the
+    server sends, extended pairs skipped; a packet cut short is refused, not read past its end."""
+    import struct
+
+    from blocks.listing import _v3_names
+
+    everything = (
+        _sftp_string(b"caf\xc3\xa9.grib")
+        + _sftp_string(b"-rw-r--r-- 1 u g 5 Jan 1 00:00 caf\xc3\xa9.grib")
+        + (0x8000000F).to_bytes(4, "big")
+        + (5).to_bytes(8, "big")  # size
+        + (1000).to_bytes(4, "big")  # uid
+        + (1000).to_bytes(4, "big")  # gid
+        + (0o100644).to_bytes(4, "big")  # permissions
+        + (1_700_000_000).to_bytes(4, "big")  # atime
+        + (1_767_225_600).to_bytes(4, "big")  # mtime
+        + (1).to_bytes(4, "big")
+        + _sftp_string(b"vendor@example.com")
+        + _sftp_string(b"data")
+    )
+    bare = _sftp_string(b"sub") + _sftp_string(b"") + (0x4).to_bytes(4, "big") + (0o40755).to_bytes(4, "big")
+    payload = (2).to_bytes(4, "big") + everything + bare
+
+    assert _v3_names(payload) == [("café.grib".encode(), 5, 0o100644, 1_767_225_600), (b"sub", None, 0o40755, None)]
+    with pytest.raises(struct.error):
+        _v3_names(payload[:-2])
+
+
+def test_sftp_listing_without_the_lean_reader_gives_the_same_entries(sshd, monkeypatch):
+    """Servers speaking another SFTP version are listed by asyncssh's own `scandir`: same entries."""
+    import uuid
+
+    import blocks.listing
+    from catalog.models import Host
+
+    directory = sshd.data_dir / uuid.uuid4().hex
+    host = Host(
+        name="sftp",
+        protocol="sftp",
+        address=f"{sshd.host}:{sshd.port}",
+        login=sshd.username,
+        directory=str(directory),
+        options={"key_filename": str(sshd.client_key_path), "known_hosts": str(sshd.known_hosts_path)},
+    )
+    block = block_for(host)
+    directory.mkdir(parents=True)
+    (directory / "a.bin").write_bytes(b"abc")
+    (directory / "sub").mkdir()
+    fs = block.filesystem()
+    scandir = blocks.listing._sftp_scandir
+
+    def not_for_openssh(channel, path):
+        raise AssertionError("OpenSSH speaks SFTP version 3: its listings are read by _sftp_v3_names")
+
+    monkeypatch.setattr(blocks.listing, "_sftp_scandir", not_for_openssh)
+    lean = by_name(list(iter_entries(block, fs, str(directory))))
+    monkeypatch.setattr(blocks.listing, "_sftp_scandir", scandir)
+    monkeypatch.setattr(blocks.listing, "_lean_readdir_works", lambda channel: False)
+    plain = by_name(list(iter_entries(block, fs, str(directory))))
+    assert lean == plain
+    assert lean["a.bin"].size == 3 and not lean["a.bin"].is_directory
+    assert lean["sub"].is_directory and lean["sub"].size is None
