@@ -3,13 +3,21 @@
     .venv/bin/python tests/benchmarks/transfer.py --size-mib 1024 [--protocols sftp ftp s3] [--rounds 3]
 
 Starts OpenSSH sshd, pyftpdlib and moto S3 on 127.0.0.1, then for each protocol copies one file
-disk → server and server → disk with rclone (the anchor) and with pds (`send_data_file` from the Data
-Store up; a streamed read into the Data Store down), and prints MiB/s and the pds/rclone ratio
-(target ≥ 0.9) with the peak RSS growth of this process during the pds copies, the CPU seconds per
-GiB each client used (rclone's from its process, pds's from this one: the servers' are not counted)
-and the 1-minute load average. On a shared machine
-one copy's ratio moves with the load of the moment: `--rounds` repeats each pair of copies (who goes
-first alternating) and prints every round and the median ratio.
+disk → server and server → disk with rclone (the anchor) and with pds, and prints MiB/s and the
+pds/rclone ratio (target ≥ 0.9) with the peak RSS growth of this process during the pds copies, the
+CPU seconds per GiB each client used (rclone's from its process, pds's from this one: the servers'
+are not counted) and the 1-minute load average. pds's rows:
+
+- `up`: `send_data_file` from the Data Store to the host (what dissemination does);
+- `down`: the host block's streamed read (`open_stream`, as retrieval uses it) written to a local
+  file — the same work as rclone's `copyto` server → disk, which computes no checksum over FTP or
+  SFTP: this is the row the target applies to;
+- `down+store`: the same read into the Data Store (`put_stream`), which also computes MD5 and
+  Adler-32 of every byte, as a retrieval does. Its ratio is against the same rclone copy, so it
+  shows what integrity costs; rclone does nothing comparable.
+
+On a shared machine one copy's ratio moves with the load of the moment: `--rounds` repeats each set
+of copies (who goes first alternating) and prints every round and the median ratio per row.
 """
 
 from __future__ import annotations
@@ -96,15 +104,12 @@ def main(root: Path) -> None:
         "--rounds", type=int, default=1, help="copies per protocol and direction; rclone goes first in odd rounds"
     )
     args = parser.parse_args()
-    source = root / "src" / "big.bin"
-    source.parent.mkdir()
-    with source.open("wb") as f:
-        for _ in range(args.size_mib):
-            f.write(os.urandom(1 << 20))
-    size = source.stat().st_size
     store = DataStore.from_url(str(root / "store"))
-    with source.open("rb") as f:
-        stored = store.put_file(f)
+    # The file is written once, into the Data Store, and rclone uploads that object's file: the same
+    # bytes from the same disk, without a second copy (a 10 GiB run needs four times its size on disk).
+    stored = store.put_stream(os.urandom(1 << 20) for _ in range(args.size_mib))
+    source = Path(store.root) / stored.key
+    size = source.stat().st_size
     obscured = subprocess.run(
         [RCLONE, "obscure", FtpServer.password], capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -172,42 +177,70 @@ def main(root: Path) -> None:
                     rclone("copyto", theirs, str(root / "down-rclone.bin"))  # noqa: B023
 
                 def down_pds() -> None:
+                    with (
+                        block.open_stream(fs, delivery.remote_path) as f,  # noqa: B023
+                        (root / "down-pds.bin").open("wb") as out,
+                    ):
+                        while chunk := f.read(8 << 20):
+                            out.write(chunk)
+                    assert (root / "down-pds.bin").stat().st_size == size, "download differs"
+
+                def down_store_pds() -> None:
                     with block.open_stream(fs, delivery.remote_path) as f:  # noqa: B023
                         got = store.put_stream(iter(lambda: f.read(8 << 20), b""))  # noqa: B023
                     store.delete(got.key)
                     assert got.md5 == stored.md5, "download differs"
 
-                for direction, theirs_fn, ours_fn in (("up", up_rclone, up_pds), ("down", down_rclone, down_pds)):
-                    rss, cpu_r, cpu_p = PeakRss(), [], []
+                def clear_downloads() -> None:
+                    for name in ("down-rclone.bin", "down-pds.bin"):
+                        (root / name).unlink(missing_ok=True)
+
+                gib = size / 2**30
+                for theirs_fn, ours_fns in (
+                    (up_rclone, [("up", up_pds)]),
+                    (down_rclone, [("down", down_pds), ("down+store", down_store_pds)]),
+                ):
+                    # One rclone copy per direction and round is the anchor of every pds row of
+                    # that direction; the pds copies go before or after it, alternating by round.
+                    ours = []
+
+                    def run_ours() -> None:
+                        for label, fn in ours_fns:  # noqa: B023
+                            rss, cpu_p = PeakRss(), []
+                            with rss:
+                                p = timed(fn, cpu_p)
+                            clear_downloads()  # at once, so that disk space stays at one download
+                            ours.append((label, p, cpu_p[0], rss.growth_mib))  # noqa: B023
+
+                    cpu_r: list[float] = []
                     if pds_first:
-                        with rss:
-                            p = timed(ours_fn, cpu_p)
+                        run_ours()
                         r = timed(theirs_fn, cpu_r)
+                        clear_downloads()
                     else:
                         r = timed(theirs_fn, cpu_r)
-                        with rss:
-                            p = timed(ours_fn, cpu_p)
-                    gib = size / 2**30
-                    rows.append(
-                        (protocol, direction, n, size / r / 2**20, size / p / 2**20, r / p, rss.growth_mib)
-                        + (cpu_r[0] / gib, cpu_p[0] / gib, os.getloadavg()[0])
-                    )
-                (root / "down-rclone.bin").unlink()
+                        clear_downloads()
+                        run_ours()
+                    for label, p, cpu_p, growth in ours:
+                        rows.append(
+                            (protocol, label, n, size / r / 2**20, size / p / 2**20, r / p, growth)
+                            + (cpu_r[0] / gib, cpu_p / gib, os.getloadavg()[0])
+                        )
                 fs.rm(delivery.remote_path)
                 rclone("deletefile", theirs)
     version = subprocess.run([RCLONE, "version"], capture_output=True, text=True).stdout.split()[1]
     print(f"file {size / 2**20:.0f} MiB, rclone {version}")
-    header = f"{'protocol':8} {'dir':5} {'round':>5} {'rclone MiB/s':>12} {'pds MiB/s':>10} {'pds/rclone':>10}"
+    header = f"{'protocol':8} {'dir':10} {'round':>5} {'rclone MiB/s':>12} {'pds MiB/s':>10} {'pds/rclone':>10}"
     print(f"{header} {'pds RSS +MiB':>12} {'CPU s/GiB rclone':>16} {'pds':>5} {'load':>5}")
     for protocol, direction, n, r, p, ratio, rss, cpu_r, cpu_p, load in rows:
         print(
-            f"{protocol:8} {direction:5} {n:5} {r:12.1f} {p:10.1f} {ratio:10.2f} {rss:12.1f}"
+            f"{protocol:8} {direction:10} {n:5} {r:12.1f} {p:10.1f} {ratio:10.2f} {rss:12.1f}"
             f" {cpu_r:16.2f} {cpu_p:5.2f} {load:5.1f}"
         )
     if args.rounds > 1:
         print("median pds/rclone:", end="")
         for protocol in args.protocols:
-            for direction in ("up", "down"):
+            for direction in ("up", "down", "down+store"):
                 ratios = [row[5] for row in rows if row[:2] == (protocol, direction)]
                 print(f"  {protocol} {direction} {statistics.median(ratios):.2f}", end="")
         print()
