@@ -31,7 +31,7 @@ from catalog.continental import (
 )
 from catalog.database import session_scope
 from catalog.errors import InvalidInput
-from catalog.models import DataTransfer, Host, utcnow
+from catalog.models import Host, utcnow
 from catalog.replication import ToReplicate
 from catalog.store import DataStore
 from tasks.replication import copy_verified, write_copy_event
@@ -75,9 +75,16 @@ def pre_replicate(item: PreReplication, host: Host, mover: str) -> bool:
         error = f"{type(exc).__name__}: {exc}"
     with session_scope(rt.engine) as session:
         record_pre_replication(session, item, host.name, error=error, mover=mover)
-    with Session(rt.engine) as session:
-        transfer = session.get(DataTransfer, item.transfer_id)
-    write_copy_event(transfer, target=target, error=error, started=started, clock=clock, caller=mover, action="proxy")
+    write_copy_event(
+        item.data_file_id,
+        transfer_id=item.transfer_id,
+        target=target,
+        error=error,
+        started=started,
+        clock=clock,
+        caller=mover,
+        action="proxy",
+    )
     return error is None
 
 

@@ -46,11 +46,9 @@ def replicate(item: ToReplicate, replica: DataStore, caller: str) -> bool:
     if error is None:
         with session_scope(rt.engine) as session:
             record_replica(session, item.data_file_id, replica.location(), item.md5)
-    with Session(rt.engine) as session:
-        transfer = session.exec(
-            select(DataTransfer).where(DataTransfer.data_file_id == item.data_file_id).order_by(col(DataTransfer.id))
-        ).first()
-    write_copy_event(transfer, target=replica.location(), error=error, started=started, clock=clock, caller=caller)
+    write_copy_event(
+        item.data_file_id, target=replica.location(), error=error, started=started, clock=clock, caller=caller
+    )
     return error is None
 
 
@@ -62,25 +60,31 @@ def replicate_batch(items: list[ToReplicate], replica_index: int, location: str,
 
 
 def write_copy_event(
-    transfer: DataTransfer | None,
+    data_file_id: int,
     *,
     target: str,
     error: str | None,
     started: datetime,
     clock: float,
     caller: str,
+    transfer_id: int | None = None,
     action: str = "replicate",
 ) -> None:
     """The CPY line of one copy of a data file out of the Data Store (to a replica, or to a
-    continental mover's store with action `proxy`), for `transfer` of that file."""
-    if transfer is None:
-        return
+    continental mover's store with action `proxy`), for transfer `transfer_id` of that file (by
+    default its first one). Nothing is written for a file purged meanwhile."""
     rt = runtime()
     duration = timedelta(seconds=time.monotonic() - clock)
     with Session(rt.engine) as session:
-        data_file = session.get(DataFile, transfer.data_file_id)
-        destination = session.get(Destination, transfer.destination_name)
-    if data_file and destination:
+        if transfer_id is not None:
+            transfer = session.get(DataTransfer, transfer_id)
+        else:
+            transfer = session.exec(
+                select(DataTransfer).where(DataTransfer.data_file_id == data_file_id).order_by(col(DataTransfer.id))
+            ).first()
+        data_file = session.get(DataFile, data_file_id)
+        destination = session.get(Destination, transfer.destination_name) if transfer else None
+    if transfer and data_file and destination:
         event_log(rt.settings.resolved_event_log()).write(
             cpy_from(
                 transfer,

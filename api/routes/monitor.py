@@ -293,7 +293,7 @@ def deployments_page(request: Request[Any, Any, Any], state: State) -> Response[
         "deployments.html",
         deployments=deployments,
         unavailable=unavailable,
-        refresh=REFRESH_SECONDS,
+        # No reload: each view asks Prefect for every deployment's latest run, and schedules change rarely.
         **_common(state, viewer, request),
     )
 
