@@ -28,10 +28,13 @@ def log_in(browser, base: str, next_page: str) -> None:
     browser.find_element(By.ID, "login").send_keys("admin")
     browser.find_element(By.ID, "password").send_keys("wrong")
     browser.find_element(By.ID, "sign-in").click()
+    # A click returns before the answer is loaded: wait for the page it leads to, then check it.
+    WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "error"), "no log-in error shown")
     assert browser.find_element(By.ID, "error").text == "unknown user or wrong password"
     browser.find_element(By.ID, "login").send_keys("admin")
     browser.find_element(By.ID, "password").send_keys("admin")
     browser.find_element(By.ID, "sign-in").click()
+    WebDriverWait(browser, 30).until(lambda b: "/monitor/login" not in b.current_url, "still on the log-in page")
     assert browser.current_url == f"{base}{next_page}"
     assert browser.find_element(By.ID, "viewer").text == "admin"
 
