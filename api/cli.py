@@ -846,7 +846,7 @@ def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None)
 def _migrate(args: argparse.Namespace) -> int:
     """What an installation runs once before its API replicas start (they would race to migrate)."""
     from catalog.database import make_engine, migrate, session_scope
-    from catalog.sealing import seal_stored_hosts
+    from catalog.sealing import PREVIOUS_KEYS_VARIABLE, seal_stored_hosts
     from catalog.settings import Settings
     from catalog.users import ensure_user
 
@@ -856,16 +856,24 @@ def _migrate(args: argparse.Namespace) -> int:
         migrate(engine)
         with session_scope(engine) as session:
             ensure_user(session, settings.admin_user, settings.admin_password.get_secret_value(), is_admin=True)
-            sealed = seal_stored_hosts(session)  # hosts stored before PDS_HOST_SECRET_KEY was set
+            # hosts stored before PDS_HOST_SECRET_KEY was set, or sealed by a key being rotated out
+            sealing = seal_stored_hosts(session)
     except Exception as exc:  # noqa: BLE001 — any failure is one line and a non-zero exit
         print(f"pds: error: migration failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
+    if sealing.unreadable:  # the database is migrated; those hosts refuse to connect until the key is given
+        print(
+            f"pds: warning: credentials of host(s) {', '.join(sealing.unreadable)} were sealed by a key this"
+            f" process was not given: put the old key in {PREVIOUS_KEYS_VARIABLE} and run pds migrate again",
+            file=sys.stderr,
+        )
     _print(
         args,
-        {"database": "migrated", "hosts_sealed": sealed},
-        "database migrated" + (f"; credentials of {sealed} host(s) sealed" if sealed else ""),
+        {"database": "migrated", "hosts_sealed": sealing.changed, "hosts_unreadable": sealing.unreadable},
+        "database migrated"
+        + (f"; credentials of {sealing.changed} host(s) sealed under the current key" if sealing.changed else ""),
     )
     return 0
 

@@ -125,7 +125,14 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
     migrate(engine)
     with session_scope(engine) as session:
         ensure_user(session, settings.admin_user, settings.admin_password.get_secret_value(), is_admin=True)
-        sealing.seal_stored_hosts(session)
+        unreadable = sealing.seal_stored_hosts(session).unreadable
+    if unreadable:
+        print(
+            f"pds: warning: credentials of host(s) {', '.join(unreadable)} were sealed by another key:"
+            f" give it in {sealing.PREVIOUS_KEYS_VARIABLE}",
+            file=sys.stderr,
+            flush=True,
+        )
     engine.dispose()
 
     env = dict(os.environ) | {"PYTHONUNBUFFERED": "1"}

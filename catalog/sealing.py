@@ -8,6 +8,11 @@ the same key; `pds up` makes one at `<data_dir>/host-secret.key` on first start 
 processes. Without a key, values are stored as given (as before sealing existed), and values stored
 before a key was set stay readable until `pds migrate` (or `pds up`) seals them.
 
+Rotating the key: give every process the new key as `PDS_HOST_SECRET_KEY` and the old one in
+`PDS_HOST_SECRET_KEY_PREVIOUS` (several, comma-separated), run `pds migrate` (it seals again under the
+new key every value the old one sealed), then drop the old key. Values are opened with the current key
+first and the previous ones after, so hosts keep working throughout.
+
 The key comes from the environment directly, not through `Settings`, because blocks open secrets
 for every connection and must not parse the whole configuration each time.
 """
@@ -18,6 +23,7 @@ import base64
 import hashlib
 import os
 import secrets
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,7 @@ from catalog.models import Host
 PREFIX = "sealed:v1:"
 SECRET_OPTION_PREFIX = "secret_"  # noqa: S105 — a key prefix, not a secret
 KEY_VARIABLE = "PDS_HOST_SECRET_KEY"
+PREVIOUS_KEYS_VARIABLE = "PDS_HOST_SECRET_KEY_PREVIOUS"
 
 
 @lru_cache(maxsize=4)
@@ -40,6 +47,27 @@ def _fernet(key: str) -> Fernet:
 
 def _key() -> str:
     return os.environ.get(KEY_VARIABLE, "")
+
+
+def _previous_keys() -> list[str]:
+    return [k.strip() for k in os.environ.get(PREVIOUS_KEYS_VARIABLE, "").split(",") if k.strip()]
+
+
+def _open(value: str, *, host: str) -> tuple[str, bool]:
+    """The clear text of a sealed `value`, and whether the current key sealed it."""
+    token = value[len(PREFIX) :].encode()
+    key = _key()
+    if not key:
+        raise InvalidInput(f"host {host}'s credentials are sealed: set {KEY_VARIABLE} to the key that sealed them")
+    for i, candidate in enumerate([key, *_previous_keys()]):
+        try:
+            return _fernet(candidate).decrypt(token).decode(), i == 0
+        except InvalidToken:
+            continue
+    raise InvalidInput(
+        f"host {host}'s credentials were sealed with another {KEY_VARIABLE} than this process has"
+        f" (a key being rotated out goes in {PREVIOUS_KEYS_VARIABLE})"
+    )
 
 
 def seal(value: str) -> str:
@@ -54,15 +82,16 @@ def unseal(value: str, *, host: str) -> str:
     """The clear text of a value `seal` made (values stored unsealed come back unchanged)."""
     if not isinstance(value, str) or not value.startswith(PREFIX):
         return value
-    key = _key()
-    if not key:
-        raise InvalidInput(f"host {host}'s credentials are sealed: set {KEY_VARIABLE} to the key that sealed them")
-    try:
-        return _fernet(key).decrypt(value[len(PREFIX) :].encode()).decode()
-    except InvalidToken:
-        raise InvalidInput(
-            f"host {host}'s credentials were sealed with another {KEY_VARIABLE} than this process has"
-        ) from None
+    return _open(value, host=host)[0]
+
+
+def _reseal(value: str, *, host: str) -> str:
+    """`value` sealed under the current key: sealed now if it was stored in clear, sealed again if a
+    previous key sealed it, unchanged if the current key did."""
+    if not isinstance(value, str) or not value.startswith(PREFIX):
+        return seal(value) if isinstance(value, str) else value
+    clear, current = _open(value, host=host)
+    return value if current else seal(clear)
 
 
 def seal_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -82,19 +111,37 @@ def seal_host(host: Host) -> None:
     host.options = seal_options(dict(host.options or {}))
 
 
-def seal_stored_hosts(session: Session) -> int:
-    """Seal the credentials of hosts stored before a key was set; how many hosts changed."""
+@dataclass
+class Resealed:
+    """What `seal_stored_hosts` did: hosts whose stored credentials changed, and hosts it could not
+    open (sealed by a key this process was not given; they stay as they are)."""
+
+    changed: int = 0
+    unreadable: list[str] = field(default_factory=list)
+
+
+def seal_stored_hosts(session: Session) -> Resealed:
+    """Seal the credentials of hosts stored in clear (before a key was set) and seal again under the
+    current key those a previous key sealed (key rotation)."""
+    outcome = Resealed()
     if not _key():
-        return 0
-    changed = 0
+        return outcome
     for host in session.exec(select(Host)):
-        before = (host.password, dict(host.options or {}))
-        seal_host(host)
-        if (host.password, host.options) != before:
+        options = dict(host.options or {})
+        try:
+            password = _reseal(host.password, host=host.name)
+            resealed = {
+                k: _reseal(v, host=host.name) if k.startswith(SECRET_OPTION_PREFIX) else v for k, v in options.items()
+            }
+        except InvalidInput:
+            outcome.unreadable.append(host.name)
+            continue
+        if (password, resealed) != (host.password, options):
+            host.password, host.options = password, resealed
             session.add(host)
-            changed += 1
+            outcome.changed += 1
     session.flush()
-    return changed
+    return outcome
 
 
 def ensure_key_file(path: Path) -> str:

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     """Key that seals hosts' passwords and `secret_*` options in the database (`catalog.sealing`, which
     reads it from the environment itself); `pds up` makes `<data_dir>/host-secret.key` when unset.
     Every process that connects to hosts needs the same key."""
+    host_secret_key_previous: SecretStr = SecretStr("")
+    """Keys being rotated out (comma-separated): they still open sealed values, and `pds migrate`
+    seals those values again under `host_secret_key` (`catalog.sealing` reads it itself too)."""
     chunk_size: int = 4 * 1024 * 1024
     """Bytes read and written at a time when streaming data files."""
     prefect_ui_url: str = ""
