@@ -256,10 +256,15 @@ class DataTransfer(SQLModel, table=True):
     """One data file to one destination."""
 
     __tablename__ = "data_transfer"
-    __table_args__ = (sa.Index("ix_data_transfer_queue", "status", "priority", "queued_at", "id"),)
+    __table_args__ = (
+        sa.Index("ix_data_transfer_queue", "status", "priority", "queued_at", "id"),
+        # A destination's transfers by target: the portal's lookups and its key-ordered listings
+        # (it serves lookups by destination alone too, as its leading column).
+        sa.Index("ix_data_transfer_destination_target", "destination_name", "target"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     data_file_id: int = Field(foreign_key="data_file.id", index=True)
-    destination_name: str = Field(foreign_key="destination.name", index=True)
+    destination_name: str = Field(foreign_key="destination.name")
     target: str
     """Path of the file at the destination, relative to the host's directory."""
     status: TransferStatus = Field(sa_type=sa.String(16))

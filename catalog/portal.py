@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +35,7 @@ from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, Quota
 from catalog.events import EventLog, inh_from
 from catalog.models import DataFile, DataTransfer, DataUser, Destination, DestinationAlias, utcnow
 from catalog.paths import clean_target
+from catalog.portal_keys import KeyPage, list_keys
 from catalog.portal_models import ALL_OPERATIONS, Operation, PortalAccount, PortalDirectory, PortalUsage
 from catalog.portal_paths import Entry, PortalUser, TreePath, entry_of, is_temporary, parse_path
 from catalog.portal_streams import Download, Upload
@@ -209,18 +210,15 @@ class Portal:
                     raise NotFound(f"no such file or directory: {tree}")
         return [Entry(name, e.is_dir, e.size, e.mtime, e.md5) for name, e in sorted(entries.items())]
 
-    def walk(self, user: PortalUser, destination: str, prefix: str = "") -> Sequence[tuple[str, Entry]]:
-        """Every file of a destination whose target starts with `prefix` (a string, not a directory),
-        sorted by target: the flat view object stores list."""
+    def list_keys(
+        self, user: PortalUser, destination: str, *, prefix: str = "", delimiter: str = "", after: str = "", limit: int
+    ) -> KeyPage:
+        """One page of the destination's files as object stores list them (`catalog.portal_keys`)."""
         self._destination(user, TreePath(destination, ""), Operation.DIR)
-        files: dict[str, Entry] = {}
         with session_scope(self.engine) as session:
-            query = self._visible(destination).order_by(col(DataTransfer.id))
-            if prefix:
-                query = query.where(col(DataTransfer.target).startswith(prefix, autoescape=True))
-            for transfer, data_file in session.exec(query):
-                files[transfer.target] = entry_of(posixpath.basename(transfer.target), transfer, data_file)
-        return sorted(files.items())
+            return list_keys(
+                session, destination, VISIBLE, prefix=prefix, delimiter=delimiter, after=after, limit=limit
+            )
 
     # --- Downloads -------------------------------------------------------------------------------
 

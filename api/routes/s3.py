@@ -252,41 +252,32 @@ class S3Endpoint:
         params = request.params
         v2 = params.get("list-type") == "2"
         prefix, delimiter = params.get("prefix", ""), params.get("delimiter", "")
-        max_keys = min(int(params.get("max-keys", "1000") or 1000), 1000)
+        try:
+            max_keys = min(int(params.get("max-keys", "1000") or 1000), 1000)
+        except ValueError:
+            max_keys = -1
+        if max_keys < 0:
+            raise S3Error(400, "InvalidArgument", "max-keys must be a whole number from 0 to 1000")
         after = params.get("continuation-token") or params.get("start-after", "") if v2 else params.get("marker", "")
-        files = await anyio.to_thread.run_sync(self.portal.walk, user, request.bucket, prefix)
-        contents: list[Any] = []
-        prefixes: list[str] = []
-        last, truncated = "", False
-        for target, entry in files:
-            if target <= after:
-                continue
-            item = target
-            if delimiter:
-                cut = target.find(delimiter, len(prefix))
-                if cut >= 0:
-                    item = target[: cut + len(delimiter)]
-                    if item <= after or (prefixes and prefixes[-1] == item):
-                        continue
-            if len(contents) + len(prefixes) >= max_keys:
-                truncated = True
-                break
-            if item != target:
-                prefixes.append(item)
-            else:
-                contents.append(
-                    (
-                        "Contents",
-                        [
-                            ("Key", target),
-                            ("LastModified", _iso(entry)),
-                            ("ETag", f'"{entry.md5}"'),
-                            ("Size", entry.size),
-                            ("StorageClass", "STANDARD"),
-                        ],
-                    )
-                )
-            last = item
+        page = await anyio.to_thread.run_sync(
+            lambda: self.portal.list_keys(
+                user, request.bucket, prefix=prefix, delimiter=delimiter, after=after, limit=max_keys
+            )
+        )
+        contents: list[Any] = [
+            (
+                "Contents",
+                [
+                    ("Key", key),
+                    ("LastModified", _iso(entry)),
+                    ("ETag", f'"{entry.md5}"'),
+                    ("Size", entry.size),
+                    ("StorageClass", "STANDARD"),
+                ],
+            )
+            for key, entry in page.files
+        ]
+        prefixes, truncated, last = page.prefixes, page.truncated, page.next_marker
         fields: list[Any] = [("Name", request.bucket), ("Prefix", prefix), ("MaxKeys", max_keys)]
         if delimiter:
             fields.append(("Delimiter", delimiter))

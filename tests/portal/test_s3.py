@@ -77,6 +77,8 @@ def test_boto3_objects_listings_copies_and_deletes(served, secrets, world):
         "run/deep/c.bin",
         "top.bin",
     ]
+    with pytest.raises(ClientError, match="InvalidArgument"):
+        client.list_objects_v2(Bucket="bucket", MaxKeys=-1)
 
     client.copy_object(Bucket="bucket", Key="copy.bin", CopySource={"Bucket": "bucket", "Key": "run/a.bin"})
     assert client.get_object(Bucket="bucket", Key="copy.bin")["Body"].read() == data
