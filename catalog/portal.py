@@ -190,14 +190,15 @@ class Portal:
         prefix = tree.target + "/" if tree.target else ""
         entries: dict[str, Entry] = {}
         with session_scope(self.engine) as session:
-            query = self._visible(destination).order_by(col(DataTransfer.id))
-            if prefix:
-                query = query.where(col(DataTransfer.target).startswith(prefix, autoescape=True))
-            for transfer, data_file in session.exec(query):
-                rest = transfer.target[len(prefix) :]
-                name, sep, _ = rest.partition("/")
-                # Later rows are newer and replace an older file of the same target.
-                entries[name] = Entry(name, True) if sep else entry_of(name, transfer, data_file)
+            # Page by page in key order, each sub-directory skipped in one read (not file by file).
+            after = ""
+            while True:
+                page = list_keys(session, destination, VISIBLE, prefix=prefix, delimiter="/", after=after, limit=1000)
+                entries.update((key[len(prefix) :], entry) for key, entry in page.files)
+                entries.update((d[len(prefix) : -1], Entry(d[len(prefix) : -1], True)) for d in page.prefixes)
+                if not page.truncated:
+                    break
+                after = page.next_marker
             made = session.exec(select(PortalDirectory).where(PortalDirectory.destination_name == destination))
             for directory in made:
                 if directory.path.startswith(prefix) and directory.path != tree.target:
