@@ -226,9 +226,10 @@ def record_pre_replication(
     session.flush()
 
 
-def finished_copies(session: Session, proxy: str, *, limit: int = 100) -> list[tuple[int, str]]:
+def finished_copies(session: Session, proxy: str, *, limit: int = 100, after: int = 0) -> list[tuple[int, str]]:
     """(data file id, store key) of copies in `proxy`'s location that no transfer needs any more:
-    every transfer of the file to `proxy`'s destinations is Done, Failed or Stopped."""
+    every transfer of the file to `proxy`'s destinations is Done, Failed or Stopped. In data file
+    order, from after the id `after`."""
     unfinished = select(DataTransfer.data_file_id).where(
         col(DataTransfer.status).not_in([s.value for s in FINAL]), _proxy_link(proxy).exists()
     )
@@ -239,7 +240,9 @@ def finished_copies(session: Session, proxy: str, *, limit: int = 100) -> list[t
             ProxyReplica.host_name == proxy,
             col(ProxyReplica.ok).is_(True),
             col(ProxyReplica.data_file_id).not_in(unfinished),
+            col(ProxyReplica.data_file_id) > after,
         )
+        .order_by(col(ProxyReplica.data_file_id))
         .limit(limit)
     ).all()
     return [(file_id, key) for file_id, key in rows if key]
@@ -251,6 +254,13 @@ def forget_copy(session: Session, data_file_id: int, proxy: str) -> None:
     if row is not None:
         session.delete(row)
         session.flush()
+
+
+def proxy_host_names(session: Session) -> list[str]:
+    """Every host attached to a destination as a proxy host, by name."""
+    return sorted(
+        set(session.exec(select(DestinationHost.host_name).where(DestinationHost.kind == HostKind.PROXY)).all())
+    )
 
 
 def proxy_replicas(session: Session, proxy: str) -> list[ProxyReplica]:

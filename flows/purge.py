@@ -1,6 +1,7 @@
-"""Purge: remove expired data files and their transfers from the database and the Data Store, and
-multipart uploads abandoned in the Data Store, on a schedule (the `purge` deployment). Reports how
-many data files, transfers, objects and multipart uploads it removed.
+"""Purge: remove expired data files and their transfers from the database and the Data Store,
+multipart uploads abandoned in the Data Store, and copies left in continental movers' locations, on a
+schedule (the `purge` deployment). Reports how many data files, transfers, objects, multipart
+uploads and continental copies it removed.
 
 Run once with `python -m flows.purge`.
 """
@@ -13,8 +14,10 @@ from datetime import datetime, timedelta
 from prefect import flow, get_run_logger, task
 
 from catalog import multipart
+from catalog.continental import proxy_host_names
 from catalog.database import session_scope
 from catalog.purge import expired_data_files, remove_data_files
+from tasks.continental import remove_left_copies
 from tasks.runtime import runtime
 
 
@@ -41,6 +44,22 @@ def purge_multipart(retention_seconds: float, now: datetime | None) -> int:
     return multipart.remove_abandoned(runtime().store, timedelta(seconds=retention_seconds), now=now)
 
 
+@task(name="purge continental copies")
+def purge_continental_copies() -> int:
+    """Copies in proxy hosts' locations that no transfer needs any more. Each continental mover
+    removes its own as it goes; one that never comes back would leave them there for ever."""
+    logger = get_run_logger()
+    with session_scope(runtime().engine) as session:
+        proxies = proxy_host_names(session)
+    removed = 0
+    for proxy in proxies:
+        try:
+            removed += remove_left_copies(proxy)
+        except Exception as exc:  # noqa: BLE001 — one unreachable location must not stop the purge
+            logger.warning("copies in the location of proxy host %s were not removed: %s", proxy, exc)
+    return removed
+
+
 @flow(name="purge", log_prints=True)
 def purge(retention_seconds: float = 0, now: datetime | None = None, batch: int = 500) -> dict[str, int]:
     """Remove every expired data file (retention: PDS_DATA_RETENTION_SECONDS unless given) and the
@@ -48,6 +67,8 @@ def purge(retention_seconds: float = 0, now: datetime | None = None, batch: int 
     rt, logger = runtime(), get_run_logger()
     retention = retention_seconds or rt.settings.data_retention_seconds
     totals = {"data_files": 0, "transfers": 0, "objects": 0}
+    # Before the data files go: their copies' rows go with them, and the copies would be left behind.
+    continental_copies = purge_continental_copies()
     while True:
         removed = purge_batch(retention, now, batch)
         for key in totals:
@@ -55,12 +76,15 @@ def purge(retention_seconds: float = 0, now: datetime | None = None, batch: int 
         if removed["data_files"] < batch:
             break
     totals["multipart_uploads"] = purge_multipart(rt.settings.multipart_retention_seconds, now)
+    totals["continental_copies"] = continental_copies
     logger.info(
-        "purge removed %d data file(s), %d transfer(s), %d object(s), %d abandoned multipart upload(s)",
+        "purge removed %d data file(s), %d transfer(s), %d object(s), %d abandoned multipart upload(s),"
+        " %d continental cop(ies)",
         totals["data_files"],
         totals["transfers"],
         totals["objects"],
         totals["multipart_uploads"],
+        totals["continental_copies"],
     )
     return totals
 

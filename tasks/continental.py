@@ -129,6 +129,34 @@ def remove_finished(proxy: str) -> int:
     return len(finished)
 
 
+def remove_left_copies(proxy: str, *, batch: int = 100) -> int:
+    """What purge does for a continental mover that may never come back: remove, from `proxy`'s
+    location, the copies no transfer needs any more (see `remove_finished`); how many went.
+
+    Only a copy found in the location is removed and forgotten. A location that only its continental
+    mover's machine sees (a local directory there) shows no copy from here, so its rows stay for that
+    mover to clear, rather than being forgotten while the copy remains.
+    """
+    rt = runtime()
+    with Session(rt.engine) as session:
+        host = proxy_host(session, proxy)
+        session.expunge(host)
+    store = continental_store(host)
+    removed, after = 0, 0
+    while True:
+        with Session(rt.engine) as session:
+            finished = finished_copies(session, proxy, limit=batch, after=after)
+        for data_file_id, key in finished:
+            if store.exists(key):
+                store.delete(key)
+                with session_scope(rt.engine) as session:
+                    forget_copy(session, data_file_id, proxy)
+                removed += 1
+        if len(finished) < batch:
+            return removed
+        after = finished[-1][0]
+
+
 def pre_replication_pass(proxy: str, mover: str) -> dict[str, int]:
     """Copy what is due now to `proxy`'s store location, and remove what is no longer needed there
     (one batch of each; the mover calls this every second)."""

@@ -46,14 +46,26 @@ def test_purge_removes_expired_files_only_and_reports_the_counts(rt, prefect_ser
 
     from flows.purge import purge
 
-    assert purge(retention_seconds=7 * DAY) == {"data_files": 2, "transfers": 2, "objects": 2, "multipart_uploads": 0}
+    assert purge(retention_seconds=7 * DAY) == {
+        "data_files": 2,
+        "transfers": 2,
+        "objects": 2,
+        "multipart_uploads": 0,
+        "continental_copies": 0,
+    }
     with Session(rt.engine) as session:
         left = {f.id for f in session.exec(select(DataFile))}
         assert session.exec(select(TransferHistory).where(TransferHistory.transfer_id == old_done_t)).all() == []
     assert left == {old_queued, recent_done}
     for data_file_id, key in keys.items():
         assert rt.store.exists(key) == (data_file_id in left)
-    assert purge(retention_seconds=7 * DAY) == {"data_files": 0, "transfers": 0, "objects": 0, "multipart_uploads": 0}
+    assert purge(retention_seconds=7 * DAY) == {
+        "data_files": 0,
+        "transfers": 0,
+        "objects": 0,
+        "multipart_uploads": 0,
+        "continental_copies": 0,
+    }
 
 
 def test_purge_removes_multipart_uploads_abandoned_for_the_retention_time(rt, prefect_server):

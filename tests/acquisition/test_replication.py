@@ -74,6 +74,7 @@ def test_every_file_is_replicated_verified_and_read_back_from_a_replica(
         "transfers": 3,
         "objects": 2 + 3 * 2,
         "multipart_uploads": 0,
+        "continental_copies": 0,
     }
     for replica in rt.store.replicas:
         assert not any(replica.exists(f.store_key) for f in files.values())

@@ -175,3 +175,31 @@ def test_a_proxy_host_with_bad_timing_options_is_refused_when_created(rt, tmp_pa
         )
     with session_scope(rt.engine) as session:
         assert session.get(Host, "eu-west") is None
+
+
+def test_purge_removes_copies_a_silent_continental_mover_left(rt, tmp_path):
+    """The continental mover copied a file and was never seen again; a main mover sent the file from
+    the Data Store. Purge removes the copy it left (and leaves a location it cannot see alone)."""
+    from flows.mover import mover
+    from flows.purge import purge
+    from tasks.continental import pre_replication_pass
+
+    destination(rt.engine, "far", host=local_host("far-disk", str(tmp_path / "far")))
+    proxy(rt, "eu-west", str(tmp_path / "eu-west"), "far")
+    (sent,) = push(rt.engine, rt.store, "far", "left.bin", data=b"l" * 3000)[1]
+    (waiting,) = push(rt.engine, rt.store, "far", "later.bin", data=b"w" * 3000, delay_seconds=1800)[1]
+    assert pre_replication_pass("eu-west", "continental-eu")["pre_replicated"] == 2  # then it is gone
+    copies = {p for p in (tmp_path / "eu-west").rglob("*") if p.is_file()}
+    assert len(copies) == 2
+
+    assert mover(name="main-1", stop_when_idle=True)["transfers"] == 1  # no continental mover beats
+    assert public(rt, sent).status == "Done" and public(rt, waiting).status == "Queued"
+
+    report = purge(retention_seconds=7 * 86400)
+    assert report["continental_copies"] == 1 and report["data_files"] == 0
+    left = {p for p in (tmp_path / "eu-west").rglob("*") if p.is_file()}
+    assert len(left) == 1 and left < copies  # the copy still needed for the scheduled file stays
+    still_needed = public(rt, waiting).data_file_id
+    with session_scope(rt.engine) as session:
+        assert [r.data_file_id for r in proxy_replicas(session, "eu-west")] == [still_needed]
+    assert purge(retention_seconds=7 * 86400)["continental_copies"] == 0
