@@ -24,10 +24,8 @@ import os
 import posixpath
 import ssl
 import stat
-import struct
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from ftplib import FTP, error_perm, error_reply, error_temp
 from typing import IO, Any
@@ -36,6 +34,9 @@ import fsspec
 from fsspec.asyn import sync
 
 from blocks.base import HostBlock
+from blocks.entries import Entry as Entry  # re-exported: what every listing yields
+from blocks.entries import child_path as _child
+from blocks.sftp_names import lean_readdir_works, sftp_scandir, sftp_v3_names
 
 PAGE_SIZE = 1000
 """Entries asked for per request on object stores, and per batch handed over from SFTP."""
@@ -50,21 +51,6 @@ _PROPFIND = (
 _MONTHS = {
     m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One thing in a listed directory."""
-
-    path: str
-    """The full path, as `fs.ls` gives it and as `fs` takes it back."""
-    name: str
-    """The last part of `path`."""
-    size: int | None
-    """Bytes, for files whose size the server tells; None for directories."""
-    modified: datetime | None
-    """Last modification (UTC-aware), or None when the server does not tell (object-store prefixes)."""
-    is_directory: bool
 
 
 #: Protocols whose server narrows a listing to names starting with a given text (object stores).
@@ -119,13 +105,6 @@ def iter_entries(
 
 
 # --- shared helpers
-
-
-def _child(directory: str, name: str) -> str:
-    """`name` under `directory`, written the way fsspec backends write listed paths."""
-    if directory.strip("/"):
-        return f"{directory.rstrip('/')}/{name}"
-    return f"/{name}" if directory.startswith("/") else name
 
 
 def _utc(value: Any) -> datetime | None:
@@ -332,8 +311,8 @@ async def _sftp_batches(fs: Any, path: str, batch_size: int) -> AsyncIterator[li
     directory = fs._strip_protocol(path)
     try:
         async with fs._pool.get() as channel:
-            lean = _lean_readdir_works(channel)
-            names = _sftp_v3_names(channel, directory) if lean else _sftp_scandir(channel, directory)
+            lean = lean_readdir_works(channel)
+            names = sftp_v3_names(channel, directory) if lean else sftp_scandir(channel, directory)
             batch: list[Entry] = []
             async for name, size, permissions, mtime in names:
                 if name in ("", ".", ".."):
@@ -351,110 +330,6 @@ async def _sftp_batches(fs: Any, path: str, batch_size: int) -> AsyncIterator[li
         raise FileNotFoundError(f"{directory}: {exc.reason}") from exc
     except asyncssh.SFTPPermissionDenied as exc:
         raise PermissionError(f"{directory}: {exc.reason}") from exc
-
-
-_SftpName = tuple[str, int | None, int | None, int | None]
-"""(name, size, permissions, modification time in epoch seconds) of one entry of an SFTP listing."""
-
-
-async def _sftp_scandir(channel: Any, directory: str) -> AsyncIterator[_SftpName]:
-    """asyncssh's own `scandir`, for servers speaking an SFTP version other than 3."""
-    async for item in channel.scandir(directory):
-        attrs = item.attrs
-        yield item.filename, attrs.size, attrs.permissions, attrs.mtime
-
-
-def _lean_readdir_works(channel: Any) -> bool:
-    """Whether `_sftp_v3_names` can run on this asyncssh channel: SFTP version 3 (OpenSSH's, and
-    what nearly every server speaks) and the request plumbing it borrows from asyncssh."""
-    handler = getattr(channel, "_handler", None)
-    return (
-        getattr(handler, "version", None) == 3
-        and callable(getattr(handler, "_send_request", None))
-        and callable(getattr(handler, "_process_status", None))
-    )
-
-
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_ATTR_SIZE, _ATTR_UIDGID, _ATTR_PERMISSIONS, _ATTR_ACMODTIME, _ATTR_EXTENDED = 0x1, 0x2, 0x4, 0x8, 0x80000000
-
-
-async def _sftp_v3_names(channel: Any, directory: str) -> AsyncIterator[_SftpName]:
-    """A directory's entries by `READDIR` requests whose `NAME` answers are decoded here.
-
-    asyncssh builds an `SFTPName` and an `SFTPAttrs` object per entry and logs each one: about 20 µs
-    an entry, two seconds of CPU for a directory of 100,000 files, longer than the server takes
-    to answer. Here only the name, size, permissions and modification time are read, straight
-    from the packet (SFTP version 3, draft-ietf-secsh-filexfer-02 section 7), at about 2 µs an
-    entry. Requests go through asyncssh's handler, so its errors and connection handling stay.
-    """
-    import asyncssh
-    from asyncssh.constants import FXP_READDIR, FXP_STATUS
-    from asyncssh.packet import String
-
-    handler = channel._handler
-    handle = await handler.opendir(channel.compose_path(directory))
-    try:
-        while True:
-            waiter = handler._loop.create_future()
-            handler._send_request(FXP_READDIR, [String(handle)], waiter)
-            kind, packet = await waiter
-            if kind == FXP_STATUS:
-                try:
-                    handler._process_status(packet)  # raises the server's error, or SFTPEOFError at the end
-                except asyncssh.SFTPEOFError:
-                    return
-                raise asyncssh.SFTPBadMessage("READDIR answered with a status of success")
-            try:
-                names = _v3_names(packet.get_remaining_payload())
-            except struct.error as exc:  # a truncated or garbled packet: the server's fault, said as asyncssh would
-                raise asyncssh.SFTPBadMessage(f"bad READDIR answer: {exc}") from exc
-            for name, size, permissions, mtime in names:
-                yield channel.decode(name), size, permissions, mtime
-    finally:
-        with contextlib.suppress(asyncssh.SFTPError):
-            await handler.close(handle)
-
-
-def _v3_names(payload: bytes) -> list[tuple[bytes, int | None, int | None, int | None]]:
-    """The entries of an SFTP version 3 `NAME` packet (after its type and request id): count, then per
-    entry filename, longname and attributes, each attribute present when its flag is set. Raises
-    struct.error when the packet ends before its entries do."""
-    u32, u64 = _U32.unpack_from, _U64.unpack_from
-    (count,) = u32(payload, 0)
-    at = 4
-    names = []
-    for _ in range(count):
-        (length,) = u32(payload, at)
-        name = payload[at + 4 : at + 4 + length]
-        at += 4 + length
-        (length,) = u32(payload, at)
-        at += 4 + length  # longname: `ls -l` text, not needed
-        (flags,) = u32(payload, at)
-        at += 4
-        size = permissions = mtime = None
-        if flags & _ATTR_SIZE:
-            (size,) = u64(payload, at)
-            at += 8
-        if flags & _ATTR_UIDGID:
-            at += 8
-        if flags & _ATTR_PERMISSIONS:
-            (permissions,) = u32(payload, at)
-            at += 4
-        if flags & _ATTR_ACMODTIME:
-            (mtime,) = u32(payload, at + 4)  # after atime
-            at += 8
-        if flags & _ATTR_EXTENDED:
-            (pairs,) = u32(payload, at)
-            at += 4
-            for _ in range(2 * pairs):  # type and data strings
-                (length,) = u32(payload, at)
-                at += 4 + length
-        names.append((name, size, permissions, mtime))
-    if at > len(payload):
-        raise struct.error("NAME packet shorter than its entries")
-    return names
 
 
 # --- FTP

@@ -42,13 +42,13 @@ class SftpHost(HostBlock):
         host, _, port = self.address.partition(":")
         return host or "127.0.0.1", int(port or self.options.get("port", 22))
 
-    def filesystem(self) -> fsspec.AbstractFileSystem:
+    def connect_options(self) -> tuple[str, dict[str, Any]]:
+        """The server's address and the keyword arguments of `asyncssh.connect` for it (credentials
+        included): what sshfs connects with, and what a listing process is handed."""
         host, port = self._host_port()
         kwargs: dict[str, Any] = {
             "port": port,
             "known_hosts": self.options.get("known_hosts"),
-            "timeout": float(self.options.get("timeout", 30)),
-            "skip_instance_cache": True,
             "encryption_algs": list(self.options.get("ciphers", DEFAULT_CIPHERS)),
         }
         if self.login:  # without one, asyncssh uses the local user name as OpenSSH does
@@ -59,7 +59,14 @@ class SftpHost(HostBlock):
             kwargs["client_keys"] = [self.options["key_filename"]]
             if self.options.get("secret_passphrase"):
                 kwargs["passphrase"] = self.options["secret_passphrase"]
-        return SSHFileSystem(host, **kwargs)
+        return host, kwargs
+
+    def timeout(self) -> float:
+        return float(self.options.get("timeout", 30))
+
+    def filesystem(self) -> fsspec.AbstractFileSystem:
+        host, kwargs = self.connect_options()
+        return SSHFileSystem(host, timeout=self.timeout(), skip_instance_cache=True, **kwargs)
 
     def base_path(self) -> str:
         return ""

@@ -17,7 +17,6 @@ has `requeue_on_update`, and the older registration is stopped if it is still wa
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -29,7 +28,7 @@ from urllib.parse import parse_qsl
 import sqlalchemy as sa
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 
-from catalog.bulk import BulkInsert
+from catalog.bulk import BulkInsert, StagedRows
 from catalog.errors import Conflict, InvalidInput, NotFound
 from catalog.models import (
     DataFile,
@@ -43,6 +42,8 @@ from catalog.models import (
     utcnow,
 )
 from catalog.paths import clean_target
+from catalog.selection import Listed as Listed  # re-exported: what registration takes
+from catalog.selection import Selection
 from catalog.statuses import TransferStatus
 from catalog.submission import AliasPlan, alias_target
 from catalog.transfers import change_status
@@ -345,49 +346,9 @@ def pass_finished(session: Session, host_name: str, registered: int, error: str 
 # --- Selecting entries -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Listed:
-    """An entry a listing kept: its path on the host, its target at the destination, what it is."""
-
-    path: str
-    target: str
-    size: int | None
-    modified: datetime | None
-
-
 def entry_filter(rule: ListingRuleBase, now: datetime) -> Callable[[str, int | None, datetime | None], bool]:
-    """The rule's filters as one function of (name, size, modified), built once per listing: only the
-    filters the rule sets are checked, and its settings are read once, not for each of 100,000 entries.
-    A file of unknown size or age passes those filters."""
-    pattern = re.compile(rule.pattern) if rule.pattern else None
-    wildcard = rule.wildcard
-    min_size, max_size = rule.min_size, rule.max_size
-    # "modified at least min_age ago" is "modified before now - min_age"; likewise for max_age.
-    newest = now - timedelta(seconds=rule.min_age_seconds) if rule.min_age_seconds is not None else None
-    oldest = now - timedelta(seconds=rule.max_age_seconds) if rule.max_age_seconds is not None else None
-    if not (
-        pattern or wildcard or min_size is not None or max_size is not None or newest is not None or oldest is not None
-    ):
-        return lambda name, size, modified: True
-
-    def keeps(name: str, size: int | None, modified: datetime | None) -> bool:
-        if pattern is not None and not pattern.search(name):
-            return False
-        if wildcard and not fnmatch.fnmatchcase(name, wildcard):
-            return False
-        if size is not None:
-            if min_size is not None and size < min_size:
-                return False
-            if max_size is not None and size > max_size:
-                return False
-        if modified is not None:
-            if newest is not None and modified > newest:
-                return False
-            if oldest is not None and modified < oldest:
-                return False
-        return True
-
-    return keeps
+    """The rule's filters as one function of (name, size, modified) (see `catalog.selection`)."""
+    return Selection.of(rule, now).filter()
 
 
 def keeps(rule: ListingRuleBase, name: str, size: int | None, modified: datetime | None, now: datetime) -> bool:
@@ -396,7 +357,7 @@ def keeps(rule: ListingRuleBase, name: str, size: int | None, modified: datetime
 
 
 def target_for(rule: ListingRuleBase, relative: str) -> str:
-    return clean_target(posixpath.join(rule.target_prefix, relative) if rule.target_prefix else relative)
+    return Selection(target_prefix=rule.target_prefix).target(relative)
 
 
 # --- Registering -------------------------------------------------------------------------------
@@ -437,32 +398,26 @@ def register_listed(session: Session, rule: ListingRule, entries: Sequence[Liste
     assert rule.id is not None
     if not entries:
         return 0
-    unique = {(e.target, _version(rule, e.modified)): e for e in entries}
-    discovered = _table(Discovered)
-    key = discovered.c
-    known = session.connection().execute(
-        sa.select(key.target, key.version, key.data_file_id, key.size, key.modified).where(
-            key.destination_name == rule.destination_name, key.target.in_({t for t, _ in unique})
-        )
+    by_time = rule.dedupe_by_time
+    unique = {(e.target, e.modified.isoformat() if by_time and e.modified else ""): e for e in entries}
+    connection = session.connection()
+    keys = BulkInsert(
+        connection, _table(Discovered), ("destination_name", "target", "version", "data_file_id", "size", "modified")
     )
-    seen = {(row.target, row.version): row for row in known.all()}  # fetched at once, not row by row
+    seen = _seen(connection, rule.destination_name, {t for t, _ in unique})
     fresh: list[tuple[str, Listed]] = []
     updated: list[tuple[str, Listed]] = []
+    requeue_on_update = rule.requeue_on_update
     for (target, version), entry in unique.items():
         before = seen.get((target, version))
         if before is None:
             fresh.append((version, entry))
-        elif rule.requeue_on_update and (before.size != entry.size or before.modified != entry.modified):
+        # Compared as the driver holds them (SQLite: text), as they were stored.
+        elif requeue_on_update and (before[1] != entry.size or before[2] != keys.convert("modified", entry.modified)):
             updated.append((version, entry))
     todo = fresh + updated
     if not todo:
         return 0
-    connection = session.connection()
-    keys = BulkInsert(
-        connection, discovered, ("destination_name", "target", "version", "data_file_id", "size", "modified")
-    )
-    # Each time converted for the driver once, for the source row and the dedupe key both.
-    stamps = [keys.convert("modified", e.modified) for _, e in todo]
     ids = _register(
         session,
         rule.destination_name,
@@ -471,14 +426,10 @@ def register_listed(session: Session, rule: ListingRule, entries: Sequence[Liste
         by=by,
         reason=f"discovered by rule {rule.id} on host {rule.host_name}",
         rule=rule,
-        driver_modified=stamps,
+        dedupe_versions=[version for version, _ in fresh] + [None] * len(updated),  # new keys for fresh ones
     )
-    if fresh:
-        keys.run(
-            (rule.destination_name, e.target, version, data_file_id, e.size, stamp)
-            for (version, e), data_file_id, stamp in zip(fresh, ids[: len(fresh)], stamps[: len(fresh)], strict=True)
-        )
     if updated:
+        discovered, key = _table(Discovered), _table(Discovered).c
         connection.execute(
             sa.update(discovered)
             .where(
@@ -500,9 +451,20 @@ def register_listed(session: Session, rule: ListingRule, entries: Sequence[Liste
                 for (version, e), data_file_id in zip(updated, ids[len(fresh) :], strict=True)
             ],
         )
-        replaced = {seen[(e.target, version)].data_file_id: e.target for version, e in updated}
+        replaced = {seen[(e.target, version)][0]: e.target for version, e in updated}
         _stop_waiting(session, replaced, by=by)
     return len(todo)
+
+
+def _seen(connection: sa.Connection, destination: str, targets: set[str]) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """(target, version) → (data file id, size, modified as the driver gives it) of the dedupe keys
+    of `destination` among `targets`: one query per page, read straight from the driver (the
+    second pass over a large listing reads a key for every entry)."""
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    marks = ", ".join([mark] * len(targets))  # only placeholders go into the text; values are parameters
+    sql = f"SELECT target, version, data_file_id, size, modified FROM discovered WHERE destination_name = {mark} AND target IN ({marks})"  # noqa: E501, S608
+    rows = connection.exec_driver_sql(sql, (destination, *targets)).all()
+    return {(row[0], row[1]): (row[2], row[3], row[4]) for row in rows}
 
 
 def _stop_waiting(session: Session, replaced: dict[int, str], *, by: str) -> None:
@@ -531,13 +493,13 @@ def _register(
     rule: ListingRuleBase | None = None,
     group: str | None = None,
     priority: int = 99,
-    driver_modified: Sequence[Any] | None = None,
+    dedupe_versions: Sequence[str | None] | None = None,
 ) -> list[int]:
     """Insert a data file, a Preset transfer (and one for each alias of the destination that applies
     to its target, as a push does), their history rows and its source for each entry.
 
-    `driver_modified`: the entries' modification times already converted for the driver
-    (`BulkInsert.convert`), in the order of `entries`, when the caller has them."""
+    `dedupe_versions`: for each entry, the version of the discovery dedupe key to record for it
+    (see `Discovered`), or None for none."""
     rule = rule or ListingRuleBase(priority=priority)
     now = utcnow()
     dest = session.get(Destination, destination)
@@ -545,10 +507,6 @@ def _register(
     expires = now + timedelta(seconds=lifetime) if lifetime else None
     connection = session.connection()
     ids = _new_ids(connection, _table(DataFile), len(entries))
-    files = BulkInsert(connection, _table(DataFile), ("id", "name", "size", "meta", "created_at"))
-    created, meta = files.convert("created_at", now), files.convert("meta", {})
-    files.run((i, posixpath.basename(e.target), e.size, meta, created) for e, i in zip(entries, ids, strict=True))
-
     # (data file id, destination, target, priority) of each transfer: the destination's, then aliases'.
     planned = [(i, destination, e.target, rule.priority) for e, i in zip(entries, ids, strict=True)]
     plan = AliasPlan(session)
@@ -558,40 +516,137 @@ def _register(
             planned.append((i, alias.alias_name, alias_target(alias, e.target), priority))
     transfer_ids = _new_ids(connection, _table(DataTransfer), len(planned))  # one call: SQLite's come from max(id)
 
-    transfers = BulkInsert(
-        connection,
+    # Each entry is staged once; its data file, transfer, history row and source are copied from there.
+    staged = StagedRows(connection, _REGISTERING)
+    versions = dedupe_versions or [None] * len(entries)
+    staged.load(
+        ("data_file_id", "transfer_id", "name", "path", "target", "size", "modified", "version"),
+        (
+            (i, tid, posixpath.basename(e.target), e.path, e.target, e.size, staged.convert("modified", e.modified), v)
+            for e, i, tid, v in zip(entries, ids, transfer_ids[: len(entries)], versions, strict=True)
+        ),
+    )
+    row, preset = _REGISTERING.c, TransferStatus.PRESET.value
+    staged.copy_into(
+        _table(DataFile), {"id": row.data_file_id, "name": row.name, "size": row.size, "meta": {}, "created_at": now}
+    )
+    staged.copy_into(
         _table(DataTransfer),
-        ("id", "data_file_id", "destination_name", "target", "status", "priority")
-        + ("queued_at", "scheduled_at", "expires_at", "updated_at"),
+        {
+            "id": row.transfer_id,
+            "data_file_id": row.data_file_id,
+            "destination_name": destination,
+            "target": row.target,
+            "status": preset,
+            "priority": rule.priority,
+            "queued_at": now,
+            "scheduled_at": now,
+            "expires_at": expires,
+            "updated_at": now,
+        },
     )
-    at, until = transfers.convert("queued_at", now), transfers.convert("expires_at", expires)
-    preset = TransferStatus.PRESET.value
-    transfers.run(
-        (tid, i, to, target, preset, priority, at, at, until, at)
-        for (i, to, target, priority), tid in zip(planned, transfer_ids, strict=True)
+    staged.copy_into(
+        _table(TransferHistory),
+        {
+            "transfer_id": row.transfer_id,
+            "action": "create",
+            "from_status": None,
+            "to_status": preset,
+            "at": now,
+            "by": by,
+            "reason": reason,
+        },
     )
+    staged.copy_into(
+        _table(SourceFile),
+        {
+            "data_file_id": row.data_file_id,
+            "host_name": host,
+            "path": row.path,
+            "size": row.size,
+            "modified": row.modified,
+            "rule_id": getattr(rule, "id", None),
+            "group_name": group,
+            "on_demand": rule.no_retrieval,
+            "standby": rule.standby,
+            "requeue_on_failure": rule.requeue_on_failure,
+            "registered_at": now,
+        },
+    )
+    if dedupe_versions is not None:
+        staged.copy_into(
+            _table(Discovered),
+            {
+                "destination_name": destination,
+                "target": row.target,
+                "version": row.version,
+                "data_file_id": row.data_file_id,
+                "size": row.size,
+                "modified": row.modified,
+            },
+            where=row.version.is_not(None),
+        )
+    if len(planned) > len(entries):  # transfers to aliases: fewer, and each with its own values
+        transfers = BulkInsert(
+            connection,
+            _table(DataTransfer),
+            ("id", "data_file_id", "destination_name", "target", "status", "priority")
+            + ("queued_at", "scheduled_at", "expires_at", "updated_at"),
+        )
+        at, until = transfers.convert("queued_at", now), transfers.convert("expires_at", expires)
+        to_aliases = list(zip(planned[len(entries) :], transfer_ids[len(entries) :], strict=True))
+        transfers.run(
+            (tid, i, to, target, preset, priority, at, at, until, at) for (i, to, target, priority), tid in to_aliases
+        )
+        _history_of_created(connection, [tid for _, tid in to_aliases], now, by=by, reason=reason)
+    return ids
 
+
+#: Where `_register` stages the entries of a page: one row per entry, its ids already taken.
+_REGISTERING = sa.Table(
+    "pds_registering",
+    sa.MetaData(),
+    sa.Column("data_file_id", sa.Integer),
+    sa.Column("transfer_id", sa.Integer),
+    sa.Column("name", sa.String),
+    sa.Column("path", sa.String),
+    sa.Column("target", sa.String),
+    sa.Column("size", sa.Integer),
+    sa.Column("modified", UTCDateTime()),
+    sa.Column("version", sa.String),
+    prefixes=["TEMPORARY"],
+)
+
+
+def _history_of_created(
+    connection: sa.Connection, transfer_ids: list[int], now: datetime, *, by: str, reason: str
+) -> None:
+    """The `create` history row of each transfer just inserted. Ids taken in one run (as they are
+    on SQLite, whose writer holds the lock) are written by one INSERT … SELECT over that id range:
+    no value per row goes through Python, half the cost of sending the rows."""
     history = BulkInsert(
         connection, _table(TransferHistory), ("transfer_id", "action", "from_status", "to_status", "at", "by", "reason")
     )
-    at = history.convert("at", now)
-    history.run((tid, "create", None, preset, at, by, reason) for tid in transfer_ids)
-
-    sources = BulkInsert(
-        connection,
-        _table(SourceFile),
-        ("data_file_id", "host_name", "path", "size", "modified", "rule_id", "group_name")
-        + ("on_demand", "standby", "requeue_on_failure", "registered_at"),
+    at, preset = history.convert("at", now), TransferStatus.PRESET.value
+    first, last = (transfer_ids[0], transfer_ids[-1]) if transfer_ids else (0, -1)
+    if last - first + 1 != len(transfer_ids) or transfer_ids != sorted(transfer_ids):
+        history.run((tid, "create", None, preset, at, by, reason) for tid in transfer_ids)
+        return
+    transfers, rows = _table(DataTransfer), _table(TransferHistory)
+    connection.execute(
+        rows.insert().from_select(
+            ["transfer_id", "action", "from_status", "to_status", "at", "by", "reason"],
+            sa.select(
+                transfers.c.id,
+                sa.literal("create"),
+                sa.null(),
+                sa.literal(preset),
+                sa.literal(now, UTCDateTime()),
+                sa.literal(by),
+                sa.literal(reason),
+            ).where(transfers.c.id.between(first, last)),
+        )
     )
-    at, rule_id = sources.convert("registered_at", now), getattr(rule, "id", None)
-    flags = (rule.no_retrieval, rule.standby, rule.requeue_on_failure)
-    if driver_modified is None:
-        driver_modified = [sources.convert("modified", e.modified) for e in entries]
-    sources.run(
-        (i, host, e.path, e.size, modified, rule_id, group, *flags, at)
-        for e, i, modified in zip(entries, ids, driver_modified, strict=True)
-    )
-    return ids
 
 
 # --- Registration by group (`pds register`) ----------------------------------------------------

@@ -4,7 +4,8 @@ The listing streams (`blocks.listing.iter_entries`): entries are filtered as the
 registered a page at a time (one transaction each, in a thread of its own while the next page is
 listed), so a directory of 100,000 files never sits in memory whole.
 Sub-directories found while a directory is listed are listed after it (an FTP control connection
-serves one listing at a time).
+serves one listing at a time). On SFTP the walk, filters and targets run in a listing process of
+their own (`blocks.sftp_lister`), on another core than the registration.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ import sqlalchemy as sa
 from prefect import task
 
 from blocks.base import HostBlock
+from blocks.entries import walk_tree
 from blocks.indexes import document_entries
 from blocks.listing import SERVER_SIDE_PREFIX, Entry, iter_entries, wildcard_prefix
 from blocks.registry import block_for
-from catalog.acquisition import Listed, ListingRule, entry_filter, register_listed, render_dates, target_for
+from blocks.sftp import SftpHost
+from blocks.sftp_lister import ListingProcess
+from catalog.acquisition import Listed, ListingRule, register_listed, render_dates
 from catalog.database import session_scope
 from catalog.errors import InvalidInput
 from catalog.models import Host, utcnow
+from catalog.selection import Selection
 
 PAGE = 1000
 """Entries registered per transaction."""
@@ -54,6 +59,13 @@ def _entries(
     return document_entries(fs, path, listing_format)
 
 
+def _prefix(root: str, listing_format: str) -> str:
+    """What listed paths are made relative to: the listed directory, or a listing document's own."""
+    document = root.partition("?")[0]  # a STAC API search's parameters follow its path
+    base = posixpath.dirname(document.rstrip("/")) if listing_format in ("json", "csv", "stac", "stac-api") else root
+    return base.rstrip("/") + "/" if base.strip("/") else base
+
+
 def walk(
     block: HostBlock,
     fs: fsspec.AbstractFileSystem,
@@ -70,22 +82,56 @@ def walk(
     wildcard itself is still applied to every name by the rule's filter.
     """
     name_prefix = wildcard_prefix(wildcard) if max_depth == 0 and block.protocol in SERVER_SIDE_PREFIX else ""
-    pending = [(root, 0)]
-    document = root.partition("?")[0]  # a STAC API search's parameters follow its path
-    base = posixpath.dirname(document.rstrip("/")) if listing_format in ("json", "csv", "stac", "stac-api") else root
-    prefix = base.rstrip("/") + "/" if base.strip("/") else base
-    while pending:
-        directory, depth = pending.pop(0)
-        below: list[str] = []
-        for entry in _entries(block, fs, directory, listing_format, name_prefix):
-            if entry.is_directory:
-                if depth < max_depth:
-                    below.append(entry.path)
-                continue
-            relative = entry.path[len(prefix) :] if entry.path.startswith(prefix) else entry.name
-            yield entry.name, Listed(entry.path, relative.lstrip("/"), entry.size, entry.modified)
-        if listing_format in ("", "html"):
-            pending.extend((d, depth + 1) for d in below)
+    tree = walk_tree(
+        lambda directory: _entries(block, fs, directory, listing_format, name_prefix),
+        root,
+        max_depth,
+        _prefix(root, listing_format),
+        descend=listing_format in ("", "html"),
+    )
+    for entry, relative in tree:
+        yield entry.name, Listed(entry.path, relative, entry.size, entry.modified)
+
+
+def listing_process(block: HostBlock, rule: ListingRule) -> ListingProcess | None:
+    """A process to walk `rule`'s directories in, where that pays: SFTP, whose listings cost the
+    client as much CPU as registering their entries (see `blocks.sftp_lister`)."""
+    if rule.listing_format or not isinstance(block, SftpHost):
+        return None
+    return ListingProcess(block.connect_options(), block.timeout())
+
+
+def selected_pages(
+    block: HostBlock,
+    fs: fsspec.AbstractFileSystem,
+    root: str,
+    rule: ListingRule,
+    now: datetime,
+    lister: ListingProcess | None = None,
+) -> Iterator[tuple[int, list[Listed]]]:
+    """(entries listed so far, a page of the entries the rule keeps, each with its target), the
+    walk running in `lister`'s process when it is available, else here."""
+    selection = Selection.of(rule, now)
+    if lister is not None and lister.available():
+        yield from lister.walk(
+            fs._strip_protocol(root) if root else root, rule.max_depth, _prefix(root, ""), selection, PAGE
+        )
+        return
+    keeps = selection.filter()
+    listed, page = 0, []
+    for name, entry in walk(block, fs, root, rule.max_depth, rule.listing_format, rule.wildcard):
+        listed += 1
+        if not keeps(name, entry.size, entry.modified):
+            continue
+        try:
+            target = selection.target(entry.target)
+        except InvalidInput:
+            continue  # a name that cannot be a target (control characters): never registered
+        page.append(Listed(entry.path, target, entry.size, entry.modified))
+        if len(page) >= PAGE:
+            yield listed, page
+            page = []
+    yield listed, page
 
 
 def discover_rule(
@@ -97,35 +143,42 @@ def discover_rule(
         return RuleOutcome(rule.id, rule.directory, 0, 0)  # discovered by its subscription, not by listing
     now = now or utcnow()
     block = block_for(host)
-    fs = block.filesystem()
-    root = listing_root(block, host, rule, now)
-    keeps = entry_filter(rule, now)
-    listed = registered = 0
-    page: list[Listed] = []
+    lister = listing_process(block, rule)  # starts now, and connects while this process does
+    try:
+        fs = block.filesystem()
+        root = listing_root(block, host, rule, now)
+        listed, registered = _register_pages(engine, rule, selected_pages(block, fs, root, rule, now, lister), by=by)
+    finally:
+        if lister is not None:
+            lister.close()
+    return RuleOutcome(rule.id, posixpath.normpath(root) if root else root, listed, registered)
+
+
+def _register_pages(
+    engine: sa.Engine, rule: ListingRule, pages: Iterator[tuple[int, list[Listed]]], *, by: str
+) -> tuple[int, int]:
+    """Register each page in its own transaction; (entries listed, files registered).
+
+    Pages are registered in a thread of their own, in order, while the next page is listed: the
+    database's work (which runs without the GIL) overlaps the listing's. At most one page waits for
+    the registrar, so memory stays two pages.
+    """
 
     def register(entries: list[Listed]) -> int:
+        if not entries:
+            return 0
         with session_scope(engine) as session:
             return register_listed(session, rule, entries, by=by)
 
-    # Pages are registered in a thread of their own, in order, one transaction each, while the next
-    # page is listed and filtered here: the database's work (which runs without the GIL) overlaps
-    # the listing's. At most one page waits for the registrar, so memory stays two pages.
+    listed = registered = 0
     with ThreadPoolExecutor(1, thread_name_prefix=f"register-rule-{rule.id}") as registrar:
         waiting: Future[int] | None = None
         try:
-            for name, entry in walk(block, fs, root, rule.max_depth, rule.listing_format, rule.wildcard):
-                listed += 1
-                if not keeps(name, entry.size, entry.modified):
-                    continue
-                try:
-                    target = target_for(rule, entry.target)
-                except InvalidInput:
-                    continue  # a name that cannot be a target (control characters): never registered
-                page.append(Listed(entry.path, target, entry.size, entry.modified))
-                if len(page) >= PAGE:
-                    if waiting is not None:
-                        registered += waiting.result()  # a failed page stops the pass here
-                    waiting, page = registrar.submit(register, page), []
+            for so_far, page in pages:
+                listed = so_far
+                if waiting is not None:
+                    registered += waiting.result()  # a failed page stops the pass here
+                waiting = registrar.submit(register, page)
         except BaseException:
             if waiting is not None:  # let the page under way finish; the listing's error is the one to tell
                 with contextlib.suppress(Exception):
@@ -133,8 +186,7 @@ def discover_rule(
             raise
         if waiting is not None:
             registered += waiting.result()
-        registered += register(page)
-    return RuleOutcome(rule.id, posixpath.normpath(root) if root else root, listed, registered)
+    return listed, registered
 
 
 @task(name="discover", task_run_name="discover {host.name} rule {rule.id}")

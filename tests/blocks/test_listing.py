@@ -270,7 +270,7 @@ def test_sftp_version_3_name_packets_are_decoded_with_every_attribute():
     server sends, extended pairs skipped; a packet cut short is refused, not read past its end."""
     import struct
 
-    from blocks.listing import _v3_names
+    from blocks.sftp_names import v3_names as _v3_names
 
     everything = (
         _sftp_string(b"caf\xc3\xa9.grib")
@@ -315,15 +315,15 @@ def test_sftp_listing_without_the_lean_reader_gives_the_same_entries(sshd, monke
     (directory / "a.bin").write_bytes(b"abc")
     (directory / "sub").mkdir()
     fs = block.filesystem()
-    scandir = blocks.listing._sftp_scandir
+    scandir = blocks.listing.sftp_scandir
 
     def not_for_openssh(channel, path):
-        raise AssertionError("OpenSSH speaks SFTP version 3: its listings are read by _sftp_v3_names")
+        raise AssertionError("OpenSSH speaks SFTP version 3: its listings are read by sftp_v3_names")
 
-    monkeypatch.setattr(blocks.listing, "_sftp_scandir", not_for_openssh)
+    monkeypatch.setattr(blocks.listing, "sftp_scandir", not_for_openssh)
     lean = by_name(list(iter_entries(block, fs, str(directory))))
-    monkeypatch.setattr(blocks.listing, "_sftp_scandir", scandir)
-    monkeypatch.setattr(blocks.listing, "_lean_readdir_works", lambda channel: False)
+    monkeypatch.setattr(blocks.listing, "sftp_scandir", scandir)
+    monkeypatch.setattr(blocks.listing, "lean_readdir_works", lambda channel: False)
     plain = by_name(list(iter_entries(block, fs, str(directory))))
     assert lean == plain
     assert lean["a.bin"].size == 3 and not lean["a.bin"].is_directory
