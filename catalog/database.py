@@ -36,6 +36,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=60000")
+    # Checkpoint the WAL into the database every 10,000 pages (40 MB) rather than 1,000: a
+    # checkpoint syncs the disk, and a large registration or a mover's batch of outcomes crossed
+    # the default several times a second (0.5-0.8 s of a discovery pass of 100,000 files).
+    cursor.execute("PRAGMA wal_autocheckpoint=10000")
+    # Temporary tables (a registration's staged page) stay in memory, never in a temporary file.
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
     # Let SQLAlchemy, not the driver, open transactions (see _sqlite_begin_immediate).
     dbapi_connection.isolation_level = None

@@ -20,6 +20,7 @@ from datetime import datetime
 import fsspec
 import sqlalchemy as sa
 from prefect import task
+from sshfs import SSHFileSystem
 
 from blocks.base import HostBlock
 from blocks.entries import walk_tree
@@ -103,20 +104,20 @@ def listing_process(block: HostBlock, rule: ListingRule) -> ListingProcess | Non
 
 def selected_pages(
     block: HostBlock,
-    fs: fsspec.AbstractFileSystem,
     root: str,
     rule: ListingRule,
     now: datetime,
     lister: ListingProcess | None = None,
 ) -> Iterator[tuple[int, list[Listed]]]:
     """(entries listed so far, a page of the entries the rule keeps, each with its target), the
-    walk running in `lister`'s process when it is available, else here."""
+    walk running in `lister`'s process when it is available, else here (on a connection made only
+    then: with a listing process, this process needs none)."""
     selection = Selection.of(rule, now)
     if lister is not None and lister.available():
-        yield from lister.walk(
-            fs._strip_protocol(root) if root else root, rule.max_depth, _prefix(root, ""), selection, PAGE
-        )
+        directory = SSHFileSystem._strip_protocol(root) if root else root
+        yield from lister.walk(directory, rule.max_depth, _prefix(root, ""), selection, PAGE)
         return
+    fs = block.filesystem()
     keeps = selection.filter()
     listed, page = 0, []
     for name, entry in walk(block, fs, root, rule.max_depth, rule.listing_format, rule.wildcard):
@@ -145,9 +146,8 @@ def discover_rule(
     block = block_for(host)
     lister = listing_process(block, rule)  # starts now, and connects while this process does
     try:
-        fs = block.filesystem()
         root = listing_root(block, host, rule, now)
-        listed, registered = _register_pages(engine, rule, selected_pages(block, fs, root, rule, now, lister), by=by)
+        listed, registered = _register_pages(engine, rule, selected_pages(block, root, rule, now, lister), by=by)
     finally:
         if lister is not None:
             lister.close()

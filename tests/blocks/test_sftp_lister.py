@@ -70,7 +70,7 @@ def walked(host, rule, now, *, in_process):
     try:
         if lister is not None:
             assert lister.available()
-        pages = list(selected_pages(block, block.filesystem(), str(host.directory), rule, now, lister))
+        pages = list(selected_pages(block, str(host.directory), rule, now, lister))
     finally:
         if lister is not None:
             lister.close()
@@ -136,5 +136,5 @@ def test_discovery_lists_in_process_when_the_child_cannot_start(sshd, tree, monk
     lister = listing_process(block, rule)
     assert lister is not None and not lister.available()
     assert "listing in process instead" in caplog.text
-    pages = list(selected_pages(block, block.filesystem(), str(tree), rule, datetime.now(UTC), lister))
+    pages = list(selected_pages(block, str(tree), rule, datetime.now(UTC), lister))
     assert sorted(e.target for _, page in pages for e in page) == ["a.grib", "b.grib", "notes.txt", "with space é.grib"]
