@@ -179,6 +179,23 @@ def claim(
     proxy_host: str | None = None,
     stale_after: timedelta | None = None,
 ) -> list[DataTransfer]:
+    """The transfers `claim_ids` claims, loaded."""
+    ids = claim_ids(
+        session, mover, limit, max_bytes=max_bytes, now=now, proxy_host=proxy_host, stale_after=stale_after
+    )
+    return _transfers(session, ids)
+
+
+def claim_ids(
+    session: Session,
+    mover: str,
+    limit: int,
+    *,
+    max_bytes: int | None = None,
+    now: datetime | None = None,
+    proxy_host: str | None = None,
+    stale_after: timedelta | None = None,
+) -> list[int]:
     """Take up to `limit` ready transfers in queue order for `mover`, within each destination's cap
     and each host's `max_connections`, inside the destinations' active time windows.
 
@@ -301,7 +318,7 @@ def claim(
         claimed.append(transfer.id)
         claimed_bytes += transfer.size or 0
     _insert_history(connection, history)
-    return _transfers(session, claimed)
+    return claimed
 
 
 def _claim_statement() -> sa.Update:

@@ -38,7 +38,7 @@ from prefect.states import Crashed
 
 from catalog.continental import proxy_host as check_proxy_host
 from catalog.database import session_scope
-from catalog.transfers import claim, expire_due, heartbeat, recover
+from catalog.transfers import claim_ids, expire_due, heartbeat, recover
 from flows.dispatch import dispatch
 from tasks.continental import pre_replication_pass
 from tasks.runtime import runtime
@@ -125,7 +125,7 @@ def mover(
                 if len(in_flight) < settings.mover_parallel:
                     with session_scope(rt.engine) as session:
                         expire_due(session, by=name)
-                        batch = claim(
+                        claimed = claim_ids(  # ids only: the dispatch loads what it needs
                             session,
                             name,
                             CLAIM_FILES,
@@ -133,7 +133,6 @@ def mover(
                             proxy_host=proxy,
                             stale_after=stale_after,
                         )
-                        claimed = [t.id for t in batch if t.id]
                 if claimed:
                     # A copied context makes each dispatch a child run of this mover in the Prefect UI,
                     # and carries the settings without flow-run heartbeats into it.
