@@ -8,7 +8,8 @@ files as `tasks.discovery` does in process (`blocks.entries.walk_tree`, `catalog
 streams the kept files back through a pipe while the parent registers them.
 
 The child imports asyncssh, the standard library and those two light modules only (Prefect takes
-seconds to import; this takes a fraction of one), and it starts while the parent connects.
+seconds to import): it is ready about half a second after it starts, so discovery uses it for rules
+not known to list small directories (`tasks.discovery.listing_process`).
 
 Frames, both ways, are a 4-byte big-endian length and a `marshal`led value (plain values only;
 both ends are this module). On the child's stdin: one frame with the connection (address,

@@ -180,9 +180,7 @@ def claim(
     stale_after: timedelta | None = None,
 ) -> list[DataTransfer]:
     """The transfers `claim_ids` claims, loaded."""
-    ids = claim_ids(
-        session, mover, limit, max_bytes=max_bytes, now=now, proxy_host=proxy_host, stale_after=stale_after
-    )
+    ids = claim_ids(session, mover, limit, max_bytes=max_bytes, now=now, proxy_host=proxy_host, stale_after=stale_after)
     return _transfers(session, ids)
 
 

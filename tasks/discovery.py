@@ -94,10 +94,20 @@ def walk(
         yield entry.name, Listed(entry.path, relative, entry.size, entry.modified)
 
 
+#: A rule whose last pass (in this process) listed fewer entries than this is listed in process: a
+#: listing process takes about half a second of CPU to start, more than a small directory takes.
+LISTING_PROCESS_FROM = 2000
+_last_listed: dict[int, int] = {}
+"""Entries each rule's last pass listed, by rule id (the acquisition scheduler is long-lived)."""
+
+
 def listing_process(block: HostBlock, rule: ListingRule) -> ListingProcess | None:
-    """A process to walk `rule`'s directories in, where that pays: SFTP, whose listings cost the
-    client as much CPU as registering their entries (see `blocks.sftp_lister`)."""
+    """A process to walk `rule`'s directories in, where that pays: SFTP (whose listings cost the
+    client as much CPU as registering their entries, see `blocks.sftp_lister`), for a rule not
+    known to list a small directory."""
     if rule.listing_format or not isinstance(block, SftpHost):
+        return None
+    if _last_listed.get(getattr(rule, "id", None) or 0, LISTING_PROCESS_FROM) < LISTING_PROCESS_FROM:
         return None
     return ListingProcess(block.connect_options(), block.timeout())
 
@@ -148,6 +158,7 @@ def discover_rule(
     try:
         root = listing_root(block, host, rule, now)
         listed, registered = _register_pages(engine, rule, selected_pages(block, root, rule, now, lister), by=by)
+        _last_listed[rule.id] = listed
     finally:
         if lister is not None:
             lister.close()

@@ -58,7 +58,7 @@ class Rule:
     """The attributes of a listing rule that a walk reads."""
 
     def __init__(self, **fields):
-        self.listing_format, self.wildcard, self.pattern = "", None, None
+        self.id, self.listing_format, self.wildcard, self.pattern = None, "", None, None
         self.min_size = self.max_size = self.min_age_seconds = self.max_age_seconds = None
         self.max_depth, self.target_prefix = 0, ""
         self.__dict__.update(fields)
@@ -138,3 +138,32 @@ def test_discovery_lists_in_process_when_the_child_cannot_start(sshd, tree, monk
     assert "listing in process instead" in caplog.text
     pages = list(selected_pages(block, str(tree), rule, datetime.now(UTC), lister))
     assert sorted(e.target for _, page in pages for e in page) == ["a.grib", "b.grib", "notes.txt", "with space é.grib"]
+
+
+def test_a_rule_that_lists_a_small_directory_is_listed_in_process_next_time(sshd, tree, sqlite_engine):
+    from catalog.acquisition import ListingRule
+    from catalog.config import create_destination
+    from catalog.database import session_scope
+    from catalog.models import DestinationCreate
+    from tasks import discovery
+
+    host = host_for(sshd, tree)
+    with session_scope(sqlite_engine) as session:
+        create_destination(session, DestinationCreate(name="small"))
+        session.add(host)
+        session.flush()
+        session.add(ListingRule(id=4242, host_name=host.name, destination_name="small"))
+    with session_scope(sqlite_engine) as session:
+        rule = session.get(ListingRule, 4242)
+        stored = session.get(Host, host.name)
+    block = block_for(stored)
+    first = listing_process(block, rule)  # not known yet: a listing process
+    assert first is not None
+    first.close()
+    outcome = discovery.discover_rule(sqlite_engine, stored, rule, by="test")
+    assert (outcome.listed, outcome.registered) == (5, 4)  # the control-character name is never a target
+    assert listing_process(block, rule) is None  # 5 entries: in process from now on
+    discovery._last_listed[4242] = discovery.LISTING_PROCESS_FROM
+    again = listing_process(block, rule)
+    assert again is not None
+    again.close()
