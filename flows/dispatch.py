@@ -6,6 +6,8 @@ so orchestration stays a small fraction of the work.
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections import defaultdict
 from typing import Any
 
@@ -28,6 +30,11 @@ from tasks.transfer import send_batch, send_file
 
 #: A file this large gets a task run of its own.
 LARGE_FILE_BYTES = 32 * 1024 * 1024
+
+#: Set by a dispatch as soon as its flow run exists, for the mover that waits for it (`flows.mover`).
+started_signal: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "dispatch_started", default=None
+)
 
 
 def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
@@ -80,6 +87,8 @@ def _run_name() -> str:
 )
 def dispatch(transfer_ids: list[int], mover: str) -> dict[str, int]:
     """Send the claimed transfers and record every outcome; the run fails if any transfer failed."""
+    if (started := started_signal.get()) is not None:
+        started.set()
     logger = get_run_logger()
     deliveries = _deliveries(transfer_ids, mover)
     small: dict[str, list[Delivery]] = defaultdict(list)

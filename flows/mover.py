@@ -39,7 +39,7 @@ from prefect.states import Crashed
 from catalog.continental import proxy_host as check_proxy_host
 from catalog.database import session_scope
 from catalog.transfers import claim_ids, expire_due, heartbeat, recover
-from flows.dispatch import dispatch
+from flows.dispatch import dispatch, started_signal
 from tasks.continental import pre_replication_pass
 from tasks.runtime import runtime
 
@@ -48,6 +48,8 @@ PRE_REPLICATION_EVERY = 1.0
 #: About a second of work at loopback speeds; a larger file is claimed alone.
 CLAIM_BYTES = 64 * 1024 * 1024
 CLAIM_FILES = 500  # with 4 dispatches at once; fewer, larger dispatches cost Prefect less per file
+#: How long the mover waits for a dispatch's flow run to be created before it goes on regardless.
+SUBFLOW_START_SECONDS = 10.0
 
 
 class _Heartbeat(threading.Thread):
@@ -138,9 +140,13 @@ def mover(
                     # and carries the settings without flow-run heartbeats into it.
                     with without_heartbeats:
                         context = contextvars.copy_context()
-                    in_flight.add(
-                        pool.submit(context.run, functools.partial(_dispatch_without_heartbeats, claimed, name))
+                    created = threading.Event()
+                    context.run(started_signal.set, created)
+                    dispatching = pool.submit(
+                        context.run, functools.partial(_dispatch_without_heartbeats, claimed, name)
                     )
+                    in_flight.add(dispatching)
+                    _wait_until_created(created, dispatching)
                     counts["dispatches"] += 1
                     counts["transfers"] += len(claimed)
                     continue
@@ -151,6 +157,16 @@ def mover(
             beat.stopped.set()
     logger.info("mover %s ends: %s", name, counts)
     return counts
+
+
+def _wait_until_created(created: threading.Event, dispatching: Future[object]) -> None:
+    """Wait until a dispatch's flow run exists before the next one is created. Prefect numbers a
+    parent run's subflow runs with a counter that is not safe across threads: two dispatches created
+    at once could get the same number, and then the second joins the first one's flow run and waits
+    on it (seconds of stall, and one run shown for two dispatches). Creating one takes ~0.1 s."""
+    deadline = time.monotonic() + SUBFLOW_START_SECONDS
+    while not created.wait(0.02) and not dispatching.done() and time.monotonic() < deadline:
+        pass
 
 
 def end_dead_runs(flow_run_ids: set[str], mover_name: str) -> None:
