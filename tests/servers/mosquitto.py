@@ -37,16 +37,20 @@ class MosquittoServer(Server):
     def __init__(self, root_dir: Path, *, auth: bool = False) -> None:
         self.root = Path(root_dir).resolve()
         self.host = "127.0.0.1"
-        self.port = free_port()
-        self.url = f"mqtt://{self.host}:{self.port}"
         self.auth = auth
-        self.auth_port = free_port() if auth else None
-        self.auth_url = f"mqtt://{self.username}:{self.password}@{self.host}:{self.auth_port}" if auth else None
+        self._pick_ports()
+        self._started_once = False
         self.data_dir = self.root / "data"
         self.config_path = self.root / "mosquitto.conf"
         self.password_file = self.root / "passwd"
         self.log = self.root / "mosquitto.log"
         self.process: subprocess.Popen[bytes] | None = None
+
+    def _pick_ports(self) -> None:
+        self.port = free_port()
+        self.url = f"mqtt://{self.host}:{self.port}"
+        self.auth_port = free_port() if self.auth else None
+        self.auth_url = f"mqtt://{self.username}:{self.password}@{self.host}:{self.auth_port}" if self.auth else None
 
     def _write_config(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -86,14 +90,24 @@ class MosquittoServer(Server):
         if self.process is not None:
             return self
         binary = require("/usr/sbin/mosquitto", "the Debian package mosquitto")
-        self._write_config()
-        self.process = spawn([binary, "-c", str(self.config_path)], self.log)
-        try:
-            wait_until(self._connack, 30, "mosquitto", log=self.log, process=self.process)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(3):
+            self._write_config()
+            self.process = spawn([binary, "-c", str(self.config_path)], self.log)
+            try:
+                wait_until(self._connack, 30, "mosquitto", log=self.log, process=self.process)
+            except BaseException:
+                self.stop()
+                # A port that was free a moment ago can be taken before the broker binds it (by
+                # another server of the session, or as an outgoing connection's ephemeral port): on
+                # a first start, pick other ports and try again. A restart keeps its ports.
+                taken = self.log.exists() and "Address already in use" in self.log.read_text(errors="replace")
+                if taken and not self._started_once and attempt < 2:
+                    self._pick_ports()
+                    continue
+                raise
+            self._started_once = True
+            return self
+        raise AssertionError("unreachable")
 
     def _connack(self) -> bool:
         """Whether the anonymous listener completes an MQTT v5 handshake (not just a TCP accept)."""
