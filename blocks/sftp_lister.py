@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import marshal
 import os
@@ -77,6 +78,7 @@ def main() -> None:
         return
     import asyncssh
 
+    gc.freeze()  # what the imports made lives as long as the child: full collections skip it
     host, options, timeout = config
     loop = asyncio.new_event_loop()
     try:

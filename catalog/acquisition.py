@@ -408,7 +408,9 @@ def register_listed(session: Session, rule: ListingRule, entries: Sequence[Liste
     fresh: list[tuple[str, Listed]] = []
     updated: list[tuple[str, Listed]] = []
     requeue_on_update = rule.requeue_on_update
-    for (target, version), entry in unique.items():
+    # In target order: the dedupe keys and the transfers' target index take the new rows in key order
+    # (a listing's own order may be a hash order, which scatters them over the indexes' pages).
+    for (target, version), entry in sorted(unique.items()):
         before = seen.get((target, version))
         if before is None:
             fresh.append((version, entry))
@@ -519,10 +521,11 @@ def _register(
     # Each entry is staged once; its data file, transfer, history row and source are copied from there.
     staged = StagedRows(connection, _REGISTERING)
     versions = dedupe_versions or [None] * len(entries)
+    modified = staged.converter("modified")
     staged.load(
         ("data_file_id", "transfer_id", "name", "path", "target", "size", "modified", "version"),
         (
-            (i, tid, posixpath.basename(e.target), e.path, e.target, e.size, staged.convert("modified", e.modified), v)
+            (i, tid, posixpath.basename(e.target), e.path, e.target, e.size, modified(e.modified), v)
             for e, i, tid, v in zip(entries, ids, transfer_ids[: len(entries)], versions, strict=True)
         ),
     )

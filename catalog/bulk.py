@@ -36,6 +36,7 @@ class BulkInsert:
         plan = _plan(connection.dialect, table, tuple(columns))
         self._sql, self._positional, self._names = plan.sql, plan.positional, plan.names
         self._processors, self._tail, self._pick = plan.processors, plan.tail, plan.pick
+        self._in_order = plan.positional and not plan.tail and plan.names == list(columns)
 
     def convert(self, column: str, value: Any) -> Any:
         """`value` as the driver takes it for `column` (a time as SQLite text, a dict as JSON)."""
@@ -44,7 +45,11 @@ class BulkInsert:
 
     def run(self, rows: Iterable[tuple[Any, ...]]) -> None:
         pick, tail, names = self._pick, self._tail, self._names
-        params: list[Any] = [pick(row + tail) for row in rows]
+        params: list[Any]
+        if self._in_order:  # the rows already are the statement's parameters
+            params = rows if isinstance(rows, list) else list(rows)
+        else:
+            params = [pick(row + tail) for row in rows]
         if not self._positional:
             params = [dict(zip(names, values, strict=True)) for values in params]
         if params:
@@ -125,6 +130,22 @@ class StagedRows:
         """`value` as the driver takes it for the staging table's `column` (see `BulkInsert.convert`)."""
         process = _plan(self._connection.dialect, self.staging, (column,)).processors[column]
         return value if process is None or value is None else process(value)
+
+    def converter(self, column: str) -> Callable[[Any], Any]:
+        """`convert` for many values of `column`, each distinct value converted once: the times of
+        a listing repeat (SFTP gives whole seconds; files are written in bursts)."""
+        process = _plan(self._connection.dialect, self.staging, (column,)).processors[column]
+        if process is None:
+            return lambda value: value
+        done: dict[Any, Any] = {None: None}
+
+        def convert(value: Any) -> Any:
+            converted = done.get(value, done)
+            if converted is done:
+                converted = done[value] = process(value)
+            return converted
+
+        return convert
 
     def load(self, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
         """Stage rows (tuples in the order of `columns`, values as the driver takes them: see

@@ -11,4 +11,8 @@ fi
 [ -x .venv/bin/python ] || uv venv --quiet --python "$python" .venv
 spec="."
 [ -n "$extra" ] && spec=".[$extra]"
-uv pip install --quiet --python .venv/bin/python -e "$spec"
+# Bytecode is compiled now, not at each process's imports: where PYTHONDONTWRITEBYTECODE is set it
+# would never be written, and every process (a mover, `pds`, a listing process) would compile
+# Prefect's and asyncssh's sources again as it starts (measured: `import prefect` 2.1 s → 1.2 s).
+uv pip install --quiet --compile-bytecode --python .venv/bin/python -e "$spec"
+.venv/bin/python -m compileall -q catalog blocks tasks flows api >/dev/null

@@ -11,7 +11,9 @@ their own (`blocks.sftp_lister`), on another core than the registration.
 from __future__ import annotations
 
 import contextlib
+import gc
 import posixpath
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +38,13 @@ from catalog.models import Host, utcnow
 from catalog.selection import Selection
 
 PAGE = 1000
-"""Entries registered per transaction."""
+"""Entries per page of a listing (what the listing process hands over at a time)."""
+
+BATCH = 10_000
+"""Entries registered per transaction, at most. Listings arrive in the server's order (SFTP's is a
+hash order), so every insert lands at a random place in the target indexes; larger transactions
+write each touched index page once for many entries (measured on 100,000 shuffled entries: 2.6 s of
+CPU in 1,000-entry transactions, 1.9 s in 10,000-entry ones). 10,000 entries hold a few MB."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,34 @@ def selected_pages(
     yield listed, page
 
 
+_passes_under_way = 0
+_passes_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _collecting_only_new_objects() -> Iterator[None]:
+    """While passes run, the garbage collector looks only at objects made since the first began.
+
+    A pass over 100,000 entries allocates millions of objects, so the collector runs its full
+    collection several times, and each walks the whole heap: in a worker, Prefect's some hundred
+    thousand objects (measured: 0.76 s of a pass's 2.75 s of CPU; 0.10 s with them set aside).
+    They are set aside (`gc.freeze`) until the last pass under way ends; garbage among them is
+    collected after that.
+    """
+    global _passes_under_way
+    with _passes_lock:
+        if _passes_under_way == 0:
+            gc.freeze()
+        _passes_under_way += 1
+    try:
+        yield
+    finally:
+        with _passes_lock:
+            _passes_under_way -= 1
+            if _passes_under_way == 0:
+                gc.unfreeze()
+
+
 def discover_rule(
     engine: sa.Engine, host: Host, rule: ListingRule, *, by: str, now: datetime | None = None
 ) -> RuleOutcome:
@@ -157,7 +193,9 @@ def discover_rule(
     lister = listing_process(block, rule)  # starts now, and connects while this process does
     try:
         root = listing_root(block, host, rule, now)
-        listed, registered = _register_pages(engine, rule, selected_pages(block, root, rule, now, lister), by=by)
+        with _collecting_only_new_objects():
+            pages = selected_pages(block, root, rule, now, lister)
+            listed, registered = _register_pages(engine, rule, pages, by=by)
         _last_listed[rule.id] = listed
     finally:
         if lister is not None:
@@ -168,11 +206,12 @@ def discover_rule(
 def _register_pages(
     engine: sa.Engine, rule: ListingRule, pages: Iterator[tuple[int, list[Listed]]], *, by: str
 ) -> tuple[int, int]:
-    """Register each page in its own transaction; (entries listed, files registered).
+    """Register the pages in batches of up to `BATCH` entries, one transaction each; (entries
+    listed, files registered).
 
-    Pages are registered in a thread of their own, in order, while the next page is listed: the
-    database's work (which runs without the GIL) overlaps the listing's. At most one page waits for
-    the registrar, so memory stays two pages.
+    Batches are registered in a thread of their own, in order, while the next is listed: the
+    database's work (which runs without the GIL) overlaps the listing's. At most one batch waits for
+    the registrar, so memory stays two batches.
     """
 
     def register(entries: list[Listed]) -> int:
@@ -184,19 +223,24 @@ def _register_pages(
     listed = registered = 0
     with ThreadPoolExecutor(1, thread_name_prefix=f"register-rule-{rule.id}") as registrar:
         waiting: Future[int] | None = None
+        batch: list[Listed] = []
         try:
             for so_far, page in pages:
                 listed = so_far
+                batch.extend(page)
+                if len(batch) < BATCH:
+                    continue
                 if waiting is not None:
-                    registered += waiting.result()  # a failed page stops the pass here
-                waiting = registrar.submit(register, page)
+                    registered += waiting.result()  # a failed batch stops the pass here
+                waiting, batch = registrar.submit(register, batch), []
         except BaseException:
-            if waiting is not None:  # let the page under way finish; the listing's error is the one to tell
+            if waiting is not None:  # let the batch under way finish; the listing's error is the one to tell
                 with contextlib.suppress(Exception):
                     waiting.result()
             raise
         if waiting is not None:
             registered += waiting.result()
+        registered += register(batch)
     return listed, registered
 
 
