@@ -8,7 +8,7 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
-from api.auth import AuthenticationMiddleware
+from api.auth import DOCUMENTATION, AuthenticationMiddleware, authorize
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import metrics
 from api.routes.acquisition import acquisition_router
@@ -23,6 +23,7 @@ from api.routes.s3 import s3_endpoint
 from api.routes.stac import stac_router
 from api.routes.transfers import transfers_router
 from api.routes.users import create_token, me
+from catalog.access import Permission
 from catalog.database import make_engine, migrate, session_scope
 from catalog.events import EventLog
 from catalog.portal import Portal, portal_from_settings
@@ -52,7 +53,7 @@ def create_app(
         with session_scope(engine) as session:
             ensure_user(session, settings.admin_user, settings.admin_password.get_secret_value(), is_admin=True)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             me,
@@ -74,10 +75,31 @@ def create_app(
         ],
         state=State({"engine": engine, "store": store, "settings": settings, "portal": portal}),
         middleware=[DefineMiddleware(AuthenticationMiddleware)],
+        guards=[authorize],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[on_startup],
         openapi_config=OpenAPIConfig(title="pds", version="0.1.0", description="Product Data Store API"),
     )
+    undeclared = routes_without_permission(app)
+    if undeclared:  # a route born without a permission is a hole: refuse to start rather than guess
+        raise RuntimeError(f"routes declare no permission: {', '.join(undeclared)}")
+    return app
+
+
+def routes_without_permission(app: Litestar) -> list[str]:
+    """`METHOD path` of every handler that names no permission (Litestar's own OPTIONS answers and
+    the OpenAPI pages aside)."""
+    missing: list[str] = []
+    for route in app.routes:
+        if route.path.startswith(DOCUMENTATION):
+            continue
+        handlers = getattr(route, "route_handlers", None) or [getattr(route, "route_handler", None)]
+        for handler in handlers:
+            methods = getattr(handler, "http_methods", {"ASGI"})
+            if methods == {"OPTIONS"} or isinstance(getattr(handler, "opt", {}).get("permission"), Permission):
+                continue
+            missing.extend(f"{m} {route.path}" for m in sorted(methods))
+    return missing
 
 
 def app_from_env() -> ProxyFirst:

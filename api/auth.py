@@ -20,9 +20,11 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import ASGIApp
 from sqlmodel import Session
 
+from catalog.access import Access, Permission, Role, access_of
 from catalog.users import authenticate_password, authenticate_token
 
 PUBLIC_PATHS = {"/health", "/schema", "/metrics"}
+DOCUMENTATION = "/schema"
 #: Paths that do their own authentication or need none: the monitor pages use a session cookie;
 #: /s3 authenticates each request itself (AWS Signature Version 4, api/s3_sigv4.py); proxy assets
 #: authorise themselves (public collections need no credentials, OIDC tokens are accepted).
@@ -90,7 +92,47 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=caller, auth=None)
 
 
-def admin_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
-    """A guard for configuration changes."""
-    if not connection.user.is_admin:
-        raise PermissionDeniedException(f"user {connection.user.login} is not an administrator")
+def _load_access(engine: sa.Engine, login: str) -> Access:
+    with Session(engine) as session:
+        return access_of(session, login)
+
+
+#: Routes that authorise each request themselves, after the authentication they need: the portal
+#: (the data user's grant of each operation; /s3 checks its SigV4 signature first), the proxy (each
+#: collection's read policy), the monitor (its session cookie, a log-in page rather than a 401).
+_SELF_AUTHORISED = frozenset({Permission.PUBLIC, Permission.PORTAL, Permission.PROXY, Permission.MONITOR})
+
+
+async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """The one guard of the API: the route's declared permission against the caller's role.
+
+    Runs before the handler, so nothing is read or written for a caller whose role is not enough.
+    The caller's `Access` (its grants as they are now) is kept on the request for the handler's
+    object-level checks (`request_access`). A route without a declared permission is refused.
+    """
+    if connection.scope.get("method") == "OPTIONS":  # answers only which methods exist, to anyone
+        return
+    permission = handler.opt.get("permission")
+    if permission is None and connection.scope["path"].startswith(DOCUMENTATION):
+        return  # the OpenAPI document and its pages, which Litestar's own handlers serve
+    if not isinstance(permission, Permission):
+        raise PermissionDeniedException("this route declares no permission")
+    if permission in _SELF_AUTHORISED:
+        return
+    caller = connection.scope.get("user")
+    if not isinstance(caller, Caller):
+        raise NotAuthorizedException("credentials required: HTTP Basic or a Bearer token", headers=CHALLENGE)
+    access = await anyio.to_thread.run_sync(_load_access, connection.app.state.engine, caller.login)
+    if access.role is Role.ANONYMOUS:
+        raise NotAuthorizedException(f"data user {caller.login} is unknown or disabled", headers=CHALLENGE)
+    if not access.allows(permission):
+        raise PermissionDeniedException(str(access.refuse(permission)))
+    connection.state.access = access
+
+
+def request_access(request: ASGIConnection) -> Access:  # type: ignore[type-arg]
+    """The caller's access, as `authorize` found it for this request."""
+    access = getattr(request.state, "access", None)
+    if not isinstance(access, Access):
+        raise PermissionDeniedException("no access was established for this request")
+    return access

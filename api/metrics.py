@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from sqlmodel import Session
 
 from catalog import monitoring
+from catalog.access import Permission
 from catalog.statuses import TransferStatus
 
 #: Metrics counted in this process (not from the database).
@@ -72,7 +73,7 @@ class DatabaseCollector(Collector):
         yield from (depth, by_status, bytes_sent)
 
 
-@get("/metrics", sync_to_thread=True, include_in_schema=False)
+@get("/metrics", sync_to_thread=True, include_in_schema=False, permission=Permission.PUBLIC)
 def metrics(state: State) -> Response[bytes]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(state.engine))

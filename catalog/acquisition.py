@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,7 +41,7 @@ from catalog.models import (
     UTCDateTime,
     utcnow,
 )
-from catalog.paths import clean_target
+from catalog.paths import clean_target, inside
 from catalog.selection import Listed as Listed  # re-exported: what registration takes
 from catalog.selection import Selection
 from catalog.statuses import TransferStatus
@@ -667,6 +667,7 @@ def register_files(
     *,
     destination: str,
     host: str,
+    source_root: str,
     group: str,
     files: Iterable[RegisteredFile],
     priority: int = 99,
@@ -674,7 +675,10 @@ def register_files(
     requeue_on_failure: bool = False,
     by: str,
 ) -> list[int]:
-    """Register files for the movers to fetch from `host` (asynchronous push); return data file ids."""
+    """Register files for the movers to fetch from `host` (asynchronous push); return data file ids.
+
+    Every path must lie inside `source_root`, the host's directory as its filesystem names it
+    (`catalog.paths.inside`): a registration never reads what the host's login can reach elsewhere."""
     if session.get(Destination, destination) is None:
         raise NotFound(f"no destination {destination!r}")
     if session.get(Host, host) is None:
@@ -687,7 +691,8 @@ def register_files(
     for f in files:
         if not f.path:
             raise InvalidInput("a registered file needs the path of its source")
-        entries.append(Listed(f.path, clean_target(f.target or posixpath.basename(f.path)), f.size, None))
+        path = inside(source_root, f.path, what=f"source path on host {host}")
+        entries.append(Listed(path, clean_target(f.target or posixpath.basename(path)), f.size, None))
     if not entries:
         raise InvalidInput("no file to register")
     rule = ListingRuleBase(priority=priority, standby=standby, requeue_on_failure=requeue_on_failure)
@@ -696,14 +701,18 @@ def register_files(
     )
 
 
-def group_progress(session: Session, group: str) -> dict[str, Any]:
-    """How far the retrieval of a group is: files retrieved, waiting (Preset or Fetching), failed."""
-    rows = session.exec(
+def group_progress(session: Session, group: str, *, within: Collection[str] | None = None) -> dict[str, Any]:
+    """How far the retrieval of a group is: files retrieved, waiting (Preset or Fetching), failed;
+    `within`: counting only transfers to these destinations (None: all)."""
+    query = (
         select(SourceFile.data_file_id, DataFile.store_key, DataTransfer.status)
         .join(DataFile, col(DataFile.id) == col(SourceFile.data_file_id))
         .join(DataTransfer, col(DataTransfer.data_file_id) == col(SourceFile.data_file_id))
         .where(SourceFile.group_name == group)
-    ).all()
+    )
+    if within is not None:
+        query = query.where(col(DataTransfer.destination_name).in_(sorted(within)))
+    rows = session.exec(query).all()
     if not rows:
         raise NotFound(f"no group {group!r}")
     pending = {TransferStatus.PRESET.value, TransferStatus.FETCHING.value}

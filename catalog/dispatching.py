@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from catalog.config import get_destination
-from catalog.errors import FailTransfer, NotFound
+from catalog.errors import FailTransfer, InvalidInput, NotFound
 from catalog.models import DataFile, DataTransfer, Destination, Host, TransferHistory
 from catalog.paths import render_directory
 from catalog.transfers import active_hosts
@@ -111,7 +111,26 @@ def _plan(
         raise FailTransfer(f"destination {transfer.destination_name} has no active dissemination host")
     # the host the claim assigned to this attempt (a retry's, a failover's, or the first)
     host = next((h for h in hosts if h.name == transfer.host_name), hosts[0])
-    directory = render_directory(
+    try:
+        directory = _directory(transfer, data_file, host)
+    except InvalidInput as error:  # metadata that would lead outside the host's directory
+        raise FailTransfer(f"cannot place the file at {host.name}: {error}") from None
+    assert transfer.id is not None
+    return DispatchPlan(
+        transfer_id=transfer.id,
+        destination=transfer.destination_name,
+        store_key=data_file.store_key,
+        size=data_file.size,
+        md5=data_file.md5,
+        host=host,
+        remote_path=posixpath.join(directory, transfer.target) if directory else transfer.target,
+        compression=destination.compression,
+    )
+
+
+def _directory(transfer: DataTransfer, data_file: DataFile, host: Host) -> str:
+    """The host's directory template rendered for this file (checked by `render_directory`)."""
+    return render_directory(
         host.directory,
         {
             "destination": transfer.destination_name,
@@ -123,15 +142,4 @@ def _plan(
             "time_step": data_file.time_step,
         },
         when=data_file.arrived_at or transfer.queued_at,
-    )
-    assert transfer.id is not None
-    return DispatchPlan(
-        transfer_id=transfer.id,
-        destination=transfer.destination_name,
-        store_key=data_file.store_key,
-        size=data_file.size,
-        md5=data_file.md5,
-        host=host,
-        remote_path=posixpath.join(directory, transfer.target) if directory else transfer.target,
-        compression=destination.compression,
     )

@@ -49,6 +49,67 @@ def render_directory(template: str, values: Mapping[str, str | None], when: date
             return when.strftime(fmt or "%Y%m%d")
         if name not in values:
             raise InvalidInput(f"unknown token ${name} in directory template {template!r}")
-        return values[name] or ""
+        value = values[name] or ""
+        if name == "target":  # the target's directory: a clean relative path (see clean_target)
+            return clean_target(value) if value else ""
+        if name == "name":  # a file name: one segment
+            if "/" in value or clean_target(value) != value:
+                raise InvalidInput(f"the file name {value!r} is not a single path segment")
+            return value
+        return check_path_value(name, value) or ""
 
-    return _TOKEN.sub(expand, template)
+    rendered = _TOKEN.sub(expand, template)
+    if {".", ".."} & set(rendered.split("/")):
+        raise InvalidInput(f"directory template {template!r} renders {rendered!r}, which contains '.' or '..'")
+    return rendered
+
+
+# --- Path safety: every path pds builds from outside input passes through here ------------------
+
+#: What a metadata value (stream, type, time base, time step) may hold: it becomes a directory name
+#: at a site through a host's directory template, so no separator, no space, no shell or URL syntax.
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9_.:+@=,-]{1,128}")
+
+
+def check_path_value(name: str, value: str | None) -> str | None:
+    """Return a metadata value that may become part of a path, or raise InvalidInput (None and ""
+    pass: the template's token then expands to nothing)."""
+    if not value:
+        return value
+    if not _SAFE_VALUE.fullmatch(value) or set(value) == {"."}:
+        raise InvalidInput(
+            f"{name} {value!r} may become a directory at a site: use at most 128 letters, digits and "
+            "'_', '.', ':', '+', '@', '=', ',' or '-' (not '.' or '..' alone)"
+        )
+    return value
+
+
+def static_prefix(template: str) -> str:
+    """The directories of a template before its first `$token`: what every rendering lies under."""
+    kept: list[str] = []
+    for segment in template.split("/"):
+        if "$" in segment:
+            break
+        kept.append(segment)
+    return "/".join(kept).rstrip("/") or ("/" if template.startswith("/") else "")
+
+
+def inside(root: str, path: str, *, what: str = "path") -> str:
+    """`path` normalised, if it lies inside `root` (an absolute path must start with `root`; a
+    relative one is taken relative to it); else InvalidInput. No `.` or `..` is accepted at all, so
+    nothing here depends on how a server resolves them."""
+    if not path or _CONTROL.search(path):
+        raise InvalidInput(f"the {what} {path!r} is empty or contains a control character or a backslash")
+    segments = [s for s in path.split("/") if s]
+    if "." in segments or ".." in segments:
+        raise InvalidInput(f"the {what} {path!r} contains '.' or '..'")
+    base = [s for s in root.split("/") if s]
+    if path.startswith("/"):
+        if not root.startswith("/") or segments[: len(base)] != base or len(segments) == len(base):
+            where = f"the host's directory {root!r}" if root.strip("/") else "the host's directory"
+            raise InvalidInput(f"the {what} {path!r} is outside {where}; give a path inside it")
+        return "/" + "/".join(segments)
+    if not segments:
+        raise InvalidInput(f"the {what} {path!r} names no file")
+    joined = "/".join(base + segments)
+    return "/" + joined if root.startswith("/") else joined

@@ -30,16 +30,19 @@ class Operation(StrEnum):
     RENAME = "rename"
     SIZE = "size"
     MTIME = "mtime"
+    OPERATE = "operate"
+    """Not a portal operation: makes the grantee an operator of the destination (`catalog.access`)."""
 
 
-ALL_OPERATIONS: frozenset[Operation] = frozenset(Operation)
+ALL_OPERATIONS: frozenset[Operation] = frozenset(Operation) - {Operation.OPERATE}
+"""What `all` grants: every portal operation (operating a destination is granted by name)."""
 
 
 def parse_operations(text: str) -> frozenset[Operation]:
-    """`get,put,dir` (or `all`) → the operations; an unknown name is an error."""
+    """`get,put,dir` (or `all`, or `all,operate`) → the operations; an unknown name is an error."""
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
-    if names == ["all"]:
-        return ALL_OPERATIONS
+    if "all" in names:
+        return ALL_OPERATIONS | parse_operations(",".join(n for n in names if n != "all"))
     unknown = [n for n in names if n not in Operation.__members__.values()]
     if unknown:
         known = ", ".join(o.value for o in Operation)

@@ -8,6 +8,7 @@ schedule time has passed and it is not completed.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from catalog.models import UTCDateTime, utcnow
+from catalog.models import DataFile, DataTransfer, UTCDateTime, utcnow
 
 
 class ProductState(StrEnum):
@@ -94,10 +95,14 @@ def list_products(
     late_only: bool = False,
     limit: int = 200,
     now: datetime | None = None,
+    streams: Collection[str] | None = None,
 ) -> list[ProductStatus]:
-    """Products, the most recently updated first; `late_only`: due and not completed."""
+    """Products, the most recently updated first; `late_only`: due and not completed; `streams`:
+    only these streams (None: all)."""
     now = now or utcnow()
     query = select(ProductStatus)
+    if streams is not None:
+        query = query.where(col(ProductStatus.stream).in_(sorted(streams)))
     if stream:
         query = query.where(ProductStatus.stream == stream)
     if late_only:
@@ -108,3 +113,16 @@ def list_products(
         )
     query = query.order_by(col(ProductStatus.updated_at).desc(), col(ProductStatus.id).desc()).limit(limit)
     return list(session.exec(query).all())
+
+
+def streams_of(session: Session, destinations: Collection[str]) -> set[str]:
+    """The streams of the data files queued to these destinations (what their data users may follow)."""
+    if not destinations:
+        return set()
+    rows = session.exec(
+        select(DataFile.stream)
+        .join(DataTransfer, col(DataTransfer.data_file_id) == col(DataFile.id))
+        .where(col(DataTransfer.destination_name).in_(sorted(destinations)), col(DataFile.stream).is_not(None))
+        .distinct()
+    ).all()
+    return {s for s in rows if s}

@@ -24,7 +24,7 @@ from sqlmodel import Session, col, select
 
 from catalog.errors import Conflict, InvalidInput, NotFound
 from catalog.models import DataFile, DataTransfer, Destination, DestinationAlias, utcnow
-from catalog.paths import clean_target
+from catalog.paths import check_path_value, clean_target
 from catalog.statuses import TransferStatus
 from catalog.store import StoredObject
 from catalog.transfers import change_status, record_history
@@ -50,6 +50,10 @@ class PushRequest:
 
 IF_EXISTS = ("add", "refuse", "requeue", "force")
 
+MAX_SECONDS = 100 * 366 * 86400
+"""The longest delay or lifetime of a push (a hundred years): an unbounded one overflows Python's
+and the database's times."""
+
 #: Older transfers a replacing push may stop: all but those moving bytes right now.
 _BUSY = {TransferStatus.TRANSFERRING, TransferStatus.FETCHING, TransferStatus.ARRIVING}
 
@@ -68,10 +72,16 @@ def validate(session: Session, request: PushRequest) -> Destination:
     """Check the whole request before anything is written; return the destination."""
     request.target = clean_target(request.target)
     request.priority = check_priority(request.priority)
-    if request.delay_seconds < 0:
-        raise InvalidInput("delay must not be negative")
-    if request.lifetime_seconds is not None and request.lifetime_seconds <= 0:
-        raise InvalidInput("lifetime must be positive")
+    if not 0 <= request.delay_seconds <= MAX_SECONDS:
+        raise InvalidInput(f"delay must be from 0 to {MAX_SECONDS} seconds, not {request.delay_seconds}")
+    if request.lifetime_seconds is not None and not 0 < request.lifetime_seconds <= MAX_SECONDS:
+        raise InvalidInput(f"lifetime must be from 1 to {MAX_SECONDS} seconds, not {request.lifetime_seconds}")
+    # Metadata may become directories at a site (a host's `$stream/$type/...` template): checked now,
+    # so a bad value is a 400 before any transfer exists rather than a failed or misplaced delivery.
+    check_path_value("stream", request.stream)
+    check_path_value("type", request.data_type)
+    check_path_value("time base", request.time_base)
+    check_path_value("time step", request.time_step)
     if request.if_exists not in IF_EXISTS:
         raise InvalidInput(f"if_exists must be one of {', '.join(IF_EXISTS)}, not {request.if_exists!r}")
     destination = session.get(Destination, request.destination)

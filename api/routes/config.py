@@ -1,4 +1,5 @@
-"""Destinations and hosts: create (administrators) and read (any user)."""
+"""Destinations and hosts: configured by administrators; operators hold and restart the destinations
+they operate and see their hosts; data users see the destinations they are granted, without hosts."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
-from api.auth import admin_only
+from api.auth import request_access
 from api.deps import database
 from blocks.registry import block_for, known_protocols
 from catalog import config, operations
+from catalog.access import Access, Permission
 from catalog.models import Destination, DestinationCreate, DestinationState, Host, HostCreate, HostKind, HostPublic
 
 
@@ -41,7 +43,12 @@ class DestinationView(BaseModel):
     )
 
 
-def _view(session: Session, destination: Destination) -> DestinationView:
+def _view(session: Session, destination: Destination, access: Access | None = None) -> DestinationView:
+    """The destination as `access` may see it: hosts and aliases are operators' knowledge."""
+    if access is not None and not access.operates(destination.name):
+        remembered = session.get(DestinationState, destination.name)
+        state = remembered.model_dump(mode="json", exclude={"name", "current_host"}) if remembered else {}
+        return DestinationView(destination=destination.model_dump(mode="json"), hosts={}, state=state)
     hosts = {
         kind.value: [link.host_name for link in config.list_destination_hosts(session, destination.name, kind)]
         for kind in (HostKind.DISSEMINATION, HostKind.ACQUISITION, HostKind.PROXY)
@@ -54,47 +61,53 @@ def _view(session: Session, destination: Destination) -> DestinationView:
     return DestinationView(destination=destination.model_dump(mode="json"), hosts=hosts, aliases=aliases, state=state)
 
 
-@post("/", guards=[admin_only], sync_to_thread=True)
+@post("/", permission=Permission.CONFIGURE, sync_to_thread=True)
 def create_destination(data: JSONBody[DestinationCreate], state: State) -> DestinationView:
     """Create a destination (a portal bucket until a dissemination host is attached)."""
     with database(state) as session:
         return _view(session, config.create_destination(session, data))
 
 
-@get("/", sync_to_thread=True)
-def list_destinations(state: State) -> list[DestinationView]:
+@get("/", permission=Permission.READ, sync_to_thread=True)
+def list_destinations(request: Request[Any, Any, Any], state: State) -> list[DestinationView]:
+    """The destinations the caller is granted (all, for administrators)."""
+    access = request_access(request)
     with database(state) as session:
-        return [_view(session, d) for d in config.list_destinations(session)]
+        return [_view(session, d, access) for d in config.list_destinations(session) if access.sees(d.name)]
 
 
-@get("/{name:str}", sync_to_thread=True)
-def read_destination(name: FromPath[str], state: State) -> DestinationView:
+@get("/{name:str}", permission=Permission.READ, sync_to_thread=True)
+def read_destination(name: FromPath[str], request: Request[Any, Any, Any], state: State) -> DestinationView:
+    access = request_access(request)
+    access.require_visible(name)
     with database(state) as session:
-        return _view(session, config.get_destination(session, name))
+        return _view(session, config.get_destination(session, name), access)
 
 
-@patch("/{name:str}", guards=[admin_only], sync_to_thread=True)
+@patch("/{name:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
 def update_destination(name: FromPath[str], data: JSONBody[dict[str, Any]], state: State) -> DestinationView:
     """Change settings (any field of a destination but its name); checked as at creation."""
     with database(state) as session:
         return _view(session, config.update_destination(session, name, data))
 
 
-@post("/{name:str}/hold", guards=[admin_only], sync_to_thread=True, status_code=200)
+@post("/{name:str}/hold", permission=Permission.OPERATE, sync_to_thread=True, status_code=200)
 def hold_destination(name: FromPath[str], request: Request[Any, Any, Any], state: State) -> DestinationView:
     """Put the destination on hold: no transfer starts until it is restarted."""
+    request_access(request).require_operator(name)
     with database(state) as session:
         return _view(session, operations.hold_destination(session, name, by=request.user.login))
 
 
-@post("/{name:str}/restart", guards=[admin_only], sync_to_thread=True, status_code=200)
+@post("/{name:str}/restart", permission=Permission.OPERATE, sync_to_thread=True, status_code=200)
 def restart_destination(name: FromPath[str], request: Request[Any, Any, Any], state: State) -> DestinationView:
     """Active again, from the primary host, with the count of failed passes cleared."""
+    request_access(request).require_operator(name)
     with database(state) as session:
         return _view(session, operations.restart_destination(session, name, by=request.user.login))
 
 
-@post("/{name:str}/aliases", guards=[admin_only], sync_to_thread=True)
+@post("/{name:str}/aliases", permission=Permission.CONFIGURE, sync_to_thread=True)
 def add_alias(name: FromPath[str], data: JSONBody[AliasLink], state: State) -> DestinationView:
     """Queue the destination's transfers (all, or those matching `pattern`) to another destination too."""
     with database(state) as session:
@@ -110,7 +123,7 @@ def add_alias(name: FromPath[str], data: JSONBody[AliasLink], state: State) -> D
         return _view(session, config.get_destination(session, name))
 
 
-@post("/{name:str}/hosts", guards=[admin_only], sync_to_thread=True)
+@post("/{name:str}/hosts", permission=Permission.CONFIGURE, sync_to_thread=True)
 def attach_host(name: FromPath[str], data: JSONBody[HostLink], state: State) -> DestinationView:
     """Attach a host; dissemination hosts are tried in rank order (0 = primary)."""
     with database(state) as session:
@@ -118,7 +131,7 @@ def attach_host(name: FromPath[str], data: JSONBody[HostLink], state: State) -> 
         return _view(session, config.get_destination(session, name))
 
 
-@delete("/{name:str}/hosts/{host:str}", guards=[admin_only], sync_to_thread=True, status_code=200)
+@delete("/{name:str}/hosts/{host:str}", permission=Permission.CONFIGURE, sync_to_thread=True, status_code=200)
 def detach_host(
     name: FromPath[str], host: FromPath[str], state: State, kind: HostKind = HostKind.DISSEMINATION
 ) -> DestinationView:
@@ -128,7 +141,7 @@ def detach_host(
         return _view(session, config.get_destination(session, name))
 
 
-@post("/", guards=[admin_only], sync_to_thread=True)
+@post("/", permission=Permission.CONFIGURE, sync_to_thread=True)
 def create_host(data: JSONBody[HostCreate], state: State) -> HostPublic:
     """Create a host; its password and `secret_*` options are never returned."""
     with database(state) as session:
@@ -136,15 +149,19 @@ def create_host(data: JSONBody[HostCreate], state: State) -> HostPublic:
         return config.host_public(config.create_host(session, data, known_protocols=known_protocols()))
 
 
-@get("/", sync_to_thread=True)
-def list_hosts(state: State) -> list[HostPublic]:
+@get("/", permission=Permission.READ_HOSTS, sync_to_thread=True)
+def list_hosts(request: Request[Any, Any, Any], state: State) -> list[HostPublic]:
+    """Every host (administrators), or the hosts of the destinations the operator operates."""
+    access = request_access(request)
     with database(state) as session:
-        return [config.host_public(h) for h in config.list_hosts(session)]
+        reachable = access.hosts(session)
+        return [config.host_public(h) for h in config.list_hosts(session) if reachable is None or h.name in reachable]
 
 
-@get("/{name:str}", sync_to_thread=True)
-def read_host(name: FromPath[str], state: State) -> HostPublic:
+@get("/{name:str}", permission=Permission.READ_HOSTS, sync_to_thread=True)
+def read_host(name: FromPath[str], request: Request[Any, Any, Any], state: State) -> HostPublic:
     with database(state) as session:
+        request_access(request).require_host(session, name)
         return config.host_public(config.get_host(session, name))
 
 

@@ -10,9 +10,9 @@ from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
-from api.auth import admin_only
 from api.deps import database
 from catalog import data_users
+from catalog.access import Permission
 from catalog.data_users import DataUserSpec
 from catalog.models import DataUser
 from catalog.portal_models import PortalPolicy
@@ -174,7 +174,7 @@ def add_to_policy(name: FromPath[str], destination: FromPath[str], state: State)
 
 data_users_router = Router(
     "/datausers",
-    guards=[admin_only],
+    opt={"permission": Permission.CONFIGURE},
     tags=["data users"],
     route_handlers=[
         create_data_user,
@@ -190,5 +190,8 @@ data_users_router = Router(
     ],
 )
 policies_router = Router(
-    "/policies", guards=[admin_only], tags=["data users"], route_handlers=[create_policy, list_policies, add_to_policy]
+    "/policies",
+    opt={"permission": Permission.CONFIGURE},
+    tags=["data users"],
+    route_handlers=[create_policy, list_policies, add_to_policy],
 )

@@ -25,12 +25,13 @@ from litestar.response import Redirect
 from sqlmodel import Session as DbSession
 
 from api.deployment_runs import PrefectUnavailable, list_deployments, start_run
-from api.deps import database
+from api.deps import Id, database
 from api.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionSigner
 from catalog import monitoring, operations
+from catalog.access import Access, Permission, Role, access_of
 from catalog.errors import PdsError
-from catalog.models import DataUser, utcnow
-from catalog.products import list_products
+from catalog.models import utcnow
+from catalog.products import list_products, streams_of
 from catalog.settings import Settings
 from catalog.statuses import TRANSITIONS, TransferStatus
 from catalog.submission import check_priority
@@ -74,10 +75,16 @@ TEMPLATES.globals["can"] = _can
 
 
 class Viewer:
-    """The logged-in user of a page, with what the page's forms need."""
+    """The logged-in user of a page, with its access (`catalog.access`) and what the forms need."""
 
-    def __init__(self, login: str, is_admin: bool, form_token: str) -> None:
-        self.login, self.is_admin, self.form_token = login, is_admin, form_token
+    def __init__(self, access: Access, form_token: str) -> None:
+        assert access.login is not None
+        self.login, self.access, self.form_token = access.login, access, form_token
+        self.is_admin = access.is_admin
+
+    def operates(self, destination: str) -> bool:
+        """Whether the pages show this viewer the buttons that act on the destination."""
+        return self.access.operates(destination)
 
 
 _SIGNER_LOCK = threading.Lock()
@@ -97,10 +104,10 @@ def _viewer(request: Request[Any, Any, Any], state: State, session: DbSession) -
     found = signer.read(request.cookies.get(SESSION_COOKIE))
     if found is None:
         return None
-    user = session.get(DataUser, found.login)
-    if user is None or not user.active:
+    access = access_of(session, found.login)
+    if access.role is Role.ANONYMOUS:  # deleted or disabled since it logged in
         return None
-    return Viewer(user.login, user.is_admin, signer.form_token(found.nonce))
+    return Viewer(access, signer.form_token(found.nonce))
 
 
 def _page(name: str, status_code: int = 200, **context: Any) -> Response[str]:
@@ -142,7 +149,7 @@ def _common(state: State, viewer: Viewer, request: Request[Any, Any, Any]) -> di
 # --- log-in ------------------------------------------------------------------------------------
 
 
-@get("/login", sync_to_thread=False)
+@get("/login", sync_to_thread=False, permission=Permission.PUBLIC)
 def login_page(request: Request[Any, Any, Any], state: State, next: FromQuery[str | None] = None) -> Response[str]:
     signer = _signer(state)
     nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_hex(16)
@@ -151,7 +158,7 @@ def login_page(request: Request[Any, Any, Any], state: State, next: FromQuery[st
     return response
 
 
-@post("/login", sync_to_thread=True, status_code=303)
+@post("/login", sync_to_thread=True, status_code=303, permission=Permission.PUBLIC)
 def login(request: Request[Any, Any, Any], state: State, data: Form) -> Response[Any]:
     signer = _signer(state)
     nonce = request.cookies.get(LOGIN_COOKIE, "")
@@ -180,7 +187,7 @@ def login(request: Request[Any, Any, Any], state: State, data: Form) -> Response
     return Redirect(next_page, status_code=303, cookies=[cookie])
 
 
-@post("/logout", sync_to_thread=False, status_code=303)
+@post("/logout", sync_to_thread=False, status_code=303, permission=Permission.PUBLIC)
 def logout() -> Redirect:
     return Redirect(
         "/monitor/login", status_code=303, cookies=[Cookie(key=SESSION_COOKIE, value="", path="/monitor", max_age=0)]
@@ -197,8 +204,8 @@ def overview(request: Request[Any, Any, Any], state: State) -> Response[Any]:
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
-        destinations = monitoring.destinations_overview(session)
-        movers = monitoring.movers(session)
+        destinations = [d for d in monitoring.destinations_overview(session) if viewer.access.sees(d.name)]
+        movers = monitoring.movers(session) if viewer.access.has_role(Role.OPERATOR) else []
     return _page(
         "overview.html",
         destinations=destinations,
@@ -217,7 +224,9 @@ def destination_page(
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
-        view = monitoring.destination_view(session, name)
+        view = monitoring.destination_view(session, name) if viewer.access.sees(name) else None
+        if view is not None and not viewer.operates(name):  # hosts are operators' knowledge
+            view.hosts, view.current_host = [], None
         if view is None:
             return _page("error.html", 404, error=f"no destination {name!r}", **_common(state, viewer, request))
         transfers = monitoring.destination_transfers(session, name, status=status or None)
@@ -233,13 +242,14 @@ def destination_page(
 
 
 @get("/transfers/{transfer_id:int}", sync_to_thread=True)
-def transfer_page(transfer_id: FromPath[int], request: Request[Any, Any, Any], state: State) -> Response[Any]:
+def transfer_page(transfer_id: Id, request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """One transfer: where it goes, its attempts and errors, its whole history."""
     with database(state) as session:
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
         try:
+            viewer.access.transfer_destination(session, transfer_id)
             transfer = transfer_public(session, transfer_id)
         except PdsError as exc:
             return _page("error.html", 404, error=str(exc), **_common(state, viewer, request))
@@ -252,7 +262,8 @@ def hosts_page(request: Request[Any, Any, Any], state: State) -> Response[Any]:
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
-        hosts = monitoring.hosts_overview(session)
+        reachable = viewer.access.hosts(session) if viewer.access.has_role(Role.OPERATOR) else frozenset()
+        hosts = [h for h in monitoring.hosts_overview(session) if reachable is None or h.name in reachable]
     return _page("hosts.html", hosts=hosts, **_common(state, viewer, request))
 
 
@@ -266,7 +277,9 @@ def products_page(
         if viewer is None:
             return _to_login(request)
         now = utcnow()
-        rows = list_products(session, stream=stream or None, late_only=late, now=now)
+        access = viewer.access
+        streams = None if access.has_role(Role.OPERATOR) else streams_of(session, access.granted)
+        rows = list_products(session, stream=stream or None, late_only=late, now=now, streams=streams)
         shown = [(row, row.is_late(now)) for row in rows]
     return _page(
         "products.html",
@@ -285,6 +298,9 @@ def deployments_page(request: Request[Any, Any, Any], state: State) -> Response[
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
+    if not viewer.access.has_role(Role.OPERATOR):
+        error = f"user {viewer.login} is not an operator"
+        return _page("error.html", 403, error=error, **_common(state, viewer, request))
     try:
         deployments, unavailable = list_deployments(), None
     except PrefectUnavailable as exc:
@@ -302,8 +318,14 @@ def deployments_page(request: Request[Any, Any, Any], state: State) -> Response[
 
 
 def _authorise_action(
-    request: Request[Any, Any, Any], state: State, session: DbSession, data: dict[str, str]
+    request: Request[Any, Any, Any],
+    state: State,
+    session: DbSession,
+    data: dict[str, str],
+    *,
+    destination: str | None = None,
 ) -> Viewer | Response[Any]:
+    """The viewer, if its form is genuine and it operates `destination` (None: administrators only)."""
     viewer = _viewer(request, state, session)
     if viewer is None:
         return _to_login(request)
@@ -314,10 +336,10 @@ def _authorise_action(
             error="the form expired or came from elsewhere; reload the page",
             **_common(state, viewer, request),
         )
-    if not viewer.is_admin:
-        return _page(
-            "error.html", 403, error=f"user {viewer.login} is not an administrator", **_common(state, viewer, request)
-        )
+    allowed = viewer.is_admin if destination is None else viewer.operates(destination)
+    if not allowed:
+        what = "an administrator" if destination is None else f"an operator of destination {destination!r}"
+        return _page("error.html", 403, error=f"user {viewer.login} is not {what}", **_common(state, viewer, request))
     return viewer
 
 
@@ -342,11 +364,16 @@ def _transfer_action(session: DbSession, transfer_id: int, action: str, data: di
 
 @post("/transfers/{transfer_id:int}/{action:str}", sync_to_thread=True, status_code=303)
 def transfer_action(
-    transfer_id: FromPath[int], action: FromPath[str], request: Request[Any, Any, Any], state: State, data: Form
+    transfer_id: Id, action: FromPath[str], request: Request[Any, Any, Any], state: State, data: Form
 ) -> Response[Any]:
     back = data.get("next") or f"/monitor/transfers/{transfer_id}"
     with database(state) as session:
-        checked = _authorise_action(request, state, session, data)
+        viewer = _viewer(request, state, session)
+        try:
+            destination = viewer.access.transfer_destination(session, transfer_id) if viewer else ""
+        except PdsError:
+            destination = ""  # out of reach: refused below as not operated
+        checked = _authorise_action(request, state, session, data, destination=destination)
         if isinstance(checked, Response):
             return checked
         try:
@@ -363,7 +390,7 @@ def destination_action(
 ) -> Response[Any]:
     back = f"/monitor/destinations/{quote(name, safe='')}"
     with database(state) as session:
-        checked = _authorise_action(request, state, session, data)
+        checked = _authorise_action(request, state, session, data, destination=name)
         if isinstance(checked, Response):
             return checked
         try:
@@ -414,4 +441,6 @@ monitor_router = Router(
         destination_action,
     ],
     include_in_schema=False,
+    # Pages and actions check the viewer's session themselves (a log-in page, not a 401, for a browser).
+    opt={"permission": Permission.MONITOR},
 )

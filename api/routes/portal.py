@@ -26,16 +26,18 @@ from urllib.parse import quote, unquote
 import anyio.to_thread
 from litestar import MediaType, Request, Response, Router, delete, get, head, put
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException, InternalServerException
+from litestar.exceptions import ClientException, HTTPException, InternalServerException
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 from pydantic import BaseModel
 
 from api.auth import Caller
+from api.deps import MAX_SECONDS, MAX_SIZE
+from catalog.access import Permission
 from catalog.errors import InvalidInput, QuotaExceeded
 from catalog.paths import clean_target
 from catalog.portal import Download, Entry, Portal, PortalUser
-from catalog.submission import PushRequest
+from catalog.submission import PushRequest, check_priority
 
 
 class QueuedTransfer(BaseModel):
@@ -53,13 +55,17 @@ class PushResult(BaseModel):
     transfers: list[QueuedTransfer]
 
 
-def _int(name: str, value: str | None, default: int | None) -> int | None:
+def _int(name: str, value: str | None, default: int | None, *, low: int = 0, high: int = MAX_SECONDS) -> int | None:
+    """A query integer within [low, high]; anything else is a 400 before a transfer exists."""
     if value is None or value == "":
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise InvalidInput(f"{name} must be an integer, not {value!r}") from None
+    if not low <= number <= high:
+        raise InvalidInput(f"{name} must be from {low} to {high}, not {number}")
+    return number
 
 
 def _raw_target(request: Request[Any, Any, State], destination: str) -> str:
@@ -102,6 +108,7 @@ async def _portal_user(request: Request[Caller, Any, State]) -> tuple[Portal, Po
     request_max_body_size=None,
     status_code=201,
     summary="Push a file to a destination",
+    permission=Permission.PORTAL,
 )
 async def push(
     request: Request[Caller, Any, State],
@@ -122,10 +129,10 @@ async def push(
     options = PushRequest(
         destination=destination,
         target="",
-        priority=_int("priority", priority, 99) or 0,
+        priority=check_priority(99 if priority is None or priority == "" else priority),
         standby=standby,
         delay_seconds=_int("delay", delay, 0) or 0,
-        lifetime_seconds=_int("lifetime", lifetime, None),
+        lifetime_seconds=_int("lifetime", lifetime, None, low=1),
         stream=stream,
         data_type=data_type,
         time_base=time_base,
@@ -149,7 +156,7 @@ async def push(
             if buffer:
                 await anyio.to_thread.run_sync(upload.write, bytes(buffer))
             expected = request.headers.get("content-length")
-            if expected is not None and int(expected) != upload.size:
+            if expected is not None and _int("Content-Length", expected, None, high=MAX_SIZE) != upload.size:
                 raise InvalidInput(f"received {upload.size} bytes but Content-Length said {expected}")
             stored, queued = await anyio.to_thread.run_sync(upload.commit)
         except QuotaExceeded as exc:
@@ -163,6 +170,8 @@ async def push(
                 else f"upload failed: {exc}"
             )
             await anyio.to_thread.run_sync(upload.abort, reason)
+            if isinstance(exc, InternalServerException):  # the client is gone: nothing to answer, nothing kept
+                raise ClientException(reason) from None
             raise
     return PushResult(
         data_file_id=upload.data_file_id,
@@ -262,7 +271,11 @@ def _listing(request: Request[Any, Any, State], path: str, entries: list[Entry],
     )
 
 
-@get(["/portal", "/portal/{destination:str}", "/portal/{destination:str}/{target:path}"], summary="Download or list")
+@get(
+    ["/portal", "/portal/{destination:str}", "/portal/{destination:str}/{target:path}"],
+    summary="Download or list",
+    permission=Permission.PORTAL,
+)
 async def pull(
     request: Request[Caller, Any, State],
     destination: FromPath[str | None] = None,
@@ -315,7 +328,9 @@ async def _send_file(
     )
 
 
-@head(["/portal/{destination:str}/{target:path}"], summary="Size, ETag and time of a file")
+@head(
+    ["/portal/{destination:str}/{target:path}"], summary="Size, ETag and time of a file", permission=Permission.PORTAL
+)
 async def stat_file(request: Request[Caller, Any, State], destination: FromPath[str]) -> Response[None]:
     path = _tree_path(request, destination)
     portal, user = await _portal_user(request)
@@ -325,7 +340,12 @@ async def stat_file(request: Request[Caller, Any, State], destination: FromPath[
     return Response(None, headers=headers)
 
 
-@delete(["/portal/{destination:str}/{target:path}"], status_code=204, summary="Remove a file from the tree")
+@delete(
+    ["/portal/{destination:str}/{target:path}"],
+    status_code=204,
+    summary="Remove a file from the tree",
+    permission=Permission.PORTAL,
+)
 async def remove(request: Request[Caller, Any, State], destination: FromPath[str]) -> None:
     path = _tree_path(request, destination)
     portal, user = await _portal_user(request)

@@ -6,18 +6,20 @@ monitor show (late ones flagged)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from litestar import Request, get, post
 from litestar.datastructures import State
-from litestar.params import FromQuery, JSONBody
+from litestar.params import FromQuery, JSONBody, Parameter
 from pydantic import BaseModel, Field
 
+from api.auth import request_access
 from api.deps import database
+from catalog.access import Permission, Role
 from catalog.errors import InvalidInput
 from catalog.events import EventLog, ProductStatusEvent
 from catalog.models import utcnow
-from catalog.products import ProductState, list_products, record_product_status
+from catalog.products import ProductState, list_products, record_product_status, streams_of
 from catalog.settings import Settings
 
 #: The product statuses of the `pds product` command and their PRS status codes.
@@ -26,11 +28,11 @@ STATUS_CODES = {"expected": "SCHE", "started": "EXEC", "completed": "DONE"}
 
 class ProductStatus(BaseModel):
     status: Literal["expected", "started", "completed"]
-    stream: str = Field(min_length=1, description="the data stream, e.g. oper")
-    type: str | None = Field(default=None, description="the product type, e.g. fc")
-    time_base: str | None = Field(default=None, description="ISO 8601 time, or a base such as 00")
-    time_step: str | None = None
-    schedule_time: str | None = Field(default=None, description="ISO 8601: when its files are due")
+    stream: str = Field(min_length=1, max_length=100, description="the data stream, e.g. oper")
+    type: str | None = Field(default=None, max_length=100, description="the product type, e.g. fc")
+    time_base: str | None = Field(default=None, max_length=40, description="ISO 8601 time, or a base such as 00")
+    time_step: str | None = Field(default=None, max_length=40)
+    schedule_time: str | None = Field(default=None, max_length=40, description="ISO 8601: when its files are due")
 
 
 def _time(name: str, value: str | None, *, required: bool = False) -> datetime | str | None:
@@ -64,23 +66,28 @@ class ProductView(BaseModel):
     updated_by: str
 
 
-@get("/products", sync_to_thread=True, tags=["products"])
+@get("/products", permission=Permission.READ, sync_to_thread=True, tags=["products"])
 def products(
-    state: State, stream: FromQuery[str | None] = None, late: FromQuery[bool] = False, limit: FromQuery[int] = 200
+    request: Request[Any, Any, Any],
+    state: State,
+    stream: FromQuery[str | None] = None,
+    late: FromQuery[bool] = False,
+    limit: Annotated[int, Parameter(ge=1, le=10_000)] = 200,
 ) -> list[ProductView]:
-    """Products' latest statuses, the most recently updated first; `late=true`: due and not completed."""
-    if not 1 <= limit <= 10_000:
-        raise InvalidInput(f"limit must be from 1 to 10000, not {limit}")
+    """Products' latest statuses, the most recently updated first; `late=true`: due and not completed.
+    A data user sees the products of the streams its destinations receive."""
+    access = request_access(request)
     now = utcnow()
     with database(state) as session:
-        rows = list_products(session, stream=stream, late_only=late, limit=limit, now=now)
+        streams = None if access.has_role(Role.OPERATOR) else streams_of(session, access.granted)
+        rows = list_products(session, stream=stream, late_only=late, limit=limit, now=now, streams=streams)
         return [
             ProductView(**row.model_dump(exclude={"id", "status"}), status=row.status.value, late=row.is_late(now))
             for row in rows
         ]
 
 
-@post("/products/status", sync_to_thread=True, status_code=201, tags=["products"])
+@post("/products/status", permission=Permission.OPERATE, sync_to_thread=True, status_code=201, tags=["products"])
 def product_status(data: JSONBody[ProductStatus], request: Request[Any, Any, Any], state: State) -> ProductStatusLine:
     """Write the PRS line for a product's status to the event log (PDS_EVENT_LOG), record it as the
     product's latest status, and return the line."""

@@ -18,10 +18,10 @@ from litestar.types import Receive, Scope, Send
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
-from api.auth import admin_only
 from api.deps import database
 from api.proxy import ProxyService
 from catalog import proxy
+from catalog.access import Permission
 from catalog.errors import InvalidInput, NotFound
 from catalog.models import utcnow
 
@@ -35,7 +35,7 @@ def proxy_service(state: State) -> ProxyService:
     return service
 
 
-@asgi("/proxy", is_mount=True, copy_scope=True)
+@asgi("/proxy", is_mount=True, copy_scope=True, permission=Permission.PROXY)
 async def proxy_assets(scope: Scope, receive: Receive, send: Send) -> None:
     """GET/HEAD an asset: `/proxy/{collection}/{item}/{asset}`."""
     service = proxy_service(scope["app"].state)
@@ -94,7 +94,7 @@ def _view(request: Request[Any, Any, Any], row: proxy.ProxyAsset) -> dict[str, A
     return row.model_dump(mode="json") | {"href": asset_url(request, row)}
 
 
-@post("/", status_code=201, guards=[admin_only], sync_to_thread=True)
+@post("/", status_code=201, permission=Permission.CONFIGURE, sync_to_thread=True)
 def register(request: Request[Any, Any, Any], state: State, data: JSONBody[AssetRegistration]) -> dict[str, Any]:
     """Register (or update) a proxied asset; answers its proxy URL in `href`."""
     with database(state) as session:
@@ -110,7 +110,7 @@ def register(request: Request[Any, Any, Any], state: State, data: JSONBody[Asset
         return _view(request, row)
 
 
-@get("/", sync_to_thread=True)
+@get("/", permission=Permission.CONFIGURE, sync_to_thread=True)
 def list_assets(
     request: Request[Any, Any, Any], state: State, collection: FromQuery[str | None] = None
 ) -> list[dict[str, Any]]:
@@ -121,7 +121,12 @@ def list_assets(
         return [_view(request, row) for row in session.exec(query.limit(1000))]
 
 
-@post("/{collection:str}/{item:str}/{asset:str}/cache", status_code=201, guards=[admin_only], sync_to_thread=True)
+@post(
+    "/{collection:str}/{item:str}/{asset:str}/cache",
+    status_code=201,
+    permission=Permission.CONFIGURE,
+    sync_to_thread=True,
+)
 def inject(
     request: Request[Any, Any, Any],
     state: State,
@@ -144,7 +149,7 @@ def inject(
 assets_router = Router("/proxied-assets", route_handlers=[register, list_assets, inject], tags=["proxy"])
 
 
-@put("/{collection:str}", guards=[admin_only], sync_to_thread=True)
+@put("/{collection:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
 def set_policy(state: State, collection: FromPath[str], data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
     """Set a dataset's policy: mode, sync_wait_seconds, retention (+ retention_days / max_bytes), public,
     readers, presign_seconds."""
@@ -155,7 +160,7 @@ def set_policy(state: State, collection: FromPath[str], data: JSONBody[dict[str,
     return answer
 
 
-@get("/{collection:str}", sync_to_thread=True)
+@get("/{collection:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
 def get_policy(state: State, collection: FromPath[str]) -> dict[str, Any]:
     with database(state) as session:
         policy = proxy.dataset_policy(session, collection)
@@ -167,7 +172,7 @@ def get_policy(state: State, collection: FromPath[str]) -> dict[str, Any]:
 policies_router = Router("/proxied-collections", route_handlers=[set_policy, get_policy], tags=["proxy"])
 
 
-@put("/{subject:str}", guards=[admin_only], sync_to_thread=True)
+@put("/{subject:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
 def set_quota(state: State, subject: FromPath[str], data: JSONBody[QuotaBody]) -> dict[str, Any]:
     """QoS limits of `user:LOGIN` or `group:NAME` per period (unset: unlimited)."""
     with database(state) as session:
@@ -176,7 +181,7 @@ def set_quota(state: State, subject: FromPath[str], data: JSONBody[QuotaBody]) -
     return answer
 
 
-@post("/{group:str}/members/{login:str}", status_code=201, guards=[admin_only], sync_to_thread=True)
+@post("/{group:str}/members/{login:str}", status_code=201, permission=Permission.CONFIGURE, sync_to_thread=True)
 def add_member(state: State, group: FromPath[str], login: FromPath[str]) -> dict[str, str]:
     with database(state) as session:
         proxy.add_group_member(session, group, login)

@@ -29,6 +29,7 @@ from api.routes.data_users import portal_secret_key
 from api.routes.portal import InvalidRange, parse_range
 from api.s3_sigv4 import SignatureError, decode_aws_chunked, verify
 from catalog import multipart
+from catalog.access import Permission
 from catalog.data_users import s3_secret
 from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, PdsError, QuotaExceeded
 from catalog.paths import clean_target
@@ -509,7 +510,7 @@ class _PartWriter:
         self.writer.abort()
 
 
-@asgi(PREFIX, is_mount=True, copy_scope=True)
+@asgi(PREFIX, is_mount=True, copy_scope=True, permission=Permission.PORTAL)
 async def s3_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     app = scope["app"]
     endpoint: S3Endpoint | None = getattr(app.state, "s3_endpoint", None)

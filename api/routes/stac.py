@@ -17,9 +17,10 @@ from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
-from api.auth import admin_only
+from api.auth import request_access
 from api.deps import database
 from catalog import inventory, stac, stac_documents
+from catalog.access import Permission
 from catalog.errors import InvalidInput, NotFound
 from catalog.stac_search import SearchRequest, search, unknown_collections
 
@@ -38,22 +39,22 @@ def _json(content: Any, media_type: str = "application/json", status_code: int =
 # --- Core and collections -----------------------------------------------------------------------
 
 
-@get(["/", ""], sync_to_thread=False, exclude_from_auth=True)
+@get(["/", ""], sync_to_thread=False, exclude_from_auth=True, permission=Permission.PUBLIC)
 def landing_page(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     return _json(stac_documents.landing_page(_base(request, state)))
 
 
-@get("/conformance", sync_to_thread=False, exclude_from_auth=True)
+@get("/conformance", sync_to_thread=False, exclude_from_auth=True, permission=Permission.PUBLIC)
 def conformance() -> Response[Any]:
     return _json({"conformsTo": stac_documents.CONFORMANCE})
 
 
-@get("/queryables", sync_to_thread=False, exclude_from_auth=True)
+@get("/queryables", sync_to_thread=False, exclude_from_auth=True, permission=Permission.PUBLIC)
 def queryables(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     return _json(stac_documents.queryables(f"{_base(request, state)}/queryables"), "application/schema+json")
 
 
-@get("/collections", sync_to_thread=True, exclude_from_auth=True)
+@get("/collections", sync_to_thread=True, exclude_from_auth=True, permission=Permission.PUBLIC)
 def list_collections(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     from sqlmodel import select
 
@@ -69,14 +70,19 @@ def list_collections(request: Request[Any, Any, Any], state: State) -> Response[
     return _json({"collections": collections, "links": links})
 
 
-@get("/collections/{collection_id:str}", sync_to_thread=True, exclude_from_auth=True)
+@get("/collections/{collection_id:str}", sync_to_thread=True, exclude_from_auth=True, permission=Permission.PUBLIC)
 def read_collection(collection_id: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
     with database(state) as session:
         collection = inventory.get_collection(session, collection_id)
         return _json(stac_documents.collection_document(collection, _base(request, state)))
 
 
-@get("/collections/{collection_id:str}/queryables", sync_to_thread=True, exclude_from_auth=True)
+@get(
+    "/collections/{collection_id:str}/queryables",
+    sync_to_thread=True,
+    exclude_from_auth=True,
+    permission=Permission.PUBLIC,
+)
 def collection_queryables(collection_id: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
     with database(state) as session:
         inventory.get_collection(session, collection_id)
@@ -127,7 +133,7 @@ def _query_params(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return params
 
 
-@get("/search", sync_to_thread=True, exclude_from_auth=True)
+@get("/search", sync_to_thread=True, exclude_from_auth=True, permission=Permission.PUBLIC)
 def search_get(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     base = _base(request, state)
     with database(state) as session:
@@ -135,7 +141,7 @@ def search_get(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     return _json(page, GEOJSON)
 
 
-@post("/search", sync_to_thread=True, status_code=200, exclude_from_auth=True)
+@post("/search", sync_to_thread=True, status_code=200, exclude_from_auth=True, permission=Permission.PUBLIC)
 def search_post(data: JSONBody[dict[str, Any]], request: Request[Any, Any, Any], state: State) -> Response[Any]:
     base = _base(request, state)
     with database(state) as session:
@@ -143,7 +149,9 @@ def search_post(data: JSONBody[dict[str, Any]], request: Request[Any, Any, Any],
     return _json(page, GEOJSON)
 
 
-@get("/collections/{collection_id:str}/items", sync_to_thread=True, exclude_from_auth=True)
+@get(
+    "/collections/{collection_id:str}/items", sync_to_thread=True, exclude_from_auth=True, permission=Permission.PUBLIC
+)
 def list_items(collection_id: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
     base = _base(request, state)
     params = _query_params(request)
@@ -168,7 +176,12 @@ def list_items(collection_id: FromPath[str], request: Request[Any, Any, Any], st
     return _json(page, GEOJSON)
 
 
-@get("/collections/{collection_id:str}/items/{item_id:str}", sync_to_thread=True, exclude_from_auth=True)
+@get(
+    "/collections/{collection_id:str}/items/{item_id:str}",
+    sync_to_thread=True,
+    exclude_from_auth=True,
+    permission=Permission.PUBLIC,
+)
 def read_item(
     collection_id: FromPath[str], item_id: FromPath[str], request: Request[Any, Any, Any], state: State
 ) -> Response[Any]:
@@ -180,14 +193,14 @@ def read_item(
 # --- Transactions (administrators) --------------------------------------------------------------
 
 
-@post("/collections", guards=[admin_only], sync_to_thread=True, status_code=201)
+@post("/collections", permission=Permission.CONFIGURE, sync_to_thread=True, status_code=201)
 def create_collection(data: JSONBody[dict[str, Any]], request: Request[Any, Any, Any], state: State) -> Response[Any]:
     with database(state) as session:
         collection = inventory.put_collection(session, data, create=True)
         return _json(stac_documents.collection_document(collection, _base(request, state)), status_code=201)
 
 
-@put("/collections/{collection_id:str}", guards=[admin_only], sync_to_thread=True)
+@put("/collections/{collection_id:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
 def replace_collection(
     collection_id: FromPath[str], data: JSONBody[dict[str, Any]], request: Request[Any, Any, Any], state: State
 ) -> Response[Any]:
@@ -198,13 +211,13 @@ def replace_collection(
         return _json(stac_documents.collection_document(collection, _base(request, state)))
 
 
-@delete("/collections/{collection_id:str}", guards=[admin_only], sync_to_thread=True, status_code=204)
+@delete("/collections/{collection_id:str}", permission=Permission.CONFIGURE, sync_to_thread=True, status_code=204)
 def remove_collection(collection_id: FromPath[str], state: State) -> None:
     with database(state) as session:
         inventory.delete_collection(session, collection_id)
 
 
-@post("/collections/{collection_id:str}/items", guards=[admin_only], sync_to_thread=True, status_code=201)
+@post("/collections/{collection_id:str}/items", permission=Permission.CONFIGURE, sync_to_thread=True, status_code=201)
 def create_items(
     collection_id: FromPath[str], data: JSONBody[dict[str, Any]], request: Request[Any, Any, Any], state: State
 ) -> Response[Any]:
@@ -221,7 +234,7 @@ def create_items(
         return _json(stac_documents.item_document(row, base), GEOJSON, status_code=201)
 
 
-@put("/collections/{collection_id:str}/items/{item_id:str}", guards=[admin_only], sync_to_thread=True)
+@put("/collections/{collection_id:str}/items/{item_id:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
 def replace_item(
     collection_id: FromPath[str],
     item_id: FromPath[str],
@@ -237,7 +250,10 @@ def replace_item(
 
 
 @delete(
-    "/collections/{collection_id:str}/items/{item_id:str}", guards=[admin_only], sync_to_thread=True, status_code=204
+    "/collections/{collection_id:str}/items/{item_id:str}",
+    permission=Permission.CONFIGURE,
+    sync_to_thread=True,
+    status_code=204,
 )
 def remove_item(collection_id: FromPath[str], item_id: FromPath[str], state: State) -> None:
     with database(state) as session:
@@ -264,7 +280,7 @@ def _publication_view(publication: inventory.StacPublication) -> dict[str, Any]:
     }
 
 
-@put("/publications/{destination:str}", guards=[admin_only], sync_to_thread=True)
+@put("/publications/{destination:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
 def publish_destination(destination: FromPath[str], data: JSONBody[Publication], state: State) -> dict[str, Any]:
     """Publish the destination's data files (from now on, as they are stored) into a collection."""
     with database(state) as session:
@@ -279,8 +295,9 @@ def publish_destination(destination: FromPath[str], data: JSONBody[Publication],
         return _publication_view(publication)
 
 
-@get("/publications/{destination:str}", sync_to_thread=True)
-def read_publication(destination: FromPath[str], state: State) -> dict[str, Any]:
+@get("/publications/{destination:str}", permission=Permission.READ, sync_to_thread=True)
+def read_publication(destination: FromPath[str], request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    request_access(request).require_visible(destination)
     with database(state) as session:
         publication = stac.get_publication(session, destination)
         if publication is None:
@@ -288,7 +305,7 @@ def read_publication(destination: FromPath[str], state: State) -> dict[str, Any]
         return _publication_view(publication)
 
 
-@post("/publications/{destination:str}/harvest", guards=[admin_only], sync_to_thread=True, status_code=200)
+@post("/publications/{destination:str}/harvest", permission=Permission.CONFIGURE, sync_to_thread=True, status_code=200)
 def harvest(destination: FromPath[str], state: State) -> dict[str, Any]:
     """Publish every data file already queued for the destination (items that exist are updated)."""
     with database(state) as session:

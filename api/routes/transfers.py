@@ -1,4 +1,5 @@
-"""Reading data transfers and data files: status, history, errors."""
+"""Reading data transfers and data files (what lies within the caller's grants) and operating on
+transfers (operators of their destination)."""
 
 from __future__ import annotations
 
@@ -10,32 +11,39 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
-from api.auth import admin_only
-from api.deps import database
+from api.auth import request_access
+from api.deps import MAX_SECONDS, Id, OptionalId, database
 from catalog import operations
+from catalog.access import Permission
 from catalog.errors import InvalidInput, NotFound
 from catalog.models import DataFile, DataFilePublic, DataTransfer, DataTransferPublic
 from catalog.statuses import TransferStatus
 from catalog.transfers import transfer_public
 
 
-@get("/transfers/{transfer_id:int}", sync_to_thread=True)
-def read_transfer(transfer_id: FromPath[int], state: State) -> DataTransferPublic:
+@get("/transfers/{transfer_id:int}", permission=Permission.READ, sync_to_thread=True)
+def read_transfer(transfer_id: Id, request: Request[Any, Any, Any], state: State) -> DataTransferPublic:
     """A transfer with its status and the history of every status change."""
     with database(state) as session:
+        request_access(request).transfer_destination(session, transfer_id)
         return transfer_public(session, transfer_id)
 
 
-@get("/transfers", sync_to_thread=True)
+@get("/transfers", permission=Permission.READ, sync_to_thread=True)
 def list_transfers(
+    request: Request[Any, Any, Any],
     state: State,
     destination: FromQuery[str | None] = None,
     status: FromQuery[str | None] = None,
-    data_file_id: FromQuery[int | None] = None,
+    data_file_id: OptionalId = None,
     limit: int = Parameter(default=100, ge=1, le=1000),
 ) -> list[DataTransferPublic]:
-    """Transfers, newest first, filtered by destination, status or data file."""
+    """Transfers, newest first, filtered by destination, status or data file; only those of the
+    destinations the caller is granted."""
     query = select(DataTransfer.id).order_by(col(DataTransfer.id).desc()).limit(limit)
+    within = request_access(request).only_visible(DataTransfer.destination_name)
+    if within is not None:
+        query = query.where(within)
     if destination:
         query = query.where(DataTransfer.destination_name == destination)
     if status:
@@ -53,9 +61,11 @@ def list_transfers(
 class Operation(BaseModel):
     """The body of an operation on a transfer; which fields count depends on the operation."""
 
-    reason: str = ""
-    priority: int | None = Field(default=None, description="for `priority`: 0 (first) … 99 (last)")
-    seconds: int | None = Field(default=None, description="for `extend`: seconds added to the lifetime")
+    reason: str = Field(default="", max_length=1000)
+    priority: int | None = Field(default=None, ge=0, le=99, description="for `priority`: 0 (first) … 99 (last)")
+    seconds: int | None = Field(
+        default=None, ge=1, le=MAX_SECONDS, description="for `extend`: seconds added to the lifetime"
+    )
 
 
 OPERATIONS = ("requeue", "stop", "hold", "release", "priority", "schedule-now", "extend")
@@ -84,9 +94,11 @@ def _operate(session: Session, transfer_id: int, name: str, body: Operation, by:
         raise NotFound(f"no operation {name!r}; known: {', '.join(OPERATIONS)}")
 
 
-@post("/transfers/{transfer_id:int}/{operation:str}", guards=[admin_only], sync_to_thread=True, status_code=200)
+@post(
+    "/transfers/{transfer_id:int}/{operation:str}", permission=Permission.OPERATE, sync_to_thread=True, status_code=200
+)
 def operate(
-    transfer_id: FromPath[int],
+    transfer_id: Id,
     operation: FromPath[str],
     request: Request[Any, Any, Any],
     state: State,
@@ -95,13 +107,16 @@ def operate(
     """requeue, stop, hold, release, priority, schedule-now or extend one transfer; refused (409) when its
     status does not allow it. The change is in the transfer's history with the user's name."""
     with database(state) as session:
+        access = request_access(request)
+        access.require_operator(access.transfer_destination(session, transfer_id))
         _operate(session, transfer_id, operation, data or Operation(), request.user.login)
         return transfer_public(session, transfer_id)
 
 
-@get("/datafiles/{data_file_id:int}", sync_to_thread=True)
-def read_data_file(data_file_id: FromPath[int], state: State) -> DataFilePublic:
+@get("/datafiles/{data_file_id:int}", permission=Permission.READ, sync_to_thread=True)
+def read_data_file(data_file_id: Id, request: Request[Any, Any, Any], state: State) -> DataFilePublic:
     with database(state) as session:
+        request_access(request).require_data_file(session, data_file_id)
         data_file = session.get(DataFile, data_file_id)
         if data_file is None:
             raise NotFound(f"no data file {data_file_id}")

@@ -101,7 +101,8 @@ def test_register_a_group_then_wait_until_it_is_retrieved(pds, provider, rt, pre
 
 
 def test_wait_reports_failed_files_and_exits_non_zero(pds, provider, rt):
-    code, out, err = pds("register", "/nonexistent/file.dat", "-d", "acq", "--host", "provider-file", "-g", "bad")
+    missing = f"{provider.local_root}/nonexistent/file.dat"
+    code, out, err = pds("register", missing, "-d", "acq", "--host", "provider-file", "-g", "bad")
     assert code == 0
     from catalog.database import session_scope
     from catalog.retrieval import claim_fetches

@@ -68,11 +68,11 @@ def test_an_operation_the_status_does_not_allow_is_refused_and_changes_nothing(p
     assert t["status"] == "Queued" and t["priority"] == 99
 
 
-def test_only_administrators_operate(client, site, sqlite_engine):
+def test_only_operators_and_administrators_operate(client, site, sqlite_engine):
     with session_scope(sqlite_engine) as session:
         ensure_user(session, "reader", "pw-reader")
     response = client.post("/destinations/site1/hold", headers=basic("reader", "pw-reader"))
-    assert response.status_code == 403 and "not an administrator" in response.json()["reason"]
+    assert response.status_code == 403 and "needs an operator's grant" in response.json()["reason"]
     assert client.get("/destinations/site1", headers=ADMIN).json()["destination"]["active"] is True
 
 

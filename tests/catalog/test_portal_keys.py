@@ -44,12 +44,15 @@ def bucket(engine, tmp_path):
     destination(engine, "bucket", host=local_host("provider", str(tmp_path)))
     with session_scope(engine) as session:
         files = [RegisteredFile(path=f"/src/{t}", target=t, size=1) for t in TARGETS]
-        register_files(session, destination="bucket", host="provider", group="g", files=files, by="test")
+        register_files(
+            session, destination="bucket", host="provider", source_root="/src", group="g", files=files, by="test"
+        )
         # The same target again, newer and bigger: it stands for the target from now on.
         register_files(
             session,
             destination="bucket",
             host="provider",
+            source_root="/src",
             group="g",
             files=[RegisteredFile(path="/src/again", target="run/0003.grib", size=7)],
             by="test",
