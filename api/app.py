@@ -11,6 +11,7 @@ from litestar.openapi import OpenAPIConfig
 from api.auth import DOCUMENTATION, AuthenticationMiddleware, authorize
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import metrics
+from api.openapi_access import document_access
 from api.routes.acquisition import acquisition_router
 from api.routes.config import destinations_router, hosts_router
 from api.routes.data_users import data_users_router, policies_router
@@ -80,6 +81,7 @@ def create_app(
         on_startup=[on_startup],
         openapi_config=OpenAPIConfig(title="pds", version="0.1.0", description="Product Data Store API"),
     )
+    app.on_startup.append(document_access)
     undeclared = routes_without_permission(app)
     if undeclared:  # a route born without a permission is a hole: refuse to start rather than guess
         raise RuntimeError(f"routes declare no permission: {', '.join(undeclared)}")

@@ -19,7 +19,7 @@ from catalog import acquisition, config
 from catalog.access import Permission
 from catalog.acquisition import ListingRuleCreate, RegisteredFile
 from catalog.errors import InvalidInput
-from catalog.paths import static_prefix
+from catalog.paths import inside, static_prefix
 
 
 class Schedule(BaseModel):
@@ -117,7 +117,7 @@ def register(data: JSONBody[Registration], request: Request[Any, Any, Any], stat
         block = block_for(source)
         root = block.join(static_prefix(source.directory))
         if source.protocol == "file":  # a link inside the directory must not lead out of it
-            _refuse_links_out(root, [f.path for f in data.files])
+            _refuse_links_out(root, [inside(root, f.path, what="source path") for f in data.files])
         ids = acquisition.register_files(
             session,
             destination=data.destination,
