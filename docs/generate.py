@@ -374,14 +374,15 @@ _STATUS_MEANING = {
 
 # --- transfer modules --------------------------------------------------------------------------
 
-CAPABILITIES = (
-    "supports_rename",
-    "supports_resume",
-    "supports_server_side_copy",
-    "reports_md5",
-    "has_directories",
-    "reads_back",
-)
+#: Capability flag → its column heading (the flags' meanings are their docstrings in blocks/base.py).
+CAPABILITIES = {
+    "supports_rename": "rename",
+    "supports_resume": "resume",
+    "supports_server_side_copy": "server-side copy",
+    "reports_md5": "MD5 reported",
+    "has_directories": "directories",
+    "reads_back": "reads back",
+}
 
 
 def _options_read(source: str, namespace: dict[str, Any]) -> dict[str, str]:
@@ -464,6 +465,7 @@ def option_docs() -> dict[str, dict[str, str]]:
 
 
 def render_transfer_modules() -> str:
+    from blocks.base import HostBlock
     from blocks.registry import BUILTIN, PROVIDED_BY, block_class
 
     docs = option_docs()
@@ -496,11 +498,13 @@ def render_transfer_modules() -> str:
     rows = []
     for protocol, path in BUILTIN.items():
         cls = block_class(protocol)
-        rows.append(
-            [f"`{protocol}`", f"`{path}`", PROVIDED_BY.get(protocol, "(standard library)")]
-            + ["yes" if getattr(cls, flag) else "no" for flag in CAPABILITIES]
-        )
-    out.append(_table(["protocol", "class", "backend", *CAPABILITIES], rows))
+        flags = [_capability(cls, flag) for flag in CAPABILITIES]
+        rows.append([f"`{protocol}`", *flags, PROVIDED_BY.get(protocol, "(standard library)"), f"`{path}`"])
+    out.append(_table(["protocol", *CAPABILITIES.values(), "backend", "class"], rows))
+    out.append("")
+    out += [
+        f"- **{heading}** (`{flag}`): {_field_docs(HostBlock).get(flag, '')}" for flag, heading in CAPABILITIES.items()
+    ]
     for section, found in sections.items():
         title = {"common": "Options every host takes"}.get(section, f"`{section}`")
         if section.startswith("kind "):
@@ -512,6 +516,13 @@ def render_transfer_modules() -> str:
         rows = _option_rows(found, docs.get(section, {}))
         out.append(_table(["option", "default", "meaning"], rows) if rows else "No options of its own.\n")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _capability(cls: type, flag: str) -> str:
+    """yes/no for a declared flag; "by options" for one the block computes from its host's options."""
+    if isinstance(inspect.getattr_static(cls, flag), property):
+        return "by options"
+    return "yes" if getattr(cls, flag) else "no"
 
 
 def _option_rows(found: dict[str, str], docs: dict[str, str]) -> list[list[object]]:
