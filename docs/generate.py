@@ -676,6 +676,13 @@ def render_deployments() -> str:
 # --- performance -------------------------------------------------------------------------------
 
 
+def _row_note(bench: dict[str, Any], row: dict[str, Any]) -> str:
+    """The row's note, led by its command when that is not the benchmark's."""
+    command = row.get("command", bench["command"]).strip()
+    parts = [f"`{command}`"] if command != bench["command"].strip() else []
+    return "; ".join(parts + ([row["note"]] if row.get("note") else []))
+
+
 def render_performance() -> str:
     data = yaml.safe_load((DOCS / "benchmarks.yaml").read_text(encoding="utf-8"))
     out = ["# Performance", "", GENERATED.format(source="docs/benchmarks.yaml"), data["intro"].strip(), ""]
@@ -687,7 +694,9 @@ def render_performance() -> str:
             out.append("")
         columns = bench["columns"]
         header = ["recorded", "load average", *columns, "note"]
-        rows = [[r["recorded"], r.get("load", "not recorded"), *r["values"], r.get("note", "")] for r in bench["rows"]]
+        rows = [
+            [r["recorded"], r.get("load", "not recorded"), *r["values"], _row_note(bench, r)] for r in bench["rows"]
+        ]
         for row in bench["rows"]:
             if len(row["values"]) != len(columns):
                 raise SystemExit(f"docs/benchmarks.yaml: {bench['title']}: a row has the wrong number of values")
