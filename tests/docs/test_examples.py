@@ -1,0 +1,68 @@
+"""Every `pds …` command shown in the README and the documentation parses with the real `pds` parser,
+so a renamed option or subcommand breaks this test instead of a reader's paste."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from api.cli import parser
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+SHELL_BLOCK = re.compile(r"```(?:sh|bash)\n(.*?)```", re.DOTALL)
+
+
+def pds_commands(text: str) -> list[list[str]]:
+    """The argument lists of the `pds` commands in a page's sh/bash blocks."""
+    commands = []
+    for block in SHELL_BLOCK.findall(text):
+        for line in block.replace("\\\n", " ").splitlines():
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+            lexer.whitespace_split = True
+            lexer.commenters = "#"
+            try:
+                words = list(lexer)
+            except ValueError:  # an unbalanced quote inside an example's prose: not a command line
+                continue
+            segment: list[str] = []
+            for word in [*words, ";"]:
+                if word in {";", "&&", "||", "|", "&"}:
+                    if segment and segment[0] == "pds":
+                        if segment[-1].endswith(")") and not segment[-1].startswith("$("):
+                            segment[-1] = segment[-1].removesuffix(")")
+                        commands.append(segment[1:])
+                    segment = []
+                elif not segment and re.fullmatch(r"\w+=\$\(pds", word):
+                    segment.append("pds")  # id=$(pds push …): the command inside the substitution
+                elif not segment and "=" in word and not word.startswith("-"):
+                    continue  # VAR=value before a command
+                else:  # a shell variable stands for a value the reader has: any value parses the same
+                    segment.append("1" if re.fullmatch(r"\$\w+", word) else word)
+    return commands
+
+
+EXAMPLES = [
+    pytest.param(args, id=f"{page.relative_to(ROOT)}: pds {' '.join(args)}"[:120])
+    for page in PAGES
+    for args in pds_commands(page.read_text(encoding="utf-8"))
+]
+
+
+def test_the_docs_show_many_commands():
+    assert len(EXAMPLES) > 80
+
+
+@pytest.mark.parametrize("args", EXAMPLES)
+def test_a_documented_command_parses(args):
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            parser().parse_args(args)
+        except SystemExit as exc:
+            assert exc.code == 0, stderr.getvalue()
