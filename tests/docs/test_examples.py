@@ -66,3 +66,29 @@ def test_a_documented_command_parses(args):
             parser().parse_args(args)
         except SystemExit as exc:
             assert exc.code == 0, stderr.getvalue()
+
+
+#: `PDS_` variables the docs name that are not settings of `catalog/settings.py`, and who reads them.
+NOT_SETTINGS = {
+    "PDS_USER": "the pds command and PdsClient",
+    "PDS_PASSWORD": "the pds command and PdsClient",
+    "PDS_TOKEN": "the pds command and PdsClient",
+    "PDS_API_SERVER": "python -m api (granian or uvicorn)",
+    "PDS_CHECKOUT": "prefect.yaml's pull step",
+    "PDS_PUBLIC_HOST": "infra/compose/env.example",
+}
+
+
+def test_every_pds_variable_the_docs_name_exists():
+    from catalog.settings import Settings
+
+    settings = {f"PDS_{name.upper()}" for name in Settings.model_fields}
+    named = {v for page in PAGES for v in re.findall(r"\bPDS_[A-Z0-9_]+\b", page.read_text(encoding="utf-8"))}
+    assert named - settings - set(NOT_SETTINGS) == set()
+
+
+def test_every_module_the_docs_run_exists():
+    import importlib.util
+
+    named = {m for page in PAGES for m in re.findall(r"python -m ([\w.]+)", page.read_text(encoding="utf-8"))}
+    assert named and [m for m in sorted(named) if importlib.util.find_spec(m) is None] == []
