@@ -208,7 +208,7 @@ STATUS_LAYOUT = {
     "Interrupted": (3, 4),
     "Done": (4, 0),
     "Stopped": (4, 2),
-    "Failed": (4, 4),
+    "Failed": (1, 4),
 }
 
 _BOX_W, _BOX_H, _COL, _ROW, _MARGIN = 124, 40, 230, 75, 40
@@ -240,34 +240,49 @@ _EDGE_STYLE = {
 }
 
 
-def _hits_a_box(points: list[tuple[float, float]], ends: tuple[str, str]) -> bool:
+def _boxes_hit(points: list[tuple[float, float]], ends: tuple[str, str]) -> int:
     pad = 6
+    hit = 0
     for status in STATUS_LAYOUT:
         if status in ends:
             continue
         cx, cy = _centre(status)
-        if any(abs(x - cx) < _BOX_W / 2 + pad and abs(y - cy) < _BOX_H / 2 + pad for x, y in points):
-            return True
-    return False
+        hit += any(abs(x - cx) < _BOX_W / 2 + pad and abs(y - cy) < _BOX_H / 2 + pad for x, y in points)
+    return hit
 
 
 def _control_point(source: str, target: str, *, both_ways: bool) -> tuple[float, float]:
     """The control point of the quadratic curve from source to target: straight when nothing is in the
-    way, else bent (to the left of its direction, so the two arrows of a pair never overlap) until it
-    passes no other box."""
+    way, else bent (to the left of its direction first, so the two arrows of a pair never overlap) as
+    little as passes the fewest other boxes."""
     (x0, y0), (x1, y1) = _centre(source), _centre(target)
     length = math.hypot(x1 - x0, y1 - y0)
     nx, ny = -(y1 - y0) / length, (x1 - x0) / length
-    bends = [36, 80, -80, 130, -130, 180] if both_ways else [0, 60, -60, 110, -110, 160, -160]
+    bends = [36, 80, 130, 180, 240] if both_ways else [0, 60, -60, 110, -110, 160, -160, 220, -220]
+    best: tuple[int, tuple[float, float]] | None = None
     for bend in bends:
         cx, cy = (x0 + x1) / 2 + nx * bend, (y0 + y1) / 2 + ny * bend
         curve = [
             ((1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t**2 * x1, (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t**2 * y1)
             for t in (i / 40 for i in range(41))
         ]
-        if not _hits_a_box(curve, (source, target)):
-            return cx, cy
-    return (x0 + x1) / 2 + nx * bends[0], (y0 + y1) / 2 + ny * bends[0]
+        hits = _boxes_hit(curve, (source, target))
+        if best is None or hits < best[0]:
+            best = (hits, (cx, cy))
+        if hits == 0:
+            break
+    assert best is not None
+    return best[1]
+
+
+#: An action allowed from at least this many statuses is drawn faint: it is a way out of almost anywhere.
+BROAD = 4
+
+
+def broad_actions() -> set[str]:
+    from catalog.statuses import TRANSITIONS
+
+    return {t.action for t in TRANSITIONS if len(t.sources) >= BROAD and t.sources != t.targets}
 
 
 def status_edges() -> dict[tuple[str, str], list[str]]:
@@ -292,8 +307,9 @@ def render_status_svg() -> str:
     if missing:
         raise SystemExit(f"docs/generate.py: give the new status(es) {sorted(missing)} a place in STATUS_LAYOUT")
     width = _MARGIN * 2 + 4 * _COL + _BOX_W
-    height = _MARGIN * 2 + 4 * _ROW + _BOX_H
+    height = _MARGIN * 2 + 4 * _ROW + _BOX_H + 30  # room for the legend
     edges = status_edges()
+    broad = broad_actions()
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
         f'height="{height}" font-family="sans-serif" font-size="13" role="img" '
@@ -303,16 +319,33 @@ def render_status_svg() -> str:
         'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>',
         f'<rect width="{width}" height="{height}" fill="#fff"/>',
     ]
-    for (source, target), actions in edges.items():
+    labels = []
+    # Faint arrows first, so the life of a transfer is drawn over them.
+    for (source, target), actions in sorted(edges.items(), key=lambda e: not set(e[1]) <= broad):
+        faint = set(actions) <= broad
         control = _control_point(source, target, both_ways=(target, source) in edges)
         a, b = _border_point(source, control), _border_point(target, control)
         colour, dash = _EDGE_STYLE.get(target, ("#4a5a7a", ""))
+        style = ' stroke-width="1" stroke-opacity="0.35"' if faint else ' stroke-width="1.8"'
         tooltip = html.escape(f"{source} → {target}: {', '.join(actions)}")
         parts.append(
             f'<path d="M{a[0]:.1f},{a[1]:.1f} Q{control[0]:.1f},{control[1]:.1f} {b[0]:.1f},{b[1]:.1f}" '
-            f'fill="none" stroke="{colour}" stroke-width="1.3"{dash} marker-end="url(#arrow)">'
+            f'fill="none" stroke="{colour}"{style}{dash} marker-end="url(#arrow)">'
             f"<title>{tooltip}</title></path>"
         )
+        if not faint:  # the label sits at the middle of the curve
+            mx = 0.25 * a[0] + 0.5 * control[0] + 0.25 * b[0]
+            my = 0.25 * a[1] + 0.5 * control[1] + 0.25 * b[1]
+            text = html.escape(", ".join(a for a in actions if a not in broad))
+            labels.append(
+                f'<text x="{mx:.1f}" y="{my + 4:.1f}" text-anchor="middle" font-size="11" fill="#333" '
+                f'stroke="#fff" stroke-width="3" paint-order="stroke">{text}</text>'
+            )
+    parts += labels
+    parts.append(
+        f'<text x="{_MARGIN}" y="{height - 12}" font-size="12" fill="#444">Faint arrows: actions allowed from '
+        f"many statuses ({html.escape(', '.join(sorted(broad)))}). Hover over an arrow for its actions.</text>"
+    )
     for status in TransferStatus:
         col, row = STATUS_LAYOUT[status.value]
         x, y = _MARGIN + col * _COL, _MARGIN + row * _ROW
