@@ -199,16 +199,16 @@ def render_settings() -> str:
 #: Where each status sits in the diagram (column, row). Layout only: the edges come from the table.
 STATUS_LAYOUT = {
     "Arriving": (0, 0),
-    "Preset": (0, 2),
-    "Fetching": (1, 2),
-    "StandBy": (2, 0),
-    "Queued": (2, 2),
+    "Preset": (2, 0),
+    "Fetching": (2, 2),
+    "StandBy": (0, 4),
+    "Queued": (1, 4),
     "Requeued": (2, 4),
-    "Transferring": (3, 2),
-    "Interrupted": (3, 4),
-    "Done": (4, 0),
-    "Stopped": (4, 2),
-    "Failed": (1, 4),
+    "Transferring": (1, 6),
+    "Interrupted": (2, 6),
+    "Failed": (2, 8),
+    "Done": (0, 8),
+    "Stopped": (1, 8),
 }
 
 _BOX_W, _BOX_H, _COL, _ROW, _MARGIN = 124, 40, 230, 75, 40
@@ -240,15 +240,23 @@ _EDGE_STYLE = {
 }
 
 
-def _boxes_hit(points: list[tuple[float, float]], ends: tuple[str, str]) -> int:
+def _crowding(points: list[tuple[float, float]], ends: tuple[str, str]) -> tuple[int, float]:
+    """(other boxes the curve passes through, how deep it goes into the worst of them): lower is better."""
     pad = 6
-    hit = 0
+    hit, depth = 0, 0.0
     for status in STATUS_LAYOUT:
         if status in ends:
             continue
         cx, cy = _centre(status)
-        hit += any(abs(x - cx) < _BOX_W / 2 + pad and abs(y - cy) < _BOX_H / 2 + pad for x, y in points)
-    return hit
+        inside = [
+            1 - max(abs(x - cx) / (_BOX_W / 2 + pad), abs(y - cy) / (_BOX_H / 2 + pad))
+            for x, y in points
+            if abs(x - cx) < _BOX_W / 2 + pad and abs(y - cy) < _BOX_H / 2 + pad
+        ]
+        if inside:
+            hit += 1
+            depth = max(depth, *inside)
+    return hit, depth
 
 
 def _control_point(source: str, target: str, *, both_ways: bool) -> tuple[float, float]:
@@ -258,18 +266,18 @@ def _control_point(source: str, target: str, *, both_ways: bool) -> tuple[float,
     (x0, y0), (x1, y1) = _centre(source), _centre(target)
     length = math.hypot(x1 - x0, y1 - y0)
     nx, ny = -(y1 - y0) / length, (x1 - x0) / length
-    bends = [36, 80, 130, 180, 240] if both_ways else [0, 60, -60, 110, -110, 160, -160, 220, -220]
-    best: tuple[int, tuple[float, float]] | None = None
+    bends = [50, 90, 130, 180, 240] if both_ways else [0, 60, -60, 110, -110, 160, -160, 220, -220]
+    best: tuple[tuple[int, float], tuple[float, float]] | None = None
     for bend in bends:
         cx, cy = (x0 + x1) / 2 + nx * bend, (y0 + y1) / 2 + ny * bend
         curve = [
             ((1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t**2 * x1, (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t**2 * y1)
             for t in (i / 40 for i in range(41))
         ]
-        hits = _boxes_hit(curve, (source, target))
-        if best is None or hits < best[0]:
-            best = (hits, (cx, cy))
-        if hits == 0:
+        crowding = _crowding(curve, (source, target))
+        if best is None or crowding < best[0]:
+            best = (crowding, (cx, cy))
+        if crowding[0] == 0:
             break
     assert best is not None
     return best[1]
@@ -306,8 +314,8 @@ def render_status_svg() -> str:
     missing = {s.value for s in TransferStatus} - set(STATUS_LAYOUT)
     if missing:
         raise SystemExit(f"docs/generate.py: give the new status(es) {sorted(missing)} a place in STATUS_LAYOUT")
-    width = _MARGIN * 2 + 4 * _COL + _BOX_W
-    height = _MARGIN * 2 + 4 * _ROW + _BOX_H + 30  # room for the legend
+    width = _MARGIN * 2 + max(c for c, _ in STATUS_LAYOUT.values()) * _COL + _BOX_W
+    height = _MARGIN * 2 + max(r for _, r in STATUS_LAYOUT.values()) * _ROW + _BOX_H + 44  # room for the legend
     edges = status_edges()
     broad = broad_actions()
     parts = [
@@ -343,8 +351,9 @@ def render_status_svg() -> str:
             )
     parts += labels
     parts.append(
-        f'<text x="{_MARGIN}" y="{height - 12}" font-size="12" fill="#444">Faint arrows: actions allowed from '
-        f"many statuses ({html.escape(', '.join(sorted(broad)))}). Hover over an arrow for its actions.</text>"
+        f'<text x="{_MARGIN}" y="{height - 26}" font-size="12" fill="#444">Faint arrows: actions allowed from '
+        f"many statuses ({html.escape(', '.join(sorted(broad)))}).</text>"
+        f'<text x="{_MARGIN}" y="{height - 10}" font-size="12" fill="#444">Hover over an arrow for its actions.</text>'
     )
     for status in TransferStatus:
         col, row = STATUS_LAYOUT[status.value]
