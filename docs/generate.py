@@ -189,7 +189,8 @@ def render_settings() -> str:
         "its settings from `PDS_*` environment variables through one pydantic settings class. Unset "
         "locations derive from `PDS_DATA_DIR`, so one directory holds an embedded installation whole. "
         "Secrets (`SecretStr`) are never printed.\n\n"
-        "The `pds` command itself reads only `PDS_API_URL`, `PDS_USER`, `PDS_PASSWORD` and `PDS_TOKEN`.\n\n"
+        "The `pds` commands that talk to the API read only `PDS_API_URL`, `PDS_USER`, `PDS_PASSWORD` and "
+        "`PDS_TOKEN`; `pds up` and `pds migrate` read the settings below.\n\n"
         + _table(["variable", "default", "meaning"], rows)
     )
 
