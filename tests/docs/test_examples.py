@@ -92,3 +92,10 @@ def test_every_module_the_docs_run_exists():
 
     named = {m for page in PAGES for m in re.findall(r"python -m ([\w.]+)", page.read_text(encoding="utf-8"))}
     assert named and [m for m in sorted(named) if importlib.util.find_spec(m) is None] == []
+
+
+def test_the_readme_stays_short_and_about_the_system():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 150
+    assert "bash infra/up.sh" in text and "bash infra/test.sh" in text  # CI and reviewers read these
+    assert not re.search(r"\b[Ii]ssue\b|#\d+\b|/work/|/home/|/tmp/", text)
