@@ -27,6 +27,7 @@ import html
 import importlib
 import inspect
 import json
+import re
 import math
 import sys
 import tempfile
@@ -577,10 +578,12 @@ def _option_rows(found: dict[str, str], docs: dict[str, str]) -> list[list[objec
 
 def openapi_document() -> dict[str, Any]:
     from api.app import create_app
+    from api.openapi_access import document_access
     from catalog.settings import Settings
 
     with tempfile.TemporaryDirectory() as data_dir:
         app = create_app(Settings(data_dir=Path(data_dir), event_log="off"), migrate_database=False)
+        document_access(app)  # what the app adds to its document when it starts
         schema: dict[str, Any] = app.openapi_schema.to_schema()
     return schema
 
@@ -602,11 +605,13 @@ def render_http_api(schema: dict[str, Any]) -> str:
             query = [p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"]
             statuses = [code for code in operation.get("responses", {}) if code.startswith("2")]
             tag = (operation.get("tags") or ["other"])[0]
+            permission = re.search(r"Permission: `([^`]+)`", operation.get("description", ""))
             by_tag.setdefault(tag, []).append(
                 [
                     f"`{method.upper()}`",
                     f"`{path}`",
                     _words(operation.get("operationId", ""), operation.get("summary", "")),
+                    f"`{permission.group(1)}`" if permission else "",
                     ", ".join(f"`{q}`" for q in query),
                     "yes" if "requestBody" in operation else "",
                     ", ".join(statuses),
@@ -620,9 +625,10 @@ def render_http_api(schema: dict[str, Any]) -> str:
         "document at `/schema/openapi.json` and its own browsable pages under `/schema`; the same document "
         "is here as [openapi.json](openapi.json), so nothing needs the network to read it.",
         "",
-        "Authentication is HTTP Basic or `Authorization: Bearer <token>` (see "
-        '[Access control](../operations/access-control.md)). Errors are JSON `{"status", "error", '
-        '"reason"}`.',
+        "Authentication is HTTP Basic or `Authorization: Bearer <token>`; the permission column names "
+        "what each operation needs (see [Access control](../operations/access-control.md) and the "
+        "[access table](access-table.md)). Errors are JSON `{\"status\", \"error\", \"reason\", "
+        '\"request_id\"}`.',
         "",
         "Not in this document: the Data Portal's S3 endpoint (`/s3/…`, see "
         "[the Data Portal](../guides/portal.md)), the data proxy's asset URLs (`/proxy/{collection}/{item}/"
@@ -633,9 +639,38 @@ def render_http_api(schema: dict[str, Any]) -> str:
     for tag in sorted(by_tag):
         out += [f"## {tag}", ""]
         rows = sorted(by_tag[tag], key=lambda row: (str(row[1]), _METHOD_ORDER.index(str(row[0]).strip("`"))))
-        out.append(_table(["method", "path", "operation", "query", "body", "success"], rows))
+        out.append(_table(["method", "path", "operation", "permission", "query", "body", "success"], rows))
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+# --- access table ------------------------------------------------------------------------------
+
+
+def render_access_table() -> str:
+    from tests.api import access_table
+
+    return "\n".join(
+        [
+            "# Access table",
+            "",
+            GENERATED.format(source="tests/api/access_table.py, which tests/api/test_access.py checks"),
+            "Every operation of the HTTP API called as each role, and the status it answers: the table the "
+            "tests check against a running app, word for word.",
+            "",
+            "The world it is called in: destinations `site1` and `site2`; the dissemination hosts `h1` (site1)"
+            " and `h2` (site2) and the acquisition host `src1` (site1); one data file pushed to each. The "
+            "roles: *anonymous* (no credentials), *no grant* (a data user granted nothing), *granted* (a data "
+            "user with `get,put,dir` at site1), *operator* (`all,operate` at site1), *admin*.",
+            "",
+            "How to read a status: `401` credentials required; `403` the role is not enough (refused before "
+            "any work); `404` not found, or out of the caller's reach (answered as if it did not exist); any "
+            "other status means the request reached the operation (requests that would change configuration "
+            "are chosen so that they stop at validation: `400`, `404` or `409`).",
+            "",
+            access_table.markdown(),
+        ]
+    )
 
 
 # --- event log ---------------------------------------------------------------------------------
@@ -772,6 +807,7 @@ def pages() -> dict[str, Callable[[], str]]:
         "reference/http-api.md": lambda: render_http_api(schema()),
         "reference/openapi.json": lambda: json.dumps(schema(), indent=1, sort_keys=True) + "\n",
         "reference/event-log.md": render_event_log,
+        "reference/access-table.md": render_access_table,
         "reference/deployments.md": render_deployments,
         "performance.md": render_performance,
     }
