@@ -727,7 +727,7 @@ def parser() -> argparse.ArgumentParser:
     reg = sub.add_parser(
         "register", parents=[common], help="register files for the movers to fetch from a source host (async)"
     )
-    reg.add_argument("files", nargs="+", metavar="PATH[=TARGET]", help="path on the source host")
+    reg.add_argument("files", nargs="+", metavar="PATH[=TARGET]", help="path inside the source host's directory (relative to it, or absolute)")
     reg.add_argument("--destination", "-d", required=True)
     reg.add_argument("--host", required=True, help="the source host")
     reg.add_argument("--group", "-g", required=True, help="group name, for pds wait")
@@ -760,7 +760,9 @@ def parser() -> argparse.ArgumentParser:
     user.add_argument("--admin", action="store_true", help="add: an administrator (reaches everything)")
     user.add_argument("--destination", help="grant/revoke: the destination")
     user.add_argument("--policy", help="grant: a policy (group of destinations) instead of a destination")
-    user.add_argument("--ops", help="grant: get,put,delete,dir,mkdir,rmdir,rename,size,mtime or all")
+    user.add_argument(
+        "--ops", help="grant: get,put,delete,dir,mkdir,rmdir,rename,size,mtime or all; operate makes an operator"
+    )
     user.add_argument("--ssh-key", action="append", default=[], help="an OpenSSH public key file (SFTP login)")
     user.add_argument("--description")
     user.add_argument("--country", help="country code (event logs)")

@@ -336,6 +336,8 @@ def test_an_upload_that_breaks_off_fails_its_transfer_and_queues_nothing(stack, 
     data_file = stack.client.data_file(transfer["data_file_id"])
     assert data_file["size"] is None and data_file["md5"] is None
     assert list((stack.data_dir / "store" / "tmp").iterdir()) == []
+    # A client that goes away is the client's doing, not a server error.
+    assert "unexpected error" not in (stack.data_dir / "logs" / "api.log").read_text()
 
 
 def test_pds_up_prints_where_everything_is_and_registers_the_deployments(stack):
