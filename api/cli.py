@@ -727,7 +727,12 @@ def parser() -> argparse.ArgumentParser:
     reg = sub.add_parser(
         "register", parents=[common], help="register files for the movers to fetch from a source host (async)"
     )
-    reg.add_argument("files", nargs="+", metavar="PATH[=TARGET]", help="path inside the source host's directory (relative to it, or absolute)")
+    reg.add_argument(
+        "files",
+        nargs="+",
+        metavar="PATH[=TARGET]",
+        help="path inside the source host's directory (relative to it, or absolute)",
+    )
     reg.add_argument("--destination", "-d", required=True)
     reg.add_argument("--host", required=True, help="the source host")
     reg.add_argument("--group", "-g", required=True, help="group name, for pds wait")

@@ -27,8 +27,8 @@ import html
 import importlib
 import inspect
 import json
-import re
 import math
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
