@@ -238,6 +238,12 @@ def cmd_destination(client: PdsClient, args: argparse.Namespace) -> None:
     elif args.action == "show":
         result = client.destination(args.name)
         _print(args, result, json.dumps(result, indent=2))
+    elif args.action == "delete":
+        result = client.delete_destination(args.name, force=args.force)
+        stopped = f", {result['transfers_stopped']} stopped first" if result["transfers_stopped"] else ""
+        _print(
+            args, result, f"destination {args.name} deleted with its {result['transfers_removed']} transfer(s){stopped}"
+        )
     else:
         result = client.destinations()
         _print(
@@ -269,15 +275,22 @@ def cmd_host(client: PdsClient, args: argparse.Namespace) -> None:
             args, result, "\n".join(f"{h['name']}\t{h['protocol']}\t{h['address']}\t{h['directory']}" for h in result)
         )
         return
+    if args.action == "delete":
+        client.delete_host(args.name)
+        _print(args, {"host": args.name, "deleted": True}, f"host {args.name} deleted")
+        return
     password = os.environ.get(args.password_env, "") if args.password_env else ""
     if args.password_env and not password:
         raise PdsError(f"environment variable {args.password_env} is empty or unset")
+    if args.action == "set":
+        _set_host(client, args, password)
+        return
     result = client.create_host(
         args.name,
         args.protocol,
-        address=args.address,
-        directory=args.directory,
-        login=args.login,
+        address=args.address or "",
+        directory=args.directory or "",
+        login=args.login or "",
         password=password,
         options=_options(args.option),
         kind=args.kind,
@@ -286,6 +299,34 @@ def cmd_host(client: PdsClient, args: argparse.Namespace) -> None:
     if args.destination:
         client.attach_host(args.destination, args.name, args.kind, args.rank)
         text += f" and attached to {args.destination}"
+    _print(args, result, text)
+
+
+def _set_host(client: PdsClient, args: argparse.Namespace, password: str) -> None:
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "protocol": args.protocol,
+            "address": args.address,
+            "directory": args.directory,
+            "login": args.login,
+            "password": password or None,
+            "active": {"enable": True, "disable": False}.get(args.state or ""),
+        }.items()
+        if value is not None
+    }
+    options: dict[str, Any] = dict(_options(args.option))
+    options.update({key: None for key in args.remove_option})
+    if options:
+        changes["options"] = options
+    if not changes and args.destination is None:
+        raise PdsError("host set needs at least one change, e.g. --address or -o KEY=VALUE")
+    result: Any = client.update_host(args.name, **changes) if changes else None
+    text = f"host {args.name} updated: {', '.join(sorted(changes))}" if changes else f"host {args.name}"
+    if args.destination:  # a new place in the destination's order: detach, attach at the rank
+        client.detach_host(args.destination, args.name, args.kind)
+        client.attach_host(args.destination, args.name, args.kind, args.rank)
+        text += f"; rank {args.rank if args.rank is not None else 'last'} at {args.destination}"
     _print(args, result, text)
 
 
@@ -641,8 +682,13 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("id", type=int, help="data file id (as printed by push)")
     status.add_argument("--transfer", action="store_true", help="the id is a transfer id")
 
-    dest = sub.add_parser("destination", parents=[common], help="add, list, show, change, hold or restart destinations")
-    dest.add_argument("action", choices=["add", "list", "show", "set", "hold", "restart", "stop", "start", "alias"])
+    dest = sub.add_parser(
+        "destination", parents=[common], help="add, list, show, change, hold, restart or delete destinations"
+    )
+    dest.add_argument(
+        "action", choices=["add", "list", "show", "set", "hold", "restart", "stop", "start", "alias", "delete"]
+    )
+    dest.add_argument("--force", action="store_true", help="delete: stop its waiting transfers first")
     dest.add_argument("name", nargs="?")
     dest.add_argument("--comment")
     dest.add_argument("--max-parallel", type=int, help="transfers running at once (4)")
@@ -675,17 +721,21 @@ def parser() -> argparse.ArgumentParser:
     transfer.add_argument("value", nargs="?", type=int, help="the new priority, or the seconds to extend by")
     transfer.add_argument("--reason", help="why (kept in the transfer's history)")
 
-    host = sub.add_parser("host", parents=[common], help="add or list hosts")
-    host.add_argument("action", choices=["add", "list"])
+    host = sub.add_parser("host", parents=[common], help="add, list, change or delete hosts")
+    host.add_argument("action", choices=["add", "list", "set", "delete"])
     host.add_argument("name", nargs="?")
     host.add_argument("--protocol", help="file, sftp, ftp, s3, azure, gcs, http, https, webdav, …")
-    host.add_argument("--address", default="", help="directory (file), host[:port] (sftp), endpoint URL (s3)")
-    host.add_argument("--directory", default="", help="directory template, e.g. 'incoming/$destination'")
-    host.add_argument("--login", default="")
+    host.add_argument("--address", help="directory (file), host[:port] (sftp), endpoint URL (s3)")
+    host.add_argument("--directory", help="directory template, e.g. 'incoming/$destination'")
+    host.add_argument("--login")
+    host.add_argument("--remove-option", action="append", default=[], metavar="KEY", help="set: drop this option")
+    in_use = host.add_mutually_exclusive_group()
+    in_use.add_argument("--enable", dest="state", action="store_const", const="enable", help="set: use it again")
+    in_use.add_argument("--disable", dest="state", action="store_const", const="disable", help="set: stop using it")
     host.add_argument("--password-env", help="name of an environment variable holding the password")
     host.add_argument("--option", "-o", action="append", default=[], help="KEY=VALUE protocol option")
     host.add_argument("--kind", default="dissemination")
-    host.add_argument("--destination", help="attach the new host to this destination")
+    host.add_argument("--destination", help="add: attach the new host here; set: move it to --rank here")
     host.add_argument("--rank", type=int, help="0 makes it the primary host")
 
     stac = sub.add_parser("stac", parents=[common], help="publish a destination's data files in the STAC inventory")

@@ -240,6 +240,20 @@ class PdsClient:
         result: dict[str, Any] = self._request("POST", "/hosts", json={"name": name, "protocol": protocol, **fields})
         return result
 
+    def update_host(self, name: str, **changes: Any) -> dict[str, Any]:
+        """Change a host's fields; `options` are merged (None removes one)."""
+        result: dict[str, Any] = self._request("PATCH", f"/hosts/{quote(name, safe='')}", json=changes)
+        return result
+
+    def delete_host(self, name: str) -> None:
+        self._request("DELETE", f"/hosts/{quote(name, safe='')}")
+
+    def delete_destination(self, name: str, *, force: bool = False) -> dict[str, Any]:
+        """Remove a destination with its transfers; `force` stops its waiting transfers first."""
+        params = {"force": "true"} if force else None
+        result: dict[str, Any] = self._request("DELETE", f"/destinations/{quote(name, safe='')}", params=params)
+        return result
+
     def hosts(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._request("GET", "/hosts")
         return result

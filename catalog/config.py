@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
+from catalog.acquisition import SourceFile
 from catalog.compression import check_compression
 from catalog.continental import check_proxy_options
 from catalog.errors import Conflict, InvalidInput, NotFound
 from catalog.models import (
     NAME_PATTERN,
+    DataTransfer,
     Destination,
     DestinationAlias,
     DestinationBase,
@@ -22,9 +25,11 @@ from catalog.models import (
     HostCreate,
     HostKind,
     HostPublic,
+    TransferHistory,
 )
 from catalog.scheduling import parse_clock
 from catalog.sealing import SECRET_OPTION_PREFIX, seal_host
+from catalog.statuses import TransferStatus
 
 
 def check_name(kind: str, name: str) -> str:
@@ -239,3 +244,106 @@ def list_aliases(session: Session, destination: str) -> list[DestinationAlias]:
             .order_by(col(DestinationAlias.alias_name))
         )
     )
+
+
+# --- Changing and removing hosts and destinations ----------------------------------------------
+
+#: Transfers moving bytes right now: nothing they depend on may be changed under them.
+MOVING = (TransferStatus.TRANSFERRING, TransferStatus.FETCHING, TransferStatus.ARRIVING)
+
+#: What an administrator may change of a host. Its name names it everywhere; its kind decides which
+#: links it may have: for another name or kind, make a new host.
+EDITABLE_HOST_FIELDS = frozenset(
+    {"protocol", "address", "directory", "login", "comment", "active", "password", "options"}
+)
+
+
+def update_host(session: Session, name: str, changes: dict[str, Any], *, known_protocols: frozenset[str]) -> Host:
+    """Change a host's fields. `options` are merged: a key set to null is removed. A new password or
+    `secret_*` option is sealed as at creation; sealed values that are not changed stay as they are."""
+    host = get_host(session, name)
+    unknown = set(changes) - EDITABLE_HOST_FIELDS
+    if unknown:
+        editable = ", ".join(sorted(EDITABLE_HOST_FIELDS))
+        raise InvalidInput(f"cannot change {', '.join(sorted(unknown))} of a host (editable: {editable})")
+    fields = host.model_dump(exclude={"created_at"})
+    if "options" in changes:
+        if not isinstance(changes["options"], dict):
+            raise InvalidInput("options must be an object of KEY: value (null removes a key)")
+        merged = dict(host.options or {})
+        for key, value in changes["options"].items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        changes = changes | {"options": merged}
+    try:
+        updated = HostCreate.model_validate(fields | changes)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise InvalidInput(f"invalid host settings: {error['loc'][0]}: {error['msg']}") from None
+    if updated.protocol not in known_protocols:
+        known = ", ".join(sorted(known_protocols))
+        raise InvalidInput(f"unknown protocol {updated.protocol!r}; known: {known}")
+    candidate = Host.model_validate(updated.model_dump())
+    if candidate.kind == HostKind.PROXY:
+        check_proxy_options(candidate)
+    seal_host(candidate)
+    for key in changes:
+        setattr(host, key, getattr(candidate, key))
+    session.add(host)
+    session.flush()
+    return host
+
+
+def moving_transfers(session: Session, *, destination: str | None = None, host: str | None = None) -> list[int]:
+    """Ids of the transfers moving bytes to `destination` or through `host` right now."""
+    query = select(DataTransfer.id).where(col(DataTransfer.status).in_([s.value for s in MOVING]))
+    if destination is not None:
+        query = query.where(DataTransfer.destination_name == destination)
+    if host is not None:
+        query = query.where(DataTransfer.host_name == host)
+    return [i for i in session.exec(query.order_by(col(DataTransfer.id))) if i is not None]
+
+
+def _refuse_while_moving(what: str, ids: list[int]) -> None:
+    if ids:
+        shown = ", ".join(str(i) for i in ids[:10]) + (" …" if len(ids) > 10 else "")
+        raise Conflict(
+            f"{what} has {len(ids)} transfer(s) moving bytes (ids {shown}): stop them, or wait until they have ended"
+        )
+
+
+def delete_host(session: Session, name: str) -> None:
+    """Remove a host and its links to destinations. Refused while transfers move bytes through it,
+    and for a host files were registered from (their origin must stay known: disable it instead)."""
+    get_host(session, name)
+    _refuse_while_moving(f"host {name!r}", moving_transfers(session, host=name))
+    sources = session.exec(select(sa.func.count()).select_from(SourceFile).where(SourceFile.host_name == name)).one()
+    if sources:
+        raise Conflict(
+            f"host {name!r} is the source of {sources} registered data file(s); disable it instead (active=false)"
+        )
+    for link in session.exec(select(DestinationHost).where(DestinationHost.host_name == name)).all():
+        session.delete(link)
+    session.flush()
+    session.delete(session.get(Host, name))
+    session.flush()
+
+
+def delete_destination(session: Session, name: str) -> int:
+    """Remove a destination with its transfers and their history; returns how many transfers went.
+
+    Refused while any of its transfers moves bytes. Data files that no other destination has are
+    left for the purge, which removes them and their content once their retention has passed."""
+    get_destination(session, name)
+    _refuse_while_moving(f"destination {name!r}", moving_transfers(session, destination=name))
+    ids = [i for i in session.exec(select(DataTransfer.id).where(DataTransfer.destination_name == name)) if i]
+    for start in range(0, len(ids), 1000):  # in batches: a destination may hold millions of transfers
+        batch = ids[start : start + 1000]
+        session.execute(sa.delete(TransferHistory).where(col(TransferHistory.transfer_id).in_(batch)))
+        session.execute(sa.delete(DataTransfer).where(col(DataTransfer.id).in_(batch)))
+    session.flush()
+    session.delete(session.get(Destination, name))
+    session.flush()
+    return len(ids)

@@ -7,16 +7,26 @@ from typing import Any
 
 from litestar import Request, Router, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 from pydantic import BaseModel, Field
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from api.auth import request_access
 from api.deps import database
 from blocks.registry import block_for, known_protocols
 from catalog import config, operations
 from catalog.access import Access, Permission
-from catalog.models import Destination, DestinationCreate, DestinationState, Host, HostCreate, HostKind, HostPublic
+from catalog.models import (
+    DataTransfer,
+    Destination,
+    DestinationCreate,
+    DestinationState,
+    Host,
+    HostCreate,
+    HostKind,
+    HostPublic,
+)
+from catalog.statuses import FINAL
 
 
 class HostLink(BaseModel):
@@ -91,6 +101,36 @@ def update_destination(name: FromPath[str], data: JSONBody[dict[str, Any]], stat
         return _view(session, config.update_destination(session, name, data))
 
 
+@delete("/{name:str}", permission=Permission.CONFIGURE, sync_to_thread=True, status_code=200)
+def delete_destination(
+    name: FromPath[str], request: Request[Any, Any, Any], state: State, force: FromQuery[bool] = False
+) -> dict[str, Any]:
+    """Remove a destination with its transfers and their history. Refused (409) while transfers move
+    bytes to it; `force=true` first stops every transfer still waiting (queued, held, retrying…), so
+    only the ones moving bytes can hold the delete back."""
+    with database(state) as session:
+        stopped = _stop_live_transfers(session, name, request.user.login) if force else 0
+    with database(state) as session:
+        removed = config.delete_destination(session, name)
+    return {"destination": name, "transfers_removed": removed, "transfers_stopped": stopped}
+
+
+def _stop_live_transfers(session: Session, destination: str, by: str) -> int:
+    """Stop every transfer of the destination that waits for something; the ones moving bytes are
+    left to end (a delete under a writer would lose what it records)."""
+    config.get_destination(session, destination)
+    waiting = session.exec(
+        select(DataTransfer.id).where(
+            DataTransfer.destination_name == destination,
+            col(DataTransfer.status).not_in([s.value for s in FINAL] + [s.value for s in config.MOVING]),
+        )
+    ).all()
+    for transfer_id in waiting:
+        if transfer_id is not None:
+            operations.stop(session, transfer_id, by=by, reason=f"destination {destination} is being deleted")
+    return len(waiting)
+
+
 @post("/{name:str}/hold", permission=Permission.OPERATE, sync_to_thread=True, status_code=200)
 def hold_destination(name: FromPath[str], request: Request[Any, Any, Any], state: State) -> DestinationView:
     """Put the destination on hold: no transfer starts until it is restarted."""
@@ -158,6 +198,25 @@ def list_hosts(request: Request[Any, Any, Any], state: State) -> list[HostPublic
         return [config.host_public(h) for h in config.list_hosts(session) if reachable is None or h.name in reachable]
 
 
+@patch("/{name:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
+def update_host(name: FromPath[str], data: JSONBody[dict[str, Any]], state: State) -> HostPublic:
+    """Change a host: protocol, address, directory, login, comment, active, password or options
+    (merged; a null value removes an option). Checked as at creation; credentials stay sealed and
+    are never shown back. Its place in a destination's order: `POST /destinations/{name}/hosts`."""
+    with database(state) as session:
+        host = config.update_host(session, name, data, known_protocols=known_protocols())
+        block_for(host).check()  # refuse what could never work, before it is committed
+        return config.host_public(host)
+
+
+@delete("/{name:str}", permission=Permission.CONFIGURE, sync_to_thread=True, status_code=204)
+def delete_host(name: FromPath[str], state: State) -> None:
+    """Remove a host and its links to destinations; refused (409) while transfers move bytes through
+    it, or when files were registered from it (disable it instead)."""
+    with database(state) as session:
+        config.delete_host(session, name)
+
+
 @get("/{name:str}", permission=Permission.READ_HOSTS, sync_to_thread=True)
 def read_host(name: FromPath[str], request: Request[Any, Any, Any], state: State) -> HostPublic:
     with database(state) as session:
@@ -172,6 +231,7 @@ destinations_router = Router(
         list_destinations,
         read_destination,
         update_destination,
+        delete_destination,
         hold_destination,
         restart_destination,
         attach_host,
@@ -180,4 +240,6 @@ destinations_router = Router(
     ],
     tags=["destinations"],
 )
-hosts_router = Router("/hosts", route_handlers=[create_host, list_hosts, read_host], tags=["hosts"])
+hosts_router = Router(
+    "/hosts", route_handlers=[create_host, list_hosts, read_host, update_host, delete_host], tags=["hosts"]
+)
