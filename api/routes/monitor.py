@@ -371,8 +371,9 @@ def transfer_action(
         viewer = _viewer(request, state, session)
         try:
             destination = viewer.access.transfer_destination(session, transfer_id) if viewer else ""
-        except PdsError:
-            destination = ""  # out of reach: refused below as not operated
+        except PdsError as exc:  # out of reach: as if it did not exist
+            assert viewer is not None
+            return _page("error.html", 404, error=str(exc), **_common(state, viewer, request))
         checked = _authorise_action(request, state, session, data, destination=destination)
         if isinstance(checked, Response):
             return checked
