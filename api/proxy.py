@@ -494,11 +494,14 @@ def _failed(asset: ProxyAsset) -> Reply:
 
 
 def _estimate(asset: ProxyAsset | None, now: datetime) -> int:
-    """Seconds until the fetch likely ends, from its progress so far; 2 s when nothing is known."""
-    if asset is None or not asset.size or not asset.fetch_bytes or asset.fetch_started_at is None:
+    """Seconds until the fetch likely ends: what is left at the rate measured from when the upstream
+    began to answer to the last recorded progress, less the time since that record; 2 s when nothing
+    is known yet."""
+    if asset is None or not asset.size or not asset.fetch_bytes:
         return 2
-    elapsed = (now - asset.fetch_started_at).total_seconds()
-    if elapsed <= 0:
+    first, last = asset.fetch_answered_at, asset.fetch_progress_at
+    if first is None or last is None or last <= first:
         return 2
-    rate = asset.fetch_bytes / elapsed
-    return max(1, min(300, math.ceil((asset.size - asset.fetch_bytes) / rate)))
+    rate = asset.fetch_bytes / (last - first).total_seconds()
+    left = (asset.size - asset.fetch_bytes) / rate - max(0.0, (now - last).total_seconds())
+    return max(1, min(300, math.ceil(left)))

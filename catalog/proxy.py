@@ -108,6 +108,11 @@ class ProxyAsset(SQLModel, table=True):
     fetch_by: str | None = None
     fetch_bytes: int = _bytes(0)
     """Bytes written so far by the running fetch (for the Retry-After estimate)."""
+    fetch_answered_at: datetime | None = _utc()
+    """When the upstream began to answer the running fetch: its rate is measured from then on, not
+    from its start (connecting to a far upstream, or waiting for a slot, says nothing of its rate)."""
+    fetch_progress_at: datetime | None = _utc()
+    """When `fetch_bytes` was recorded."""
     fetch_attempts: int = 0
     fetch_error: str | None = None
     fetch_count: int = 0
@@ -323,7 +328,14 @@ def request_fetch(session: Session, collection: str, item: str, asset: str, *, n
             col(ProxyAsset.fetch_status).in_([FetchStatus.NONE, FetchStatus.FAILED]),
             col(ProxyAsset.cache_file).is_(None),
         )
-        .values(fetch_status=FetchStatus.QUEUED, fetch_requested_at=now, fetch_bytes=0, fetch_error=None)
+        .values(
+            fetch_status=FetchStatus.QUEUED,
+            fetch_requested_at=now,
+            fetch_bytes=0,
+            fetch_answered_at=None,
+            fetch_progress_at=None,
+            fetch_error=None,
+        )
     )
     if result.rowcount:  # type: ignore[attr-defined]
         return FetchStatus.QUEUED
@@ -366,7 +378,11 @@ def claim_fetches(session: Session, fetcher: str, limit: int, *, now: datetime) 
     return jobs
 
 
-def record_fetch_progress(session: Session, job: FetchJob, written: int) -> None:
+def record_fetch_progress(
+    session: Session, job: FetchJob, written: int, *, answered_at: datetime, at: datetime
+) -> None:
+    """`written` bytes of the running fetch are in the cache file at `at`; the upstream began to answer
+    at `answered_at`."""
     session.execute(
         sa.update(ProxyAsset)
         .where(
@@ -374,7 +390,7 @@ def record_fetch_progress(session: Session, job: FetchJob, written: int) -> None
             col(ProxyAsset.item) == job.item,
             col(ProxyAsset.asset) == job.asset,
         )
-        .values(fetch_bytes=written)
+        .values(fetch_bytes=written, fetch_answered_at=answered_at, fetch_progress_at=at)
     )
 
 
@@ -398,7 +414,13 @@ def recover_fetches(session: Session, fetcher: str) -> int:
     result = session.execute(
         sa.update(ProxyAsset)
         .where(col(ProxyAsset.fetch_status) == FetchStatus.FETCHING, col(ProxyAsset.fetch_by) == fetcher)
-        .values(fetch_status=FetchStatus.QUEUED, fetch_by=None, fetch_bytes=0)
+        .values(
+            fetch_status=FetchStatus.QUEUED,
+            fetch_by=None,
+            fetch_bytes=0,
+            fetch_answered_at=None,
+            fetch_progress_at=None,
+        )
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from prefect import task
 from prefect.client.schemas.objects import State
 
-from blocks.base import HostBlock
+from blocks.base import HostBlock, ReadAhead
 from blocks.registry import block_class, block_for
 from catalog.database import session_scope
 from catalog.errors import FailTransfer, NotFound, TransferError
@@ -43,6 +43,11 @@ from tasks.runtime import runtime
 log = logging.getLogger("pds.proxy")
 
 PROGRESS_EVERY = 0.5
+
+PROGRESS_SLICE = 256 * 1024
+"""Bytes read from the upstream at a time. The Retry-After of pending answers is estimated from the
+progress recorded here, so progress must move as bytes arrive: in the transfer layer's 8 MiB reads
+a slow upstream would show nothing for seconds, then a jump (an estimate several times too long)."""
 
 
 def upstream_of(asset: ProxyAsset, host: Host | None) -> tuple[HostBlock, str]:
@@ -66,8 +71,9 @@ def upstream_of(asset: ProxyAsset, host: Host | None) -> tuple[HostBlock, str]:
 def _open_upstream(block: HostBlock | None, path: str, store: DataStore | None) -> Iterator[IO[bytes]]:
     """A stream of the upstream: through its host block, or (no block) from the Data Store."""
     if block is not None:
-        with block.open_stream(block.filesystem(), path) as source:
-            yield source
+        # Read ahead as the transfer layer does, in slices small enough to show progress.
+        with ReadAhead(block.open_raw_stream(block.filesystem(), path), chunk=PROGRESS_SLICE, depth=32) as source:
+            yield source  # type: ignore[misc]
         return
     if store is None:
         raise FailTransfer("the asset is a data file of the Data Store, but no store was given")
@@ -102,12 +108,13 @@ def fetch_into_cache(
     written, last_report = 0, time.monotonic()
     try:
         with _open_upstream(block, path, store) as source, temp.open("wb") as target:
-            while data := source.read(chunk_size):
+            answered_at = utcnow()
+            while data := source.read(min(chunk_size, PROGRESS_SLICE)):
                 target.write(data)
                 written += len(data)
                 if time.monotonic() - last_report > PROGRESS_EVERY:
                     with session_scope(engine) as session:
-                        record_fetch_progress(session, job, written)
+                        record_fetch_progress(session, job, written, answered_at=answered_at, at=utcnow())
                     last_report = time.monotonic()
         if expected is not None and written != expected:
             raise FailTransfer(f"upstream sent {written} bytes of {job.label}, {expected} were announced")

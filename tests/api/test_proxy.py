@@ -348,3 +348,30 @@ def test_redirect_mode_answers_302_to_the_upstream(client, upstream):
     assert response.status_code == 302
     assert response.headers["location"] == f"{upstream.url}/a.tif"
     assert upstream.gets == {}
+
+
+def test_retry_after_follows_a_slow_fetch_within_twice_the_time_left(client, proxy_app, upstream):
+    """An 8 MB asset sent at 800 kB/s: every pending answer once bytes flow says when to come back
+    within a factor of two of the time the fetch really had left."""
+    import threading
+
+    data = os.urandom(8_000_000)
+    proxy_app.state.proxy_clock = time.time  # real time: the estimate divides by it
+    url = register(client, upstream, name="slow.tif", data=data, public=True, sync_wait_seconds=0)
+    upstream.rate["/slow.tif"] = 800_000
+    answers = [(time.monotonic(), client.get(url))]
+    fetcher = threading.Thread(target=run_fetcher, args=[proxy_app])
+    fetcher.start()
+    while fetcher.is_alive():
+        time.sleep(0.5)
+        response = client.head(url)
+        if response.status_code == 202:
+            answers.append((time.monotonic(), response))
+    fetcher.join()
+    ended = time.monotonic()
+    assert client.get(url).content == data
+    flowing = [(at, int(r.headers["retry-after"])) for at, r in answers[1:] if ended - at > 1.5]
+    assert len(flowing) >= 4, f"too few pending answers while bytes flowed: {flowing}"
+    for at, retry_after in flowing[1:]:  # the first may come before any progress is known
+        left = ended - at
+        assert left / 2 - 0.5 <= retry_after <= 2 * left + 1, (retry_after, round(left, 1), flowing)

@@ -18,6 +18,8 @@ class UpstreamServer:
         self.gets: Counter[str] = Counter()
         self.delay: dict[str, float] = {}
         self.failing: dict[str, int] = {}
+        self.rate: dict[str, int] = {}
+        """Bytes per second a path is sent at (unset: as fast as it goes)."""
         self._lock = threading.Lock()
         server = self
 
@@ -63,7 +65,19 @@ class UpstreamServer:
                     self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
                 self.end_headers()
                 if body:
-                    self.wfile.write(data[first : last + 1])
+                    self._send(data[first : last + 1], server.rate.get(self.path))
+
+            def _send(self, body: bytes, rate: int | None) -> None:
+                if not rate:
+                    self.wfile.write(body)
+                    return
+                piece, started = max(1, rate // 20), time.monotonic()
+                for sent in range(0, len(body), piece):
+                    self.wfile.write(body[sent : sent + piece])
+                    self.wfile.flush()
+                    ahead = (sent + piece) / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
