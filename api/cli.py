@@ -463,7 +463,9 @@ def _data_user_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _user_line(u: dict[str, Any]) -> str:
     grants = ", ".join(f"{g['destination'] or 'policy ' + g['policy']}:{g['operations']}" for g in u["grants"])
-    return f"{u['login']}\t{'admin' if u['is_admin'] else 'user'}\t{'active' if u['active'] else 'disabled'}\t{grants}"
+    operator = any("operate" in g["operations"].split(",") for g in u["grants"])
+    role = "admin" if u["is_admin"] else "operator" if operator else "user"
+    return f"{u['login']}\t{role}\t{'active' if u['active'] else 'disabled'}\t{grants}"
 
 
 def cmd_user(client: PdsClient, args: argparse.Namespace) -> None:
