@@ -96,6 +96,7 @@ class ProxyAuthenticator:
             else None
         )
         self._readers: Recent[str, Reader] = Recent(_CACHE_SECONDS)
+        self._seen_now: dict[str, tuple[float, Reader]] = {}
 
     async def identify(self, header: str) -> Reader | None:
         """The reader behind an Authorization header; None without one; Unauthorized when invalid."""
@@ -107,9 +108,28 @@ class ProxyAuthenticator:
             raise Unauthorized("bearer token expired")
         return reader
 
+    def identify_now(self, header: str) -> Reader | None:
+        """`identify` for code already off the event loop (the STAC API's handlers run in threads);
+        a verified credential is remembered as `identify` remembers it (password checks are slow)."""
+        if not header:
+            return None
+        key = hashlib.sha256(header.encode()).hexdigest()
+        seen = self._seen_now.get(key)
+        if seen is not None and time.monotonic() - seen[0] < _CACHE_SECONDS:
+            reader = seen[1]
+        else:
+            reader = self._verify(header)
+            if len(self._seen_now) > 10_000:
+                self._seen_now.clear()
+            self._seen_now[key] = (time.monotonic(), reader)
+        if reader.expires_at is not None and self.clock() >= reader.expires_at:
+            raise Unauthorized("bearer token expired")
+        return reader
+
     def forget(self) -> None:
         """Verify every credential again (groups changed)."""
         self._readers.forget()
+        self._seen_now.clear()
 
     def _verify(self, header: str) -> Reader:
         scheme, _, value = header.partition(" ")

@@ -17,7 +17,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import shapely
 import shapely.geometry
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from catalog.cql2 import Filter, parse_filter
 from catalog.errors import InvalidInput
@@ -351,10 +351,15 @@ def key_of(item: StacItem, order: list[tuple[Any, bool]]) -> list[Any]:
     return [getattr(item, column.key) for column, _ in order]
 
 
-def search(session: Session, request: SearchRequest) -> tuple[list[StacItem], str | None]:
-    """One page of items and the token of the next page (None on the last page)."""
+def search(
+    session: Session, request: SearchRequest, *, hidden: Collection[str] = ()
+) -> tuple[list[StacItem], str | None]:
+    """One page of items and the token of the next page (None on the last page); items of `hidden`
+    collections (which the caller may not read) are never among them."""
     order = _order(request)
     clauses = _where(request, all_instants=bool(request.time_range) and _all_instants(session, request.collections))
+    if hidden:
+        clauses.append(col(StacItem.collection_id).not_in(sorted(hidden)))
     exact = _exact(request)
     after = request.token
     page: list[StacItem] = []

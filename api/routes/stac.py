@@ -13,15 +13,19 @@ from urllib.parse import urlencode
 
 from litestar import Request, Response, Router, delete, get, post, put
 from litestar.datastructures import State
+from litestar.exceptions import NotAuthorizedException
 from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, Field
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from api.auth import request_access
+from api.auth import CHALLENGE, request_access
 from api.deps import database
+from api.proxy_auth import Unauthorized, may_read
+from api.routes.proxy import proxy_service
 from catalog import inventory, stac, stac_documents
 from catalog.access import Permission
 from catalog.errors import InvalidInput, NotFound
+from catalog.proxy import ProxyDataset
 from catalog.stac_search import SearchRequest, search, unknown_collections
 
 GEOJSON = stac_documents.GEOJSON
@@ -56,12 +60,11 @@ def queryables(request: Request[Any, Any, Any], state: State) -> Response[Any]:
 
 @get("/collections", sync_to_thread=True, exclude_from_auth=True, permission=Permission.PUBLIC)
 def list_collections(request: Request[Any, Any, Any], state: State) -> Response[Any]:
-    from sqlmodel import select
-
     base = _base(request, state)
+    hidden = _hidden(request, state)
     with database(state) as session:
         rows = session.exec(select(inventory.StacCollection).order_by(inventory.StacCollection.id)).all()
-        collections = [stac_documents.collection_document(c, base) for c in rows]
+        collections = [stac_documents.collection_document(c, base) for c in rows if c.id not in hidden]
     links = [
         {"rel": "self", "href": f"{base}/collections", "type": "application/json"},
         {"rel": "root", "href": f"{base}/", "type": "application/json"},
@@ -72,6 +75,7 @@ def list_collections(request: Request[Any, Any, Any], state: State) -> Response[
 
 @get("/collections/{collection_id:str}", sync_to_thread=True, exclude_from_auth=True, permission=Permission.PUBLIC)
 def read_collection(collection_id: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    _require_visible(collection_id, _hidden(request, state))
     with database(state) as session:
         collection = inventory.get_collection(session, collection_id)
         return _json(stac_documents.collection_document(collection, _base(request, state)))
@@ -84,10 +88,36 @@ def read_collection(collection_id: FromPath[str], request: Request[Any, Any, Any
     permission=Permission.PUBLIC,
 )
 def collection_queryables(collection_id: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    _require_visible(collection_id, _hidden(request, state))
     with database(state) as session:
         inventory.get_collection(session, collection_id)
     url = f"{_base(request, state)}/collections/{collection_id}/queryables"
     return _json(stac_documents.queryables(url), "application/schema+json")
+
+
+# --- Who may see what ---------------------------------------------------------------------------
+
+
+def _hidden(request: Request[Any, Any, Any], state: State) -> frozenset[str]:
+    """Collections the caller may not read through the proxy (a private dataset policy it does not
+    satisfy): they are not listed, searched or shown to it, so the inventory never advertises an
+    asset whose URL would answer 401 or 403 to the same caller. (Called before the request's own
+    session opens: checking a password may write, which an open read would block on SQLite.)"""
+    with database(state) as session:
+        private = session.exec(select(ProxyDataset).where(col(ProxyDataset.public).is_(False))).all()
+        session.expunge_all()
+    if not private:
+        return frozenset()
+    try:
+        reader = proxy_service(state).auth.identify_now(request.headers.get("authorization", ""))
+    except Unauthorized as exc:
+        raise NotAuthorizedException(str(exc), headers=CHALLENGE) from None
+    return frozenset(p.collection for p in private if reader is None or not may_read(reader, p.readers))
+
+
+def _require_visible(collection_id: str, hidden: frozenset[str]) -> None:
+    if collection_id in hidden:
+        raise NotFound(f"no collection {collection_id!r}")
 
 
 # --- Items and search ---------------------------------------------------------------------------
@@ -102,13 +132,15 @@ def _page(
     self_href: str,
     method: str,
     implied: dict[str, Any] | None = None,
+    hidden: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """One page; `implied` parameters (a collection's items) are searched on but not put in next links."""
+    """One page; `implied` parameters (a collection's items) are searched on but not put in next links;
+    nothing of `hidden` collections is searched."""
     query = SearchRequest.parse(params | (implied or {}), get=get)
-    missing = unknown_collections(session, query.collections)
+    missing = unknown_collections(session, query.collections) + [c for c in query.collections if c in hidden]
     if missing:
         raise NotFound(f"no collection {', '.join(map(repr, missing))}")
-    rows, token = search(session, query)
+    rows, token = search(session, query, hidden=hidden)
     features = [stac_documents.apply_fields(stac_documents.item_document(r, base), query.fields) for r in rows]
     links: list[dict[str, Any]] = [{"rel": "root", "href": f"{base}/", "type": "application/json"}]
     if token is not None:
@@ -136,16 +168,26 @@ def _query_params(request: Request[Any, Any, Any]) -> dict[str, Any]:
 @get("/search", sync_to_thread=True, exclude_from_auth=True, permission=Permission.PUBLIC)
 def search_get(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     base = _base(request, state)
+    hidden = _hidden(request, state)
     with database(state) as session:
-        page = _page(session, _query_params(request), get=True, base=base, self_href=f"{base}/search", method="GET")
+        page = _page(
+            session,
+            _query_params(request),
+            get=True,
+            base=base,
+            self_href=f"{base}/search",
+            method="GET",
+            hidden=hidden,
+        )
     return _json(page, GEOJSON)
 
 
 @post("/search", sync_to_thread=True, status_code=200, exclude_from_auth=True, permission=Permission.PUBLIC)
 def search_post(data: JSONBody[dict[str, Any]], request: Request[Any, Any, Any], state: State) -> Response[Any]:
     base = _base(request, state)
+    hidden = _hidden(request, state)
     with database(state) as session:
-        page = _page(session, data, get=False, base=base, self_href=f"{base}/search", method="POST")
+        page = _page(session, data, get=False, base=base, self_href=f"{base}/search", method="POST", hidden=hidden)
     return _json(page, GEOJSON)
 
 
@@ -157,7 +199,9 @@ def list_items(collection_id: FromPath[str], request: Request[Any, Any, Any], st
     params = _query_params(request)
     if "collections" in params or "ids" in params or "intersects" in params:
         raise InvalidInput("collections, ids and intersects are parameters of /search, not of a collection's items")
+    hidden = _hidden(request, state)
     with database(state) as session:
+        _require_visible(collection_id, hidden)
         inventory.get_collection(session, collection_id)
         page = _page(
             session,
@@ -185,6 +229,7 @@ def list_items(collection_id: FromPath[str], request: Request[Any, Any, Any], st
 def read_item(
     collection_id: FromPath[str], item_id: FromPath[str], request: Request[Any, Any, Any], state: State
 ) -> Response[Any]:
+    _require_visible(collection_id, _hidden(request, state))
     with database(state) as session:
         item = inventory.get_item(session, collection_id, item_id)
         return _json(stac_documents.item_document(item, _base(request, state)), GEOJSON)

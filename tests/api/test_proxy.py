@@ -427,3 +427,62 @@ def test_an_item_written_through_transactions_is_served_by_the_proxy(client, pro
     assert client.get(url, headers=ADMIN).status_code == 202
     assert run_fetcher(proxy_app) == 1
     assert client.get(url, headers=ADMIN).content == DATA[::-1]
+
+
+def _stac_collection(client, collection_id):
+    body = {
+        "type": "Collection",
+        "id": collection_id,
+        "stac_version": "1.0.0",
+        "description": collection_id,
+        "license": "CC-BY-4.0",
+        "links": [],
+        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
+    }
+    assert client.post("/stac/collections", json=body, headers=ADMIN).status_code == 201
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": f"{collection_id}-1",
+        "geometry": {"type": "Point", "coordinates": [10, 50]},
+        "bbox": [10, 50, 10, 50],
+        "properties": {"datetime": "2026-12-01T10:00:00Z"},
+        "links": [],
+        "assets": {"data": {"href": f"https://example.org/{collection_id}.tif"}},
+    }
+    assert client.post(f"/stac/collections/{collection_id}/items", json=item, headers=ADMIN).status_code == 201
+
+
+def test_the_inventory_shows_a_private_collection_only_to_its_readers(client, proxy_app):
+    _stac_collection(client, "open")
+    _stac_collection(client, "closed")
+    assert client.put("/proxied-collections/open", json={"public": True}, headers=ADMIN).status_code == 200
+    policy = {"public": False, "readers": ["bob"]}
+    assert client.put("/proxied-collections/closed", json=policy, headers=ADMIN).status_code == 200
+    for login in ("bob", "eve"):
+        body = {"login": login, "password": f"{login}-secret-1"}
+        assert client.post("/datausers", json=body, headers=ADMIN).status_code == 201
+
+    def seen(headers):
+        listed = client.get("/stac/collections", headers=headers)
+        assert listed.status_code == 200, listed.text
+        collections = [c["id"] for c in listed.json()["collections"]]
+        items = [f["id"] for f in client.get("/stac/search", headers=headers).json()["features"]]
+        posted = [f["id"] for f in client.post("/stac/search", json={}, headers=headers).json()["features"]]
+        assert items == posted
+        return sorted(collections), sorted(items)
+
+    assert seen({}) == (["open"], ["open-1"])  # anonymous: what its asset URLs would serve
+    assert seen(basic("eve", "eve-secret-1")) == (["open"], ["open-1"])
+    assert seen(basic("bob", "bob-secret-1")) == (["closed", "open"], ["closed-1", "open-1"])
+    assert seen(ADMIN) == (["closed", "open"], ["closed-1", "open-1"])
+    for path in (
+        "/stac/collections/closed",
+        "/stac/collections/closed/items",
+        "/stac/collections/closed/items/closed-1",
+    ):
+        assert client.get(path).status_code == 404
+        assert client.get(path, headers=basic("bob", "bob-secret-1")).status_code == 200
+    assert client.get("/stac/search", params={"collections": "closed"}).status_code == 404
+    assert client.get("/stac/collections", headers=basic("bob", "wrong")).status_code == 401
+    assert client.get("/proxy/closed/closed-1/data").status_code == 401  # the asset says the same
