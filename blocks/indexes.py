@@ -33,7 +33,8 @@ from catalog.acquisition import search_request
 FORMATS = ("html", "json", "csv", "stac", "stac-api")
 
 #: nginx and Apache autoindex text after a link: "23-Nov-2026 13:00    1234" (size "-" for directories).
-_INDEX_DETAILS = re.compile(r"(\d{1,2}-\w{3}-\d{4} \d{2}:\d{2}(?::\d{2})?)\s+(\d+|-)")
+#: Sizes may be rounded ("23M" with nginx's `autoindex_exact_size off`, Apache's "1.2K").
+_INDEX_DETAILS = re.compile(r"(\d{1,2}-\w{3}-\d{4} \d{2}:\d{2}(?::\d{2})?)\s+(\d+(?:\.\d+)?[KMGTP]?|-)(?!\S)")
 
 
 def _client(fs: Any) -> httpx.Client:
@@ -99,7 +100,10 @@ def html_index(fs: Any, directory: str) -> Iterator[Entry]:
         details = _INDEX_DETAILS.search(after)
         if details:
             modified = datetime.strptime(details.group(1)[:17], "%d-%b-%Y %H:%M").replace(tzinfo=UTC)
-            size = None if details.group(2) == "-" else int(details.group(2))
+            # A rounded size is no size: as an exact one it would fail every retrieval ("changed
+            # while it was read") and mislead size filters; unknown, the retrieval takes what comes.
+            shown = details.group(2)
+            size = int(shown) if shown.isdigit() else None
         path = path.rstrip("/")
         yield Entry(path, posixpath.basename(path), None if is_directory else size, modified, is_directory)
 

@@ -212,3 +212,20 @@ def test_a_stac_api_rule_with_an_unknown_search_parameter_is_refused(rt, site):
         acquisition_setup(rt.engine, source, directory="stac/search?colections=s2", listing_format="stac-api")
     with pytest.raises(InvalidInput, match="bad STAC search parameter bbox"):
         acquisition_setup(rt.engine, source, directory="stac/search?bbox=1,2,3", listing_format="stac-api")
+
+
+def test_an_html_index_with_rounded_sizes_is_retrieved_whole(rt, nginx):
+    """nginx with `autoindex_exact_size off` shows "3M" (and bytes below 10,000): a rounded size is
+    taken as unknown, since no size is better than a wrong one."""
+    payloads = {"rounded/data/big.bin": os.urandom(3 * 1024 * 1024 + 5), "rounded/data/small.bin": os.urandom(1500)}
+    host, root = nginx_provider(nginx, "provider-rounded", payloads)
+    source = Source(host, None, root)
+    host_row, rule = acquisition_setup(rt.engine, source, directory="rounded/data", listing_format="html")
+    assert discover_rule(rt.engine, host_row, rule, by="test").registered == 2
+    with Session(rt.engine) as session:
+        listed = {d.name: d.size for d in session.exec(select(DataFile))}
+    assert listed == {"big.bin": None, "small.bin": 1500}  # "3M" is no size
+    fetch_all(rt)
+    with Session(rt.engine) as session:
+        stored = {d.name: d.size for d in session.exec(select(DataFile))}
+    assert stored == {"big.bin": 3 * 1024 * 1024 + 5, "small.bin": 1500}

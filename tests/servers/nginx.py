@@ -64,6 +64,13 @@ http {{
             client_max_body_size 0;
             autoindex on;
         }}
+
+        location ~ /rounded/ {{  # an index with rounded sizes ("23M"), as many sites configure it
+            auth_basic "pds";
+            auth_basic_user_file {root}/htpasswd;
+            autoindex on;
+            autoindex_exact_size off;
+        }}
     }}
 }}
 """
