@@ -593,10 +593,12 @@ class EventLog:
     and does not fail the operation being logged.
     """
 
-    def __init__(self, stream: TextIO | None, *, owns_stream: bool = False) -> None:
+    def __init__(self, stream: TextIO | None, *, owns_stream: bool = False, path: Path | None = None) -> None:
         self._stream = stream
         self._owns_stream = owns_stream
         self._lock = threading.Lock()
+        self.path = path
+        """The file written, None for a stream or no log."""
 
     @classmethod
     def open(cls, target: str | os.PathLike[str] | None) -> EventLog:
@@ -607,22 +609,46 @@ class EventLog:
             return cls(sys.stdout)
         path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(path.open("a", encoding="utf-8", newline="\n"), owns_stream=True)
+        return cls(path.open("a", encoding="utf-8", newline="\n"), owns_stream=True, path=path)
 
     @property
     def enabled(self) -> bool:
         return self._stream is not None
 
     def write(self, event: Event) -> None:
-        if self._stream is None:
+        line = event.render()
+        try:
+            self.write_lines([line])
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+            logger.warning("event log write failed (%s): %s", exc, line)
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Append rendered lines in one write, then flush; raise OSError (or ValueError, closed) on failure,
+        so that a caller that must not lose them (the outbox) keeps them for another try."""
+        if self._stream is None or not lines:
             return
-        line = event.render() + "\n"
+        text = "".join(line + "\n" for line in lines)
+        with self._lock:
+            self._stream.write(text)
+            self._stream.flush()
+
+    def tail(self, max_bytes: int = 8 << 20) -> set[str]:
+        """The whole lines among the file's last `max_bytes` (empty for a stream): what an outbox
+        publisher checks a line against before writing it a second time."""
+        if self.path is None:
+            return set()
         with self._lock:
             try:
-                self._stream.write(line)
-                self._stream.flush()
-            except (OSError, ValueError) as exc:  # ValueError: the stream was closed
-                logger.warning("event log write failed (%s): %s", exc, line.rstrip("\n"))
+                with self.path.open("rb") as f:
+                    size = f.seek(0, os.SEEK_END)
+                    f.seek(max(0, size - max_bytes))
+                    data = f.read()
+            except FileNotFoundError:
+                return set()
+        lines = data.decode("utf-8", errors="replace").split("\n")
+        if len(data) >= max_bytes:
+            lines = lines[1:]  # the first may be cut
+        return set(lines)
 
     def close(self) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from catalog import reports
 from catalog.continental import claimable_by, live_proxy_hosts, proxy_hosts
 from catalog.errors import Conflict, NotFound, TransferError
 from catalog.models import (
@@ -490,6 +491,7 @@ def record_successes(session: Session, successes: Sequence[Success], *, by: str)
         ],
     )
     done = _transfers(session, [s.transfer_id for s in recorded])
+    reports.add_uph_lines(session, done)  # in this transaction: a Done transfer always has its line
     _remember_working_hosts(session, [(t.destination_name, s.host) for t, s in zip(done, recorded, strict=True)], now)
     return Recorded(done=done, refused=refused)
 
@@ -566,6 +568,7 @@ def record_failure(
     changed = change_status(
         session, transfer_id, decision.action, decision.status, by=by, reason=decision.reason, **fields
     )
+    reports.add_err_line(session, changed, str(error))
     if decision.pass_failed:
         state = destination_state(session, destination.name)
         state.failed_passes += 1
@@ -658,6 +661,8 @@ def recover(
                 by=mover,
                 reason=f"mover {previous} stopped during the transfer",
             )
+            # The interrupted attempt failed: its ERR line, from the row as the attempt left it.
+            reports.add_err_line(session, interrupted, f"mover {previous} stopped during the transfer")
             change_status(
                 session,
                 transfer_id,

@@ -24,11 +24,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.base import ReadAhead
+from catalog import outbox
 from catalog.database import session_scope
 from catalog.errors import RetryOnSameHost, TransferError
 from catalog.store import DataStore
 from catalog.transfers import Success, record_failure, record_progress, record_successes
-from tasks import reporting
+from tasks import publishing, reporting
 from tasks.compression import compress_delivery
 from tasks.delivery import Delivery
 from tasks.runtime import runtime
@@ -251,8 +252,9 @@ def record_failed(delivery: Delivery, mover: str, exc: Exception) -> TransferErr
     rt = runtime()
     classified = delivery.host.classify(exc)
     with session_scope(rt.engine) as session:
-        transfer = record_failure(session, delivery.transfer_id, classified, host=delivery.host.name, by=mover)
-    reporting.attempt_failed(rt.engine, rt.settings, transfer, str(classified))
+        outbox.claim_on_add(session, mover)
+        record_failure(session, delivery.transfer_id, classified, host=delivery.host.name, by=mover)
+    publishing.publish_added(rt.engine, rt.settings, mover, outbox.added(session))
     return classified
 
 
@@ -321,8 +323,8 @@ class ParallelPuts:
 
 def record_delivered(done: list[Delivered], mover: str) -> None:
     """Record files that reached their sites as Done — a batch in one transaction of a few
-    statements, so small files do not queue for the database's write lock once per file — then
-    write their event lines and notifications.
+    statements, so small files do not queue for the database's write lock once per file — with
+    their event lines and notifications (outbox rows), then publish those.
 
     A crash before this commit leaves the transfers Transferring; recovery requeues them and
     `already_there` sees the files at the sites, so none is sent twice. A transfer that an operator
@@ -344,12 +346,14 @@ def record_delivered(done: list[Delivered], mover: str) -> None:
     ]
     paths = {item.delivery.transfer_id: item.delivery.remote_path for item in done}
     with session_scope(rt.engine) as session:
-        recorded = record_successes(session, successes, by=mover)
+        outbox.claim_on_add(session, mover)
+        recorded = record_successes(session, successes, by=mover)  # with the UPH lines
         reports = reporting.done_reports(session, [(t, paths[t.id]) for t in recorded.done if t.id is not None])
+        reporting.add_notifications(session, rt.settings, reports)
     for transfer_id, refusal in recorded.refused.items():
         log.warning("transfer %s was delivered but not recorded Done: %s", transfer_id, refusal)
-    # after the commit: event lines and MQTT must not hold the write lock
-    reporting.delivered(rt.settings, reports)
+    # after the commit: copying to the event log and the broker must not hold the write lock
+    publishing.publish_added(rt.engine, rt.settings, mover, outbox.added(session))
 
 
 def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None = None) -> Sent:
