@@ -71,6 +71,9 @@ class SftpHost(HostBlock):
     def base_path(self) -> str:
         return ""
 
+    def abort(self, fs: fsspec.AbstractFileSystem) -> None:
+        fs.loop.call_soon_threadsafe(fs.client.abort)
+
     def check(self) -> None:
         super().check()
         key = self.options.get("key_filename")

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from catalog import reports
+from catalog import attempts, reports
 from catalog.continental import claimable_by, live_proxy_hosts, proxy_hosts
 from catalog.errors import Conflict, NotFound, TransferError
 from catalog.models import (
@@ -102,10 +102,13 @@ def _transfer_table() -> sa.Table:
     return table
 
 
-def _compare_and_set(session: Session, transfer_id: int, source: TransferStatus, values: dict[str, Any]) -> bool:
+def _compare_and_set(
+    session: Session, transfer_id: int, source: TransferStatus, values: dict[str, Any], attempt: int | None = None
+) -> bool:
     table = _transfer_table()
+    fence = table.c.attempt == attempt if attempt is not None else sa.true()
     result = session.connection().execute(
-        sa.update(table).where(table.c.id == transfer_id, table.c.status == source.value).values(**values)
+        sa.update(table).where(table.c.id == transfer_id, table.c.status == source.value, fence).values(**values)
     )
     return bool(result.rowcount == 1)
 
@@ -118,9 +121,11 @@ def change_status(
     *,
     by: str,
     reason: str = "",
+    attempt: int | None = None,
     **fields: Any,
 ) -> DataTransfer:
-    """Move a transfer along an allowed edge, set `fields`, and write the history row.
+    """Move a transfer along an allowed edge, set `fields`, and write the history row; with `attempt`,
+    only while that is still the transfer's current attempt (a mover's fencing token).
 
     Raises Conflict when the edge is not in the status table or another process changed the
     transfer first.
@@ -129,9 +134,11 @@ def change_status(
     source = TransferStatus(transfer.status)
     if not allowed(action, source, target):
         raise Conflict(f"transfer {transfer_id} is {source.value}: '{action}' cannot make it {target.value}")
+    if attempt is not None and transfer.attempt != attempt:
+        raise Conflict(f"transfer {transfer_id} is at attempt {transfer.attempt}: attempt {attempt} is over")
     now = utcnow()
     values = {"status": target.value, "updated_at": now, **fields}
-    if not _compare_and_set(session, transfer_id, source, values):
+    if not _compare_and_set(session, transfer_id, source, values, attempt):
         raise Conflict(f"transfer {transfer_id} changed while '{action}' was applied; try again")
     record_history(session, transfer_id, action, source, target, by=by, reason=reason, at=now)
     session.flush()
@@ -225,6 +232,7 @@ def claim_ids(
                         DataTransfer.pass_hosts_tried,
                         DataTransfer.host_attempts,
                         DataTransfer.start_count,
+                        DataTransfer.attempt,
                         DataFile.size,
                     )
                 )
@@ -266,7 +274,7 @@ def claim_ids(
     proxied = proxy_hosts(session, list(destinations))
     claimed: list[int] = []
     claimed_bytes = 0
-    connection, take, history = session.connection(), _claim_statement(), []
+    connection, take, history, opened = session.connection(), _claim_statement(), [], []
     for transfer in candidates:
         if len(claimed) >= limit or (max_bytes is not None and claimed and claimed_bytes >= max_bytes):
             break
@@ -288,6 +296,7 @@ def claim_ids(
             "b_start_count": transfer.start_count + (1 if new_start else 0),
             "b_now": now,
             "b_proxy": proxy_host,
+            "b_attempt": transfer.attempt + 1,
         }
         if connection.execute(take, values).rowcount != 1:
             continue  # another mover took it first
@@ -311,12 +320,22 @@ def claim_ids(
                 reason=reason.strip(),
             )
         )
+        opened.append(
+            {
+                "transfer_id": transfer.id,
+                "number": transfer.attempt + 1,
+                "mover": mover,
+                "host": host,
+                "started_at": now,
+            }
+        )
         running[destination.name] += 1
         if host:
             connections[host] += 1
         claimed.append(transfer.id)
         claimed_bytes += transfer.size or 0
     _insert_history(connection, history)
+    attempts.start(connection, opened)
     return claimed
 
 
@@ -336,6 +355,7 @@ def _claim_statement() -> sa.Update:
             finished_at=None,
             bytes_sent=0,
             updated_at=sa.bindparam("b_now"),
+            attempt=sa.bindparam("b_attempt"),
         )
     )
 
@@ -376,18 +396,23 @@ def set_flow_run(session: Session, transfer_ids: list[int], flow_run_id: str) ->
     """Link transfers to the Prefect flow run dispatching them (for the monitor's links)."""
     table = _transfer_table()
     session.connection().execute(sa.update(table).where(table.c.id.in_(transfer_ids)).values(flow_run_id=flow_run_id))
+    attempts.link_flow_run(session, transfer_ids, flow_run_id)
 
 
 # --- Outcomes ----------------------------------------------------------------------------------
 
 
-def record_progress(session: Session, transfer_id: int, bytes_sent: int) -> None:
+def record_progress(session: Session, transfer_id: int, bytes_sent: int, attempt: int | None = None) -> bool:
+    """The bytes an attempt has sent so far; False when the attempt is no longer the transfer's
+    current one, Transferring (stopped, or taken over): its writer should stop."""
     table = _transfer_table()
-    session.connection().execute(
+    fence = table.c.attempt == attempt if attempt is not None else sa.true()
+    result = session.connection().execute(
         sa.update(table)
-        .where(table.c.id == transfer_id, table.c.status == TransferStatus.TRANSFERRING.value)
+        .where(table.c.id == transfer_id, table.c.status == TransferStatus.TRANSFERRING.value, fence)
         .values(bytes_sent=bytes_sent, updated_at=utcnow())
     )
+    return bool(result.rowcount == 1)
 
 
 @dataclass(frozen=True)
@@ -400,6 +425,8 @@ class Success:
     sent_md5: str | None = None
     compression: str | None = None
     note: str = ""
+    attempt: int | None = None
+    """The attempt that delivered it: Done is recorded only while that is still the current one."""
 
     def reason(self) -> str:
         how = f" ({self.compression})" if self.compression else ""
@@ -421,7 +448,11 @@ def _complete_statement() -> sa.Update:
     table = _transfer_table()
     return (
         sa.update(table)
-        .where(table.c.id == sa.bindparam("b_id"), table.c.status == TransferStatus.TRANSFERRING.value)
+        .where(
+            table.c.id == sa.bindparam("b_id"),
+            table.c.status == TransferStatus.TRANSFERRING.value,
+            sa.or_(sa.bindparam("b_attempt", type_=sa.Integer).is_(None), table.c.attempt == sa.bindparam("b_attempt")),
+        )
         .values(
             status=TransferStatus.DONE.value,
             updated_at=sa.bindparam("b_now"),
@@ -470,6 +501,7 @@ def record_successes(session: Session, successes: Sequence[Success], *, by: str)
             "b_bytes": success.bytes_sent,
             "b_md5": success.sent_md5,
             "b_compression": success.compression,
+            "b_attempt": success.attempt,
         }
         if connection.execute(complete, values).rowcount != 1:
             refused[tid] = Conflict(f"transfer {tid} changed while 'complete' was applied; try again")
@@ -491,6 +523,9 @@ def record_successes(session: Session, successes: Sequence[Success], *, by: str)
         ],
     )
     done = _transfers(session, [s.transfer_id for s in recorded])
+    for transfer in done:
+        assert transfer.id is not None
+        attempts.end(connection, transfer.id, transfer.attempt, "Done", bytes_sent=transfer.bytes_sent, at=now)
     reports.add_uph_lines(session, done)  # in this transaction: a Done transfer always has its line
     _remember_working_hosts(session, [(t.destination_name, s.host) for t, s in zip(done, recorded, strict=True)], now)
     return Recorded(done=done, refused=refused)
@@ -550,11 +585,18 @@ def record_success(
 
 
 def record_failure(
-    session: Session, transfer_id: int, error: TransferError, *, host: str | None, by: str
+    session: Session,
+    transfer_id: int,
+    error: TransferError,
+    *,
+    host: str | None,
+    by: str,
+    attempt: int | None = None,
 ) -> DataTransfer:
     """Apply the scheduling decision for a failed attempt: retry on the host, fail over to the next,
     requeue, fail or stop (`scheduling.after_failure`). After `max_failed_passes` passes in a row in
-    which every host failed, the destination is put on hold."""
+    which every host failed, the destination is put on hold. With `attempt`, Conflict unless that is
+    still the transfer's current attempt."""
     transfer = get_transfer(session, transfer_id)
     destination = session.get(Destination, transfer.destination_name)
     if destination is None:
@@ -566,7 +608,16 @@ def record_failure(
     decision = after_failure(transfer, destination, error, now, hosts=[h.name for h in hosts], host=host, retry=retry)
     fields: dict[str, Any] = {"error": decision.reason, "host_name": host, **decision.fields}
     changed = change_status(
-        session, transfer_id, decision.action, decision.status, by=by, reason=decision.reason, **fields
+        session, transfer_id, decision.action, decision.status, by=by, reason=decision.reason, attempt=attempt, **fields
+    )
+    attempts.end(
+        session.connection(),
+        transfer_id,
+        changed.attempt,
+        decision.status.value,
+        error=str(error),
+        bytes_sent=changed.bytes_sent,
+        at=now,
     )
     reports.add_err_line(session, changed, str(error))
     if decision.pass_failed:
@@ -663,6 +714,15 @@ def recover(
             )
             # The interrupted attempt failed: its ERR line, from the row as the attempt left it.
             reports.add_err_line(session, interrupted, f"mover {previous} stopped during the transfer")
+            attempts.end(
+                session.connection(),
+                transfer_id,
+                interrupted.attempt,
+                TransferStatus.INTERRUPTED.value,
+                error=f"mover {previous} stopped during the transfer",
+                bytes_sent=interrupted.bytes_sent,
+                at=now,
+            )
             change_status(
                 session,
                 transfer_id,
@@ -718,4 +778,5 @@ def transfer_public(session: Session, transfer_id: int) -> DataTransferPublic:
             )
             for h in history
         ],
+        attempts=attempts.of_transfer(session, transfer_id),
     )

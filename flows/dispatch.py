@@ -72,6 +72,7 @@ def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
                 p.compression,
                 p.interrupted_attempt_at,
                 source,
+                p.attempt,
             )
         )
     return deliveries
