@@ -168,6 +168,10 @@ class HostBlock(Block):
         """Close `fs`'s connection at once, from another thread, so that a call stalled on it returns.
         Best effort: the attempt has already given the call up."""
 
+    def close(self, fs: fsspec.AbstractFileSystem) -> None:
+        """Close `fs`'s connection now, at the end of an attempt or batch, rather than whenever it is
+        garbage-collected: a host's `max_connections` counts the sessions its server sees."""
+
     def check(self) -> None:
         """Raise InvalidInput for a configuration that could never work, before it is saved.
 

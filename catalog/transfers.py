@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from catalog import attempts, reports
@@ -171,9 +172,13 @@ def active_hosts(session: Session, destination: str) -> list[Host]:
 def destination_state(session: Session, name: str) -> DestinationState:
     state = session.get(DestinationState, name, populate_existing=True)
     if state is None:
-        state = DestinationState(name=name)
-        session.add(state)
-        session.flush()
+        # Two movers recording outcomes of one destination at once would both create its row, and
+        # the second commit — with its transfers' Done — would fail: create it if nobody did.
+        table: sa.Table = DestinationState.__table__  # type: ignore[attr-defined]
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        session.connection().execute(insert(table).values(name=name, failed_passes=0).on_conflict_do_nothing())
+        state = session.get(DestinationState, name, populate_existing=True)
+        assert state is not None
     return state
 
 
@@ -262,6 +267,7 @@ def claim_ids(
         if in_window(d, now)
     }
     hosts = {name: active_hosts(session, name) for name in destinations}
+    _lock_capped_hosts(session, hosts)
     states = {name: session.get(DestinationState, name) for name in destinations}
     running_rows = session.exec(
         select(DataTransfer.destination_name, DataTransfer.host_name).where(
@@ -337,6 +343,29 @@ def claim_ids(
     _insert_history(connection, history)
     attempts.start(connection, opened)
     return claimed
+
+
+#: The first key of the PostgreSQL advisory locks that serialise claims per host (the second is the
+#: hash of the host's name); any constant that no other user of the database takes.
+_HOST_LOCK_SPACE = 0x7064_7301
+
+
+def _lock_capped_hosts(session: Session, hosts: dict[str, list[Host]]) -> None:
+    """On PostgreSQL, hold a lock on each host with `max_connections` until this claim commits.
+
+    The destination locks make the per-destination counts exact, but one host can serve several
+    destinations: two movers claiming for two of them would each count the host's running transfers
+    before the other committed, and together exceed its cap. With the host locked (in name order, so
+    movers never deadlock) the second claim counts after the first committed. Transaction-scoped
+    advisory locks, not row locks, so editing a host never waits for a mover. SQLite has one writer.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    capped = sorted({h.name for hs in hosts.values() for h in hs if int(h.options.get("max_connections", 0) or 0)})
+    for name in capped:
+        session.connection().execute(
+            sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"), {"space": _HOST_LOCK_SPACE, "name": name}
+        )
 
 
 def _claim_statement() -> sa.Update:

@@ -26,7 +26,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlmodel import Session
 
-from blocks.base import ReadAhead
+from blocks.base import HostBlock, ReadAhead
 from blocks.deadline import PROGRESS_BYTES, Deadlines, Stalled
 from catalog import attempts, outbox
 from catalog.database import session_scope
@@ -80,6 +80,7 @@ def send_data_file(
     temp = temporary_path(final, delivery.transfer_id) if block.supports_rename else final
     started, written, sent = time.monotonic(), False, 0
     io = deadlines or Deadlines(block.name, block.timeout())
+    owned = fs is None
     try:
         if fs is None:  # connecting is part of the attempt: its errors are classified too
             fs = io.connect(block.filesystem)
@@ -143,7 +144,8 @@ def send_data_file(
             raise
         raise block.classify(exc) from exc
     finally:
-        if deadlines is None:
+        if deadlines is None:  # this attempt's own connection, if it made one
+            _close_quietly(block, fs if owned else None, io)
             io.close()
     return Sent(bytes=sent, seconds=time.monotonic() - started, md5_verified=md5 is not None)
 
@@ -194,6 +196,15 @@ class Pace:
                 f"transfer to host {self.host} too slow: {sent / elapsed:.0f} B/s after {elapsed:.0f} s, "
                 f"minimum {self.min_rate:.0f} B/s"
             )
+
+
+def _close_quietly(block: HostBlock, fs: fsspec.AbstractFileSystem | None, io: Deadlines) -> None:
+    if fs is None or io.stalled is not None:
+        return  # nothing opened, or already aborted
+    try:
+        io.call("closing the connection", block.close, fs)
+    except Exception:  # noqa: BLE001 — the outcome is decided; the server drops the session anyway
+        log.debug("could not close the connection to host %s", block.name, exc_info=True)
 
 
 def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str | None, io: Deadlines | None = None) -> None:
@@ -488,6 +499,7 @@ def send_batch(deliveries: list[Delivery], mover: str, n: int) -> dict[int, str]
         while puts:
             outcome(*puts.finish_oldest())
     finally:
+        _close_quietly(host, fs, io)
         io.close()
         record_delivered(pending, mover)
     failed = [tid for tid, result in outcomes.items() if result != "Done"]
