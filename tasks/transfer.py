@@ -48,10 +48,13 @@ class Sent:
     md5_verified: bool
 
 
-def temporary_path(final: str, transfer_id: int) -> str:
-    """A hidden sibling of `final`, unique per transfer, so readers at the site never pick it up."""
+def temporary_path(final: str, transfer_id: int, attempt: int | None = None) -> str:
+    """A hidden sibling of `final`, unique per transfer and attempt, so readers at the site never pick
+    it up, and a late writer of an earlier attempt (stopped, or its mover taken over) cannot write
+    into the file a newer attempt is sending."""
     directory, name = posixpath.split(final)
-    return posixpath.join(directory, f".{name}.pds-{transfer_id}.tmp")
+    number = f".{attempt}" if attempt else ""
+    return posixpath.join(directory, f".{name}.pds-{transfer_id}{number}.tmp")
 
 
 class AttemptOver(Exception):
@@ -77,7 +80,7 @@ def send_data_file(
     asked just before the file takes its final name, so a stopped one never appears under it.
     """
     block, final = delivery.host, delivery.remote_path
-    temp = temporary_path(final, delivery.transfer_id) if block.supports_rename else final
+    temp = temporary_path(final, delivery.transfer_id, delivery.attempt) if block.supports_rename else final
     started, written, sent = time.monotonic(), False, 0
     io = deadlines or Deadlines(block.name, block.timeout())
     owned = fs is None
@@ -89,6 +92,9 @@ def send_data_file(
         parent = posixpath.dirname(final)
         if block.has_directories and parent and parent != "/":
             io.call("creating directories", fs.makedirs, parent, exist_ok=True)
+        if temp != final and delivery.attempt and delivery.attempt > 1:
+            # What the previous attempt left if it was killed or its connection stalled.
+            _remove_quietly(fs, temporary_path(final, delivery.transfer_id, delivery.attempt - 1), io)
         last_report = started
         pace = Pace.from_options(block.name, block.options)
         chunk_size = pace.chunk_size(store.chunk_size)
