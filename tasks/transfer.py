@@ -48,13 +48,10 @@ class Sent:
     md5_verified: bool
 
 
-def temporary_path(final: str, transfer_id: int, attempt: int | None = None) -> str:
-    """A hidden sibling of `final`, unique per transfer and attempt, so readers at the site never pick
-    it up, and a late writer of an earlier attempt (stopped, or its mover taken over) cannot write
-    into the file a newer attempt is sending."""
+def temporary_path(final: str, transfer_id: int) -> str:
+    """A hidden sibling of `final`, unique per transfer, so readers at the site never pick it up."""
     directory, name = posixpath.split(final)
-    number = f".{attempt}" if attempt else ""
-    return posixpath.join(directory, f".{name}.pds-{transfer_id}{number}.tmp")
+    return posixpath.join(directory, f".{name}.pds-{transfer_id}.tmp")
 
 
 class AttemptOver(Exception):
@@ -80,7 +77,7 @@ def send_data_file(
     asked just before the file takes its final name, so a stopped one never appears under it.
     """
     block, final = delivery.host, delivery.remote_path
-    temp = temporary_path(final, delivery.transfer_id, delivery.attempt) if block.supports_rename else final
+    temp = temporary_path(final, delivery.transfer_id) if block.supports_rename else final
     started, written, sent = time.monotonic(), False, 0
     io = deadlines or Deadlines(block.name, block.timeout())
     owned = fs is None
@@ -92,9 +89,11 @@ def send_data_file(
         parent = posixpath.dirname(final)
         if block.has_directories and parent and parent != "/":
             io.call("creating directories", fs.makedirs, parent, exist_ok=True)
-        if temp != final and delivery.attempt and delivery.attempt > 1:
-            # What the previous attempt left if it was killed or its connection stalled.
-            _remove_quietly(fs, temporary_path(final, delivery.transfer_id, delivery.attempt - 1), io)
+        if temp != final and delivery.attempt != 1:
+            # An earlier attempt's file goes before this one is created: a late writer of that attempt
+            # (stopped, or its mover taken over) then writes into the old file, which is unlinked,
+            # never into this attempt's — opening the same name for writing would share it.
+            _remove_quietly(fs, temp, io)
         last_report = started
         pace = Pace.from_options(block.name, block.options)
         chunk_size = pace.chunk_size(store.chunk_size)
@@ -116,6 +115,11 @@ def send_data_file(
                 if io.stalled is None:  # a stalled connection takes no more calls
                     _abandon(target, keep_partial=block.supports_rename)
                 raise
+            discardable = callable(getattr(target, "discard", None))
+            if temp == final and discardable and still_current is not None and not still_current():
+                # Without a rename, closing is what makes the object visible: not for a finished attempt.
+                _abandon(target, keep_partial=False)
+                raise AttemptOver(f"transfer {delivery.transfer_id}: attempt over before the upload was committed")
             # Closing may send the last buffered part (object stores): it gets time for that part too.
             io.call("closing the file", target.close, seconds=io.timeout * max(1, chunk_size // PROGRESS_BYTES))
         written = True

@@ -110,7 +110,7 @@ def test_a_stop_cuts_an_attempt_that_is_moving_bytes(rt, sshd):
         ),
     )
     (tid,) = push(rt.engine, rt.store, "stopped-site", "large.bin", data=os.urandom(40 * 1024 * 1024))[1]
-    temporary = remote / f".large.bin.pds-{tid}.1.tmp"  # the temporary name of attempt 1
+    temporary = remote / f".large.bin.pds-{tid}.tmp"
     mover = run_mover("stop-mover")
     wait_until(lambda: temporary.exists() and temporary.stat().st_size > 1024 * 1024, 60, "bytes at the site")
     with session_scope(rt.engine) as session:
