@@ -80,6 +80,7 @@ def test_a_connection_that_stalls_mid_file_frees_its_slot_within_the_timeout(rt,
     assert stalled_for < TIMEOUT + 5, f"the mover ended {stalled_for:.1f} s after the stall"
     assert time.monotonic() - started < 60
     assert not (sshd.data_dir / "stalling" / "big.bin").exists()
+    print(f"\nslot free {stalled_for:.2f} s after the stall (timeout {TIMEOUT} s)")
 
 
 def test_a_server_that_accepts_and_never_answers_holds_an_attempt_for_the_timeout_only(rt, sshd):
@@ -97,6 +98,7 @@ def test_a_server_that_accepts_and_never_answers_holds_an_attempt_for_the_timeou
     assert "while connecting" in attempt.error
     held = attempt.ended_at - attempt.started_at
     assert held < timedelta(seconds=TIMEOUT + 3), f"one attempt held its slot {held}"
+    print(f"\nan attempt on a silent server held its slot {held.total_seconds():.2f} s (timeout {TIMEOUT} s)")
 
 
 def test_a_stop_cuts_an_attempt_that_is_moving_bytes(rt, sshd):
