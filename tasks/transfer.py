@@ -473,7 +473,7 @@ def send_batch(deliveries: list[Delivery], mover: str, n: int) -> dict[int, str]
         io.close()
         for delivery in deliveries:
             record_failed(delivery, mover, exc)
-        raise RetryOnSameHost(f"{n} files not sent: {host.classify(exc)}") from exc
+        raise RetryOnSameHost(f"{n} file(s) not sent: {host.classify(exc)}") from exc
     io.abort = lambda: host.abort(fs)
     puts = ParallelPuts(runtime().store, fs)
     outcomes: dict[int, str] = {}
