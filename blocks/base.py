@@ -159,6 +159,19 @@ class HostBlock(Block):
         """A new connection to the host (not shared with other transfers)."""
         raise NotImplementedError
 
+    def timeout(self) -> float:
+        """Seconds a call to the host may go without progress (option `timeout`): connecting, and each
+        read or write, is abandoned after that long (`blocks.deadline`)."""
+        return float(self.options.get("timeout", 60))
+
+    def abort(self, fs: fsspec.AbstractFileSystem) -> None:
+        """Close `fs`'s connection at once, from another thread, so that a call stalled on it returns.
+        Best effort: the attempt has already given the call up."""
+
+    def close(self, fs: fsspec.AbstractFileSystem) -> None:
+        """Close `fs`'s connection now, at the end of an attempt or batch, rather than whenever it is
+        garbage-collected: a host's `max_connections` counts the sessions its server sees."""
+
     def check(self) -> None:
         """Raise InvalidInput for a configuration that could never work, before it is saved.
 

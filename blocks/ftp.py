@@ -227,6 +227,9 @@ class FtpHost(HostBlock):
             context.verify_mode = ssl.CERT_NONE
         return context
 
+    def timeout(self) -> float:
+        return float(self.options.get("timeout", 30))
+
     def filesystem(self) -> fsspec.AbstractFileSystem:
         tls = self._tls()
         host, _, port = self.address.partition(":")

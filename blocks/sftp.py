@@ -71,6 +71,12 @@ class SftpHost(HostBlock):
     def base_path(self) -> str:
         return ""
 
+    def abort(self, fs: fsspec.AbstractFileSystem) -> None:
+        fs.loop.call_soon_threadsafe(fs.client.abort)
+
+    def close(self, fs: fsspec.AbstractFileSystem) -> None:
+        sync(fs.loop, _close, fs)
+
     def check(self) -> None:
         super().check()
         key = self.options.get("key_filename")
@@ -112,6 +118,11 @@ class SftpHost(HostBlock):
         if isinstance(exc, OSError) and "Could not connect" in str(exc):
             return FailOverToNextHost(f"cannot reach host {self.name}: {exc}")
         return super().classify(exc)
+
+
+async def _close(fs: Any) -> None:
+    fs.client.close()
+    await fs.client.wait_closed()
 
 
 async def _free_space(fs: Any, directory: str) -> int:

@@ -34,6 +34,8 @@ class DispatchPlan:
     recovery): a file at the site of the right size written since then is that attempt's work."""
     proxy: Host | None = None
     """The proxy host whose store location this attempt reads from (a continental mover's claim)."""
+    attempt: int | None = None
+    """The number of the attempt the claim opened: the fencing token of the mover's writes."""
 
 
 def interrupted_attempts(session: Session, transfer_ids: Sequence[int]) -> dict[int, datetime]:
@@ -125,6 +127,7 @@ def _plan(
         host=host,
         remote_path=posixpath.join(directory, transfer.target) if directory else transfer.target,
         compression=destination.compression,
+        attempt=transfer.attempt,
     )
 
 

@@ -5,9 +5,10 @@ so each record renders exactly as the OpenECPDS README shows it: `CAT;Key=Value;
 line, keys in the README's order, `-` for a value that is not known, `true`/`false` for flags,
 durations in milliseconds and times in the style of Java's `Timestamp.toString()` (in UTC here).
 
-Records are plain frozen dataclasses, so any caller can build one from the values it has; the
-`*_from` constructors map the catalog's entities onto them for the common cases. `EventLog` appends
-the lines to a file or a stream. Nothing here touches the database or knows about Prefect.
+`FORMATS` declares each line: its keys, in order. Records are plain frozen dataclasses holding the
+values, so any caller can build one from the values it has; the `*_from` constructors map the
+catalog's entities onto them for the common cases. `EventLog` appends the lines to a file or a
+stream. Nothing here touches the database or knows about Prefect.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import re
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -95,9 +96,50 @@ def parse_line(line: str) -> tuple[str, list[tuple[str, str]]]:
     return category, pairs
 
 
-def _key(name: str, *, omit_when_missing: bool = False) -> Any:
-    """A record field rendered as `name=...`; fields render in declaration order."""
-    return field(default=None, metadata={"key": name, "omit_when_missing": omit_when_missing})
+#: Every line format: its category and its keys in the order OpenECPDS writes them, each format
+#: written out whole so that it reads against the OpenECPDS README line for line. This table is the
+#: only place the order is declared; the record classes below only hold the values (attribute
+#: `data_transfer_id` for key `DataTransferId`). A key ending in `?` is left out of the line while its
+#: value is None (RET's Status and Message appear only when the retrieval failed).
+FORMATS: dict[str, tuple[str, ...]] = {
+    "PRS": ("StatusCode", "DataStream", "TimeStep", "TimeBase", "Type", "ScheduleTime", "LastUpdate"),
+    "RET": (
+        "Monitored", "DataTransferId", "DestinationName", "DestinationType", "FileName", "FileSize",
+        "ScheduledTime", "StartTime", "MetaStream", "MetaType", "MetaTime", "TimeBase", "TimeStep", "Duration",
+        "HostId", "HostLogin", "HostAddress", "TransferProtocol", "MoverName", "UserId", "RequestAddress",
+        "DataOnlyDuration", "StandBy", "RemoteHost", "Status?", "Message?",
+    ),
+    "UPH": (
+        "Monitored", "DataTransferId", "DestinationName", "DestinationType", "FileName", "FileSize",
+        "MetaStream", "MetaType", "MetaTime", "Priority", "QueueTime", "RequeueCount", "ScheduledTime",
+        "StartTime", "PutTime", "Duration", "DurationOnClose", "BytesSent", "StatusCode", "RetrievalTime",
+        "TimeBase", "TimeStep", "FinishTime", "TransferProtocol", "TransferServer", "NetworkCode",
+        "HostAddress", "PreSchedule", "ProxyHost", "Proxied", "SocketStatistics", "Compressed",
+        "CompressedOnTheFly",
+    ),
+    "INH": (
+        "Monitored", "DataTransferId", "DestinationName", "DestinationType", "FileName", "FileSize",
+        "ScheduledTime", "StartTime", "MetaStream", "MetaType", "MetaTime", "TimeBase", "TimeStep", "Duration",
+        "UserId", "CountryCode", "UserDescription", "BytesSent", "TransferProtocol", "TransferServer",
+        "HostAddress", "Caller", "ExpiryTime", "FileSystem", "Action",
+    ),
+    "ERR": (
+        "Monitored", "DataTransferId", "DestinationName", "DestinationType", "FileName", "FileSize",
+        "ScheduledTime", "StartTime", "MetaStream", "MetaType", "MetaTime", "TimeBase", "TimeStep", "Duration",
+        "UserId", "CountryCode", "BytesSent", "TransferProtocol", "TransferServer", "HostAddress", "Message",
+    ),
+    "CPY": (
+        "Monitored", "DataTransferId", "DestinationName", "DestinationType", "FileName", "FileSize",
+        "ScheduledTime", "StartTime", "MetaStream", "MetaType", "MetaTime", "TimeBase", "TimeStep", "Duration",
+        "CountryCode", "Target", "TransferServer", "Caller", "ExpiryTime", "FileSystem", "Status", "Message",
+        "Action",
+    ),
+}  # fmt: skip
+
+
+def attribute(key: str) -> str:
+    """The record attribute that holds the value of `key`: `DataTransferId` → `data_transfer_id`."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key.rstrip("?")).lower()
 
 
 # --- Records -----------------------------------------------------------------------------------
@@ -105,17 +147,17 @@ def _key(name: str, *, omit_when_missing: bool = False) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class Event:
-    """One event-log line: a category and its fields, in the order OpenECPDS writes them."""
+    """One event-log line: a category and the values of its fields (`FORMATS` gives their order)."""
 
     CATEGORY: ClassVar[str] = ""
 
     def pairs(self) -> list[tuple[str, str]]:
         rendered = []
-        for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            if value is None and spec.metadata.get("omit_when_missing"):
+        for key in FORMATS[self.CATEGORY]:
+            value = getattr(self, attribute(key))
+            if value is None and key.endswith("?"):
                 continue
-            rendered.append((spec.metadata["key"], format_value(value)))
+            rendered.append((key.rstrip("?"), format_value(value)))
         return rendered
 
     def render(self) -> str:
@@ -131,43 +173,37 @@ class ProductStatusEvent(Event):
     """PRS: a product (a stream, type, time base and step) was announced, started or completed."""
 
     CATEGORY: ClassVar[str] = "PRS"
-    status_code: str | None = _key("StatusCode")
-    data_stream: str | None = _key("DataStream")
-    time_step: int | str | None = _key("TimeStep")
-    time_base: datetime | str | None = _key("TimeBase")
-    type: str | None = _key("Type")
-    schedule_time: datetime | None = _key("ScheduleTime")
-    last_update: datetime | None = _key("LastUpdate")
+    status_code: str | None = None
+    data_stream: str | None = None
+    time_step: int | str | None = None
+    time_base: datetime | str | None = None
+    type: str | None = None
+    schedule_time: datetime | None = None
+    last_update: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class _TransferEvent(Event):
-    """The six fields every per-transfer line begins with."""
+    """The values every per-transfer line has."""
 
-    monitored: bool | None = _key("Monitored")
-    data_transfer_id: int | None = _key("DataTransferId")
-    destination_name: str | None = _key("DestinationName")
-    destination_type: str | None = _key("DestinationType")
-    file_name: str | None = _key("FileName")
-    file_size: int | None = _key("FileSize")
-
-
-@dataclass(frozen=True, kw_only=True)
-class _ScheduledTransferEvent(_TransferEvent):
-    """The run of fields RET, INH, ERR and CPY share after the first six (UPH orders them otherwise)."""
-
-    scheduled_time: datetime | None = _key("ScheduledTime")
-    start_time: datetime | None = _key("StartTime")
-    meta_stream: str | None = _key("MetaStream")
-    meta_type: str | None = _key("MetaType")
-    meta_time: str | None = _key("MetaTime")
-    time_base: datetime | str | None = _key("TimeBase")
-    time_step: int | str | None = _key("TimeStep")
-    duration: timedelta | int | None = _key("Duration")
+    monitored: bool | None = None
+    data_transfer_id: int | None = None
+    destination_name: str | None = None
+    destination_type: str | None = None
+    file_name: str | None = None
+    file_size: int | None = None
+    scheduled_time: datetime | None = None
+    start_time: datetime | None = None
+    meta_stream: str | None = None
+    meta_type: str | None = None
+    meta_time: str | None = None
+    time_base: datetime | str | None = None
+    time_step: int | str | None = None
+    duration: timedelta | int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
-class RetrievalEvent(_ScheduledTransferEvent):
+class RetrievalEvent(_TransferEvent):
     """RET: the retrieval of a registered file into the Data Store ended, well or not.
 
     `Status` and `Message` appear only when the retrieval failed, as in OpenECPDS: they are left out
@@ -175,18 +211,18 @@ class RetrievalEvent(_ScheduledTransferEvent):
     """
 
     CATEGORY: ClassVar[str] = "RET"
-    host_id: str | None = _key("HostId")
-    host_login: str | None = _key("HostLogin")
-    host_address: str | None = _key("HostAddress")
-    transfer_protocol: str | None = _key("TransferProtocol")
-    mover_name: str | None = _key("MoverName")
-    user_id: str | None = _key("UserId")
-    request_address: str | None = _key("RequestAddress")
-    data_only_duration: timedelta | int | None = _key("DataOnlyDuration")
-    stand_by: bool | None = _key("StandBy")
-    remote_host: str | None = _key("RemoteHost")
-    status: bool | None = _key("Status", omit_when_missing=True)
-    message: str | None = _key("Message", omit_when_missing=True)
+    host_id: str | None = None
+    host_login: str | None = None
+    host_address: str | None = None
+    transfer_protocol: str | None = None
+    mover_name: str | None = None
+    user_id: str | None = None
+    request_address: str | None = None
+    data_only_duration: timedelta | int | None = None
+    stand_by: bool | None = None
+    remote_host: str | None = None
+    status: bool | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,81 +230,96 @@ class UploadHistoryEvent(_TransferEvent):
     """UPH: a dissemination attempt to a remote site ended (an ERR line is written instead on error)."""
 
     CATEGORY: ClassVar[str] = "UPH"
-    meta_stream: str | None = _key("MetaStream")
-    meta_type: str | None = _key("MetaType")
-    meta_time: str | None = _key("MetaTime")
-    priority: int | None = _key("Priority")
-    queue_time: datetime | None = _key("QueueTime")
-    requeue_count: int | None = _key("RequeueCount")
-    scheduled_time: datetime | None = _key("ScheduledTime")
-    start_time: datetime | None = _key("StartTime")
-    put_time: datetime | None = _key("PutTime")
-    duration: timedelta | int | None = _key("Duration")
-    duration_on_close: timedelta | int | None = _key("DurationOnClose")
-    bytes_sent: int | None = _key("BytesSent")
-    status_code: TransferStatus | str | None = _key("StatusCode")
-    retrieval_time: datetime | None = _key("RetrievalTime")
-    time_base: datetime | str | None = _key("TimeBase")
-    time_step: int | str | None = _key("TimeStep")
-    finish_time: datetime | None = _key("FinishTime")
-    transfer_protocol: str | None = _key("TransferProtocol")
-    transfer_server: str | None = _key("TransferServer")
-    network_code: str | None = _key("NetworkCode")
-    host_address: str | None = _key("HostAddress")
-    pre_schedule: bool | None = _key("PreSchedule")
-    proxy_host: str | None = _key("ProxyHost")
-    proxied: bool | None = _key("Proxied")
-    socket_statistics: str | None = _key("SocketStatistics")
-    compressed: str | None = _key("Compressed")
-    compressed_on_the_fly: bool | None = _key("CompressedOnTheFly")
+    priority: int | None = None
+    queue_time: datetime | None = None
+    requeue_count: int | None = None
+    put_time: datetime | None = None
+    duration_on_close: timedelta | int | None = None
+    bytes_sent: int | None = None
+    status_code: TransferStatus | str | None = None
+    retrieval_time: datetime | None = None
+    finish_time: datetime | None = None
+    transfer_protocol: str | None = None
+    transfer_server: str | None = None
+    network_code: str | None = None
+    host_address: str | None = None
+    pre_schedule: bool | None = None
+    proxy_host: str | None = None
+    proxied: bool | None = None
+    socket_statistics: str | None = None
+    compressed: str | None = None
+    compressed_on_the_fly: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
-class IncomingHistoryEvent(_ScheduledTransferEvent):
+class IncomingHistoryEvent(_TransferEvent):
     """INH: a file was pushed to pds, or downloaded from its Data Portal."""
 
     CATEGORY: ClassVar[str] = "INH"
-    user_id: str | None = _key("UserId")
-    country_code: str | None = _key("CountryCode")
-    user_description: str | None = _key("UserDescription")
-    bytes_sent: int | None = _key("BytesSent")
-    transfer_protocol: str | None = _key("TransferProtocol")
-    transfer_server: str | None = _key("TransferServer")
-    host_address: str | None = _key("HostAddress")
-    caller: str | None = _key("Caller")
-    expiry_time: datetime | None = _key("ExpiryTime")
-    file_system: int | str | None = _key("FileSystem")
-    action: str | None = _key("Action")
+    user_id: str | None = None
+    country_code: str | None = None
+    user_description: str | None = None
+    bytes_sent: int | None = None
+    transfer_protocol: str | None = None
+    transfer_server: str | None = None
+    host_address: str | None = None
+    caller: str | None = None
+    expiry_time: datetime | None = None
+    file_system: int | str | None = None
+    action: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
-class ErrorEvent(_ScheduledTransferEvent):
+class ErrorEvent(_TransferEvent):
     """ERR: a dissemination attempt failed; `message` says why."""
 
     CATEGORY: ClassVar[str] = "ERR"
-    user_id: str | None = _key("UserId")
-    country_code: str | None = _key("CountryCode")
-    bytes_sent: int | None = _key("BytesSent")
-    transfer_protocol: str | None = _key("TransferProtocol")
-    transfer_server: str | None = _key("TransferServer")
-    host_address: str | None = _key("HostAddress")
-    message: str | None = _key("Message")
+    user_id: str | None = None
+    country_code: str | None = None
+    bytes_sent: int | None = None
+    transfer_protocol: str | None = None
+    transfer_server: str | None = None
+    host_address: str | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReplicationEvent(_ScheduledTransferEvent):
+class ReplicationEvent(_TransferEvent):
     """CPY: a file was replicated between movers (`replicate`) or to a continental mover (`proxy`)."""
 
     CATEGORY: ClassVar[str] = "CPY"
-    country_code: str | None = _key("CountryCode")
-    target: str | None = _key("Target")
-    transfer_server: str | None = _key("TransferServer")
-    caller: str | None = _key("Caller")
-    expiry_time: datetime | None = _key("ExpiryTime")
-    file_system: int | str | None = _key("FileSystem")
-    status: bool | None = _key("Status")
-    message: str | None = _key("Message")
-    action: str | None = _key("Action")
+    country_code: str | None = None
+    target: str | None = None
+    transfer_server: str | None = None
+    caller: str | None = None
+    expiry_time: datetime | None = None
+    file_system: int | str | None = None
+    status: bool | None = None
+    message: str | None = None
+    action: str | None = None
+
+
+RECORDS: tuple[type[Event], ...] = (
+    ProductStatusEvent,
+    RetrievalEvent,
+    UploadHistoryEvent,
+    IncomingHistoryEvent,
+    ErrorEvent,
+    ReplicationEvent,
+)
+
+
+def _check_records() -> None:
+    """Each record holds exactly the values its format lists: a key added to a format without its
+    attribute (or the reverse) fails at import, not in the middle of a transfer."""
+    for record in RECORDS:
+        held = {f.name for f in dataclasses.fields(record)}
+        listed = {attribute(key) for key in FORMATS[record.CATEGORY]}
+        if held != listed:
+            raise TypeError(f"{record.__name__} holds {sorted(held ^ listed)} differently from FORMATS")
+
+
+_check_records()
 
 
 # --- From the catalog's entities ---------------------------------------------------------------
@@ -593,10 +644,12 @@ class EventLog:
     and does not fail the operation being logged.
     """
 
-    def __init__(self, stream: TextIO | None, *, owns_stream: bool = False) -> None:
+    def __init__(self, stream: TextIO | None, *, owns_stream: bool = False, path: Path | None = None) -> None:
         self._stream = stream
         self._owns_stream = owns_stream
         self._lock = threading.Lock()
+        self.path = path
+        """The file written, None for a stream or no log."""
 
     @classmethod
     def open(cls, target: str | os.PathLike[str] | None) -> EventLog:
@@ -607,22 +660,46 @@ class EventLog:
             return cls(sys.stdout)
         path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(path.open("a", encoding="utf-8", newline="\n"), owns_stream=True)
+        return cls(path.open("a", encoding="utf-8", newline="\n"), owns_stream=True, path=path)
 
     @property
     def enabled(self) -> bool:
         return self._stream is not None
 
     def write(self, event: Event) -> None:
-        if self._stream is None:
+        line = event.render()
+        try:
+            self.write_lines([line])
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+            logger.warning("event log write failed (%s): %s", exc, line)
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Append rendered lines in one write, then flush; raise OSError (or ValueError, closed) on failure,
+        so that a caller that must not lose them (the outbox) keeps them for another try."""
+        if self._stream is None or not lines:
             return
-        line = event.render() + "\n"
+        text = "".join(line + "\n" for line in lines)
+        with self._lock:
+            self._stream.write(text)
+            self._stream.flush()
+
+    def tail(self, max_bytes: int = 8 << 20) -> set[str]:
+        """The whole lines among the file's last `max_bytes` (empty for a stream): what an outbox
+        publisher checks a line against before writing it a second time."""
+        if self.path is None:
+            return set()
         with self._lock:
             try:
-                self._stream.write(line)
-                self._stream.flush()
-            except (OSError, ValueError) as exc:  # ValueError: the stream was closed
-                logger.warning("event log write failed (%s): %s", exc, line.rstrip("\n"))
+                with self.path.open("rb") as f:
+                    size = f.seek(0, os.SEEK_END)
+                    f.seek(max(0, size - max_bytes))
+                    data = f.read()
+            except FileNotFoundError:
+                return set()
+        lines = data.decode("utf-8", errors="replace").split("\n")
+        if len(data) >= max_bytes:
+            lines = lines[1:]  # the first may be cut
+        return set(lines)
 
     def close(self) -> None:
         with self._lock:

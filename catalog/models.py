@@ -299,6 +299,42 @@ class DataTransfer(SQLModel, table=True):
     finished_at: datetime | None = _time(nullable=True)
     error: str | None = None
     updated_at: datetime = _created()
+    attempt: int = 0
+    """The number of the latest attempt (each claim adds one): the fencing token every write of a
+    mover about an attempt carries, so a late writer can neither record its outcome nor overwrite a
+    newer attempt's."""
+
+
+class TransferAttempt(SQLModel, table=True):
+    """One attempt of a data transfer: which mover, flow run and host, when, how far, how it ended."""
+
+    __tablename__ = "transfer_attempt"
+    __table_args__ = (sa.UniqueConstraint("transfer_id", "number", name="uq_transfer_attempt"),)
+    id: int | None = Field(default=None, primary_key=True)
+    transfer_id: int = Field(foreign_key="data_transfer.id", index=True, ondelete="CASCADE")
+    number: int
+    mover: str
+    host: str | None = None
+    flow_run_id: str | None = None
+    """The Prefect flow run (a dispatch) that ran this attempt."""
+    started_at: datetime = _created()
+    ended_at: datetime | None = _time(nullable=True)
+    bytes_sent: int = 0
+    outcome: str | None = None
+    """The status the attempt ended in (Done, Retry, Requeued, Failed, Stopped, Interrupted); None while it runs."""
+    error: str | None = None
+
+
+class AttemptPublic(SQLModel):
+    number: int
+    mover: str
+    host: str | None
+    flow_run_id: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    bytes_sent: int
+    outcome: str | None
+    error: str | None
 
 
 class TransferHistory(SQLModel, table=True):
@@ -348,6 +384,7 @@ class DataTransferPublic(SQLModel):
     finished_at: datetime | None
     error: str | None
     history: list[HistoryPublic] = Field(default_factory=list)
+    attempts: list[AttemptPublic] = Field(default_factory=list)
 
 
 # --- Mover -------------------------------------------------------------------------------------

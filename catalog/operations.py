@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
+from catalog import attempts
 from catalog.config import get_destination
 from catalog.errors import InvalidInput
 from catalog.models import DataTransfer, Destination, utcnow
@@ -40,9 +41,12 @@ def requeue(session: Session, transfer_id: int, *, by: str, reason: str = "") ->
 
 
 def stop(session: Session, transfer_id: int, *, by: str, reason: str = "") -> DataTransfer:
-    return change_status(
-        session, transfer_id, "stop", TransferStatus.STOPPED, by=by, reason=reason or f"stopped by {by}"
-    )
+    """Stop the transfer; one that is Transferring ends its attempt too: the mover sending it sees the
+    attempt is over within a few seconds, drops the connection and removes its temporary file."""
+    reason = reason or f"stopped by {by}"
+    stopped = change_status(session, transfer_id, "stop", TransferStatus.STOPPED, by=by, reason=reason)
+    attempts.end(session.connection(), transfer_id, stopped.attempt, TransferStatus.STOPPED.value, error=reason)
+    return stopped
 
 
 def hold(session: Session, transfer_id: int, *, by: str) -> DataTransfer:

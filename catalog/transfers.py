@@ -15,8 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from catalog import attempts, reports
 from catalog.continental import claimable_by, live_proxy_hosts, proxy_hosts
 from catalog.errors import Conflict, NotFound, TransferError
 from catalog.models import (
@@ -101,10 +103,13 @@ def _transfer_table() -> sa.Table:
     return table
 
 
-def _compare_and_set(session: Session, transfer_id: int, source: TransferStatus, values: dict[str, Any]) -> bool:
+def _compare_and_set(
+    session: Session, transfer_id: int, source: TransferStatus, values: dict[str, Any], attempt: int | None = None
+) -> bool:
     table = _transfer_table()
+    fence = table.c.attempt == attempt if attempt is not None else sa.true()
     result = session.connection().execute(
-        sa.update(table).where(table.c.id == transfer_id, table.c.status == source.value).values(**values)
+        sa.update(table).where(table.c.id == transfer_id, table.c.status == source.value, fence).values(**values)
     )
     return bool(result.rowcount == 1)
 
@@ -117,9 +122,11 @@ def change_status(
     *,
     by: str,
     reason: str = "",
+    attempt: int | None = None,
     **fields: Any,
 ) -> DataTransfer:
-    """Move a transfer along an allowed edge, set `fields`, and write the history row.
+    """Move a transfer along an allowed edge, set `fields`, and write the history row; with `attempt`,
+    only while that is still the transfer's current attempt (a mover's fencing token).
 
     Raises Conflict when the edge is not in the status table or another process changed the
     transfer first.
@@ -128,9 +135,11 @@ def change_status(
     source = TransferStatus(transfer.status)
     if not allowed(action, source, target):
         raise Conflict(f"transfer {transfer_id} is {source.value}: '{action}' cannot make it {target.value}")
+    if attempt is not None and transfer.attempt != attempt:
+        raise Conflict(f"transfer {transfer_id} is at attempt {transfer.attempt}: attempt {attempt} is over")
     now = utcnow()
     values = {"status": target.value, "updated_at": now, **fields}
-    if not _compare_and_set(session, transfer_id, source, values):
+    if not _compare_and_set(session, transfer_id, source, values, attempt):
         raise Conflict(f"transfer {transfer_id} changed while '{action}' was applied; try again")
     record_history(session, transfer_id, action, source, target, by=by, reason=reason, at=now)
     session.flush()
@@ -163,9 +172,13 @@ def active_hosts(session: Session, destination: str) -> list[Host]:
 def destination_state(session: Session, name: str) -> DestinationState:
     state = session.get(DestinationState, name, populate_existing=True)
     if state is None:
-        state = DestinationState(name=name)
-        session.add(state)
-        session.flush()
+        # Two movers recording outcomes of one destination at once would both create its row, and
+        # the second commit — with its transfers' Done — would fail: create it if nobody did.
+        table: sa.Table = DestinationState.__table__  # type: ignore[attr-defined]
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        session.connection().execute(insert(table).values(name=name, failed_passes=0).on_conflict_do_nothing())
+        state = session.get(DestinationState, name, populate_existing=True)
+        assert state is not None
     return state
 
 
@@ -224,6 +237,7 @@ def claim_ids(
                         DataTransfer.pass_hosts_tried,
                         DataTransfer.host_attempts,
                         DataTransfer.start_count,
+                        DataTransfer.attempt,
                         DataFile.size,
                     )
                 )
@@ -253,6 +267,7 @@ def claim_ids(
         if in_window(d, now)
     }
     hosts = {name: active_hosts(session, name) for name in destinations}
+    _lock_capped_hosts(session, hosts)
     states = {name: session.get(DestinationState, name) for name in destinations}
     running_rows = session.exec(
         select(DataTransfer.destination_name, DataTransfer.host_name).where(
@@ -265,7 +280,7 @@ def claim_ids(
     proxied = proxy_hosts(session, list(destinations))
     claimed: list[int] = []
     claimed_bytes = 0
-    connection, take, history = session.connection(), _claim_statement(), []
+    connection, take, history, opened = session.connection(), _claim_statement(), [], []
     for transfer in candidates:
         if len(claimed) >= limit or (max_bytes is not None and claimed and claimed_bytes >= max_bytes):
             break
@@ -287,6 +302,7 @@ def claim_ids(
             "b_start_count": transfer.start_count + (1 if new_start else 0),
             "b_now": now,
             "b_proxy": proxy_host,
+            "b_attempt": transfer.attempt + 1,
         }
         if connection.execute(take, values).rowcount != 1:
             continue  # another mover took it first
@@ -310,13 +326,46 @@ def claim_ids(
                 reason=reason.strip(),
             )
         )
+        opened.append(
+            {
+                "transfer_id": transfer.id,
+                "number": transfer.attempt + 1,
+                "mover": mover,
+                "host": host,
+                "started_at": now,
+            }
+        )
         running[destination.name] += 1
         if host:
             connections[host] += 1
         claimed.append(transfer.id)
         claimed_bytes += transfer.size or 0
     _insert_history(connection, history)
+    attempts.start(connection, opened)
     return claimed
+
+
+#: The first key of the PostgreSQL advisory locks that serialise claims per host (the second is the
+#: hash of the host's name); any constant that no other user of the database takes.
+_HOST_LOCK_SPACE = 0x7064_7301
+
+
+def _lock_capped_hosts(session: Session, hosts: dict[str, list[Host]]) -> None:
+    """On PostgreSQL, hold a lock on each host with `max_connections` until this claim commits.
+
+    The destination locks make the per-destination counts exact, but one host can serve several
+    destinations: two movers claiming for two of them would each count the host's running transfers
+    before the other committed, and together exceed its cap. With the host locked (in name order, so
+    movers never deadlock) the second claim counts after the first committed. Transaction-scoped
+    advisory locks, not row locks, so editing a host never waits for a mover. SQLite has one writer.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    capped = sorted({h.name for hs in hosts.values() for h in hs if int(h.options.get("max_connections", 0) or 0)})
+    for name in capped:
+        session.connection().execute(
+            sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"), {"space": _HOST_LOCK_SPACE, "name": name}
+        )
 
 
 def _claim_statement() -> sa.Update:
@@ -335,6 +384,7 @@ def _claim_statement() -> sa.Update:
             finished_at=None,
             bytes_sent=0,
             updated_at=sa.bindparam("b_now"),
+            attempt=sa.bindparam("b_attempt"),
         )
     )
 
@@ -375,18 +425,23 @@ def set_flow_run(session: Session, transfer_ids: list[int], flow_run_id: str) ->
     """Link transfers to the Prefect flow run dispatching them (for the monitor's links)."""
     table = _transfer_table()
     session.connection().execute(sa.update(table).where(table.c.id.in_(transfer_ids)).values(flow_run_id=flow_run_id))
+    attempts.link_flow_run(session, transfer_ids, flow_run_id)
 
 
 # --- Outcomes ----------------------------------------------------------------------------------
 
 
-def record_progress(session: Session, transfer_id: int, bytes_sent: int) -> None:
+def record_progress(session: Session, transfer_id: int, bytes_sent: int, attempt: int | None = None) -> bool:
+    """The bytes an attempt has sent so far; False when the attempt is no longer the transfer's
+    current one, Transferring (stopped, or taken over): its writer should stop."""
     table = _transfer_table()
-    session.connection().execute(
+    fence = table.c.attempt == attempt if attempt is not None else sa.true()
+    result = session.connection().execute(
         sa.update(table)
-        .where(table.c.id == transfer_id, table.c.status == TransferStatus.TRANSFERRING.value)
+        .where(table.c.id == transfer_id, table.c.status == TransferStatus.TRANSFERRING.value, fence)
         .values(bytes_sent=bytes_sent, updated_at=utcnow())
     )
+    return bool(result.rowcount == 1)
 
 
 @dataclass(frozen=True)
@@ -399,6 +454,8 @@ class Success:
     sent_md5: str | None = None
     compression: str | None = None
     note: str = ""
+    attempt: int | None = None
+    """The attempt that delivered it: Done is recorded only while that is still the current one."""
 
     def reason(self) -> str:
         how = f" ({self.compression})" if self.compression else ""
@@ -420,7 +477,11 @@ def _complete_statement() -> sa.Update:
     table = _transfer_table()
     return (
         sa.update(table)
-        .where(table.c.id == sa.bindparam("b_id"), table.c.status == TransferStatus.TRANSFERRING.value)
+        .where(
+            table.c.id == sa.bindparam("b_id"),
+            table.c.status == TransferStatus.TRANSFERRING.value,
+            sa.or_(sa.bindparam("b_attempt", type_=sa.Integer).is_(None), table.c.attempt == sa.bindparam("b_attempt")),
+        )
         .values(
             status=TransferStatus.DONE.value,
             updated_at=sa.bindparam("b_now"),
@@ -469,6 +530,7 @@ def record_successes(session: Session, successes: Sequence[Success], *, by: str)
             "b_bytes": success.bytes_sent,
             "b_md5": success.sent_md5,
             "b_compression": success.compression,
+            "b_attempt": success.attempt,
         }
         if connection.execute(complete, values).rowcount != 1:
             refused[tid] = Conflict(f"transfer {tid} changed while 'complete' was applied; try again")
@@ -490,6 +552,10 @@ def record_successes(session: Session, successes: Sequence[Success], *, by: str)
         ],
     )
     done = _transfers(session, [s.transfer_id for s in recorded])
+    for transfer in done:
+        assert transfer.id is not None
+        attempts.end(connection, transfer.id, transfer.attempt, "Done", bytes_sent=transfer.bytes_sent, at=now)
+    reports.add_uph_lines(session, done)  # in this transaction: a Done transfer always has its line
     _remember_working_hosts(session, [(t.destination_name, s.host) for t, s in zip(done, recorded, strict=True)], now)
     return Recorded(done=done, refused=refused)
 
@@ -548,11 +614,18 @@ def record_success(
 
 
 def record_failure(
-    session: Session, transfer_id: int, error: TransferError, *, host: str | None, by: str
+    session: Session,
+    transfer_id: int,
+    error: TransferError,
+    *,
+    host: str | None,
+    by: str,
+    attempt: int | None = None,
 ) -> DataTransfer:
     """Apply the scheduling decision for a failed attempt: retry on the host, fail over to the next,
     requeue, fail or stop (`scheduling.after_failure`). After `max_failed_passes` passes in a row in
-    which every host failed, the destination is put on hold."""
+    which every host failed, the destination is put on hold. With `attempt`, Conflict unless that is
+    still the transfer's current attempt."""
     transfer = get_transfer(session, transfer_id)
     destination = session.get(Destination, transfer.destination_name)
     if destination is None:
@@ -564,8 +637,18 @@ def record_failure(
     decision = after_failure(transfer, destination, error, now, hosts=[h.name for h in hosts], host=host, retry=retry)
     fields: dict[str, Any] = {"error": decision.reason, "host_name": host, **decision.fields}
     changed = change_status(
-        session, transfer_id, decision.action, decision.status, by=by, reason=decision.reason, **fields
+        session, transfer_id, decision.action, decision.status, by=by, reason=decision.reason, attempt=attempt, **fields
     )
+    attempts.end(
+        session.connection(),
+        transfer_id,
+        changed.attempt,
+        decision.status.value,
+        error=str(error),
+        bytes_sent=changed.bytes_sent,
+        at=now,
+    )
+    reports.add_err_line(session, changed, str(error))
     if decision.pass_failed:
         state = destination_state(session, destination.name)
         state.failed_passes += 1
@@ -658,6 +741,17 @@ def recover(
                 by=mover,
                 reason=f"mover {previous} stopped during the transfer",
             )
+            # The interrupted attempt failed: its ERR line, from the row as the attempt left it.
+            reports.add_err_line(session, interrupted, f"mover {previous} stopped during the transfer")
+            attempts.end(
+                session.connection(),
+                transfer_id,
+                interrupted.attempt,
+                TransferStatus.INTERRUPTED.value,
+                error=f"mover {previous} stopped during the transfer",
+                bytes_sent=interrupted.bytes_sent,
+                at=now,
+            )
             change_status(
                 session,
                 transfer_id,
@@ -713,4 +807,5 @@ def transfer_public(session: Session, transfer_id: int) -> DataTransferPublic:
             )
             for h in history
         ],
+        attempts=attempts.of_transfer(session, transfer_id),
     )

@@ -20,9 +20,11 @@ from prefect.utilities.annotations import quote
 
 from blocks.base import HostBlock
 from blocks.registry import block_for
+from catalog import outbox
 from catalog.database import session_scope
 from catalog.dispatching import plans
 from catalog.transfers import record_failure, set_flow_run
+from tasks import publishing
 from tasks.continental import continental_store
 from tasks.delivery import Delivery
 from tasks.runtime import runtime
@@ -42,11 +44,13 @@ def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
     rt = runtime()
     context = FlowRunContext.get()
     with session_scope(rt.engine) as session:
+        outbox.claim_on_add(session, mover)
         if context and context.flow_run:
             set_flow_run(session, transfer_ids, str(context.flow_run.id))
         planned, unplannable = plans(session, transfer_ids)
         for transfer_id, error in unplannable.items():
-            record_failure(session, transfer_id, error, host=None, by=mover)
+            record_failure(session, transfer_id, error, host=None, by=mover)  # with its ERR line
+    publishing.publish_added(rt.engine, rt.settings, mover, outbox.added(session))
     blocks: dict[str, HostBlock] = {}  # one block per host, shared by its files
     deliveries = []
     for p in planned:
@@ -68,6 +72,7 @@ def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
                 p.compression,
                 p.interrupted_attempt_at,
                 source,
+                p.attempt,
             )
         )
     return deliveries

@@ -40,6 +40,7 @@ from catalog.continental import proxy_host as check_proxy_host
 from catalog.database import session_scope
 from catalog.transfers import claim_ids, expire_due, heartbeat, recover
 from flows.dispatch import dispatch, started_signal
+from tasks import publishing
 from tasks.continental import pre_replication_pass
 from tasks.runtime import runtime
 
@@ -48,8 +49,29 @@ PRE_REPLICATION_EVERY = 1.0
 #: About a second of work at loopback speeds; a larger file is claimed alone.
 CLAIM_BYTES = 64 * 1024 * 1024
 CLAIM_FILES = 500  # with 4 dispatches at once; fewer, larger dispatches cost Prefect less per file
+#: How often the mover copies out outbox rows that no just-committed transaction published (seconds).
+PUBLISH_EVERY = 2.0
 #: How long the mover waits for a dispatch's flow run to be created before it goes on regardless.
 SUBFLOW_START_SECONDS = 10.0
+
+
+class _Publishing(threading.Thread):
+    """Copies out the outbox rows nobody else will: those of movers that died, this mover's own from
+    its previous run (at once, on start), and rows whose sink failed (see `tasks.publishing`)."""
+
+    def __init__(self, name: str, every: float) -> None:
+        super().__init__(name=f"publishing-{name}", daemon=True)
+        self.mover, self.every, self.stopped = name, every, threading.Event()
+
+    def run(self) -> None:
+        rt = runtime()
+        while True:
+            try:
+                publishing.drain(rt.engine, rt.settings, self.mover)
+            except Exception as exc:  # noqa: BLE001 — the rows stay in the outbox; the next pass takes them
+                logging.getLogger("pds.mover").warning("outbox drain of %s failed: %s", self.mover, exc)
+            if self.stopped.wait(self.every):
+                return
 
 
 class _Heartbeat(threading.Thread):
@@ -94,11 +116,15 @@ def mover(
     dead_runs: set[str] = set()
     with session_scope(rt.engine) as session:
         recovered = recover(session, name, stale_after=stale_after, flow_runs=dead_runs)
+    # What its previous run left in the outbox, and the ERR lines of the attempts recovered just now.
+    publishing.drain(rt.engine, rt.settings, name)
     if recovered:
         logger.warning("recovered %d interrupted transfer(s): %s", len(recovered), recovered)
         end_dead_runs(dead_runs, name)
     beat = _Heartbeat(name, settings.mover_heartbeat_seconds)
     beat.start()
+    publisher = _Publishing(name, PUBLISH_EVERY)
+    publisher.start()
     in_flight: set[Future[object]] = set()
     without_heartbeats = _settings_without_heartbeats()
     counts = {"dispatches": 0, "transfers": 0, "recovered": len(recovered)}
@@ -155,6 +181,8 @@ def mover(
                 time.sleep(settings.mover_poll_seconds)
         finally:
             beat.stopped.set()
+            publisher.stopped.set()
+    publisher.join(30)  # rows it could not copy out stay in the outbox for the next run or another mover
     logger.info("mover %s ends: %s", name, counts)
     return counts
 

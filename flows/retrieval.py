@@ -31,6 +31,7 @@ from catalog.database import session_scope
 from catalog.models import Host
 from catalog.retrieval import Fetch, claim_fetches, host_connections, recover_fetches
 from catalog.transfers import heartbeat
+from tasks import publishing
 from tasks.retrieval import retrieve_batch
 from tasks.runtime import runtime
 
@@ -64,6 +65,7 @@ def retrieval(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bo
         recovered = recover_fetches(session, name, stale_after=timedelta(seconds=settings.mover_stale_seconds))
     if recovered:
         logger.warning("%d file(s) left Fetching by a stopped retriever are fetched again", recovered)
+    publishing.drain(rt.engine, rt.settings, name)  # the RET lines its previous run committed, not written
     counts = {"batches": 0, "files": 0, "recovered": recovered}
     in_flight: set[Future[object]] = set()
     started = last_beat = time.monotonic()

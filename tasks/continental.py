@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from sqlmodel import Session
 
 from blocks.registry import block_for
+from catalog import outbox
 from catalog.continental import (
     PreReplication,
     due_for_pre_replication,
@@ -34,7 +35,8 @@ from catalog.errors import InvalidInput
 from catalog.models import Host, utcnow
 from catalog.replication import ToReplicate
 from catalog.store import DataStore
-from tasks.replication import copy_verified, write_copy_event
+from tasks import publishing
+from tasks.replication import add_copy_event, copy_verified
 from tasks.runtime import runtime
 
 _stores: dict[tuple[str, bool], DataStore] = {}
@@ -74,17 +76,20 @@ def pre_replicate(item: PreReplication, host: Host, mover: str) -> bool:
     except Exception as exc:  # noqa: BLE001 — recorded and logged; the main movers send the file instead
         error = f"{type(exc).__name__}: {exc}"
     with session_scope(rt.engine) as session:
+        outbox.claim_on_add(session, mover)
         record_pre_replication(session, item, host.name, error=error, mover=mover)
-    write_copy_event(
-        item.data_file_id,
-        transfer_id=item.transfer_id,
-        target=target,
-        error=error,
-        started=started,
-        clock=clock,
-        caller=mover,
-        action="proxy",
-    )
+        add_copy_event(
+            session,
+            item.data_file_id,
+            transfer_id=item.transfer_id,
+            target=target,
+            error=error,
+            started=started,
+            clock=clock,
+            caller=mover,
+            action="proxy",
+        )
+    publishing.publish_added(rt.engine, rt.settings, mover, outbox.added(session))
     return error is None
 
 

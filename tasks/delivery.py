@@ -26,3 +26,5 @@ class Delivery:
     """Set when a crashed mover's attempt may already have delivered the file (see `already_there`)."""
     source: DataStore | None = None
     """Where the bytes are read from: a continental mover's store location; None: the Data Store."""
+    attempt: int | None = None
+    """The attempt's number (its fencing token): the mover's writes apply only while it is current."""

@@ -180,15 +180,17 @@ def _json(document: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def pds_payload(n: Notification) -> bytes:
+def pds_payload(n: Notification, message_id: str | None = None) -> bytes:
     """The `pds` notification, compact UTF-8 JSON.
 
     Fields: `name` (path at the destination), `size` (bytes), `md5` (hex), `adler32` (hex or null),
     `destination`, `data_file_id`, `transfer_id` (null when not a dissemination), `available_at`
-    (RFC 3339, UTC) and `url` (where to fetch the product).
+    (RFC 3339, UTC) and `url` (where to fetch the product); `id` first when the message has one (a
+    notification of a transfer always has: it is the same on every copy, for dropping duplicates).
     """
     return _json(
         {
+            **({"id": message_id} if message_id else {}),
             "name": n.name,
             "size": n.size,
             "md5": n.md5,
@@ -244,12 +246,21 @@ def wis2_payload(
     )
 
 
-def payload(target: NotificationTarget, n: Notification) -> bytes:
+def payload(target: NotificationTarget, n: Notification, message_id: str | None = None) -> bytes:
     """The message body in the target's format; a `wis2` data_id is `<destination>/<file path>`."""
     if target.payload_format == "wis2":
         assert target.metadata_id is not None  # checked when the target was built
-        return wis2_payload(n, data_id=f"{n.destination}/{n.name.lstrip('/')}", metadata_id=target.metadata_id)
-    return pds_payload(n)
+        data_id = f"{n.destination}/{n.name.lstrip('/')}"
+        return wis2_payload(n, data_id=data_id, metadata_id=target.metadata_id, message_id=message_id)
+    return pds_payload(n, message_id)
+
+
+def content_type(target: NotificationTarget) -> str:
+    return "application/geo+json" if target.payload_format == "wis2" else "application/json"
+
+
+#: The MQTT v5 user property that carries a notification's message id, the same on every copy.
+MESSAGE_ID_PROPERTY = "message-id"
 
 
 class _Connection:
@@ -374,13 +385,38 @@ class Publisher:
 
     def publish(self, target: NotificationTarget, notification: Notification) -> None:
         """Publish one notification; returns once the broker has it (acknowledged at QoS 1 and 2)."""
+        body = payload(target, notification)
+        self.send(
+            target.broker,
+            target.topic,
+            body,
+            qos=target.qos,
+            retain=target.retain,
+            expiry=target.expiry,
+            content_type=content_type(target),
+        )
+
+    def send(
+        self,
+        broker: Broker,
+        topic: str,
+        body: bytes,
+        *,
+        qos: int,
+        retain: bool,
+        expiry: int | None,
+        content_type: str,
+        message_id: str | None = None,
+    ) -> None:
+        """Publish a rendered message (the outbox's); returns once the broker has it at QoS 1 and 2."""
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         properties.PayloadFormatIndicator = 1  # UTF-8
-        properties.ContentType = "application/geo+json" if target.payload_format == "wis2" else "application/json"
-        if target.expiry is not None:
-            properties.MessageExpiryInterval = target.expiry
-        body = payload(target, notification)
-        self._connection(target.broker).publish(target.topic, body, target.qos, target.retain, properties)
+        properties.ContentType = content_type
+        if expiry is not None:
+            properties.MessageExpiryInterval = expiry
+        if message_id:
+            properties.UserProperty = (MESSAGE_ID_PROPERTY, message_id)
+        self._connection(broker).publish(topic, body, qos, retain, properties)
 
     def close(self) -> None:
         """Disconnect from every broker; the publisher cannot be used afterwards."""

@@ -10,12 +10,13 @@ from datetime import datetime, timedelta
 from prefect import task
 from sqlmodel import Session, col, select
 
+from catalog import outbox
 from catalog.database import session_scope
 from catalog.events import cpy_from
 from catalog.models import DataFile, DataTransfer, Destination, utcnow
 from catalog.replication import ToReplicate, record_replica
 from catalog.store import DataStore
-from tasks.reporting import event_log
+from tasks import publishing
 from tasks.runtime import runtime
 
 
@@ -43,12 +44,20 @@ def replicate(item: ToReplicate, replica: DataStore, caller: str) -> bool:
         error = copy_verified(rt.store, replica, item)
     except Exception as exc:  # noqa: BLE001 — reported in the CPY line; the next pass tries again
         error = f"{type(exc).__name__}: {exc}"
-    if error is None:
-        with session_scope(rt.engine) as session:
+    with session_scope(rt.engine) as session:
+        outbox.claim_on_add(session, caller)
+        if error is None:
             record_replica(session, item.data_file_id, replica.location(), item.md5)
-    write_copy_event(
-        item.data_file_id, target=replica.location(), error=error, started=started, clock=clock, caller=caller
-    )
+        add_copy_event(
+            session,
+            item.data_file_id,
+            target=replica.location(),
+            error=error,
+            started=started,
+            clock=clock,
+            caller=caller,
+        )
+    publishing.publish_added(rt.engine, rt.settings, caller, outbox.added(session))
     return error is None
 
 
@@ -59,7 +68,8 @@ def replicate_batch(items: list[ToReplicate], replica_index: int, location: str,
     return {"replicated": done, "failed": len(items) - done}
 
 
-def write_copy_event(
+def add_copy_event(
+    session: Session,
     data_file_id: int,
     *,
     target: str,
@@ -72,31 +82,30 @@ def write_copy_event(
 ) -> None:
     """The CPY line of one copy of a data file out of the Data Store (to a replica, or to a
     continental mover's store with action `proxy`), for transfer `transfer_id` of that file (by
-    default its first one). Nothing is written for a file purged meanwhile."""
+    default its first one), as an outbox row of `session`: it commits with the copy's record. Nothing is
+    written for a file purged meanwhile."""
     rt = runtime()
     duration = timedelta(seconds=time.monotonic() - clock)
-    with Session(rt.engine) as session:
-        if transfer_id is not None:
-            transfer = session.get(DataTransfer, transfer_id)
-        else:
-            transfer = session.exec(
-                select(DataTransfer).where(DataTransfer.data_file_id == data_file_id).order_by(col(DataTransfer.id))
-            ).first()
-        data_file = session.get(DataFile, data_file_id)
-        destination = session.get(Destination, transfer.destination_name) if transfer else None
+    if transfer_id is not None:
+        transfer = session.get(DataTransfer, transfer_id)
+    else:
+        transfer = session.exec(
+            select(DataTransfer).where(DataTransfer.data_file_id == data_file_id).order_by(col(DataTransfer.id))
+        ).first()
+    data_file = session.get(DataFile, data_file_id)
+    destination = session.get(Destination, transfer.destination_name) if transfer else None
     if transfer and data_file and destination:
-        event_log(rt.settings.resolved_event_log()).write(
-            cpy_from(
-                transfer,
-                data_file,
-                destination,
-                source=rt.store.location(),
-                target=target,
-                ok=error is None,
-                message=error,
-                action=action,
-                start_time=started,
-                duration=duration,
-                caller=caller,
-            )
+        line = cpy_from(
+            transfer,
+            data_file,
+            destination,
+            source=rt.store.location(),
+            target=target,
+            ok=error is None,
+            message=error,
+            action=action,
+            start_time=started,
+            duration=duration,
+            caller=caller,
         )
+        outbox.add_lines(session, [line])

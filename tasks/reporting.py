@@ -1,8 +1,10 @@
 """What the outside world hears about each attempt: an event line (UPH when a file is delivered,
 ERR when an attempt fails) and, for destinations that ask for it, an MQTT notification on Done.
 
-Reporting never changes the outcome: the transfer's status is already recorded when a line is
-written, and a broker that cannot be reached is logged, not turned into a failed transfer.
+The lines and notifications are outbox rows (`catalog.outbox`), added in the transaction that records
+the outcome: the lines by `catalog.transfers` itself, the notifications here (their payloads are
+built by `tasks.notify`). `tasks.publishing` copies them out after the commit. Reporting never changes
+the outcome: a broker that cannot be reached delays a notification, it does not fail a transfer.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from string import Template
 
-import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from catalog.events import EventLog, err_from, uph_from
+from catalog import outbox
+from catalog.events import EventLog
 from catalog.models import DataFile, DataTransfer, Destination, Host, utcnow
 from catalog.settings import Settings
-from tasks.notify import Notification, NotificationError, NotificationTarget, Publisher
+from tasks.notify import Notification, NotificationTarget, Publisher, content_type, payload
 
 log = logging.getLogger("pds.reporting")
 
@@ -34,15 +36,6 @@ def event_log(target: str | None) -> EventLog:
 @lru_cache(maxsize=1)
 def publisher() -> Publisher:
     return Publisher(timeout=10.0)
-
-
-def _rows(session: Session, transfer: DataTransfer) -> tuple[DataFile, Destination, Host | None] | None:
-    data_file = session.get(DataFile, transfer.data_file_id)
-    destination = session.get(Destination, transfer.destination_name)
-    if data_file is None or destination is None:
-        return None
-    host = session.get(Host, transfer.host_name) if transfer.host_name else None
-    return data_file, destination, host
 
 
 @dataclass(frozen=True)
@@ -74,29 +67,18 @@ def done_reports(session: Session, done: Sequence[tuple[DataTransfer, str]]) -> 
     return reports
 
 
-def delivered(settings: Settings, reports: Sequence[DoneReport]) -> None:
-    """Transfers are Done (and committed): their UPH lines, then notifications where the
-    destination has a topic."""
-    log_file = event_log(settings.resolved_event_log())
-    for report in reports:
-        if report.host is not None:
-            log_file.write(uph_from(report.transfer, report.data_file, report.destination, report.host))
-        if report.destination.mqtt_topic and settings.mqtt_url:
-            notify(settings, report.transfer, report.data_file, report.destination, report.host, report.remote_path)
-
-
-def attempt_failed(engine: sa.Engine, settings: Settings, transfer: DataTransfer, message: str) -> None:
-    """An attempt failed (whatever comes next: a retry, a failover, Failed or Stopped): its ERR line.
-
-    `transfer` is the row as the failure left it (host, times of that attempt): by the time this runs
-    another mover may already have claimed it for its next attempt, on another host.
-    """
-    with Session(engine, expire_on_commit=False) as session:
-        rows = _rows(session, transfer)
-    if rows is None:
+def add_notifications(session: Session, settings: Settings, reports: Sequence[DoneReport]) -> None:
+    """Transfers are being recorded Done: the notification of each whose destination has a topic, as
+    outbox rows of the same transaction."""
+    if not settings.mqtt_url:
         return
-    data_file, destination, host = rows
-    event_log(settings.resolved_event_log()).write(err_from(transfer, data_file, destination, host, message=message))
+    rendered = []
+    for r in reports:
+        if r.destination.mqtt_topic:
+            message = notification(settings, r.transfer, r.data_file, r.destination, r.host, r.remote_path)
+            if message is not None:
+                rendered.append(message)
+    outbox.add_notifications(session, rendered)
 
 
 #: URL schemes of object stores, whose paths start with the bucket (or container).
@@ -123,14 +105,15 @@ def fetch_url(host: Host | None, remote_path: str) -> str:
     return f"{host.protocol}://{address}/{path}"
 
 
-def notify(
+def notification(
     settings: Settings,
     transfer: DataTransfer,
     data_file: DataFile,
     destination: Destination,
     host: Host | None,
     remote_path: str,
-) -> None:
+) -> outbox.Notification | None:
+    """The rendered notification of a Done transfer, None (with a warning) if it cannot be made."""
     assert destination.mqtt_topic is not None and transfer.id is not None and data_file.id is not None
     topic = Template(destination.mqtt_topic).safe_substitute(
         destination=destination.name, name=posixpath.basename(transfer.target)
@@ -145,7 +128,7 @@ def notify(
             payload_format="wis2" if destination.mqtt_payload == "wis2" else "pds",
             metadata_id=f"urn:wmo:md:{settings.wis2_centre_id}:{destination.name}",
         )
-        notification = Notification(
+        product = Notification(
             name=transfer.target,
             size=transfer.bytes_sent or data_file.size or 0,  # what the site got (compressed or not)
             md5=transfer.sent_md5 or data_file.md5 or "0" * 32,
@@ -156,6 +139,17 @@ def notify(
             available_at=transfer.finished_at or utcnow(),
             url=fetch_url(host, remote_path),
         )
-        publisher().publish(target, notification)
-    except (NotificationError, ValueError) as exc:
+    except ValueError as exc:
         log.warning("notification of transfer %s to %s not published: %s", transfer.id, topic, exc)
+        return None
+    message_id = outbox.new_message_id()
+    return outbox.Notification(
+        topic=target.topic,
+        body=payload(target, product, message_id),
+        qos=target.qos,
+        retain=target.retain,
+        expiry=target.expiry,
+        content_type=content_type(target),
+        transfer_id=transfer.id,
+        message_id=message_id,
+    )

@@ -17,12 +17,13 @@ from prefect import task
 from sqlmodel import Session, select
 
 from blocks.registry import block_for
+from catalog import outbox
 from catalog.database import session_scope
 from catalog.events import ret_from
 from catalog.models import DataFile, DataTransfer, Destination, Host, utcnow
 from catalog.retrieval import Fetch, record_fetch_failure, record_fetched
 from catalog.store import StoredObject
-from tasks.reporting import event_log
+from tasks import publishing
 from tasks.runtime import runtime
 
 log = logging.getLogger("pds.retrieval")
@@ -68,41 +69,49 @@ def retrieve(fetch: Fetch, retriever: str) -> bool:
         error = str(exc)
     duration = timedelta(seconds=time.monotonic() - clock)
     with session_scope(rt.engine) as session:
+        outbox.claim_on_add(session, retriever)
         if error is None:
             record_fetched(session, fetch.data_file_id, stored, by=retriever)
         else:
             record_fetch_failure(session, fetch.data_file_id, error, by=retriever)
-    if host is not None:
-        _ret_line(fetch, host, retriever, started, duration, error)
+        if host is not None:  # the RET lines commit with the outcome they report (`catalog.outbox`)
+            _ret_lines(session, fetch, host, retriever, started, duration, error)
+    publishing.publish_added(rt.engine, rt.settings, retriever, outbox.added(session))
     if error:
         log.warning("retrieval of data file %s failed: %s", fetch.data_file_id, error)
     return error is None
 
 
-def _ret_line(
-    fetch: Fetch, host: Host, retriever: str, started: object, duration: timedelta, error: str | None
+def _ret_lines(
+    session: Session,
+    fetch: Fetch,
+    host: Host,
+    retriever: str,
+    started: object,
+    duration: timedelta,
+    error: str | None,
 ) -> None:
-    rt = runtime()
-    with Session(rt.engine) as session:
-        data_file = session.get(DataFile, fetch.data_file_id)
-        transfers = session.exec(select(DataTransfer).where(DataTransfer.data_file_id == fetch.data_file_id)).all()
-        for transfer in transfers:
-            destination = session.get(Destination, transfer.destination_name)
-            if data_file is None or destination is None or transfer.id not in fetch.transfer_ids:
-                continue
-            event_log(rt.settings.resolved_event_log()).write(
-                ret_from(
-                    transfer,
-                    data_file,
-                    destination,
-                    host,
-                    start_time=started,  # type: ignore[arg-type]
-                    duration=duration,
-                    data_only_duration=duration,
-                    mover_name=retriever,
-                    error=error,
-                )
+    data_file = session.get(DataFile, fetch.data_file_id)
+    transfers = session.exec(select(DataTransfer).where(DataTransfer.data_file_id == fetch.data_file_id)).all()
+    lines = []
+    for transfer in transfers:
+        destination = session.get(Destination, transfer.destination_name)
+        if data_file is None or destination is None or transfer.id not in fetch.transfer_ids:
+            continue
+        lines.append(
+            ret_from(
+                transfer,
+                data_file,
+                destination,
+                host,
+                start_time=started,  # type: ignore[arg-type]
+                duration=duration,
+                data_only_duration=duration,
+                mover_name=retriever,
+                error=error,
             )
+        )
+    outbox.add_lines(session, lines)
 
 
 @task(name="retrieve", task_run_name="retrieve from {host}: {n} file(s)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import contextlib
 import logging
 import posixpath
 import time
@@ -22,13 +24,16 @@ from typing import IO, Any
 import fsspec
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from sqlmodel import Session
 
-from blocks.base import ReadAhead
+from blocks.base import HostBlock, ReadAhead
+from blocks.deadline import PROGRESS_BYTES, Deadlines, Stalled
+from catalog import attempts, outbox
 from catalog.database import session_scope
-from catalog.errors import RetryOnSameHost, TransferError
+from catalog.errors import Conflict, RetryOnSameHost, TransferError
 from catalog.store import DataStore
 from catalog.transfers import Success, record_failure, record_progress, record_successes
-from tasks import reporting
+from tasks import publishing, reporting
 from tasks.compression import compress_delivery
 from tasks.delivery import Delivery
 from tasks.runtime import runtime
@@ -49,69 +54,109 @@ def temporary_path(final: str, transfer_id: int) -> str:
     return posixpath.join(directory, f".{name}.pds-{transfer_id}.tmp")
 
 
+class AttemptOver(Exception):
+    """The attempt is no longer the transfer's current one — stopped, or taken over by another mover —
+    so its writer stops, removes its temporary file and records nothing."""
+
+
 def send_data_file(
     store: DataStore,
     delivery: Delivery,
     fs: fsspec.AbstractFileSystem | None = None,
     *,
-    progress: Callable[[int], None] | None = None,
-    progress_every: float = 2.0,
+    progress: Callable[[int], bool | None] | None = None,
+    progress_every: float = 1.0,
+    deadlines: Deadlines | None = None,
+    still_current: Callable[[], bool] | None = None,
 ) -> Sent:
-    """Stream one object to the host; raise TransferError (classified) on any failure."""
+    """Stream one object to the host; raise TransferError (classified) on any failure.
+
+    Every call to the host has a deadline (`blocks.deadline`). `progress` is told the bytes sent
+    between chunks, at most every `progress_every` seconds: when it answers False the attempt is over
+    (`AttemptOver`), so a stopped transfer stops writing within about a second. `still_current` is
+    asked just before the file takes its final name, so a stopped one never appears under it.
+    """
     block, final = delivery.host, delivery.remote_path
     temp = temporary_path(final, delivery.transfer_id) if block.supports_rename else final
-    started, written = time.monotonic(), False
+    started, written, sent = time.monotonic(), False, 0
+    io = deadlines or Deadlines(block.name, block.timeout())
+    owned = fs is None
     try:
-        fs = fs or block.filesystem()  # connecting is part of the attempt: its errors are classified too
+        if fs is None:  # connecting is part of the attempt: its errors are classified too
+            fs = io.connect(block.filesystem)
+            connection = fs
+            io.abort = lambda: block.abort(connection)
         parent = posixpath.dirname(final)
         if block.has_directories and parent and parent != "/":
-            fs.makedirs(parent, exist_ok=True)
-        sent, last_report, written = 0, started, False
+            io.call("creating directories", fs.makedirs, parent, exist_ok=True)
+        if temp != final and delivery.attempt != 1:
+            # An earlier attempt's file goes before this one is created: a late writer of that attempt
+            # (stopped, or its mover taken over) then writes into the old file, which is unlinked,
+            # never into this attempt's — opening the same name for writing would share it.
+            _remove_quietly(fs, temp, io)
+        last_report = started
         pace = Pace.from_options(block.name, block.options)
         chunk_size = pace.chunk_size(store.chunk_size)
         # The next chunks are read from the Data Store in a thread while this one is on the wire (as
         # rclone's async reader does): a store on a cold disk or behind a network otherwise adds its
         # whole read time to the transfer. At most two chunks wait.
         with ReadAhead(store.open(delivery.store_key), chunk_size) as source:
-            target = fs.open(temp, "wb")
+            target = io.call("opening the file", fs.open, temp, "wb")
             try:
                 while chunk := source.read(chunk_size):
-                    target.write(chunk)
+                    io.write(target, chunk)
                     sent += len(chunk)
                     pace.after(sent)
                     if progress and time.monotonic() - last_report >= progress_every:
-                        progress(sent)
+                        if progress(sent) is False:
+                            raise AttemptOver(f"transfer {delivery.transfer_id}: attempt over after {sent} bytes")
                         last_report = time.monotonic()
             except BaseException:
-                _abandon(target, keep_partial=block.supports_rename)
+                if io.stalled is None:  # a stalled connection takes no more calls
+                    _abandon(target, keep_partial=block.supports_rename)
                 raise
-            target.close()
+            discardable = callable(getattr(target, "discard", None))
+            if temp == final and discardable and still_current is not None and not still_current():
+                # Without a rename, closing is what makes the object visible: not for a finished attempt.
+                _abandon(target, keep_partial=False)
+                raise AttemptOver(f"transfer {delivery.transfer_id}: attempt over before the upload was committed")
+            # Closing may send the last buffered part (object stores): it gets time for that part too.
+            io.call("closing the file", target.close, seconds=io.timeout * max(1, chunk_size // PROGRESS_BYTES))
         written = True
         confirmed = block.confirmed_write(target)  # what the host said when it took the file, if anything
         if confirmed is not None:
             remote_size, md5 = confirmed
         else:
-            remote_size = int(fs.size(temp)) if block.reads_back else sent
+            remote_size = int(io.call("checking the size", fs.size, temp)) if block.reads_back else sent
         if remote_size != delivery.size or sent != delivery.size:
             raise RetryOnSameHost(
                 f"size check failed on host {block.name}: sent {sent}, host has {remote_size}, expected {delivery.size}"
             )
         if confirmed is None:
-            md5 = block.remote_md5(fs, temp) if block.reports_md5 else None
+            md5 = io.call("checking the MD5", block.remote_md5, fs, temp) if block.reports_md5 else None
         if md5 is not None and md5 != delivery.md5:
             raise RetryOnSameHost(f"MD5 check failed on host {block.name}: host has {md5}, expected {delivery.md5}")
         if temp != final:
-            fs.mv(temp, final)
+            # The fence: the final name is written only while this attempt is still the current one.
+            if still_current is not None and not still_current():
+                raise AttemptOver(f"transfer {delivery.transfer_id}: attempt over before the rename")
+            io.call("renaming", fs.mv, temp, final)
     except BaseException as exc:
-        if fs is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
-            exc = block.diagnose(fs, temp, exc, delivery.size)
+        healthy = fs is not None and io.stalled is None
+        if healthy and not isinstance(exc, KeyboardInterrupt | SystemExit | AttemptOver):
+            with contextlib.suppress(Stalled):  # then the error stays the one the attempt saw
+                exc = io.call("diagnosing", block.diagnose, fs, temp, exc, delivery.size)
         # A temporary file always goes; a final object only if this attempt wrote it (an object store
         # without rename), so a bad copy is never left where the site would take it as good.
-        if fs is not None and (temp != final or written):
-            _remove_quietly(fs, temp)
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
+        if healthy and (temp != final or written):
+            _remove_quietly(fs, temp, io)
+        if isinstance(exc, KeyboardInterrupt | SystemExit | AttemptOver):
             raise
         raise block.classify(exc) from exc
+    finally:
+        if deadlines is None:  # this attempt's own connection, if it made one
+            _close_quietly(block, fs if owned else None, io)
+            io.close()
     return Sent(bytes=sent, seconds=time.monotonic() - started, md5_verified=md5 is not None)
 
 
@@ -163,12 +208,24 @@ class Pace:
             )
 
 
-def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str | None) -> None:
+def _close_quietly(block: HostBlock, fs: fsspec.AbstractFileSystem | None, io: Deadlines) -> None:
+    if fs is None or io.stalled is not None:
+        return  # nothing opened, or already aborted
+    try:
+        io.call("closing the connection", block.close, fs)
+    except Exception:  # noqa: BLE001 — the outcome is decided; the server drops the session anyway
+        log.debug("could not close the connection to host %s", block.name, exc_info=True)
+
+
+def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str | None, io: Deadlines | None = None) -> None:
     if path is None:
         return
     try:
-        if fs.exists(path):
-            fs.rm(path)
+        if io is None:
+            if fs.exists(path):
+                fs.rm(path)
+        elif io.call("looking for the temporary file", fs.exists, path):
+            io.call("removing the temporary file", fs.rm, path)
     except Exception:  # noqa: BLE001 — the transfer already failed; its error is what matters
         log.warning("could not remove temporary file %s", path)
 
@@ -219,15 +276,27 @@ def prepare(delivery: Delivery, fs: fsspec.AbstractFileSystem | None) -> tuple[D
     return delivery, applied, False
 
 
-def stream(delivery: Delivery, applied: str | None, fs: fsspec.AbstractFileSystem | None) -> Delivered:
-    """Stream one prepared file to its host, reporting progress on the way (`send_data_file`)."""
+def stream(
+    delivery: Delivery, applied: str | None, fs: fsspec.AbstractFileSystem | None, io: Deadlines | None = None
+) -> Delivered:
+    """Stream one prepared file to its host, reporting progress on the way (`send_data_file`); the
+    progress reports and the check before the rename carry the attempt's number, its fencing token."""
     rt = runtime()
 
-    def progress(sent: int) -> None:
+    def progress(sent: int) -> bool:
         with session_scope(rt.engine) as session:
-            record_progress(session, delivery.transfer_id, sent)
+            return record_progress(session, delivery.transfer_id, sent, delivery.attempt)
 
-    return Delivered(delivery, send_data_file(delivery.source or rt.store, delivery, fs, progress=progress), applied)
+    def still_current() -> bool:
+        if delivery.attempt is None:
+            return True
+        with Session(rt.engine) as session:  # a read: no write lock per file
+            return attempts.still_running(session, delivery.transfer_id, delivery.attempt)
+
+    sent = send_data_file(
+        delivery.source or rt.store, delivery, fs, progress=progress, deadlines=io, still_current=still_current
+    )
+    return Delivered(delivery, sent, applied)
 
 
 def attempt(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None = None) -> Delivered:
@@ -238,6 +307,9 @@ def attempt(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None
         if there:
             return Delivered(delivery, Sent(delivery.size, 0.0, md5_verified=False), applied, ALREADY_THERE)
         return stream(delivery, applied, fs)
+    except AttemptOver:
+        log.info("transfer %s: attempt %s is over; nothing recorded", delivery.transfer_id, delivery.attempt)
+        raise
     except Exception as exc:
         classified = record_failed(delivery, mover, exc)
         if classified is exc:
@@ -250,9 +322,21 @@ def record_failed(delivery: Delivery, mover: str, exc: Exception) -> TransferErr
     classified error."""
     rt = runtime()
     classified = delivery.host.classify(exc)
-    with session_scope(rt.engine) as session:
-        transfer = record_failure(session, delivery.transfer_id, classified, host=delivery.host.name, by=mover)
-    reporting.attempt_failed(rt.engine, rt.settings, transfer, str(classified))
+    try:
+        with session_scope(rt.engine) as session:
+            outbox.claim_on_add(session, mover)
+            record_failure(
+                session, delivery.transfer_id, classified, host=delivery.host.name, by=mover, attempt=delivery.attempt
+            )
+    except Conflict as conflict:  # the attempt was stopped or taken over meanwhile: its outcome is not ours
+        log.info(
+            "transfer %s: failure of a finished attempt not recorded (%s): %s",
+            delivery.transfer_id,
+            conflict,
+            classified,
+        )
+        return classified
+    publishing.publish_added(rt.engine, rt.settings, mover, outbox.added(session))
     return classified
 
 
@@ -302,7 +386,11 @@ class ParallelPuts:
         delivery, compression, started, future = self._in_flight.popleft()
         block, path, written = delivery.host, delivery.remote_path, False
         try:
-            size, md5 = future.result()
+            try:  # the whole file in one request: the host's timeout for each MiB of it
+                size, md5 = future.result(timeout=block.timeout() * max(1, delivery.size / PROGRESS_BYTES))
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise Stalled(f"no answer from host {block.name} while putting {path}") from None
             written = True
             if size != delivery.size:
                 raise RetryOnSameHost(
@@ -321,8 +409,8 @@ class ParallelPuts:
 
 def record_delivered(done: list[Delivered], mover: str) -> None:
     """Record files that reached their sites as Done — a batch in one transaction of a few
-    statements, so small files do not queue for the database's write lock once per file — then
-    write their event lines and notifications.
+    statements, so small files do not queue for the database's write lock once per file — with
+    their event lines and notifications (outbox rows), then publish those.
 
     A crash before this commit leaves the transfers Transferring; recovery requeues them and
     `already_there` sees the files at the sites, so none is sent twice. A transfer that an operator
@@ -339,17 +427,20 @@ def record_delivered(done: list[Delivered], mover: str) -> None:
             sent_md5=item.delivery.md5,
             compression=item.compression,
             note=item.note,
+            attempt=item.delivery.attempt,
         )
         for item in done
     ]
     paths = {item.delivery.transfer_id: item.delivery.remote_path for item in done}
     with session_scope(rt.engine) as session:
-        recorded = record_successes(session, successes, by=mover)
+        outbox.claim_on_add(session, mover)
+        recorded = record_successes(session, successes, by=mover)  # with the UPH lines
         reports = reporting.done_reports(session, [(t, paths[t.id]) for t in recorded.done if t.id is not None])
+        reporting.add_notifications(session, rt.settings, reports)
     for transfer_id, refusal in recorded.refused.items():
         log.warning("transfer %s was delivered but not recorded Done: %s", transfer_id, refusal)
-    # after the commit: event lines and MQTT must not hold the write lock
-    reporting.delivered(rt.settings, reports)
+    # after the commit: copying to the event log and the broker must not hold the write lock
+    publishing.publish_added(rt.engine, rt.settings, mover, outbox.added(session))
 
 
 def deliver(delivery: Delivery, mover: str, fs: fsspec.AbstractFileSystem | None = None) -> Sent:
@@ -374,11 +465,17 @@ RECORD_EVERY = 1.0
 def send_batch(deliveries: list[Delivery], mover: str, n: int) -> dict[int, str]:
     """Small files to one host over one connection (several in flight where the host allows it);
     each file's outcome is recorded (successes a few at a time, failures at once)."""
+    host = deliveries[0].host
+    io = Deadlines(host.name, host.timeout())
     try:
-        fs = deliveries[0].host.filesystem()
-    except Exception:  # noqa: BLE001 — each delivery then connects on its own and records why it failed
-        fs = None
-    puts = ParallelPuts(runtime().store, fs) if fs is not None else None
+        fs = io.connect(host.filesystem)
+    except Exception as exc:  # noqa: BLE001 — every file of the batch would fail the same way
+        io.close()
+        for delivery in deliveries:
+            record_failed(delivery, mover, exc)
+        raise RetryOnSameHost(f"{n} file(s) not sent: {host.classify(exc)}") from exc
+    io.abort = lambda: host.abort(fs)
+    puts = ParallelPuts(runtime().store, fs)
     outcomes: dict[int, str] = {}
     pending: list[Delivered] = []
     last_record = time.monotonic()
@@ -387,6 +484,8 @@ def send_batch(deliveries: list[Delivery], mover: str, n: int) -> dict[int, str]
         if isinstance(result, Delivered):
             pending.append(result)
             outcomes[delivery.transfer_id] = "Done"
+        elif isinstance(result, AttemptOver):
+            outcomes[delivery.transfer_id] = f"attempt over: {result}"
         else:
             outcomes[delivery.transfer_id] = f"failed: {record_failed(delivery, mover, result)}"
 
@@ -396,12 +495,12 @@ def send_batch(deliveries: list[Delivery], mover: str, n: int) -> dict[int, str]
                 delivery, applied, there = prepare(delivery, fs)
                 if there:
                     outcome(delivery, Delivered(delivery, Sent(delivery.size, 0.0, False), applied, ALREADY_THERE))
-                elif puts is not None and puts.suits(delivery):
+                elif puts.suits(delivery):
                     puts.start(delivery, applied)
                     while puts.full():
                         outcome(*puts.finish_oldest())
                 else:
-                    outcome(delivery, stream(delivery, applied, fs))
+                    outcome(delivery, stream(delivery, applied, fs, io))
             except Exception as exc:  # noqa: BLE001 — recorded as this file's failed attempt
                 outcome(delivery, exc)
             if pending and time.monotonic() - last_record >= RECORD_EVERY:
@@ -410,6 +509,8 @@ def send_batch(deliveries: list[Delivery], mover: str, n: int) -> dict[int, str]
         while puts:
             outcome(*puts.finish_oldest())
     finally:
+        _close_quietly(host, fs, io)
+        io.close()
         record_delivered(pending, mover)
     failed = [tid for tid, result in outcomes.items() if result != "Done"]
     if failed:

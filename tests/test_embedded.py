@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,7 @@ import psutil
 import pytest
 
 from api.client import PdsClient
+from catalog.events import parse_line
 from tests.servers._common import free_port, wait_until
 
 BIG = 200 * 1024 * 1024
@@ -309,6 +311,19 @@ def test_sigkill_during_100_transfers_loses_none_sends_none_twice(stack, sshd, t
     assert not glob.glob(str(remote / ".*.tmp"))
     interrupted = [t for t in transfers if "Interrupted" in [h["to_status"] for h in t["history"]]]
     assert interrupted, "the kill interrupted no transfer"
+    # Every delivery accounted for: one UPH line per Done transfer, whatever the kill cut short.
+    done_ids = {str(t["id"]) for t in transfers}
+
+    def uph_lines() -> Counter[str]:
+        log = (stack.data_dir / "logs" / "events.log").read_text().splitlines()
+        return Counter(
+            dict(pairs)["DataTransferId"]
+            for category, pairs in map(parse_line, log)
+            if category == "UPH" and dict(pairs)["DataTransferId"] in done_ids
+        )
+
+    wait_until(lambda: set(uph_lines()) == done_ids, 30, "a UPH line for every Done transfer")
+    assert all(n == 1 for n in uph_lines().values()), "a transfer with two UPH lines"
 
 
 def test_an_upload_that_breaks_off_fails_its_transfer_and_queues_nothing(stack, tmp_path):

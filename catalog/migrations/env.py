@@ -10,6 +10,7 @@ import catalog.acquisition  # noqa: F401
 import catalog.continental  # noqa: F401
 import catalog.inventory  # noqa: F401
 import catalog.models  # noqa: F401
+import catalog.outbox  # noqa: F401
 import catalog.portal_models  # noqa: F401
 import catalog.products  # noqa: F401
 import catalog.proxy  # noqa: F401

@@ -497,3 +497,20 @@ def test_prs_from_the_catalog_keeps_the_readme_fields_and_order(entities):
     assert values["TimeBase"] == "not a time"  # kept as given when it is not a time
     assert values["DataStream"] == "GENFO"
     assert values["Type"] == "EF"
+
+
+def test_a_format_and_its_record_cannot_drift_apart(monkeypatch):
+    from catalog import events
+
+    events._check_records()  # as at import
+    monkeypatch.setitem(events.FORMATS, "ERR", (*events.FORMATS["ERR"], "NetworkCode"))
+    with pytest.raises(TypeError, match="ErrorEvent.*network_code"):
+        events._check_records()
+
+
+def test_every_format_is_declared_once_with_unique_keys():
+    from catalog.events import FORMATS, RECORDS
+
+    assert sorted(FORMATS) == sorted(r.CATEGORY for r in RECORDS) == ["CPY", "ERR", "INH", "PRS", "RET", "UPH"]
+    for category, keys in FORMATS.items():
+        assert len(set(keys)) == len(keys), category

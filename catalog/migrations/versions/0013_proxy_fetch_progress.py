@@ -1,7 +1,7 @@
 """proxy fetch progress times
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-06 22:30:00
 
 A pending proxy answer's Retry-After is estimated from the fetch's rate: measured from when the
@@ -15,8 +15,8 @@ from alembic import op
 
 import catalog.models
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

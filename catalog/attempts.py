@@ -1,0 +1,76 @@
+"""Transfer attempts: one row per claim, so every attempt can be followed (mover, Prefect flow run,
+host, start, end, bytes, outcome, error) and the attempt number serves as a fencing token.
+
+A transfer's `attempt` is the number of its latest attempt. A mover carries the number it claimed
+with, and its writes (progress, Done, a failure) apply only while the transfer is still Transferring
+under that number: an attempt that was stopped, or taken over after its mover went silent, can
+neither record an outcome nor mark Done what a newer attempt is sending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from catalog.models import AttemptPublic, DataTransfer, TransferAttempt, utcnow
+from catalog.statuses import TransferStatus
+
+
+def _table() -> sa.Table:
+    table: sa.Table = TransferAttempt.__table__  # type: ignore[attr-defined]
+    return table
+
+
+def start(connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Open attempts: rows of transfer_id, number, mover, host, started_at."""
+    if rows:
+        connection.execute(sa.insert(_table()), [{"bytes_sent": 0, **row} for row in rows])
+
+
+def link_flow_run(session: Session, transfer_ids: Sequence[int], flow_run_id: str) -> None:
+    """The open attempts of `transfer_ids` run in this Prefect flow run."""
+    table = _table()
+    session.connection().execute(
+        sa.update(table)
+        .where(table.c.transfer_id.in_(list(transfer_ids)), table.c.ended_at.is_(None))
+        .values(flow_run_id=flow_run_id)
+    )
+
+
+def end(
+    connection: sa.Connection,
+    transfer_id: int,
+    number: int | None,
+    outcome: str,
+    *,
+    error: str | None = None,
+    bytes_sent: int | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Close attempt `number` of the transfer (its open attempt when None); an attempt already closed
+    keeps its first outcome."""
+    table = _table()
+    which = table.c.number == number if number is not None else sa.true()
+    values: dict[str, Any] = {"ended_at": at or utcnow(), "outcome": outcome, "error": error}
+    if bytes_sent is not None:
+        values["bytes_sent"] = bytes_sent
+    connection.execute(
+        sa.update(table).where(table.c.transfer_id == transfer_id, which, table.c.ended_at.is_(None)).values(**values)
+    )
+
+
+def still_running(session: Session, transfer_id: int, number: int) -> bool:
+    """Whether attempt `number` is still the transfer's current one, Transferring (the writer's check)."""
+    row = session.exec(select(DataTransfer.status, DataTransfer.attempt).where(DataTransfer.id == transfer_id)).first()
+    return row is not None and row[0] == TransferStatus.TRANSFERRING.value and row[1] == number
+
+
+def of_transfer(session: Session, transfer_id: int) -> list[AttemptPublic]:
+    rows = session.exec(
+        select(TransferAttempt).where(TransferAttempt.transfer_id == transfer_id).order_by(col(TransferAttempt.number))
+    )
+    return [AttemptPublic.model_validate(row, from_attributes=True) for row in rows]
