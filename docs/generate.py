@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import dataclasses
 import html
 import importlib
 import inspect
@@ -690,7 +689,7 @@ def render_event_log() -> str:
     out = [
         "# Event-log lines",
         "",
-        GENERATED.format(source="the record classes in catalog/events.py"),
+        GENERATED.format(source="the FORMATS table in catalog/events.py"),
         "pds writes OpenECPDS's event-log lines, field for field, to `PDS_EVENT_LOG` (a file, by default "
         "`<data_dir>/logs/events.log`; `-` for standard output; `off` for nowhere). A line is "
         "`CAT;Key=Value;Key=Value…` with the keys in the order below; `-` is a value that is not known, "
@@ -700,9 +699,7 @@ def render_event_log() -> str:
     ]
     for record in records:
         doc = " ".join((record.__doc__ or "").split())
-        keys = [
-            (spec.metadata["key"], spec.metadata.get("omit_when_missing", False)) for spec in dataclasses.fields(record)
-        ]
+        keys = [(key.rstrip("?"), key.endswith("?")) for key in events.FORMATS[record.CATEGORY]]
         sample = ";".join([record.CATEGORY, *(f"{k}=…" for k, omit in keys if not omit)])
         out += [f"## {record.CATEGORY}", "", doc, "", "```", sample, "```", ""]
         optional = [k for k, omit in keys if omit]

@@ -24,10 +24,12 @@ def test_stac_api_validator_finds_no_error(stac_server):
             -79.6 + (n % 5) * 0.1 - (40 if n % 3 == 0 else 0),
             43.5 + (n % 4) * 0.1,
             f"2021-04-{1 + n % 28:02d}T04:39:{n % 60:02d}Z",
-            # the validator opens every asset: this one is real JSON the API serves
+            # the validator opens every asset: this one is real JSON the API serves (relative to the
+            # item: an absolute URL would be served through the proxy, whose extension schema is
+            # not among the schemas the offline validator has)
             assets={
                 "metadata": {
-                    "href": f"{stac_server.url}/stac/collections/sentinel-2-l2a",
+                    "href": "../../sentinel-2-l2a",
                     "roles": ["metadata"],
                     "type": "application/json",
                 }
