@@ -6,10 +6,10 @@ import sqlalchemy as sa
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
 
 from api.auth import AuthenticationMiddleware
 from api.errors import EXCEPTION_HANDLERS
+from api.home import home, openapi_config, schema_assets
 from api.metrics import metrics
 from api.routes.acquisition import acquisition_router
 from api.routes.config import destinations_router, hosts_router
@@ -71,12 +71,14 @@ def create_app(
             policies_router,
             s3_endpoint,
             *proxy_routers,
+            home,
+            schema_assets,
         ],
         state=State({"engine": engine, "store": store, "settings": settings, "portal": portal}),
         middleware=[DefineMiddleware(AuthenticationMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[on_startup],
-        openapi_config=OpenAPIConfig(title="pds", version="0.1.0", description="Product Data Store API"),
+        openapi_config=openapi_config("0.1.0"),
     )
 
 
