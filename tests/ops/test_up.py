@@ -37,15 +37,19 @@ class Up:
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.prefect_api = prefect_api_url or f"http://127.0.0.1:{self.prefect_port}/api"
         self.own_prefect = prefect_api_url is None
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PDS_", "PREFECT_"))} | {
-            "PDS_API_PORT": str(self.api_port),
-            "PDS_PREFECT_PORT": str(self.prefect_port),
-            "PDS_PORTAL_FTP_PORT": str(free_port()),
-            "PDS_PORTAL_SFTP_PORT": str(free_port()),
-            "PDS_API_URL": self.api_url,
-            "PDS_MOVER_POLL_SECONDS": "0.1",
-            "PREFECT_LOGGING_LEVEL": "WARNING",
-        } | settings
+        self.env = (
+            {k: v for k, v in os.environ.items() if not k.startswith(("PDS_", "PREFECT_"))}
+            | {
+                "PDS_API_PORT": str(self.api_port),
+                "PDS_PREFECT_PORT": str(self.prefect_port),
+                "PDS_PORTAL_FTP_PORT": str(free_port()),
+                "PDS_PORTAL_SFTP_PORT": str(free_port()),
+                "PDS_API_URL": self.api_url,
+                "PDS_MOVER_POLL_SECONDS": "0.1",
+                "PREFECT_LOGGING_LEVEL": "WARNING",
+            }
+            | settings
+        )
         self.log = root / "pds-up.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.client = PdsClient(self.api_url, user="admin", password="admin")
