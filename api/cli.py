@@ -899,11 +899,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def entry() -> None:
-    """The `pds` console script. Ctrl-C at any moment — while the command starts, waits for the API or
-    streams a push — ends it with one line and the shell's code for an interrupt, never a traceback."""
-    try:
-        code = main()
-    except KeyboardInterrupt:
-        print("pds: interrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
+    """Kept for installations whose `pds` script still names it; `api.command.entry` is the script now."""
+    from api.command import entry as command_entry
+
+    command_entry()

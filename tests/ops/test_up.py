@@ -176,6 +176,20 @@ def test_a_killed_api_is_started_again(stack):
     assert stack.process.poll() is None
 
 
+def test_a_killed_api_worker_brings_the_api_back(stack):
+    workers = psutil.Process(stack.pid("api")).children(recursive=True)
+    assert workers, "the API serves from worker processes"
+    for worker in workers:
+        worker.kill()
+    wait_until(lambda: all(gone(w.pid) for w in workers), 30, "the workers to die")
+
+    def answers() -> bool:
+        return httpx.get(f"{stack.api_url}/health", timeout=2).status_code == 200
+
+    wait_until(answers, 90, "the API to answer again", log=stack.log)
+    assert stack.process.poll() is None
+
+
 def test_a_stop_waits_for_a_transfer_in_flight_and_leaves_prefect_clean(stack, tmp_path):
     slow_destination(stack, "slow-site", tmp_path / "site", 1_000_000)
     transfer_id = push_and_wait_until_sending(stack, tmp_path, "slow-site", 4_000_000)
