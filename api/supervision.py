@@ -91,8 +91,9 @@ def _die_with_parent(death_signal: int) -> Callable[[], None]:
     """A `preexec_fn` asking the kernel to send `death_signal` to the child when its parent dies.
 
     libc is loaded here, in the parent: the function runs between fork and exec, where loading a
-    library is not safe. The parent's pid is checked after the call because the parent may have died
-    between the fork and the prctl, and then no signal would ever come.
+    library is not safe. The kernel sends the signal when the *thread* that forked the child ends, so
+    `pds up` starts every child from its main thread. The parent's pid is checked after the call
+    because the parent may have died between the fork and the prctl, and then no signal would come.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     parent = os.getpid()

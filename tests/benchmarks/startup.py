@@ -71,7 +71,8 @@ def one_start(base: list[str], data_dir: Path, log: Path) -> dict[str, float]:
     try:
         while "all flows running" not in times and time.monotonic() - began < TIMEOUT:
             if process.poll() is not None:
-                raise SystemExit(f"pds up exited {process.returncode}; see {log}")
+                tail = log.read_text(errors="replace")[-3000:]
+                raise SystemExit(f"pds up exited {process.returncode}:\n{tail}")
             now = time.monotonic() - began
             try:
                 if "API answers" not in times and httpx.get(f"http://127.0.0.1:{api_port}/health").status_code == 200:

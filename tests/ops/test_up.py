@@ -248,8 +248,12 @@ def test_killing_pds_up_kills_its_children_and_the_next_start_ends_their_runs(tm
         old = [r for r in runs if r["start_time"] and r["start_time"] < _iso(again.started)]
         assert old and all(r["state_type"] in ("CRASHED", "COMPLETED") for r in old), old
     finally:
+        stopping = time.monotonic()
         again.interrupt()
         assert again.process.wait(120) == 0
+    # Nothing was in flight: 10 s is the target on a quiet machine (tests/benchmarks/startup.py measures
+    # it); this bound only allows for a loaded test machine.
+    assert time.monotonic() - stopping < 20
 
 
 def test_an_upload_left_arriving_by_a_dead_api_fails_at_the_next_start(tmp_path, prefect_server):
