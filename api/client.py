@@ -98,12 +98,15 @@ class _Connection:
             connection.request(method, self.prefix + path, body=body, headers=headers)
             response = connection.getresponse()
             answer = _Answer(response.status, response.reason, response.read())
-        except (OSError, http.client.HTTPException):
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
             connection.close()
-            # A kept-alive connection the server has closed meanwhile fails at once: try a fresh one,
-            # unless a body (an iterator, perhaps half read) went out.
+            # A kept-alive connection the server closed while idle fails like this at once: send again on
+            # a fresh one, unless a body (an iterator, perhaps half read) went out.
             if reused and (body is None or isinstance(body, bytes)):
                 return self.request(method, path, headers, body)
+            raise
+        except (OSError, http.client.HTTPException):
+            connection.close()
             raise
         if response.will_close:
             connection.close()
