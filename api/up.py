@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING
 
 from api import flow_runs
 from api.supervision import AlreadyRunning, Child, InstanceLock, ports_in_use
-from catalog import sealing
-from catalog.settings import Settings
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
+
+    from catalog.settings import Settings
 
 #: How long servers (API, portals, Prefect) get to stop before they are killed.
 SERVER_STOP_SECONDS = 10.0
@@ -170,6 +170,7 @@ class EmbeddedStack:
     def prepare_database(self) -> None:
         """Migrate before any child starts (the API and the mover would race to create tables), and
         end the uploads an API process that died left Arriving: no upload can be under way now."""
+        from catalog import sealing
         from catalog.database import make_engine, migrate, session_scope
         from catalog.lifecycle import abort_broken_uploads
         from catalog.users import ensure_user
@@ -421,10 +422,10 @@ def _amount(size: int | None) -> str:
 
 
 def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None) -> int:
-    if data_dir:
-        os.environ["PDS_DATA_DIR"] = str(Path(data_dir).resolve())
-    settings = Settings()
-    root = settings.data_dir.resolve()
+    # The lock comes first, before the imports of the database layer (seconds on a busy machine): a
+    # second start on the same data directory is refused at once. The directory is found as Settings
+    # finds it (--data-dir, else PDS_DATA_DIR, else ./pds-data).
+    root = Path(data_dir or os.environ.get("PDS_DATA_DIR") or Path.cwd() / "pds-data").resolve()
     os.environ["PDS_DATA_DIR"] = str(root)
     lock = InstanceLock(root / "run" / "pds-up.lock")
     try:
@@ -432,6 +433,9 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
     except AlreadyRunning as exc:
         print(f"pds: error: {exc}", file=sys.stderr)
         return 1
+    from catalog.settings import Settings
+
+    settings = Settings()
     stack = EmbeddedStack(settings, root, prefect_api_url)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stack.on_signal)
@@ -439,6 +443,8 @@ def run_embedded(data_dir: str | None = None, prefect_api_url: str | None = None
     try:
         stack.check_ports()
         print(f"pds: starting in {root}", flush=True)
+        from catalog import sealing
+
         (root / "logs").mkdir(parents=True, exist_ok=True)
         # Host credentials are sealed at rest under a key every child inherits (made on first start
         # unless one is given).

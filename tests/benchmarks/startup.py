@@ -42,7 +42,7 @@ def command(version: str, workdir: Path) -> list[str]:
     loader = (
         "import importlib.util, sys; "
         f"spec = importlib.util.spec_from_file_location('up_baseline', {str(path)!r}); "
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+        "m = importlib.util.module_from_spec(spec); sys.modules['up_baseline'] = m; spec.loader.exec_module(m); "
         "sys.exit(m.run_embedded(data_dir=sys.argv[1]))"
     )
     return [sys.executable, "-c", loader]
