@@ -105,9 +105,17 @@ class EmbeddedStack:
         env.setdefault("PREFECT_HOME", str(self.prefect_home))
         return env
 
-    def _child(self, name: str, command: list[str], **kwargs: object) -> Child:
-        env = kwargs.pop("env", None) or self._env()
-        child = Child(name, command, env, self.logs / f"{name}.log", self.run_dir, **kwargs)  # type: ignore[arg-type]
+    def _child(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        stop_signal: int = signal.SIGTERM,
+        death_signal: int = signal.SIGTERM,
+    ) -> Child:
+        log = self.logs / f"{name}.log"
+        child = Child(name, command, env or self._env(), log, self.run_dir, stop_signal, death_signal)
         self.children[name] = child
         return child
 
