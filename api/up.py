@@ -7,9 +7,9 @@ each as a child process with its log under `<data_dir>/logs/`.
 - One instance per data directory: an exclusive lock on `<data_dir>/run/pds-up.lock`, and every port
   checked free, before anything starts. A second mover under the same name would take the first one's
   transfers in flight for interrupted ones and send them again while the first is still writing.
-- It says what is ready as it becomes ready; parts that do not need each other start together (the
-  API and the portal servers need only the database; the flows need the Prefect server; nothing waits
-  for the deployments to be registered).
+- It says what is ready as it becomes ready. The Prefect server and the API start at once (the API
+  needs only the database); the rest follows what it needs and the mover comes first (see
+  `_next_parts`); nothing waits for the deployments to be registered.
 - Whatever kills it, its children die too (their own process groups, `PR_SET_PDEATHSIG`); any child
   that dies while it runs is started again, with a growing pause if it keeps dying at once.
 - Ctrl-C or SIGTERM stops it cleanly: the long-lived flows end their runs (Completed in Prefect), a
@@ -131,8 +131,10 @@ class EmbeddedStack:
         command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", port]
         return self._child("prefect", command, env=env)
 
-    def _start_flows(self) -> None:
+    def _start_flows(self, names: list[str]) -> None:
         for name, module, flow_name in FLOWS:
+            if name not in names:
+                continue
             # SIGINT, not SIGTERM: inside a flow run Prefect turns SIGTERM into a crash, while the flows'
             # own SIGINT handler lets the run finish its work and end Completed. If `pds up` dies, SIGKILL:
             # the lock is free at that moment and a new mover must never overlap one still writing.
@@ -141,8 +143,29 @@ class EmbeddedStack:
             )
             self.flow_names[name] = flow_name
             child.start()
-        registration = self._child("deployments", [sys.executable, "-m", "api.deployments", "--pause-schedules"])
-        registration.start()
+
+    def _next_parts(self, ready: Child) -> None:
+        """What may start now that `ready` is. The API starts with the Prefect server (it needs only the
+        database, and a push works as soon as it answers); the portal servers once the API answers; the
+        mover once Prefect answers; the other flows once the mover runs; the deployments once every flow
+        runs. On two cores each of these processes spends seconds of CPU starting (importing Prefect),
+        and starting them all at once delayed the mover's run by 20–35 s; registering the deployments
+        (`prefect deploy`) costs the most, and nothing needs it to run."""
+        if ready.name == "prefect":
+            self.sweep_dead_runs()
+            self._start_flows(["mover"])
+        elif ready.name == "api":
+            for name, module, port in (
+                ("portal-ftp", "api.portal_ftp", self.settings.portal_ftp_port),
+                ("portal-sftp", "api.portal_sftp", self.settings.portal_sftp_port),
+            ):
+                if port:
+                    self._child(name, [sys.executable, "-m", module]).start()
+        elif ready.name == "mover" and len(self.flow_names) == 1:
+            self._start_flows([name for name, _, _ in FLOWS if name != "mover"])
+        flows = [self.children[name] for name in self.flow_names]
+        if len(flows) == len(FLOWS) and all(c.ready for c in flows) and "deployments" not in self.children:
+            self._child("deployments", [sys.executable, "-m", "api.deployments", "--pause-schedules"]).start()
 
     def _start_worker(self) -> None:
         prefect = str(Path(sys.executable).with_name("prefect"))
@@ -230,14 +253,8 @@ class EmbeddedStack:
             self._prefect_child().start()
         self.prepare_database()
         self._child("api", [sys.executable, "-m", "api"]).start()
-        for name, module, port in (
-            ("portal-ftp", "api.portal_ftp", self.settings.portal_ftp_port),
-            ("portal-sftp", "api.portal_sftp", self.settings.portal_sftp_port),
-        ):
-            if port:
-                self._child(name, [sys.executable, "-m", module]).start()
         if not self.own_prefect:
-            self._start_flows()
+            self._start_flows(["mover"])
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not self.signals:
             waiting = [c for c in self.children.values() if not c.ready and c.name not in ("deployments", "worker")]
@@ -254,9 +271,7 @@ class EmbeddedStack:
                     child.ready = True
                     label = {"prefect": "Prefect server", "api": "API"}.get(child.name, child.name)
                     self.ready(label, self._detail(child))
-                    if child.name == "prefect":
-                        self.sweep_dead_runs()
-                        self._start_flows()
+                    self._next_parts(child)
             time.sleep(POLL_SECONDS)
 
     def _detail(self, child: Child) -> str:
