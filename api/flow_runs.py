@@ -43,15 +43,25 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
+#: For the calls whose answer matters once (sweeping, ending runs): a Prefect server that has just
+#: started on a busy machine may take seconds to answer its first queries.
+PATIENT = 20.0
+
+
 def flow_runs(
-    api: str, flows: list[str] | tuple[str, ...], states: list[str], *, started_after: float | None = None
+    api: str,
+    flows: list[str] | tuple[str, ...],
+    states: list[str],
+    *,
+    started_after: float | None = None,
+    timeout: float = 2.0,
 ) -> list[dict[str, Any]]:
     """Runs of the named flows in one of `states` (state types such as RUNNING)."""
     runs_filter: dict[str, Any] = {"state": {"type": {"any_": states}}}
     if started_after is not None:
         runs_filter["start_time"] = {"after_": _iso(started_after)}
     body = {"flows": {"name": {"any_": list(flows)}}, "flow_runs": runs_filter, "limit": 200}
-    answer = call(f"{api}/flow_runs/filter", body)
+    answer = call(f"{api}/flow_runs/filter", body, timeout=timeout)
     return answer if isinstance(answer, list) else []
 
 
@@ -66,6 +76,6 @@ def end_runs(api: str, runs: list[dict[str, Any]], state_type: str, message: str
     ended = []
     for run in runs:
         body = {"state": {"type": state_type, "name": name, "message": message}, "force": True}
-        if call(f"{api}/flow_runs/{run['id']}/set_state", body) is not None:
+        if call(f"{api}/flow_runs/{run['id']}/set_state", body, timeout=PATIENT) is not None:
             ended.append(str(run.get("name", run["id"])))
     return ended

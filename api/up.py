@@ -297,7 +297,8 @@ class EmbeddedStack:
         was killed (the lock says none is running): they crashed, and say so instead of running for ever."""
         if not self.own_prefect:
             return  # a shared server's runs may belong to other stacks
-        runs = flow_runs.flow_runs(self.prefect_api, [*flow_runs.LONG_LIVED, "dispatch"], flow_runs.UNFINISHED)
+        names = [*flow_runs.LONG_LIVED, "dispatch"]
+        runs = flow_runs.flow_runs(self.prefect_api, names, flow_runs.UNFINISHED, timeout=flow_runs.PATIENT)
         ended = flow_runs.end_runs(
             self.prefect_api, runs, "CRASHED", "its pds up was killed; found unfinished when pds up started again"
         )
@@ -429,7 +430,9 @@ class EmbeddedStack:
         names = [self.flow_names[c.name] for c in killed]
         if "mover" in names:
             names.append("dispatch")
-        runs = flow_runs.flow_runs(self.prefect_api, names, flow_runs.UNFINISHED, started_after=self.began_wall - 1)
+        runs = flow_runs.flow_runs(
+            self.prefect_api, names, flow_runs.UNFINISHED, started_after=self.began_wall - 1, timeout=flow_runs.PATIENT
+        )
         flow_runs.end_runs(
             self.prefect_api, runs, "CANCELLED", "stopped by pds up before it finished; resumes at the next start"
         )
