@@ -65,9 +65,26 @@ def flow_runs(
     return answer if isinstance(answer, list) else []
 
 
-def is_running(api: str, flow: str, started_after: float) -> bool:
-    """Whether a run of `flow` started after `started_after` (epoch seconds) is running."""
-    return bool(flow_runs(api, [flow], ["RUNNING"], started_after=started_after))
+def running_since(api: str, started_after: dict[str, float]) -> set[str]:
+    """Which of the flows (name → epoch seconds) have a run Running that started after their time.
+
+    One query for all of them, as `pds up` asks every second while it starts: each query costs the
+    Prefect server CPU that, on two cores, the processes starting around it are short of.
+    """
+    if not started_after:
+        return set()
+    runs = flow_runs(api, list(started_after), ["RUNNING"], started_after=min(started_after.values()))
+    if not runs:
+        return set()
+    flows = call(f"{api}/flows/filter", {"flows": {"name": {"any_": list(started_after)}}})
+    names = {f["id"]: f["name"] for f in flows} if isinstance(flows, list) else {}
+    running = set()
+    for run in runs:
+        name = names.get(run.get("flow_id"))
+        started = run.get("start_time")
+        if name in started_after and started and datetime.fromisoformat(started).timestamp() >= started_after[name]:
+            running.add(name)
+    return running
 
 
 def end_runs(api: str, runs: list[dict[str, Any]], state_type: str, message: str) -> list[str]:

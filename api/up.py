@@ -45,7 +45,7 @@ SERVER_STOP_SECONDS = 10.0
 START_TIMEOUT_SECONDS = 300.0
 #: How often, while stopping, `pds up` says which transfers it still waits for.
 PROGRESS_EVERY_SECONDS = 5.0
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.25
 
 #: The long-lived flows: (child name, module, Prefect flow name).
 FLOWS = (
@@ -96,6 +96,8 @@ class EmbeddedStack:
         self.children: dict[str, Child] = {}
         self.flow_names: dict[str, str] = {}
         self.engine: sa.Engine | None = None
+        self._running_flows: set[str] = set()
+        self._flows_checked = 0.0
 
     # --- children ---------------------------------------------------------------------------------
 
@@ -245,7 +247,7 @@ class EmbeddedStack:
         if child.name == "portal-sftp":
             return _tcp_answers(s.portal_host, s.portal_sftp_port)
         if child.name in self.flow_names:
-            return flow_runs.is_running(self.prefect_api, self.flow_names[child.name], child.started_at - 1)
+            return self.flow_names[child.name] in self._running_flows
         return True
 
     def start(self) -> None:
@@ -264,6 +266,7 @@ class EmbeddedStack:
             if time.monotonic() > deadline:
                 names = ", ".join(c.name for c in waiting)
                 raise StartFailed(f"not ready after {START_TIMEOUT_SECONDS:.0f} s: {names}; see {self.logs}")
+            self._check_flows(waiting)
             for child in waiting:
                 if not child.running():
                     raise StartFailed(f"{child.name} exited ({child.exit_code()}) while starting; see {child.log_path}")
@@ -273,6 +276,13 @@ class EmbeddedStack:
                     self.ready(label, self._detail(child))
                     self._next_parts(child)
             time.sleep(POLL_SECONDS)
+
+    def _check_flows(self, waiting: list[Child]) -> None:
+        """Ask Prefect, at most once a second, which waiting flows have their run Running."""
+        flows = {self.flow_names[c.name]: c.started_at - 1 for c in waiting if c.name in self.flow_names}
+        if flows and time.monotonic() - self._flows_checked >= 1.0:
+            self._flows_checked = time.monotonic()
+            self._running_flows = flow_runs.running_since(self.prefect_api, flows)
 
     def _detail(self, child: Child) -> str:
         if child.name == "prefect":
