@@ -7,9 +7,8 @@ each as a child process with its log under `<data_dir>/logs/`.
 - One instance per data directory: an exclusive lock on `<data_dir>/run/pds-up.lock`, and every port
   checked free, before anything starts. A second mover under the same name would take the first one's
   transfers in flight for interrupted ones and send them again while the first is still writing.
-- It says what is ready as it becomes ready. The Prefect server and the API start at once (the API
-  needs only the database); the rest follows what it needs and the mover comes first (see
-  `_next_parts`); nothing waits for the deployments to be registered.
+- It says what is ready as it becomes ready. The Prefect server starts first, then the API and the
+  mover, then the rest (see `_next_parts` for why); nothing waits for the deployments to be registered.
 - Whatever kills it, its children die too (their own process groups, `PR_SET_PDEATHSIG`); any child
   that dies while it runs is started again, with a growing pause if it keeps dying at once.
 - Ctrl-C or SIGTERM stops it cleanly: the long-lived flows end their runs (Completed in Prefect), a
@@ -147,14 +146,15 @@ class EmbeddedStack:
             child.start()
 
     def _next_parts(self, ready: Child) -> None:
-        """What may start now that `ready` is. The API starts with the Prefect server (it needs only the
-        database, and a push works as soon as it answers); the portal servers once the API answers; the
-        mover once Prefect answers; the other flows once the mover runs; the deployments once every flow
-        runs. On two cores each of these processes spends seconds of CPU starting (importing Prefect),
-        and starting them all at once delayed the mover's run by 20–35 s; registering the deployments
-        (`prefect deploy`) costs the most, and nothing needs it to run."""
+        """What may start now that `ready` is: the API and the mover once the Prefect server answers, the
+        portal servers once the API does, the other flows once the mover runs, the deployments once
+        every flow runs. On two cores each of these processes spends seconds of CPU starting (importing
+        Prefect): started together with the Prefect server, the API and the mover were measured to be
+        ready later, not sooner (tests/benchmarks/startup.py); registering the deployments (`prefect
+        deploy`) costs the most, and nothing needs it to run."""
         if ready.name == "prefect":
             self.sweep_dead_runs()
+            self._child("api", [sys.executable, "-m", "api"]).start()
             self._start_flows(["mover"])
         elif ready.name == "api":
             for name, module, port in (
@@ -254,8 +254,8 @@ class EmbeddedStack:
         if self.own_prefect:
             self._prefect_child().start()
         self.prepare_database()
-        self._child("api", [sys.executable, "-m", "api"]).start()
-        if not self.own_prefect:
+        if not self.own_prefect:  # a Prefect server that already runs: nothing to wait for
+            self._child("api", [sys.executable, "-m", "api"]).start()
             self._start_flows(["mover"])
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not self.signals:
