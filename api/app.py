@@ -6,10 +6,10 @@ import sqlalchemy as sa
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
 
-from api.auth import DOCUMENTATION, AuthenticationMiddleware, authorize
+from api.auth import AuthenticationMiddleware, authorize, is_documentation
 from api.errors import EXCEPTION_HANDLERS
+from api.home import home, openapi_config, schema_assets
 from api.metrics import metrics
 from api.openapi_access import document_access
 from api.routes.acquisition import acquisition_router
@@ -73,13 +73,15 @@ def create_app(
             policies_router,
             s3_endpoint,
             *proxy_routers,
+            home,
+            schema_assets,
         ],
         state=State({"engine": engine, "store": store, "settings": settings, "portal": portal}),
         middleware=[DefineMiddleware(AuthenticationMiddleware)],
         guards=[authorize],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[on_startup],
-        openapi_config=OpenAPIConfig(title="pds", version="0.1.0", description="Product Data Store API"),
+        openapi_config=openapi_config("0.1.0"),
     )
     app.on_startup.append(document_access)
     undeclared = routes_without_permission(app)
@@ -93,7 +95,7 @@ def routes_without_permission(app: Litestar) -> list[str]:
     the OpenAPI pages aside)."""
     missing: list[str] = []
     for route in app.routes:
-        if route.path.startswith(DOCUMENTATION):
+        if is_documentation(route.path):
             continue
         handlers = getattr(route, "route_handlers", None) or [getattr(route, "route_handler", None)]
         for handler in handlers:

@@ -113,7 +113,7 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
     if connection.scope.get("method") == "OPTIONS":  # answers only which methods exist, to anyone
         return
     permission = handler.opt.get("permission")
-    if permission is None and connection.scope["path"].startswith(DOCUMENTATION):
+    if permission is None and is_documentation(connection.scope["path"]):
         return  # the OpenAPI document and its pages, which Litestar's own handlers serve
     if not isinstance(permission, Permission):
         raise PermissionDeniedException("this route declares no permission")
@@ -128,6 +128,11 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
     if not access.allows(permission):
         raise PermissionDeniedException(str(access.refuse(permission)))
     connection.state.access = access
+
+
+def is_documentation(path: str) -> bool:
+    """Whether `path` is one of the OpenAPI pages Litestar serves itself (under /schema)."""
+    return path == DOCUMENTATION or path.startswith(DOCUMENTATION + "/")
 
 
 def request_access(request: ASGIConnection) -> Access:  # type: ignore[type-arg]

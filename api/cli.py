@@ -13,12 +13,17 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
-
-import httpx
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from api.client import DEFAULT_URL, ApiError, PdsClient
 from catalog.errors import PdsError
+
+if TYPE_CHECKING:
+    import httpx
+
+
+class UsageError(PdsError):
+    """The command line asks for something impossible (exit code 2, as argparse's own errors)."""
 
 
 def _progress(sent: int, total: int) -> None:
@@ -37,7 +42,7 @@ def _options(pairs: Sequence[str], *, parse: bool = True) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise PdsError(f"option must be KEY=VALUE, not {pair!r}")
+            raise UsageError(f"option must be KEY=VALUE, not {pair!r}")
         parsed = parse and (value in {"true", "false"} or value.isdigit())
         options[key] = json.loads(value) if parsed else value
     return options
@@ -50,20 +55,20 @@ def _print(args: argparse.Namespace, value: Any, text: str) -> None:
 def _delay(args: argparse.Namespace) -> int | None:
     """Seconds to wait before the transfers may start, from --delay or --at (ISO 8601, UTC if no zone)."""
     if args.at and args.delay is not None:
-        raise PdsError("give --delay or --at, not both")
+        raise UsageError("give --delay or --at, not both")
     if not args.at:
         return int(args.delay) if args.delay is not None else None
     try:
         at = datetime.fromisoformat(args.at)
     except ValueError:
-        raise PdsError(f"--at must be an ISO 8601 time such as 2026-11-24T06:00Z, not {args.at!r}") from None
+        raise UsageError(f"--at must be an ISO 8601 time such as 2026-11-24T06:00Z, not {args.at!r}") from None
     at = at if at.tzinfo else at.replace(tzinfo=UTC)
     return max(0, math.ceil((at - datetime.now(UTC)).total_seconds()))  # never before --at
 
 
 def cmd_push(client: PdsClient, args: argparse.Namespace) -> None:
     if args.asap and (args.priority is not None or args.delay is not None or args.at or args.standby):
-        raise PdsError("--asap means priority 0, now: give it without --priority, --delay, --at or --standby")
+        raise UsageError("--asap means priority 0, now: give it without --priority, --delay, --at or --standby")
     free = [f"{key}={value}" for key, value in _options(args.meta, parse=False).items()]
     meta = {
         "stream": args.stream,
@@ -109,9 +114,9 @@ def cmd_product(client: PdsClient, args: argparse.Namespace) -> None:
         _print(args, rows, "\n".join(lines) or "no product status recorded")
         return
     if not args.stream:
-        raise PdsError(f"product {args.status} needs --stream")
+        raise UsageError(f"product {args.status} needs --stream")
     if args.late:
-        raise PdsError("--late goes with product list")
+        raise UsageError("--late goes with product list")
     line = client.product_status(
         args.status,
         args.stream,
@@ -164,14 +169,14 @@ def cmd_transfer(client: PdsClient, args: argparse.Namespace) -> None:
     body: dict[str, Any] = {}
     if args.operation == "priority":
         if args.value is None:
-            raise PdsError("transfer priority needs the new priority: pds transfer priority ID 0..99")
+            raise UsageError("transfer priority needs the new priority: pds transfer priority ID 0..99")
         body["priority"] = args.value
     elif args.operation == "extend":
         if args.value is None:
-            raise PdsError("transfer extend needs the seconds to add: pds transfer extend ID SECONDS")
+            raise UsageError("transfer extend needs the seconds to add: pds transfer extend ID SECONDS")
         body["seconds"] = args.value
     elif args.value is not None:
-        raise PdsError(f"transfer {args.operation} takes no value")
+        raise UsageError(f"transfer {args.operation} takes no value")
     if args.reason:
         body["reason"] = args.reason
     operation = "schedule-now" if args.operation == "now" else args.operation
@@ -200,7 +205,7 @@ def _destination_settings(args: argparse.Namespace) -> dict[str, Any]:
         "mqtt_payload": args.mqtt_payload,
     }
     if args.window and args.window.count("-") != 1:
-        raise PdsError(f"--window must be HH:MM-HH:MM (UTC), not {args.window!r}")
+        raise UsageError(f"--window must be HH:MM-HH:MM (UTC), not {args.window!r}")
     return {k: v for k, v in settings.items() if v is not None}
 
 
@@ -212,7 +217,7 @@ def cmd_destination(client: PdsClient, args: argparse.Namespace) -> None:
     elif args.action == "set":
         settings = _destination_settings(args)
         if not settings and args.proxy_host is None:
-            raise PdsError("destination set needs at least one setting, e.g. --max-starts 5")
+            raise UsageError("destination set needs at least one setting, e.g. --max-starts 5")
         result = client.update_destination(args.name, **settings) if settings else client.destination(args.name)
         changed = sorted(settings)
         if args.proxy_host is not None:
@@ -221,7 +226,7 @@ def cmd_destination(client: PdsClient, args: argparse.Namespace) -> None:
         _print(args, result, f"destination {args.name} updated: {', '.join(changed)}")
     elif args.action == "alias":
         if not args.alias:
-            raise PdsError("destination alias needs the alias: pds destination alias NAME --to OTHER")
+            raise UsageError("destination alias needs the alias: pds destination alias NAME --to OTHER")
         result = client.add_alias(
             args.name,
             args.alias,
@@ -281,7 +286,7 @@ def cmd_host(client: PdsClient, args: argparse.Namespace) -> None:
         return
     password = os.environ.get(args.password_env, "") if args.password_env else ""
     if args.password_env and not password:
-        raise PdsError(f"environment variable {args.password_env} is empty or unset")
+        raise UsageError(f"environment variable {args.password_env} is empty or unset")
     if args.action == "set":
         _set_host(client, args, password)
         return
@@ -320,7 +325,7 @@ def _set_host(client: PdsClient, args: argparse.Namespace, password: str) -> Non
     if options:
         changes["options"] = options
     if not changes and args.destination is None:
-        raise PdsError("host set needs at least one change, e.g. --address or -o KEY=VALUE")
+        raise UsageError("host set needs at least one change, e.g. --address or -o KEY=VALUE")
     result: Any = client.update_host(args.name, **changes) if changes else None
     text = f"host {args.name} updated: {', '.join(sorted(changes))}" if changes else f"host {args.name}"
     if args.destination:  # a new place in the destination's order: detach, attach at the rank
@@ -333,7 +338,7 @@ def _set_host(client: PdsClient, args: argparse.Namespace, password: str) -> Non
 def cmd_stac(client: PdsClient, args: argparse.Namespace) -> None:
     if args.action == "publish":
         if not args.collection:
-            raise PdsError("stac publish needs --collection")
+            raise UsageError("stac publish needs --collection")
         enabled = None if args.enable is None else args.enable == "yes"
         result = client.publish(
             args.destination, args.collection, item_id=args.item_id, extractor=args.extractor, enabled=enabled
@@ -357,7 +362,7 @@ def cmd_acquisition(client: PdsClient, args: argparse.Namespace) -> None:
     host = args.host
     if args.action == "rule":
         if not args.destination:
-            raise PdsError("acquisition rule needs --destination")
+            raise UsageError("acquisition rule needs --destination")
         rule = {
             "directory": args.directory,
             "pattern": args.pattern,
@@ -382,7 +387,7 @@ def cmd_acquisition(client: PdsClient, args: argparse.Namespace) -> None:
         text = f"rule added to {host}: {len(result['rules'])} rule(s)"
     elif args.action == "schedule":
         if args.every is None:
-            raise PdsError("acquisition schedule needs --every SECONDS (0: only when run by hand)")
+            raise UsageError("acquisition schedule needs --every SECONDS (0: only when run by hand)")
         result = client.set_discovery_interval(host, args.every)
         text = f"{host} discovered every {args.every} s" if args.every else f"{host} discovered only when run"
     elif args.action == "run":
@@ -472,11 +477,11 @@ def cmd_user(client: PdsClient, args: argparse.Namespace) -> None:
     """Data users of the portal: passwords come from an environment variable, never the command line."""
     password = os.environ.get(args.password_env, "") if args.password_env else ""
     if args.password_env and not password:
-        raise PdsError(f"environment variable {args.password_env} is empty or unset")
+        raise UsageError(f"environment variable {args.password_env} is empty or unset")
     result: Any
     if args.action == "add":
         if not password:
-            raise PdsError("user add needs a password: --password-env VARIABLE")
+            raise UsageError("user add needs a password: --password-env VARIABLE")
         keys = [Path(k).read_text(encoding="utf-8").strip() for k in args.ssh_key]
         result = client.create_data_user(
             args.login, password, is_admin=args.admin, ssh_keys=keys, **_data_user_settings(args)
@@ -487,22 +492,22 @@ def cmd_user(client: PdsClient, args: argparse.Namespace) -> None:
         if args.disable or args.enable:
             changes["active"] = bool(args.enable)
         if not changes:
-            raise PdsError("user set needs at least one setting, e.g. --upload-quota 1000000000")
+            raise UsageError("user set needs at least one setting, e.g. --upload-quota 1000000000")
         result = client.update_data_user(args.login, **changes)
         _print(args, result, f"data user {args.login} updated: {', '.join(sorted(changes))}")
     elif args.action == "grant":
         if bool(args.destination) == bool(args.policy) or not args.ops:
-            raise PdsError("user grant needs --ops and one of --destination or --policy")
+            raise UsageError("user grant needs --ops and one of --destination or --policy")
         result = client.grant(args.login, args.ops, destination=args.destination, policy=args.policy)
         _print(args, result, f"{args.login} may {args.ops} at {args.destination or 'policy ' + args.policy}")
     elif args.action == "revoke":
         if not args.destination:
-            raise PdsError("user revoke needs --destination")
+            raise UsageError("user revoke needs --destination")
         client.revoke(args.login, args.destination)
         _print(args, {}, f"{args.login} no longer reaches {args.destination}")
     elif args.action == "key":
         if not args.ssh_key:
-            raise PdsError("user key needs --ssh-key FILE (an OpenSSH public key)")
+            raise UsageError("user key needs --ssh-key FILE (an OpenSSH public key)")
         for path in args.ssh_key:
             result = client.add_ssh_key(args.login, Path(path).read_text(encoding="utf-8").strip())
         _print(args, result, f"SSH key(s) added to {args.login}")
@@ -883,22 +888,19 @@ def main(argv: Sequence[str] | None = None, *, http: httpx.Client | None = None)
     if args.command == "host" and args.action == "add" and not args.protocol:
         print("pds: error: host add needs --protocol", file=sys.stderr)
         return 2
-    client = PdsClient(
-        args.url,
-        user=os.environ.get("PDS_USER"),
-        password=os.environ.get("PDS_PASSWORD"),
-        token=os.environ.get("PDS_TOKEN"),
-        http=http,
-    )
     try:
+        client = PdsClient(
+            args.url,
+            user=os.environ.get("PDS_USER"),
+            password=os.environ.get("PDS_PASSWORD"),
+            token=os.environ.get("PDS_TOKEN"),
+            http=http,
+        )
         COMMANDS[args.command](client, args)
     except (ApiError, PdsError, OSError) as exc:
         message = str(exc).replace("\n", " ")
         print(json.dumps({"error": message}) if args.json else f"pds: error: {message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("pds: interrupted", file=sys.stderr)
-        return 130
+        return 2 if isinstance(exc, UsageError) else 1
     return 0
 
 
@@ -956,4 +958,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    """Kept for installations whose `pds` script still names it; `api.command.entry` is the script now."""
+    from api.command import entry as command_entry
+
+    command_entry()

@@ -19,7 +19,15 @@ import anyio
 import httpx
 import yaml  # type: ignore[import-untyped]
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    DeploymentFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 
 #: The checkout holding prefect.yaml and the flows (an editable install runs from it).
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -64,7 +72,12 @@ def register(prefect_api_url: str, *, pause_schedules: bool = False, timeout: fl
 
 
 async def pause_supervised(prefect_api_url: str) -> list[str]:
-    """Pause the schedules of the long-lived flows' deployments; return the deployments paused."""
+    """Pause the schedules of the long-lived flows' deployments; return the deployments paused.
+
+    Prefect's scheduler may have created runs from those schedules in the moment between `prefect
+    deploy` and the pause: they are deleted, or the worker would start a second mover under the name of
+    the one `pds up` runs, and it would take that mover's transfers in flight for interrupted ones.
+    """
     paused = []
     async with PrefectClient(prefect_api_url) as client:
         deployments = await client.read_deployments(
@@ -74,6 +87,15 @@ async def pause_supervised(prefect_api_url: str) -> list[str]:
             for schedule in deployment.schedules:
                 await client.update_deployment_schedule(deployment.id, schedule.id, active=False)
             paused.append(deployment.name)
+        if deployments:
+            scheduled = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[d.id for d in deployments])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+                ),
+            )
+            for run in scheduled:
+                await client.delete_flow_run(run.id)
     return sorted(paused)
 
 

@@ -44,6 +44,10 @@ class DestinationView:
     recent_bytes: int = 0
     """Bytes of transfers finished Done within RATE_WINDOW."""
     recent_done: int = 0
+    sending_seconds: float = 0.0
+    """How long, in all, at least one of those transfers was being sent (overlaps counted once)."""
+    timed_bytes: int = 0
+    """The bytes of those transfers whose start time is known (the ones `sending_seconds` covers)."""
 
     @property
     def queued(self) -> int:
@@ -51,8 +55,11 @@ class DestinationView:
 
     @property
     def rate(self) -> float:
-        """Bytes per second over RATE_WINDOW."""
-        return self.recent_bytes / RATE_WINDOW.total_seconds()
+        """Bytes per second while sending, over the transfers finished within RATE_WINDOW.
+
+        Dividing by the whole window instead would show a site that took 200 MiB at 20 MiB/s ten
+        seconds ago as receiving 0.3 MiB/s."""
+        return self.timed_bytes / self.sending_seconds if self.sending_seconds > 0 else 0.0
 
 
 @dataclass
@@ -137,10 +144,12 @@ def destinations_overview(session: Session, now: datetime | None = None) -> list
             .group_by(col(DataTransfer.destination_name))
         )
     }
+    sending = _sending_by_destination(session, now - RATE_WINDOW)
     views = []
     for destination in session.exec(select(Destination).order_by(col(Destination.name))):
         state = states.get(destination.name)
         recent_bytes, recent_done = recent.get(destination.name, (0, 0))
+        sending_seconds, timed_bytes = sending.get(destination.name, (0.0, 0))
         views.append(
             DestinationView(
                 name=destination.name,
@@ -151,9 +160,38 @@ def destinations_overview(session: Session, now: datetime | None = None) -> list
                 counts=counts.get(destination.name, {}),
                 recent_bytes=recent_bytes,
                 recent_done=recent_done,
+                sending_seconds=sending_seconds,
+                timed_bytes=timed_bytes,
             )
         )
     return views
+
+
+def _sending_by_destination(session: Session, since: datetime) -> dict[str, tuple[float, int]]:
+    """{destination: (seconds during which at least one transfer finished since `since` was being sent,
+    the bytes of those transfers)}: the union of their [started, finished] intervals, so transfers
+    running in parallel are not counted twice."""
+    t = DataTransfer
+    rows = session.exec(
+        select(t.destination_name, t.started_at, t.finished_at, t.bytes_sent)
+        .where(DataTransfer.status == TransferStatus.DONE.value)
+        .where(col(DataTransfer.finished_at) >= since)
+        .where(col(DataTransfer.started_at).is_not(None))
+        .order_by(col(DataTransfer.destination_name), col(DataTransfer.started_at))
+    )
+    sending: dict[str, tuple[float, int]] = {}
+    end: dict[str, datetime] = {}
+    for destination, started, finished, sent in rows:
+        if started is None or finished is None:
+            continue
+        seconds, total = sending.get(destination, (0.0, 0))
+        last = end.get(destination)
+        begin = max(started, last) if last else started  # only the part not covered yet
+        if finished > begin:
+            seconds += (finished - begin).total_seconds()
+        end[destination] = max(finished, last) if last else finished
+        sending[destination] = (seconds, total + int(sent or 0))
+    return sending
 
 
 def destination_view(session: Session, name: str) -> DestinationView | None:

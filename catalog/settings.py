@@ -166,6 +166,12 @@ class Settings(BaseSettings):
     """Audience those tokens must carry; empty: not checked."""
     oidc_groups_claim: str = "groups"
     """Claim listing an OIDC user's groups (for dataset readers and QoS group limits)."""
+    stop_grace_seconds: float = 60.0
+    """How long a stopping `pds up` waits for transfers in flight to finish before it interrupts them
+    (they are sent again at the next start); a second Ctrl-C interrupts them at once."""
+    instance_id: str = ""
+    """Set by `pds up` for its children: the API's /health reports it, so `pds up` knows the API that
+    answers is its own child and not another stack's."""
 
     def resolved_proxy_cache_dir(self) -> Path:
         return self.proxy_cache_dir or self.data_dir / "proxy-cache"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -363,7 +364,7 @@ def test_pds_up_prints_where_everything_is_and_registers_the_deployments(stack):
     monitor = httpx.get(f"{stack.api_url}/monitor", follow_redirects=False)
     assert monitor.status_code == 303 and monitor.headers["location"].startswith("/monitor/login")
     assert "pds_queue_depth" in httpx.get(f"{stack.api_url}/metrics").text
-    wait_until(lambda: "deployments registered" in log.read_text(), 300, "the deployments", log=log)
+    wait_until(lambda: re.search(r"deployments +ready after", log.read_text()), 300, "the deployments", log=log)
     deployments = httpx.post(f"{stack.prefect_api}/deployments/filter", json={}).json()
     by_name = {d["name"]: d for d in deployments}
     assert {"mover", "continental", "drain", "dispatch-now"} <= set(by_name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from litestar import get
 from litestar.datastructures import State
@@ -10,8 +12,12 @@ from catalog.access import Permission
 
 
 @get("/health", sync_to_thread=True, tags=["health"], permission=Permission.PUBLIC)
-def health(state: State) -> dict[str, str]:
-    """`ok` when the API answers and its database does."""
+def health(state: State) -> dict[str, Any]:
+    """`ok` when the API answers and its database does; under `pds up`, also the instance it belongs to
+    (its readiness check must not be answered by another stack's API)."""
     with state.engine.connect() as connection:
         connection.execute(sa.text("SELECT 1"))
-    return {"status": "ok", "database": "ok"}
+    answer = {"status": "ok", "database": "ok"}
+    if state.settings.instance_id:
+        answer["instance"] = state.settings.instance_id
+    return answer

@@ -23,25 +23,29 @@ def test_push_prints_the_data_file_id_and_status_shows_the_history(pds, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "message", "exit_code"),
     [
-        (["push", "{f}", "-d", "nosuch"], "404 no destination 'nosuch'"),
-        (["push", "{f}", "-d", "site1", "-p", "100"], "400 priority must be from 0"),
-        (["push", "{f}", "-d", "site1", "-t", "../escape"], "contains '.' or '..'"),
-        (["push", "{f}", "-d", "site1", "-t", "/abs/path"], "is absolute"),
-        (["push", "{missing}", "-d", "site1"], "no such file"),
-        (["status", "12345"], "404 no data file 12345"),
-        (["host", "add", "x", "--protocol", "file", "--password-env", "PDS_UNSET_VAR"], "PDS_UNSET_VAR is empty"),
+        (["push", "{f}", "-d", "nosuch"], "404 no destination 'nosuch'", 1),
+        (["push", "{f}", "-d", "site1", "-p", "100"], "400 priority must be from 0", 1),
+        (["push", "{f}", "-d", "site1", "-t", "../escape"], "contains '.' or '..'", 1),
+        (["push", "{f}", "-d", "site1", "-t", "/abs/path"], "is absolute", 1),
+        (["push", "{missing}", "-d", "site1"], "no such file", 1),
+        (["push", "{directory}", "-d", "site1"], "is a directory", 1),
+        (["status", "12345"], "404 no data file 12345", 1),
+        # Bad usage exits 2, whether argparse or the command finds it.
+        (["status", "twelve"], "invalid int value: 'twelve'", 2),
+        (["host", "add", "x", "--protocol", "file", "--password-env", "PDS_UNSET_VAR"], "PDS_UNSET_VAR is empty", 2),
+        (["transfer", "priority", "1"], "needs the new priority", 2),
     ],
 )
-def test_errors_are_one_line_and_a_non_zero_exit(pds, tmp_path, argv, message):
+def test_errors_are_one_line_and_a_non_zero_exit(pds, tmp_path, argv, message, exit_code):
     f = tmp_path / "f.bin"
     f.write_bytes(b"x")
-    argv = [a.format(f=f, missing=tmp_path / "missing.bin") for a in argv]
+    argv = [a.format(f=f, missing=tmp_path / "missing.bin", directory=tmp_path) for a in argv]
     code, out, err = pds(*argv)
-    assert code == 1
+    assert code == exit_code
     assert out == ""
-    assert err.count("\n") == 1 and err.startswith("pds: error: ")
+    assert err.count("\n") == 1 and err.startswith(("pds: error: ", f"pds {argv[0]}: error: "))
     assert message in err
 
 

@@ -55,7 +55,7 @@ def test_pds_host_set_changes_any_field_and_never_shows_a_secret(pds, client, sq
     response = client.patch("/hosts/h1", json={"name": "h2"}, headers=ADMIN)
     assert response.status_code == 400 and "cannot change name" in response.json()["reason"]
     code, _, err = pds("host", "set", "h1")
-    assert code == 1 and "needs at least one change" in err
+    assert code == 2 and "needs at least one change" in err  # a usage error
 
 
 def test_a_host_moves_in_its_destinations_order(pds, client, tmp_path):

@@ -61,7 +61,7 @@ def test_an_operation_the_status_does_not_allow_is_refused_and_changes_nothing(p
     code, _, err = pds("transfer", "priority", str(tid), "120")
     assert code == 1 and "priority" in err
     code, _, err = pds("transfer", "priority", str(tid))
-    assert code == 1 and "needs the new priority" in err
+    assert code == 2 and "needs the new priority" in err
     assert client.post(f"/transfers/{tid}/explode", headers=ADMIN).status_code == 404
     assert client.post("/transfers/999999/stop", headers=ADMIN).status_code == 404
     t = client.get(f"/transfers/{tid}", headers=ADMIN).json()
@@ -149,9 +149,9 @@ def test_push_at_a_time_with_a_lifetime(pds, client, tmp_path):
     scheduled = datetime.fromisoformat(t["scheduled_at"])
     assert 0 <= (scheduled - datetime(2099, 1, 1, 6, tzinfo=UTC)).total_seconds() < 5
     code, _, err = pds("push", str(f), "--destination", "site1", "--at", "tomorrow")
-    assert code == 1 and "ISO 8601" in err
+    assert code == 2 and "ISO 8601" in err
     code, _, err = pds("push", str(f), "--destination", "site1", "--at", "2099-01-01", "--delay", "5")
-    assert code == 1 and "not both" in err
+    assert code == 2 and "not both" in err
 
 
 def test_a_second_push_of_a_target_is_refused_unless_it_says_requeue_or_force(pds, client, tmp_path):

@@ -53,7 +53,7 @@ def test_publishing_refuses_unknown_destinations_and_extractors(pds):
     code, _, err = pds("stac", "harvest", "site1")
     assert code == 1 and "not published" in err
     code, _, err = pds("stac", "publish", "site1")
-    assert code == 1 and "--collection" in err
+    assert code == 2 and "--collection" in err
 
 
 def test_a_published_items_asset_href_serves_the_pushed_bytes_through_the_proxy(client, pds, tmp_path, settings):

@@ -105,7 +105,7 @@ def test_push_refuses_asap_with_a_priority_and_keeps_the_source(pds, tmp_path):
     source = tmp_path / "fc.grib"
     source.write_bytes(b"x")
     code, _, err = pds("push", str(source), "-d", "site1", "--asap", "-p", "5", "--remove-source")
-    assert code == 1 and "--asap" in err and err.count("\n") == 1
+    assert code == 2 and "--asap" in err and err.count("\n") == 1
     assert source.exists()
     code, _, err = pds("push", str(tmp_path / "missing"), "-d", "site1", "--json")
     assert code == 1 and "no such file" in json.loads(err)["error"]
@@ -156,4 +156,4 @@ def test_product_statuses_are_listed_and_late_ones_flagged(pds):
     code, out, _ = pds("product", "list", "--late")
     assert out.strip() == "no product status recorded"
     code, _, err = pds("product", "started")
-    assert code == 1 and "needs --stream" in err
+    assert code == 2 and "needs --stream" in err
