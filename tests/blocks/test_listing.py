@@ -109,6 +109,9 @@ def make_empty_files(directory: Path, count: int) -> None:
 
 
 @pytest.mark.timeout(240)
+# CPU-bound under tracemalloc: run one at a time (on one xdist worker), so that the limit above times the
+# listing rather than several of them competing for two cores.
+@pytest.mark.xdist_group("listing-100000")
 def test_a_directory_of_100000_files_is_streamed(host, request):
     """Every name comes back once, the first long before the last, with memory far below what the
     whole listing would take (fs.ls holds about 40 MB of dicts for it)."""
