@@ -20,6 +20,58 @@ from catalog.database import make_engine, migrate
 from catalog.settings import Settings
 from catalog.store import DataStore
 
+SHARED_SCOPES = frozenset({"package", "module", "class"})
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
+    """Under pytest-xdist (`--dist loadgroup`, as infra/test.sh runs it), tests are spread one by one over
+    the workers and each worker starts the session's servers for itself. Tests marked
+    `xdist_group(name)` run on one worker, one after another, in collection order. A module whose tests
+    share a fixture wider than a test (a module-scoped broker, a `pds up` stack) is such a group by
+    itself: split, it would start that fixture once per worker. It needs no mark of its own."""
+    for item in items:
+        if isinstance(item, pytest.Function) and not any(item.iter_markers("xdist_group")) and shares_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    result = yield
+    if getattr(config.option, "loadgroup", False):
+        for item in items:
+            name_groups(item)
+    return result
+
+
+def name_groups(item: pytest.Item) -> None:
+    """Append `@group` to a grouped test's node id, which is how the xdist controller sees groups.
+
+    pytest-xdist 3.8 does this itself by setting `item._nodeid`, which pytest 9.2 no longer reads (node
+    ids became structured), so the groups would silently be ignored; this sets it the new way when needed.
+    """
+    marks = item.iter_markers("xdist_group")
+    groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks})
+    if not groups or item.nodeid.rfind("@") > item.nodeid.rfind("]"):
+        return
+    grouped = f"{item.nodeid}@{'_'.join(groups)}"
+    node_id = getattr(item, "_id", None)
+    if node_id is not None and hasattr(node_id, "parse"):
+        item._id = type(node_id).parse(grouped)
+    else:
+        item._nodeid = grouped
+    if item.nodeid != grouped:
+        raise pytest.UsageError(f"cannot put {item.nodeid} in its xdist group (pytest changed how node ids work)")
+
+
+def shares_fixtures(item: pytest.Function) -> bool:
+    """Whether `item` uses a package-, module- or class-scoped fixture, or its module defines one (which
+    its tests may request by name at run time, beyond what their signatures show)."""
+    for fixturedefs in item._fixtureinfo.name2fixturedefs.values():
+        if any(d.scope in SHARED_SCOPES for d in fixturedefs):
+            return True
+    for value in vars(item.module).values():
+        marker = getattr(value, "_fixture_function_marker", None)
+        if marker is not None and marker.scope in SHARED_SCOPES:
+            return True
+    return False
+
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory):

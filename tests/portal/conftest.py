@@ -54,8 +54,16 @@ class ServedApi:
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.cert = cert
+        # A client that leaves a connection open (or a refused upload's body unread) would otherwise hold
+        # the shutdown until stop() gives up after 10 s.
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            ssl_certfile=str(cert),
+            ssl_keyfile=str(key),
+            log_level="warning",
+            timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -23,10 +23,34 @@ IS_ROOT = os.geteuid() == 0
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it; small race window)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it; small race window).
+
+    Under pytest-xdist each worker keeps to its own share of the ports, so two workers starting servers
+    at the same moment never pick the same one (Linux hands out odd ports to bind(0), hence `port >> 1`).
+    """
+    worker, workers = xdist_worker()
+    held: list[socket.socket] = []  # kept bound while searching, so the kernel offers other ports
+    try:
+        for _ in range(1000):
+            s = socket.socket()
+            held.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if (port >> 1) % workers == worker:
+                return port
+        raise RuntimeError(f"no free port for xdist worker {worker} of {workers}")
+    finally:
+        for s in held:
+            s.close()
+
+
+def xdist_worker() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, the number of workers); (0, 1) outside xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not name.startswith("gw") or count < 2:
+        return 0, 1
+    return int(name[2:]) % count, count
 
 
 def tcp_ready(host: str, port: int) -> bool:

@@ -7,6 +7,7 @@ start, which needs the npm registry. Version 3.35.0 is pinned because later rele
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -29,17 +30,22 @@ def azurite_blob_binary() -> str:
     """The `azurite-blob` script of the pinned version, installed from npm into the cache if missing."""
     prefix = cache_dir() / AZURITE_VERSION
     binary = prefix / "node_modules" / ".bin" / "azurite-blob"
-    if not binary.exists():
-        npm = require("npm", "Node.js with npm (Debian: nodejs npm)")
-        prefix.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", f"azurite@{AZURITE_VERSION}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0 or not binary.exists():
-            raise RuntimeError(f"npm install azurite@{AZURITE_VERSION} failed:\n{result.stdout}\n{result.stderr}")
+    if binary.exists():
+        return str(binary)
+    prefix.mkdir(parents=True, exist_ok=True)
+    # Parallel test workers (pytest-xdist) may all get here on a fresh machine: one installs, the others wait.
+    with (prefix.parent / f"{AZURITE_VERSION}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not binary.exists():
+            npm = require("npm", "Node.js with npm (Debian: nodejs npm)")
+            result = subprocess.run(
+                [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", f"azurite@{AZURITE_VERSION}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0 or not binary.exists():
+                raise RuntimeError(f"npm install azurite@{AZURITE_VERSION} failed:\n{result.stdout}\n{result.stderr}")
     return str(binary)
 
 

@@ -43,7 +43,9 @@ class SeaweedS3Server(Server):
         }  # fmt: skip
         command = [weed, "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
         command += [f"-{name}={port}" for name, port in ports.items()]
-        command += [f"-s3.port={self.port}", "-s3.port.iceberg=0", "-admin.ui=false"]
+        # Iceberg and Lance listen on fixed ports unless disabled: a second SeaweedFS (a parallel test worker's)
+        # would fail to start.
+        command += [f"-s3.port={self.port}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false"]
         if self.check_signatures:
             identity = {"accessKey": self.access_key, "secretKey": self.secret_key}
             config = {"identities": [{"name": "pds", "credentials": [identity], "actions": ["Admin"]}]}
