@@ -257,36 +257,3 @@ def test_presigned_redirect_lets_gdal_read_ranges_from_s3_directly(live, s3_serv
     assert overview.shape == (128, 128)
     asset_requests = [s for m, p, s in live.log if p == "/proxy/s2p/item1/visual"]
     assert asset_requests == [302]  # every later range went to S3 with the presigned URL
-
-
-def test_gdal_reads_the_asset_of_an_item_written_through_transactions(live, upstream, tmp_path):
-    cog = make_cog(tmp_path / "scene.tif")
-    href = upstream.add("tx-scene.tif", cog.read_bytes())
-    admin = ("admin", "admin")
-    collection = {
-        "type": "Collection",
-        "id": "tx",
-        "stac_version": "1.0.0",
-        "description": "written through the Transactions extension",
-        "license": "CC-BY-4.0",
-        "links": [],
-        "extent": {"spatial": {"bbox": [[0, 0, 11, 11]]}, "temporal": {"interval": [[None, None]]}},
-    }
-    assert httpx.post(f"{live.url}/stac/collections", json=collection, auth=admin).status_code == 201
-    item = {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "id": "scene1",
-        "geometry": {"type": "Point", "coordinates": [5, 5]},
-        "bbox": [5, 5, 5, 5],
-        "properties": {"datetime": "2026-12-01T10:00:00Z"},
-        "links": [],
-        "assets": {"visual": {"href": href, "type": "image/tiff; application=geotiff"}},
-    }
-    created = httpx.post(f"{live.url}/stac/collections/tx/items", json=item, auth=admin)
-    assert created.status_code == 201, created.text
-    url = created.json()["assets"]["visual"]["href"]
-    assert url == f"{live.url}/proxy/tx/scene1/visual"
-    pixels = gdal_window(url, **GDAL_202, GDAL_HTTP_USERPWD="admin:admin", GDAL_HTTP_AUTH="BASIC")
-    assert np.array_equal(pixels, local_window(cog))
-    assert upstream.gets["/tx-scene.tif"] == 1
