@@ -29,7 +29,7 @@ from sqlmodel import Session, select
 from catalog.errors import InvalidInput, NotFound
 from catalog.inventory import StacItem, StacPublication, ensure_collection, item_row, put_item
 from catalog.models import DataFile, DataTransfer, Destination
-from catalog.proxy import ProxyAsset, register_asset, register_stored_asset
+from catalog.proxy import register_asset, register_stored_asset
 from catalog.store import DataStore
 
 log = logging.getLogger(__name__)
@@ -375,62 +375,3 @@ def harvest_stored_data_file(
     for destination in destinations:
         _harvest_one(session, store, data_file, destination, public_url, result)
     return result
-
-
-# --- Items written through the Transactions extension ------------------------------------------
-
-_PROXIED_SCHEMES = ("http://", "https://", "s3://")
-
-
-def proxy_item_assets(
-    session: Session, body: dict[str, Any], collection_id: str, *, public_url: str
-) -> tuple[dict[str, Any], list[str]]:
-    """The item as it is kept: each asset with an http(s) or s3 href is served through the proxy.
-
-    The asset's href becomes its proxy URL and the upstream is kept as its `alternate` (the
-    alternate-assets extension), as harvested items have it; the proxy learns the upstream at once,
-    so whoever wrote the item can read the asset through `/proxy/` straight away. An item sent back
-    as pds served it (hrefs already at the proxy) keeps its alternates. Other hrefs (relative paths,
-    other schemes) are kept as they are and not proxied.
-
-    Returns the item and the cache files (relative to the proxy's cache directory) of assets whose
-    upstream changed: stale, for the caller to remove once the item is committed.
-    """
-    item_id = str(body.get("id") or "")
-    prefix = f"{public_url.rstrip('/')}/proxy/{collection_id}/{item_id}/"
-    assets: dict[str, Any] = {}
-    proxied, stale = False, []
-    for key, given in (body.get("assets") or {}).items():
-        if not isinstance(given, dict) or not isinstance(given.get("href"), str):
-            raise InvalidInput(f"asset {key!r} of item {item_id!r} needs an href")
-        asset = dict(given)
-        given_alternates = asset.get("alternate")
-        alternates: dict[str, Any] = given_alternates if isinstance(given_alternates, dict) else {}
-        kept = next((a["href"] for a in alternates.values() if isinstance(a, dict) and a.get("href")), None)
-        upstream = kept if asset["href"].startswith(prefix) else asset["href"]
-        if upstream is None or not upstream.startswith(_PROXIED_SCHEMES):
-            assets[key] = asset
-            continue
-        size = asset.get("file:size")
-        before = session.get(ProxyAsset, (collection_id, item_id, key))
-        if before is not None and before.cache_file and before.upstream_href != upstream:
-            stale.append(before.cache_file)
-        register_asset(
-            session,
-            collection_id,
-            item_id,
-            key,
-            upstream,
-            media_type=asset.get("type") or "application/octet-stream",
-            size=size if isinstance(size, int) and size >= 0 else None,
-        )
-        asset["href"] = prefix + key
-        asset["alternate"] = {**alternates, "upstream": {"href": upstream, "title": "the upstream copy"}}
-        assets[key] = asset
-        proxied = True
-    if not proxied:
-        return body, stale
-    extensions = list(body.get("stac_extensions") or [])
-    if ALTERNATE_ASSETS not in extensions:
-        extensions.append(ALTERNATE_ASSETS)
-    return body | {"assets": assets, "stac_extensions": extensions}, stale

@@ -269,40 +269,14 @@ def create_items(
     """One Item (201 with the item) or a FeatureCollection of items (201 with their ids)."""
     base = _base(request, state)
     with database(state) as session:
-        stale: list[str] = []
         if data.get("type") == "FeatureCollection":
             ids = []
             for feature in data.get("features") or []:
-                row = inventory.put_item(
-                    session, _item_row(session, state, feature, collection_id, stale), mode="create"
-                )
+                row = inventory.put_item(session, inventory.item_row(feature, collection_id), mode="create")
                 ids.append(row.id)
-            answer = _json({"created": ids}, status_code=201)
-        else:
-            row = inventory.put_item(session, _item_row(session, state, data, collection_id, stale), mode="create")
-            answer = _json(stac_documents.item_document(row, base), GEOJSON, status_code=201)
-    _remove_stale(state, stale)
-    return answer
-
-
-def _item_row(
-    session: Session, state: State, body: dict[str, Any], collection_id: str, stale: list[str]
-) -> inventory.StacItem:
-    """The item checked, with its assets served through the proxy (`catalog.stac.proxy_item_assets`);
-    cache files of assets whose upstream changed are added to `stale`."""
-    inventory.item_row(body, collection_id)  # a malformed item is refused before anything is registered
-    public_url = state.settings.resolved_public_url()
-    proxied, outdated = stac.proxy_item_assets(session, body, collection_id, public_url=public_url)
-    stale.extend(outdated)
-    return inventory.item_row(proxied, collection_id)
-
-
-def _remove_stale(state: State, stale: list[str]) -> None:
-    """Cached copies of an old upstream go once the item naming the new one is committed (the proxy
-    notices a removed file within a second and fetches the new upstream at the next request)."""
-    cache_dir = state.settings.resolved_proxy_cache_dir()
-    for relative in stale:
-        (cache_dir / relative).unlink(missing_ok=True)
+            return _json({"created": ids}, status_code=201)
+        row = inventory.put_item(session, inventory.item_row(data, collection_id), mode="create")
+        return _json(stac_documents.item_document(row, base), GEOJSON, status_code=201)
 
 
 @put("/collections/{collection_id:str}/items/{item_id:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
@@ -316,12 +290,8 @@ def replace_item(
     if data.get("id", item_id) != item_id:
         raise InvalidInput(f"the body's id {data.get('id')!r} is not the item {item_id!r} of the URL")
     with database(state) as session:
-        stale: list[str] = []
-        item = _item_row(session, state, data | {"id": item_id}, collection_id, stale)
-        row = inventory.put_item(session, item, mode="replace")
-        answer = _json(stac_documents.item_document(row, _base(request, state)), GEOJSON)
-    _remove_stale(state, stale)
-    return answer
+        row = inventory.put_item(session, inventory.item_row(data | {"id": item_id}, collection_id), mode="replace")
+        return _json(stac_documents.item_document(row, _base(request, state)), GEOJSON)
 
 
 @delete(

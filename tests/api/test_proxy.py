@@ -377,58 +377,6 @@ def test_retry_after_follows_a_slow_fetch_within_twice_the_time_left(client, pro
         assert left / 2 - 0.5 <= retry_after <= 2 * left + 1, (retry_after, round(left, 1), flowing)
 
 
-def test_an_item_written_through_transactions_is_served_by_the_proxy(client, proxy_app, upstream):
-    href = upstream.add("scene.tif", DATA)
-    collection = {
-        "type": "Collection",
-        "id": "tx",
-        "stac_version": "1.0.0",
-        "description": "written by hand",
-        "license": "CC-BY-4.0",
-        "links": [],
-        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
-    }
-    assert client.post("/stac/collections", json=collection, headers=ADMIN).status_code == 201
-    item = {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "id": "scene1",
-        "geometry": {"type": "Point", "coordinates": [10, 50]},
-        "bbox": [10, 50, 10, 50],
-        "properties": {"datetime": "2026-12-01T10:00:00Z"},
-        "links": [],
-        "assets": {
-            "visual": {"href": href, "type": "image/tiff", "file:size": len(DATA)},
-            "readme": {"href": "docs/readme.txt"},
-        },
-    }
-    created = client.post("/stac/collections/tx/items", json=item, headers=ADMIN)
-    assert created.status_code == 201, created.text
-    visual = created.json()["assets"]["visual"]
-    assert visual["href"].endswith("/proxy/tx/scene1/visual")
-    assert visual["alternate"]["upstream"]["href"] == href
-    assert created.json()["assets"]["readme"]["href"].endswith("docs/readme.txt")  # not a URL: not proxied
-    assert any("alternate-assets" in e for e in created.json()["stac_extensions"])
-
-    url = "/proxy/tx/scene1/visual"
-    assert client.get(url, headers=ADMIN).status_code == 202
-    assert run_fetcher(proxy_app) == 1
-    assert client.get(url, headers=ADMIN).content == DATA
-    assert client.get("/proxy/tx/scene1/readme", headers=ADMIN).status_code == 404
-
-    # Sent back as pds served it, the item keeps its upstream; a new upstream replaces the cached copy.
-    again = client.put("/stac/collections/tx/items/scene1", json=created.json(), headers=ADMIN)
-    assert again.json()["assets"]["visual"]["alternate"]["upstream"]["href"] == href
-    assert client.get(url, headers=ADMIN).content == DATA
-    moved = upstream.add("scene-v2.tif", DATA[::-1])
-    changed = created.json() | {"assets": {"visual": {"href": moved, "type": "image/tiff"}}}
-    assert client.put("/stac/collections/tx/items/scene1", json=changed, headers=ADMIN).status_code == 200
-    time.sleep(1.2)  # the proxy looks at a file it serves again after a second
-    assert client.get(url, headers=ADMIN).status_code == 202
-    assert run_fetcher(proxy_app) == 1
-    assert client.get(url, headers=ADMIN).content == DATA[::-1]
-
-
 def _stac_collection(client, collection_id):
     body = {
         "type": "Collection",
