@@ -3,6 +3,7 @@ moment of a command — its imports, a wait for the API, a push — is one line 
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -13,5 +14,8 @@ def entry() -> None:
         code = main()
     except KeyboardInterrupt:
         print("pds: interrupted", file=sys.stderr)
-        code = 130
+        sys.stderr.flush()
+        # At once: an interrupt in the middle of an import can leave a thread the interpreter would
+        # wait for at exit, and an interrupted command must end, not hang.
+        os._exit(130)
     sys.exit(code)

@@ -25,14 +25,16 @@ def test_a_push_to_a_published_destination_appears_in_the_stac_api(client, pds, 
     broken = client.put("/portal/site1/broken.tif", content=b"not a tiff", headers=ADMIN)
     assert broken.status_code == 201, "an unreadable file must not fail the push"
 
-    item = client.get("/stac/collections/scenes/items/scene-1")
+    # A destination's published collection is private like its data: its readers see it, anonymous callers do not.
+    assert client.get("/stac/collections/scenes/items/scene-1").status_code == 404
+    item = client.get("/stac/collections/scenes/items/scene-1", headers=ADMIN)
     assert item.status_code == 200, item.text
     body = item.json()
     assert body["properties"]["datetime"] == "2026-11-20T10:30:00Z"
     assert body["properties"]["pds:data_file_id"] == pushed.json()["data_file_id"]
     assert body["assets"]["data"]["href"] == f"{settings.resolved_public_url()}/proxy/scenes/scene-1/data"
     assert body["assets"]["data"]["alternate"]["upstream"]["href"].startswith("file://")
-    assert client.get("/stac/collections/scenes/items/broken").status_code == 404
+    assert client.get("/stac/collections/scenes/items/broken", headers=ADMIN).status_code == 404
 
     code, out, err = pds("stac", "harvest", "site1")
     assert code == 0, err
@@ -62,7 +64,7 @@ def test_a_published_items_asset_href_serves_the_pushed_bytes_through_the_proxy(
     content = os.urandom(200_000)
     pushed = client.put("/portal/site1/raw/scene-2.bin", content=content, headers=ADMIN)
     assert pushed.status_code == 201, pushed.text
-    href = client.get("/stac/collections/scenes/items/scene-2").json()["assets"]["data"]["href"]
+    href = client.get("/stac/collections/scenes/items/scene-2", headers=ADMIN).json()["assets"]["data"]["href"]
     path = urlsplit(href).path
     assert path == "/proxy/scenes/scene-2/data"
 

@@ -76,6 +76,7 @@ NOT_SETTINGS = {
     "PDS_API_SERVER": "python -m api (granian or uvicorn)",
     "PDS_CHECKOUT": "prefect.yaml's pull step",
     "PDS_PUBLIC_HOST": "infra/compose/env.example",
+    "PDS_TEST_WORKERS": "infra/test.sh (pytest-xdist workers)",
 }
 
 
