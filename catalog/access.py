@@ -22,7 +22,6 @@ see.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -204,11 +203,3 @@ def access_of(session: Session, login: str) -> Access:
     reach = reachable_destinations(session, login)
     operated = frozenset(name for name, ops in reach.items() if Operation.OPERATE in ops)
     return Access(login, Role.OPERATOR if operated else Role.DATA_USER, frozenset(reach), operated)
-
-
-def access_for_admin(login: str) -> Access:
-    return Access(login, Role.ADMINISTRATOR)
-
-
-def visible_names(access: Access, names: Collection[str]) -> list[str]:
-    return [n for n in names if access.sees(n)]
