@@ -89,8 +89,11 @@ class Portal:
         temporary_patterns: list[str] | None = None,
         server_name: str = "pds",
         public_url: str | None = None,
+        upload_idle_seconds: float = 600.0,
     ) -> None:
         self.engine = engine
+        # An upload silent this long is failed by the movers; uploads record progress well within it.
+        self.upload_idle_seconds = upload_idle_seconds
         # Base URL of the proxy's asset hrefs; None: uploads are not published in the STAC inventory.
         self.public_url = public_url
         self.store = store
@@ -482,6 +485,7 @@ def portal_from_settings(settings: Settings, engine: sa.Engine, store: DataStore
         temporary_patterns=patterns,
         server_name=settings.mover_name,
         public_url=settings.resolved_public_url(),
+        upload_idle_seconds=settings.upload_idle_seconds,
     )
 
 

@@ -8,7 +8,8 @@ from collections.abc import Generator
 from typing import IO, TYPE_CHECKING
 
 from catalog.database import session_scope
-from catalog.errors import QuotaExceeded
+from catalog.errors import Conflict, QuotaExceeded
+from catalog.lifecycle import record_upload_progress
 from catalog.models import DataFile, DataTransfer, utcnow
 from catalog.portal_paths import Entry, PortalUser, entry_of
 from catalog.stac import harvest_stored_data_file
@@ -124,7 +125,9 @@ class Upload:
         self.remaining_quota = remaining_quota
         self.writer: ObjectWriter = portal.store.writer()
         self._started = utcnow()
-        self._clock = time.monotonic()
+        self._clock = self._noted = time.monotonic()
+        # Progress is noted often enough that the movers never take a live upload for an idle one.
+        self._note_every = min(5.0, portal.upload_idle_seconds / 4)
         self.done = False
 
     @property
@@ -138,9 +141,31 @@ class Upload:
                 f"data user {self.user.login} would exceed its upload quota with this file", retry_after=3600
             )
         self.writer.write(chunk)
+        if self.progress_due():
+            self.note_progress()
+
+    def progress_due(self) -> bool:
+        """Whether to note progress now: a front end that gathers chunks before it writes them asks
+        this for every piece it receives, so a slow upload is never taken for an idle one."""
+        return time.monotonic() - self._noted >= self._note_every
+
+    def note_progress(self) -> None:
+        """Record that the upload is alive, or raise Conflict if it was failed as idle meanwhile."""
+        self._noted = time.monotonic()
+        with session_scope(self.portal.engine) as session:
+            alive = record_upload_progress(session, self.data_file_id, self.writer.size)
+        if not alive:  # failed as idle while the client was silent: what comes late is not taken
+            self.done = True
+            self.writer.abort()
+            raise Conflict(
+                f"upload of {self.request.target} broke off: nothing arrived for "
+                f"{self.portal.upload_idle_seconds:.0f} s and it was failed; send the file again"
+            )
 
     def commit(self) -> tuple[StoredObject, list[DataTransfer]]:
         """The content is whole: store it, queue (or hold) the transfers, write the INH line."""
+        if self.progress_due():  # else it cannot have been failed as idle
+            self.note_progress()  # one that was is refused here, before its content is kept
         stored = self.writer.commit()
         self.done = True
         with session_scope(self.portal.engine) as session:

@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     """Password of that administrator; change it (PDS_ADMIN_PASSWORD) before exposing the API."""
 
     mover_name: str = "mover-1"
-    """Name a mover claims transfers under; restarts under the same name recover its transfers."""
+    """Name a mover claims transfers under; restarts under the same name recover its transfers. One
+    process at a time holds a name: a second start under a live mover's name is refused."""
 
     mover_poll_seconds: float = 0.25
     """How often an idle mover looks for ready transfers."""
@@ -71,6 +72,10 @@ class Settings(BaseSettings):
     mover_proxy_host: str = ""
     """Run movers as the continental mover of this proxy host (a host of kind `proxy`); empty: a main
     mover."""
+
+    upload_idle_seconds: float = Field(default=600.0, ge=10)
+    """An upload (any portal protocol, `pds push`) that receives nothing for this long is failed
+    ("upload broke off") and its partial content dropped; the movers look for such uploads."""
 
     mover_max_runtime_seconds: float = 3600.0
     """A mover flow run ends after this long so no run grows without bound; its supervisor restarts it."""

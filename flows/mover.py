@@ -5,6 +5,8 @@ takes over the Transferring rows of any other mover that stopped beating. Then i
 database (cheap, and a pushed file starts moving within `mover_poll_seconds`), claims about a
 second's worth of work at a time, and runs each claim as a `dispatch` subflow in its own thread, up to
 `mover_parallel` at once. A background thread records a heartbeat so other movers know it is alive.
+A mover name is held by one process at a time: a second start under a live mover's name is refused
+(see `catalog.mover_names`).
 A continental mover (`--proxy-host NAME`) serves only the destinations of that proxy host: it copies
 their files to the proxy host's store location ahead of schedule and sends them from there, while the
 main movers leave those transfers alone for as long as it beats (see `catalog.continental`).
@@ -38,7 +40,9 @@ from prefect.states import Crashed
 
 from catalog.continental import proxy_host as check_proxy_host
 from catalog.database import session_scope
-from catalog.transfers import claim_ids, expire_due, heartbeat, recover
+from catalog.lifecycle import fail_idle_uploads
+from catalog.mover_names import MoverNameTaken, keep_name, release_name, take_name, take_name_or_exit
+from catalog.transfers import claim_ids, expire_due, recover
 from flows.dispatch import dispatch, started_signal
 from tasks import publishing
 from tasks.continental import pre_replication_pass
@@ -75,18 +79,29 @@ class _Publishing(threading.Thread):
 
 
 class _Heartbeat(threading.Thread):
+    """Records every `every` seconds that this process still holds its mover name; sets `lost` if another
+    process has taken it (see `catalog.mover_names`), and the mover then claims nothing more."""
+
     def __init__(self, name: str, every: float) -> None:
         super().__init__(name=f"heartbeat-{name}", daemon=True)
-        self.mover, self.every, self.stopped = name, every, threading.Event()
+        self.mover, self.every = name, every
+        self.stopped, self.lost = threading.Event(), threading.Event()
 
     def run(self) -> None:
         rt = runtime()
         while not self.stopped.wait(self.every):
             try:
                 with session_scope(rt.engine) as session:
-                    heartbeat(session, self.mover)
+                    kept = keep_name(session, self.mover, machine=socket.gethostname(), pid=os.getpid())
             except Exception as exc:  # noqa: BLE001 — a missed beat is retried; the mover goes on
                 logging.getLogger("pds.mover").warning("heartbeat of %s failed: %s", self.mover, exc)
+                continue
+            if not kept:
+                logging.getLogger("pds.mover").error(
+                    "another process has taken the mover name %s: this one claims nothing more", self.mover
+                )
+                self.lost.set()
+                return
 
 
 _stop = threading.Event()
@@ -111,8 +126,11 @@ def mover(
     with session_scope(rt.engine) as session:
         if proxy:
             check_proxy_host(session, proxy)  # a typo ends the run at once, with the reason
-        heartbeat(session, name, machine=socket.gethostname(), pid=os.getpid(), starting=True, proxy_host=proxy)
     stale_after = timedelta(seconds=settings.mover_stale_seconds)
+    upload_idle = timedelta(seconds=settings.upload_idle_seconds)
+    machine, pid = socket.gethostname(), os.getpid()
+    with session_scope(rt.engine) as session:
+        take_name(session, name, machine=machine, pid=pid, stale_after=stale_after, proxy_host=proxy)
     dead_runs: set[str] = set()
     with session_scope(rt.engine) as session:
         recovered = recover(session, name, stale_after=stale_after, flow_runs=dead_runs)
@@ -132,9 +150,11 @@ def mover(
     last_copy = started - PRE_REPLICATION_EVERY  # the first pass at once
     copying: Future[object] | None = None
     workers = settings.mover_parallel + (1 if proxy else 0)  # pre-replication takes no dispatch's place
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch") as pool:
-        try:
-            while not _stop.is_set() and time.monotonic() - started < max_runtime:
+    # The heartbeat goes on until the pool has waited for the dispatches in flight: a mover that stopped
+    # beating while it finished sending would have its transfers taken over and sent twice.
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch") as pool:
+            while not _stop.is_set() and not beat.lost.is_set() and time.monotonic() - started < max_runtime:
                 in_flight = {f for f in in_flight if not f.done()}
                 claimed: list[int] = []
                 copy_due = time.monotonic() - last_copy > PRE_REPLICATION_EVERY
@@ -150,6 +170,10 @@ def mover(
                         logger.warning("took over %d transfer(s) of a silent mover: %s", len(taken), taken)
                         end_dead_runs(dead_runs, name)
                         counts["recovered"] += len(taken)
+                    with session_scope(rt.engine) as session:
+                        idle = fail_idle_uploads(session, upload_idle, by=name)
+                    if idle:
+                        logger.warning("failed the uploads of data file(s) %s: nothing arrived for a while", idle)
                 if len(in_flight) < settings.mover_parallel:
                     with session_scope(rt.engine) as session:
                         expire_due(session, by=name)
@@ -179,10 +203,14 @@ def mover(
                 if stop_when_idle and not in_flight and (copying is None or copying.done()):
                     break
                 time.sleep(settings.mover_poll_seconds)
-        finally:
-            beat.stopped.set()
-            publisher.stopped.set()
+    finally:
+        beat.stopped.set()
+        publisher.stopped.set()
     publisher.join(30)  # rows it could not copy out stay in the outbox for the next run or another mover
+    if beat.lost.is_set():
+        raise MoverNameTaken(f"mover {name}: another process took this name while it ran")
+    with session_scope(rt.engine) as session:
+        release_name(session, name, machine=machine, pid=pid)
     logger.info("mover %s ends: %s", name, counts)
     return counts
 
@@ -245,7 +273,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    name = args.name or runtime().settings.mover_name  # named runs in the Prefect UI: "mover mover-1"
+    rt = runtime()
+    name = args.name or rt.settings.mover_name  # named runs in the Prefect UI: "mover mover-1"
+    take_name_or_exit(rt.engine, name, timedelta(seconds=rt.settings.mover_stale_seconds))
     mover(
         name=name, max_runtime_seconds=args.max_runtime, stop_when_idle=args.stop_when_idle, proxy_host=args.proxy_host
     )

@@ -29,8 +29,8 @@ from sqlmodel import Session
 
 from catalog.database import session_scope
 from catalog.models import Host
+from catalog.mover_names import keep_name, release_name, take_name, take_name_or_exit
 from catalog.retrieval import Fetch, claim_fetches, host_connections, recover_fetches
-from catalog.transfers import heartbeat
 from tasks import publishing
 from tasks.retrieval import retrieve_batch
 from tasks.runtime import runtime
@@ -60,22 +60,29 @@ def retrieval(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bo
     settings, logger = rt.settings, get_run_logger()
     name = name or settings.retriever_name
     max_runtime = max_runtime_seconds or settings.mover_max_runtime_seconds
+    stale_after = timedelta(seconds=settings.mover_stale_seconds)
+    machine, pid = socket.gethostname(), os.getpid()
     with session_scope(rt.engine) as session:
-        heartbeat(session, name, machine=socket.gethostname(), pid=os.getpid(), starting=True)
-        recovered = recover_fetches(session, name, stale_after=timedelta(seconds=settings.mover_stale_seconds))
+        take_name(session, name, machine=machine, pid=pid, stale_after=stale_after)  # one process per name
+    with session_scope(rt.engine) as session:
+        recovered = recover_fetches(session, name, stale_after=stale_after)
     if recovered:
         logger.warning("%d file(s) left Fetching by a stopped retriever are fetched again", recovered)
     publishing.drain(rt.engine, rt.settings, name)  # the RET lines its previous run committed, not written
     counts = {"batches": 0, "files": 0, "recovered": recovered}
     in_flight: set[Future[object]] = set()
     started = last_beat = time.monotonic()
+    lost = False
     parallel = max(1, settings.retrieval_parallel)
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="retrieve") as pool:
         while not _stop.is_set() and time.monotonic() - started < max_runtime:
             in_flight = {f for f in in_flight if not f.done()}
             if time.monotonic() - last_beat > settings.mover_heartbeat_seconds:
                 with session_scope(rt.engine) as session:
-                    heartbeat(session, name)
+                    lost = not keep_name(session, name, machine=machine, pid=pid)
+                if lost:
+                    logger.error("another process has taken the retriever name %s: this one stops", name)
+                    break
                 last_beat = time.monotonic()
             claimed: list[Fetch] = []
             if len(in_flight) < parallel:
@@ -106,6 +113,9 @@ def retrieval(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bo
             if stop_when_idle and not in_flight:
                 break
             time.sleep(settings.acquisition_poll_seconds)
+    if not lost:
+        with session_scope(rt.engine) as session:
+            release_name(session, name, machine=machine, pid=pid)
     logger.info("retriever %s ends: %s", name, counts)
     return counts
 
@@ -118,7 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    name = args.name or runtime().settings.retriever_name
+    rt = runtime()
+    name = args.name or rt.settings.retriever_name
+    take_name_or_exit(rt.engine, name, timedelta(seconds=rt.settings.mover_stale_seconds))
     retrieval(name=name, max_runtime_seconds=args.max_runtime, stop_when_idle=args.stop_when_idle)
 
 

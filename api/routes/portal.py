@@ -150,6 +150,8 @@ async def push(
             buffer = bytearray()
             async for chunk in request.stream():
                 buffer += chunk
+                if upload.progress_due():
+                    await anyio.to_thread.run_sync(upload.note_progress)
                 if len(buffer) >= portal.store.chunk_size:
                     data, buffer = bytes(buffer), bytearray()
                     await anyio.to_thread.run_sync(upload.write, data)

@@ -34,6 +34,7 @@ from catalog.data_users import s3_secret
 from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, PdsError, QuotaExceeded
 from catalog.paths import clean_target
 from catalog.portal import Entry, Portal, PortalUser
+from catalog.portal_streams import Upload
 from catalog.store import DataStore
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -341,6 +342,8 @@ class S3Endpoint:
                 if digest is not None:
                     digest.update(chunk)
                 buffer += chunk
+                if isinstance(upload, Upload) and upload.progress_due():  # a part has no transfer to keep alive
+                    await anyio.to_thread.run_sync(upload.note_progress)
                 if len(buffer) >= self.store.chunk_size:
                     data, buffer = bytes(buffer), bytearray()
                     await anyio.to_thread.run_sync(upload.write, data)

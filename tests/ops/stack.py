@@ -48,11 +48,10 @@ class PdsProcesses:
         except httpx.HTTPError:
             return False
 
-    def start_mover(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        process = spawn(
-            [sys.executable, "-m", "flows.mover", "--name", name], self.root / f"{name}.log", self.env | env
-        )
-        self.movers[name] = process
+    def start_mover(self, name: str, log_name: str = "", **env: str) -> subprocess.Popen[bytes]:
+        log_name = log_name or name
+        process = spawn([sys.executable, "-m", "flows.mover", "--name", name], self.log(log_name), self.env | env)
+        self.movers[log_name] = process
         return process
 
     def log(self, name: str) -> Path:
