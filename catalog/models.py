@@ -136,6 +136,27 @@ class Destination(DestinationBase, table=True):
     created_at: datetime = _created()
 
 
+class DestinationHistory(SQLModel, table=True):
+    """One change of a destination (held, restarted, edited, a host or an alias added or removed):
+    who, when, what. Its rows go with the destination."""
+
+    __tablename__ = "destination_history"
+    id: int | None = Field(default=None, primary_key=True)
+    destination_name: str = Field(foreign_key="destination.name", index=True, ondelete="CASCADE")
+    action: str = Field(max_length=32)
+    at: datetime = _created()
+    by: str
+    """The user (or the mover, for a hold after failed passes)."""
+    reason: str = ""
+
+
+class DestinationHistoryPublic(SQLModel):
+    action: str
+    at: datetime
+    by: str
+    reason: str
+
+
 class DestinationCreate(DestinationBase):
     pass
 
