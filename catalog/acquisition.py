@@ -615,7 +615,7 @@ _REGISTERING = sa.Table(
     sa.Column("name", sa.String),
     sa.Column("path", sa.String),
     sa.Column("target", sa.String),
-    sa.Column("size", sa.Integer),
+    sa.Column("size", BYTES),
     sa.Column("modified", UTCDateTime()),
     sa.Column("version", sa.String),
     prefixes=["TEMPORARY"],

@@ -66,3 +66,25 @@ def test_sizes_and_byte_counts_hold_more_than_2_gib(engine):
         assert session.get(SourceFile, file_id).size == big
         assert session.exec(select(Discovered.size)).one() == big
         assert session.exec(select(ListingRule.min_size, ListingRule.max_size)).one() == (big, 2 * big)
+
+
+def test_files_of_more_than_2_gib_are_registered_whole(engine, tmp_path):
+    """Registration stages its rows in a temporary table: its sizes are 64-bit too."""
+    from catalog.acquisition import RegisteredFile, SourceFile, register_files
+    from tests.factories import destination, local_host
+
+    big = (3 << 30) + 1
+    destination(engine, "site", host=local_host("provider", str(tmp_path)))
+    with session_scope(engine) as session:
+        (file_id,) = register_files(
+            session,
+            destination="site",
+            host="provider",
+            source_root=str(tmp_path),
+            group="g",
+            files=[RegisteredFile(path=str(tmp_path / "big.grib"), size=big)],
+            by="test",
+        )
+    with session_scope(engine) as session:
+        assert session.get(SourceFile, file_id).size == big
+        assert session.get(DataFile, file_id).size == big
