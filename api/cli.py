@@ -243,6 +243,10 @@ def cmd_destination(client: PdsClient, args: argparse.Namespace) -> None:
     elif args.action == "show":
         result = client.destination(args.name)
         _print(args, result, json.dumps(result, indent=2))
+    elif args.action == "history":
+        result = client.destination_history(args.name)
+        lines = [f"{h['at']} {h['action']} by {h['by']}" + (f": {h['reason']}" if h["reason"] else "") for h in result]
+        _print(args, result, "\n".join(lines) or f"destination {args.name} has no history")
     elif args.action == "delete":
         result = client.delete_destination(args.name, force=args.force)
         stopped = f", {result['transfers_stopped']} stopped first" if result["transfers_stopped"] else ""
@@ -690,10 +694,13 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--transfer", action="store_true", help="the id is a transfer id")
 
     dest = sub.add_parser(
-        "destination", parents=[common], help="add, list, show, change, hold, restart or delete destinations"
+        "destination",
+        parents=[common],
+        help="add, list, show, change, hold, restart or delete destinations; their history of changes",
     )
     dest.add_argument(
-        "action", choices=["add", "list", "show", "set", "hold", "restart", "stop", "start", "alias", "delete"]
+        "action",
+        choices=["add", "list", "show", "history", "set", "hold", "restart", "stop", "start", "alias", "delete"],
     )
     dest.add_argument("--force", action="store_true", help="delete: stop its waiting transfers first")
     dest.add_argument("name", nargs="?")

@@ -338,6 +338,10 @@ class PdsClient:
         result: dict[str, Any] = self._request("POST", f"/destinations/{quote(name, safe='')}/restart")
         return result
 
+    def destination_history(self, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", f"/destinations/{quote(name, safe='')}/history")
+        return result
+
     def update_destination(self, name: str, **settings: Any) -> dict[str, Any]:
         result: dict[str, Any] = self._request("PATCH", f"/destinations/{quote(name, safe='')}", json=settings)
         return result

@@ -38,6 +38,10 @@ def os_error(exc: PdsError) -> OSError:
     return OSError(code, str(exc))
 
 
+class IllegalPath(OSError):
+    """A path the portal refuses to parse (a backslash, a control character): the command answers 550."""
+
+
 class PortalAuthorizer(DummyAuthorizer):  # type: ignore[misc]  # pyftpdlib has no type hints
     """Data users and their passwords; what each may do is the portal's business (PortalFS)."""
 
@@ -153,7 +157,10 @@ class PortalFS(AbstractedFS):  # type: ignore[misc]  # pyftpdlib has no type hin
     # Paths: the FTP path is the tree path.
     def ftpnorm(self, ftppath: str) -> str:
         joined = ftppath if ftppath.startswith("/") else f"{self.cwd}/{ftppath}"
-        return self._call(lambda: str(parse_path(joined)))  # type: ignore[no-any-return]
+        try:
+            return str(parse_path(joined))
+        except PdsError as exc:
+            raise IllegalPath(errno.EINVAL, str(exc)) from exc
 
     def ftp2fs(self, ftppath: str) -> str:
         return self.ftpnorm(ftppath)
@@ -307,6 +314,16 @@ class _PortalControlMixin:
     username: str
     fs: PortalFS
     _portal_login: str | None = None
+
+    def pre_process_command(self, line: str, cmd: str, arg: str) -> Any:
+        # pyftpdlib turns a command's path into the file system's before the command runs, outside
+        # the error handling of each command: a path the portal refuses would end the session.
+        try:
+            return super().pre_process_command(line, cmd, arg)  # type: ignore[misc]
+        except IllegalPath as exc:
+            self.respond(f"550 {exc.strerror}.")  # type: ignore[attr-defined]
+            self.log_cmd(cmd, arg, 550, exc.strerror)  # type: ignore[attr-defined]
+            return None
 
     def ftp_STOR(self, file: str, mode: str = "w") -> Any:
         try:

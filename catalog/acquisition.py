@@ -31,6 +31,7 @@ from sqlmodel import Column, Field, Session, SQLModel, col, select
 from catalog.bulk import BulkInsert, StagedRows
 from catalog.errors import Conflict, InvalidInput, NotFound
 from catalog.models import (
+    BYTES,
     DataFile,
     DataTransfer,
     Destination,
@@ -64,8 +65,8 @@ class ListingRuleBase(SQLModel):
     """Regular expression the entry's name must match (searched, so anchor it if needed)."""
     wildcard: str | None = None
     """Shell wildcard on the name (`*.grib`)."""
-    min_size: int | None = Field(default=None, ge=0)
-    max_size: int | None = Field(default=None, ge=0)
+    min_size: int | None = Field(default=None, ge=0, sa_type=BYTES)
+    max_size: int | None = Field(default=None, ge=0, sa_type=BYTES)
     min_age_seconds: int | None = Field(default=None, ge=0)
     """Only files not modified for this long (a file still being written is left for the next pass)."""
     max_age_seconds: int | None = Field(default=None, ge=0)
@@ -132,7 +133,7 @@ class SourceFile(SQLModel, table=True):
     host_name: str = Field(foreign_key="host.name", index=True)
     path: str
     """The path on the host's filesystem, as its listing gave it."""
-    size: int | None = None
+    size: int | None = Field(default=None, sa_type=BYTES)
     modified: datetime | None = _time()
     rule_id: int | None = None
     group_name: str | None = Field(default=None, index=True)
@@ -153,7 +154,7 @@ class Discovered(SQLModel, table=True):
     version: str = Field(default="", primary_key=True)
     """The modification time for rules that dedupe by time, else empty."""
     data_file_id: int
-    size: int | None = None
+    size: int | None = Field(default=None, sa_type=BYTES)
     modified: datetime | None = _time()
 
 
@@ -614,7 +615,7 @@ _REGISTERING = sa.Table(
     sa.Column("name", sa.String),
     sa.Column("path", sa.String),
     sa.Column("target", sa.String),
-    sa.Column("size", sa.Integer),
+    sa.Column("size", BYTES),
     sa.Column("modified", UTCDateTime()),
     sa.Column("version", sa.String),
     prefixes=["TEMPORARY"],

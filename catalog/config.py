@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
+from catalog import destination_history
 from catalog.acquisition import SourceFile
 from catalog.compression import check_compression
 from catalog.continental import check_proxy_options
@@ -58,7 +59,9 @@ def check_destination_settings(data: DestinationBase) -> None:
         raise InvalidInput(f"mqtt_topic {data.mqtt_topic!r} must be a topic name, without the wildcards + and #")
 
 
-def create_destination(session: Session, data: DestinationCreate) -> Destination:
+def create_destination(
+    session: Session, data: DestinationCreate, *, by: str = destination_history.SYSTEM
+) -> Destination:
     check_name("destination", data.name)
     check_destination_settings(data)
     if session.get(Destination, data.name) is not None:
@@ -66,11 +69,15 @@ def create_destination(session: Session, data: DestinationCreate) -> Destination
     destination = Destination.model_validate(data.model_dump())
     session.add(destination)
     session.flush()
+    destination_history.record(session, destination.name, "create", by=by)
     return destination
 
 
-def update_destination(session: Session, name: str, changes: dict[str, Any]) -> Destination:
-    """Change a destination's settings (not its name); every change is checked as at creation."""
+def update_destination(
+    session: Session, name: str, changes: dict[str, Any], *, by: str = destination_history.SYSTEM
+) -> Destination:
+    """Change a destination's settings (not its name); every change is checked as at creation and
+    recorded in its history (old and new values)."""
     destination = get_destination(session, name)
     unknown = set(changes) - set(DestinationBase.model_fields) | ({"name"} & set(changes))
     if unknown:
@@ -82,10 +89,15 @@ def update_destination(session: Session, name: str, changes: dict[str, Any]) -> 
             f"invalid destination settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}"
         ) from None
     check_destination_settings(updated)
+    before = destination.model_dump(mode="json")
     for key in changes:
         setattr(destination, key, getattr(updated, key))
     session.add(destination)
     session.flush()
+    after = {key: value for key, value in destination.model_dump(mode="json").items() if key in changes}
+    described = destination_history.describe_changes(before, after)
+    if described:
+        destination_history.record(session, name, "update", by=by, reason=described)
     return destination
 
 
@@ -139,7 +151,13 @@ def host_public(host: Host) -> HostPublic:
 
 
 def attach_host(
-    session: Session, destination: str, host: str, kind: HostKind, rank: int | None = None
+    session: Session,
+    destination: str,
+    host: str,
+    kind: HostKind,
+    rank: int | None = None,
+    *,
+    by: str = destination_history.SYSTEM,
 ) -> DestinationHost:
     """Add `host` to `destination`'s hosts of `kind`, last unless `rank` is given (0 = primary).
 
@@ -148,10 +166,12 @@ def attach_host(
     get_destination(session, destination)
     get_host(session, host)
     existing = list_destination_hosts(session, destination, kind)
+    replaced = []
     if kind == HostKind.PROXY:
         for link in existing:
             if link.host_name != host:
                 session.delete(link)
+                replaced.append(link.host_name)
         existing = [link for link in existing if link.host_name == host]
     if any(link.host_name == host for link in existing):
         raise Conflict(f"host {host!r} is already a {kind.value} host of {destination!r}")
@@ -164,16 +184,21 @@ def attach_host(
     link = DestinationHost(destination_name=destination, host_name=host, kind=kind, rank=rank)
     session.add(link)
     session.flush()
+    reason = f"{kind.value} host {host} at rank {rank}" + "".join(f", replacing {old}" for old in replaced)
+    destination_history.record(session, destination, "attach_host", by=by, reason=reason)
     return link
 
 
-def detach_host(session: Session, destination: str, host: str, kind: HostKind) -> None:
+def detach_host(
+    session: Session, destination: str, host: str, kind: HostKind, *, by: str = destination_history.SYSTEM
+) -> None:
     """Remove `host` from `destination`'s hosts of `kind`; the others keep their order."""
     link = session.get(DestinationHost, (destination, host, kind))
     if link is None:
         raise NotFound(f"host {host!r} is not a {kind.value} host of {destination!r}")
     session.delete(link)
     session.flush()
+    destination_history.record(session, destination, "detach_host", by=by, reason=f"{kind.value} host {host}")
 
 
 def list_destination_hosts(session: Session, destination: str, kind: HostKind) -> list[DestinationHost]:
@@ -203,6 +228,7 @@ def add_alias(
     replacement: str | None = None,
     priority: int | None = None,
     delay_seconds: int = 0,
+    by: str = destination_history.SYSTEM,
 ) -> DestinationAlias:
     """Queue every transfer of `destination` (or those whose target matches `pattern`) to `alias` too,
     optionally with its own priority, a delay, and the target rewritten (`re.sub(pattern, replacement)`)."""
@@ -233,6 +259,13 @@ def add_alias(
     )
     session.add(link)
     session.flush()
+    details = [
+        f"{label} {value!r}"
+        for label, value in (("pattern", pattern), ("replacement", replacement), ("priority", priority))
+        if value is not None
+    ] + ([f"delay {delay_seconds} s"] if delay_seconds else [])
+    reason = f"alias {alias}" + (f" ({', '.join(details)})" if details else "")
+    destination_history.record(session, destination, "add_alias", by=by, reason=reason)
     return link
 
 

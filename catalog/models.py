@@ -41,6 +41,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+#: Sizes and byte counts: 64-bit on PostgreSQL, where INTEGER stops at 2 GiB. SQLite's INTEGER holds
+#: 64 bits already, so its tables keep the type they were made with (no rebuild of the queue's table).
+BYTES = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 def _time(*, nullable: bool = False, index: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
 
@@ -131,6 +136,27 @@ class Destination(DestinationBase, table=True):
     created_at: datetime = _created()
 
 
+class DestinationHistory(SQLModel, table=True):
+    """One change of a destination (held, restarted, edited, a host or an alias added or removed):
+    who, when, what. Its rows go with the destination."""
+
+    __tablename__ = "destination_history"
+    id: int | None = Field(default=None, primary_key=True)
+    destination_name: str = Field(foreign_key="destination.name", index=True, ondelete="CASCADE")
+    action: str = Field(max_length=32)
+    at: datetime = _created()
+    by: str
+    """The user (or the mover, for a hold after failed passes)."""
+    reason: str = ""
+
+
+class DestinationHistoryPublic(SQLModel):
+    action: str
+    at: datetime
+    by: str
+    reason: str
+
+
 class DestinationCreate(DestinationBase):
     pass
 
@@ -216,7 +242,7 @@ class DataUser(SQLModel, table=True):
 class DataFileBase(SQLModel):
     name: str
     """The name the provider gave the product."""
-    size: int | None = None
+    size: int | None = Field(default=None, sa_type=BYTES)
     adler32: str | None = Field(default=None, max_length=8)
     md5: str | None = Field(default=None, max_length=32)
     compression: str | None = None
@@ -290,7 +316,7 @@ class DataTransfer(SQLModel, table=True):
     Data Store, by a main mover."""
     flow_run_id: str | None = None
     """The Prefect flow run of the last dispatch, for links from the monitor."""
-    bytes_sent: int = 0
+    bytes_sent: int = Field(default=0, sa_type=BYTES)
     compression: str | None = None
     """The compression applied to what was sent (None: the original)."""
     sent_md5: str | None = None
@@ -319,7 +345,7 @@ class TransferAttempt(SQLModel, table=True):
     """The Prefect flow run (a dispatch) that ran this attempt."""
     started_at: datetime = _created()
     ended_at: datetime | None = _time(nullable=True)
-    bytes_sent: int = 0
+    bytes_sent: int = Field(default=0, sa_type=BYTES)
     outcome: str | None = None
     """The status the attempt ended in (Done, Retry, Requeued, Failed, Stopped, Interrupted); None while it runs."""
     error: str | None = None

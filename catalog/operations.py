@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from catalog import attempts
+from catalog import attempts, destination_history
 from catalog.config import get_destination
 from catalog.errors import InvalidInput
 from catalog.models import DataTransfer, Destination, utcnow
@@ -106,21 +106,30 @@ def extend_lifetime(session: Session, transfer_id: int, seconds: int, *, by: str
 def hold_destination(session: Session, name: str, *, by: str) -> Destination:
     """Nothing leaves the destination until it is restarted (transfers under way finish)."""
     destination = get_destination(session, name)
+    was_active = destination.active
     destination.active = False
     state = destination_state(session, name)
     state.hold_reason = f"put on hold by {by}"
     session.add_all([destination, state])
     session.flush()
+    destination_history.record(
+        session, name, "hold", by=by, reason="put on hold" if was_active else "put on hold (it was on hold already)"
+    )
     return destination
 
 
 def restart_destination(session: Session, name: str, *, by: str) -> Destination:
     """Active again, from the primary host, with the count of failed passes cleared."""
     destination = get_destination(session, name)
-    destination.active = True
     state = destination_state(session, name)
+    if destination.active:
+        reason = "restarted (it was active)"
+    else:
+        reason = "restarted" + (f" (it was {state.hold_reason})" if state.hold_reason else "")
+    destination.active = True
     state.hold_reason, state.failed_passes = None, 0
     state.current_host, state.current_host_since = None, None
     session.add_all([destination, state])
     session.flush()
+    destination_history.record(session, name, "restart", by=by, reason=reason)
     return destination

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -297,18 +297,34 @@ class Portal:
     # --- Changing the tree -----------------------------------------------------------------------
 
     def delete(self, user: PortalUser, path: str) -> None:
-        """The file disappears from the tree: its transfer is Stopped (the data file stays for others)."""
+        """The file disappears from the tree: every transfer of its target is Stopped, the older uploads
+        it hid too, so no earlier version shows again (the data files stay for others)."""
         tree = parse_path(path)
         destination = self._destination(user, tree, Operation.DELETE)
         with session_scope(self.engine) as session:
-            found = self._file(session, destination, tree.target) if tree.target else None
-            if found is None:
+            versions = self._versions(session, destination, tree.target) if tree.target else []
+            if not versions:
                 raise NotFound(f"no such file: {tree}")
-            transfer = found[0]
-            assert transfer.id is not None
-            if transfer.status == S.TRANSFERRING:
+            busy = [t for t in versions if t.status == S.TRANSFERRING]
+            if busy:
                 raise Conflict(f"{tree} is being disseminated; try again when it is done")
-            change_status(session, transfer.id, "delete", S.STOPPED, by=user.login, reason="deleted in the portal")
+            self._stop(session, versions, by=user.login, reason="deleted in the portal")
+
+    def check(self, user: PortalUser, destination: str, operation: Operation) -> None:
+        """Whether the user may do `operation` at `destination`: NotFound when the destination is out
+        of its reach (as if it did not exist), AccessDenied when the operation is not granted there."""
+        self._destination(user, TreePath(destination, ""), operation)
+
+    def _versions(self, session: Session, destination: str, target: str) -> Sequence[DataTransfer]:
+        """Every visible transfer of the target, newest first (the first is the file the user sees)."""
+        query = self._visible(destination).where(DataTransfer.target == target).order_by(col(DataTransfer.id).desc())
+        return [row[0] for row in session.exec(query)]
+
+    @staticmethod
+    def _stop(session: Session, transfers: Sequence[DataTransfer], *, by: str, reason: str) -> None:
+        for transfer in transfers:
+            assert transfer.id is not None
+            change_status(session, transfer.id, "delete", S.STOPPED, by=by, reason=reason)
 
     def mkdir(self, user: PortalUser, path: str) -> None:
         tree = parse_path(path)
@@ -378,11 +394,19 @@ class Portal:
                 raise NotFound(f"no such file: {source}")
             if self._is_dir(session, destination, new_target):
                 raise Conflict(f"{dest} is a directory")
-            replaced = self._file(session, destination, new_target)
-            if replaced is not None and replaced[0].status != S.TRANSFERRING:
-                assert replaced[0].id is not None
-                change_status(session, replaced[0].id, "delete", S.STOPPED, by=user.login, reason=f"replaced by {old}")
             transfer, data_file = found
+            if new_target == transfer.target:
+                return
+            # What the user sees under the new name is replaced, older uploads there included; the older
+            # uploads the moved file hid under its old name go with it, so the old name is gone too.
+            replaced = [t for t in self._versions(session, destination, new_target) if t.status != S.TRANSFERRING]
+            self._stop(session, replaced, by=user.login, reason=f"replaced by {old}")
+            hidden = [
+                t
+                for t in self._versions(session, destination, transfer.target)
+                if t.id != transfer.id and t.status != S.TRANSFERRING
+            ]
+            self._stop(session, hidden, by=user.login, reason=f"superseded by {old}, renamed to {new}")
             held = transfer.status == S.STANDBY and is_temporary(transfer.target, self.temporary_patterns)
             siblings = [transfer]
             if held:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from catalog import attempts, reports
+from catalog import attempts, destination_history, reports
 from catalog.continental import claimable_by, live_proxy_hosts, proxy_hosts
 from catalog.errors import Conflict, NotFound, TransferError
 from catalog.models import (
@@ -663,6 +663,13 @@ def record_failure(
                 f"(last: {decision.reason})"
             )
             session.add(destination)
+            destination_history.record(
+                session,
+                destination.name,
+                "hold",
+                by=by,
+                reason=f"{state.failed_passes} passes over every host failed in a row (last: {decision.reason})",
+            )
         session.add(state)
         session.flush()
     return changed

@@ -14,12 +14,13 @@ from sqlmodel import Session, col, select
 from api.auth import request_access
 from api.deps import database
 from blocks.registry import block_for, known_protocols
-from catalog import config, operations
+from catalog import config, destination_history, operations
 from catalog.access import Access, Permission
 from catalog.models import (
     DataTransfer,
     Destination,
     DestinationCreate,
+    DestinationHistoryPublic,
     DestinationState,
     Host,
     HostCreate,
@@ -72,10 +73,12 @@ def _view(session: Session, destination: Destination, access: Access | None = No
 
 
 @post("/", permission=Permission.CONFIGURE, sync_to_thread=True)
-def create_destination(data: JSONBody[DestinationCreate], state: State) -> DestinationView:
+def create_destination(
+    data: JSONBody[DestinationCreate], request: Request[Any, Any, Any], state: State
+) -> DestinationView:
     """Create a destination (a portal bucket until a dissemination host is attached)."""
     with database(state) as session:
-        return _view(session, config.create_destination(session, data))
+        return _view(session, config.create_destination(session, data, by=request.user.login))
 
 
 @get("/", permission=Permission.READ, sync_to_thread=True)
@@ -95,10 +98,13 @@ def read_destination(name: FromPath[str], request: Request[Any, Any, Any], state
 
 
 @patch("/{name:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
-def update_destination(name: FromPath[str], data: JSONBody[dict[str, Any]], state: State) -> DestinationView:
-    """Change settings (any field of a destination but its name); checked as at creation."""
+def update_destination(
+    name: FromPath[str], data: JSONBody[dict[str, Any]], request: Request[Any, Any, Any], state: State
+) -> DestinationView:
+    """Change settings (any field of a destination but its name); checked as at creation, and kept in
+    its history with the old and new values."""
     with database(state) as session:
-        return _view(session, config.update_destination(session, name, data))
+        return _view(session, config.update_destination(session, name, data, by=request.user.login))
 
 
 @delete("/{name:str}", permission=Permission.CONFIGURE, sync_to_thread=True, status_code=200)
@@ -147,8 +153,22 @@ def restart_destination(name: FromPath[str], request: Request[Any, Any, Any], st
         return _view(session, operations.restart_destination(session, name, by=request.user.login))
 
 
+@get("/{name:str}/history", permission=Permission.READ_HOSTS, sync_to_thread=True)
+def read_destination_history(
+    name: FromPath[str], request: Request[Any, Any, Any], state: State, limit: FromQuery[int] = 1000
+) -> list[DestinationHistoryPublic]:
+    """The destination's latest `limit` changes, oldest first: holds (by a user, or by the mover after
+    failed passes), restarts, edits of its settings, hosts and aliases, each with who and when."""
+    request_access(request).require_operator(name)
+    with database(state) as session:
+        config.get_destination(session, name)
+        return destination_history.history(session, name, limit=max(1, min(limit, 10_000)))
+
+
 @post("/{name:str}/aliases", permission=Permission.CONFIGURE, sync_to_thread=True)
-def add_alias(name: FromPath[str], data: JSONBody[AliasLink], state: State) -> DestinationView:
+def add_alias(
+    name: FromPath[str], data: JSONBody[AliasLink], request: Request[Any, Any, Any], state: State
+) -> DestinationView:
     """Queue the destination's transfers (all, or those matching `pattern`) to another destination too."""
     with database(state) as session:
         config.add_alias(
@@ -159,25 +179,32 @@ def add_alias(name: FromPath[str], data: JSONBody[AliasLink], state: State) -> D
             replacement=data.replacement,
             priority=data.priority,
             delay_seconds=data.delay_seconds,
+            by=request.user.login,
         )
         return _view(session, config.get_destination(session, name))
 
 
 @post("/{name:str}/hosts", permission=Permission.CONFIGURE, sync_to_thread=True)
-def attach_host(name: FromPath[str], data: JSONBody[HostLink], state: State) -> DestinationView:
+def attach_host(
+    name: FromPath[str], data: JSONBody[HostLink], request: Request[Any, Any, Any], state: State
+) -> DestinationView:
     """Attach a host; dissemination hosts are tried in rank order (0 = primary)."""
     with database(state) as session:
-        config.attach_host(session, name, data.host, data.kind, data.rank)
+        config.attach_host(session, name, data.host, data.kind, data.rank, by=request.user.login)
         return _view(session, config.get_destination(session, name))
 
 
 @delete("/{name:str}/hosts/{host:str}", permission=Permission.CONFIGURE, sync_to_thread=True, status_code=200)
 def detach_host(
-    name: FromPath[str], host: FromPath[str], state: State, kind: HostKind = HostKind.DISSEMINATION
+    name: FromPath[str],
+    host: FromPath[str],
+    request: Request[Any, Any, Any],
+    state: State,
+    kind: HostKind = HostKind.DISSEMINATION,
 ) -> DestinationView:
     """Detach a host of `kind` (e.g. the proxy host, so the main movers serve the destination again)."""
     with database(state) as session:
-        config.detach_host(session, name, host, kind)
+        config.detach_host(session, name, host, kind, by=request.user.login)
         return _view(session, config.get_destination(session, name))
 
 
@@ -234,6 +261,7 @@ destinations_router = Router(
         delete_destination,
         hold_destination,
         restart_destination,
+        read_destination_history,
         attach_host,
         detach_host,
         add_alias,

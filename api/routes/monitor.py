@@ -27,7 +27,7 @@ from sqlmodel import Session as DbSession
 from api.deployment_runs import PrefectUnavailable, list_deployments, start_run
 from api.deps import Id, database
 from api.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionSigner
-from catalog import monitoring, operations
+from catalog import destination_history, monitoring, operations
 from catalog.access import Access, Permission, Role, access_of
 from catalog.errors import PdsError
 from catalog.models import utcnow
@@ -219,7 +219,7 @@ def overview(request: Request[Any, Any, Any], state: State) -> Response[Any]:
 def destination_page(
     name: FromPath[str], request: Request[Any, Any, Any], state: State, status: FromQuery[str | None] = None
 ) -> Response[Any]:
-    """A destination's hosts, state and transfers (newest first, optionally one status)."""
+    """A destination's hosts, state, latest changes and transfers (newest first, optionally one status)."""
     with database(state) as session:
         viewer = _viewer(request, state, session)
         if viewer is None:
@@ -230,10 +230,13 @@ def destination_page(
         if view is None:
             return _page("error.html", 404, error=f"no destination {name!r}", **_common(state, viewer, request))
         transfers = monitoring.destination_transfers(session, name, status=status or None)
+        # Who held, restarted or changed it: operators' knowledge, as its hosts are.
+        history = destination_history.history(session, name, limit=20) if viewer.operates(name) else []
     return _page(
         "destination.html",
         destination=view,
         transfers=transfers,
+        history=history,
         status=status or "",
         statuses=[s.value for s in TransferStatus],
         refresh=REFRESH_SECONDS,

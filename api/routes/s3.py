@@ -34,6 +34,7 @@ from catalog.data_users import s3_secret
 from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, PdsError, QuotaExceeded
 from catalog.paths import clean_target
 from catalog.portal import Entry, Portal, PortalUser
+from catalog.portal_models import Operation
 from catalog.portal_streams import Upload
 from catalog.store import DataStore
 
@@ -227,8 +228,7 @@ class S3Endpoint:
         if method == "POST" and "uploadId" in params:
             return await self.complete_multipart(request, user, respond)
         if method == "DELETE" and "uploadId" in params:
-            await anyio.to_thread.run_sync(self._drop_parts, params["uploadId"])
-            return await respond(204, {}, b"")
+            return await self.abort_multipart(request, user, respond)
         if method == "PUT" and "x-amz-copy-source" in request.headers:
             return await self.copy_object(request, user, respond)
         if method == "PUT":
@@ -236,7 +236,8 @@ class S3Endpoint:
         if method in ("GET", "HEAD"):
             return await self.get_object(request, user, respond)
         if method == "DELETE":
-            with contextlib.suppress(NotFound):  # S3 deletes are idempotent.
+            await self._may_delete(user, bucket)
+            with contextlib.suppress(NotFound):  # S3 deletes are idempotent: a missing key is deleted.
                 await anyio.to_thread.run_sync(self.portal.delete, user, _object_path(bucket, key))
             return await respond(204, {}, b"")
         raise S3Error(405, "MethodNotAllowed", f"{method} is not supported")
@@ -395,7 +396,17 @@ class S3Endpoint:
         body = _xml("CopyObjectResult", [("LastModified", _iso(Entry("", False))), ("ETag", f'"{stored.md5}"')])
         await respond(200, {"Content-Type": "application/xml"}, body)
 
+    async def _may_delete(self, user: PortalUser, bucket: str) -> None:
+        """A delete outside the user's rights is refused whole, before any key is looked at: 404
+        NoSuchBucket for a bucket out of its reach (as GET answers), 403 AccessDenied where it may not
+        delete. Only then is a missing key "deleted", as S3 answers it."""
+        try:
+            await anyio.to_thread.run_sync(self.portal.check, user, bucket, Operation.DELETE)
+        except NotFound as exc:
+            raise S3Error(404, "NoSuchBucket", str(exc)) from None
+
     async def delete_objects(self, request: S3Request, user: PortalUser, respond: Responder) -> None:
+        await self._may_delete(user, request.bucket)
         body = await request.small_body()
         try:
             root = ET.fromstring(body)  # noqa: S314  (size-capped, no entities are resolved by ElementTree)
@@ -416,12 +427,18 @@ class S3Endpoint:
 
     # --- Multipart uploads: parts staged in the Data Store, composed (streamed) on completion ---
 
-    def _manifest(self, upload_id: str, user: PortalUser) -> multipart.Manifest:
+    def _manifest(self, upload_id: str, user: PortalUser, request: S3Request) -> multipart.Manifest:
+        """The caller's upload `upload_id` of the request's key; another user's (or another key's)
+        upload is answered as missing, as S3 does."""
         try:
             manifest = multipart.read_manifest(self.store, upload_id)
         except NotFound:
             raise S3Error(404, "NoSuchUpload", f"no multipart upload {upload_id}") from None
-        if manifest.login != user.login:
+        try:
+            path = _object_path(request.bucket, request.key)
+        except InvalidInput:
+            path = None
+        if manifest.login != user.login or manifest.path != path:
             raise S3Error(404, "NoSuchUpload", f"no multipart upload {upload_id}")
         return manifest
 
@@ -448,7 +465,7 @@ class S3Endpoint:
             raise S3Error(400, "InvalidArgument", "partNumber must be an integer from 1 to 10000") from None
         if not 1 <= number <= 10000:
             raise S3Error(400, "InvalidArgument", "partNumber must be from 1 to 10000")
-        await anyio.to_thread.run_sync(self._manifest, upload_id, user)
+        await anyio.to_thread.run_sync(self._manifest, upload_id, user, request)
         writer = _PartWriter(self.store, multipart.part_key(upload_id, number))
         await self._receive_into(writer, request.payload(), self._sha256(request))
         stored = await anyio.to_thread.run_sync(writer.commit)
@@ -456,7 +473,7 @@ class S3Endpoint:
 
     async def complete_multipart(self, request: S3Request, user: PortalUser, respond: Responder) -> None:
         upload_id = request.params["uploadId"]
-        manifest = await anyio.to_thread.run_sync(self._manifest, upload_id, user)
+        manifest = await anyio.to_thread.run_sync(self._manifest, upload_id, user, request)
         body = await request.small_body()
         try:
             root = ET.fromstring(body)  # noqa: S314
@@ -489,6 +506,12 @@ class S3Endpoint:
             [("Bucket", request.bucket), ("Key", request.key), ("ETag", f'"{stored.md5}"')],
         )
         await respond(200, {"Content-Type": "application/xml"}, result)
+
+    async def abort_multipart(self, request: S3Request, user: PortalUser, respond: Responder) -> None:
+        upload_id = request.params["uploadId"]
+        await anyio.to_thread.run_sync(self._manifest, upload_id, user, request)
+        await anyio.to_thread.run_sync(self._drop_parts, upload_id)
+        await respond(204, {}, b"")
 
     def _drop_parts(self, upload_id: str) -> None:
         try:

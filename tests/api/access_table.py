@@ -63,6 +63,7 @@ TABLE: tuple[Row, ...] = (
     Row("DELETE", "/destinations/{name}", "/destinations/none", configure(404)),
     Row("POST", "/destinations/{name}/hold", "/destinations/site2/hold", (401, 403, 403, 404, 200)),
     Row("POST", "/destinations/{name}/restart", "/destinations/site2/restart", (401, 403, 403, 404, 200)),
+    Row("GET", "/destinations/{name}/history", "/destinations/site2/history", (401, 403, 403, 404, 200)),
     Row("POST", "/destinations/{name}/hosts", "/destinations/site1/hosts", configure(404), json={"host": "nohost"}),
     Row("DELETE", "/destinations/{name}/hosts/{host}", "/destinations/site1/hosts/nohost", configure(404)),
     Row("POST", "/destinations/{name}/aliases", "/destinations/site1/aliases", configure(404), json={"alias": "none"}),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from catalog.data_users import grant
 from catalog.database import session_scope
 from catalog.users import ensure_user
 from tests.api.conftest import ADMIN, basic
@@ -100,6 +101,37 @@ def test_destination_settings_hold_and_restart(pds, client):
     code, out, _ = pds("--json", "destination", "restart", "site1")
     restarted = json.loads(out)
     assert restarted["destination"]["active"] is True and restarted["state"]["hold_reason"] is None
+
+
+def test_destination_history_shows_who_held_restarted_and_changed_it(pds, client, sqlite_engine):
+    with session_scope(sqlite_engine) as session:
+        ensure_user(session, "op", "pw-operator")
+        grant(session, "op", "all,operate", destination="site1")
+        ensure_user(session, "reader", "pw-reader")
+        grant(session, "reader", "get,dir", destination="site1")
+    operator = basic("op", "pw-operator")
+    assert client.post("/destinations/site1/hold", headers=operator).status_code == 200
+    assert pds("destination", "restart", "site1")[0] == 0
+    assert pds("destination", "set", "site1", "--max-starts", "7")[0] == 0
+
+    code, out, err = pds("destination", "history", "site1")
+    assert (code, err) == (0, ""), err
+    lines = out.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "create by admin",
+        "attach_host by admin: dissemination host h1 at rank 0",
+        "hold by op: put on hold",
+        "restart by admin: restarted (it was put on hold by op)",
+        "update by admin: max_starts 3 → 7",
+    ]
+    history = client.get("/destinations/site1/history", headers=operator).json()
+    assert [(h["action"], h["by"]) for h in history][-3:] == [("hold", "op"), ("restart", "admin"), ("update", "admin")]
+    assert client.get("/destinations/site1/history?limit=1", headers=ADMIN).json()[0]["action"] == "update"
+    # Hosts are named there: operators' knowledge, as the hosts themselves.
+    assert client.get("/destinations/site1/history", headers=basic("reader", "pw-reader")).status_code == 403
+    assert client.get("/destinations/nowhere/history", headers=ADMIN).status_code == 404
+    code, _, err = pds("destination", "history")
+    assert code == 2 and "needs a NAME" in err
 
 
 def test_aliases_queue_matching_files_elsewhere_with_their_own_target_priority_and_delay(pds, client, tmp_path):

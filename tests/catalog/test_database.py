@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, select
 
 from catalog.database import migrate, session_scope
 from catalog.models import DataFile
@@ -31,3 +31,60 @@ def test_times_come_back_aware_in_utc(engine):
         loaded = session.get(DataFile, file_id)
         assert loaded.arrived_at == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
         assert loaded.arrived_at.tzinfo is not None
+
+
+def test_sizes_and_byte_counts_hold_more_than_2_gib(engine):
+    """PostgreSQL's INTEGER stops at 2 GiB: a transfer of a 6 GiB file records every byte it sent."""
+    from catalog.acquisition import Discovered, ListingRule, SourceFile
+    from catalog.models import DataTransfer, Destination, Host, TransferAttempt
+    from catalog.statuses import TransferStatus
+    from catalog.transfers import record_progress
+
+    big, sent = 6 << 30, (5 << 30) + 7
+    assert sent > 2**31
+    with session_scope(engine) as session:
+        session.add_all([Destination(name="site"), Host(name="src", protocol="file", address="/data")])
+        data_file = DataFile(name="big.grib", size=big)
+        session.add(data_file)
+        session.flush()
+        transfer = DataTransfer(
+            data_file_id=data_file.id, destination_name="site", target="big.grib", status=TransferStatus.TRANSFERRING
+        )
+        session.add(transfer)
+        session.flush()
+        transfer_id, file_id = transfer.id, data_file.id
+        session.add(TransferAttempt(transfer_id=transfer_id, number=1, mover="m", bytes_sent=sent))
+        session.add(SourceFile(data_file_id=file_id, host_name="src", path="/data/big.grib", size=big))
+        session.add(Discovered(destination_name="site", target="big.grib", data_file_id=file_id, size=big))
+        session.add(ListingRule(host_name="src", destination_name="site", min_size=big, max_size=2 * big))
+    with session_scope(engine) as session:
+        assert record_progress(session, transfer_id, sent)
+    with session_scope(engine) as session:
+        assert session.get(DataTransfer, transfer_id).bytes_sent == sent
+        assert session.get(DataFile, file_id).size == big
+        assert session.exec(select(TransferAttempt.bytes_sent)).one() == sent
+        assert session.get(SourceFile, file_id).size == big
+        assert session.exec(select(Discovered.size)).one() == big
+        assert session.exec(select(ListingRule.min_size, ListingRule.max_size)).one() == (big, 2 * big)
+
+
+def test_files_of_more_than_2_gib_are_registered_whole(engine, tmp_path):
+    """Registration stages its rows in a temporary table: its sizes are 64-bit too."""
+    from catalog.acquisition import RegisteredFile, SourceFile, register_files
+    from tests.factories import destination, local_host
+
+    big = (3 << 30) + 1
+    destination(engine, "site", host=local_host("provider", str(tmp_path)))
+    with session_scope(engine) as session:
+        (file_id,) = register_files(
+            session,
+            destination="site",
+            host="provider",
+            source_root=str(tmp_path),
+            group="g",
+            files=[RegisteredFile(path=str(tmp_path / "big.grib"), size=big)],
+            by="test",
+        )
+    with session_scope(engine) as session:
+        assert session.get(SourceFile, file_id).size == big
+        assert session.get(DataFile, file_id).size == big

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from catalog import destination_history
 from catalog.config import attach_host, create_host
 from catalog.database import session_scope
 from catalog.errors import FailOverToNextHost, RetryOnSameHost
@@ -148,6 +149,8 @@ def test_after_n_failed_passes_over_every_host_the_destination_goes_on_hold(engi
         state = session.get(DestinationState, "hf")
         assert not held.active
         assert "2 passes over every host failed in a row" in state.hold_reason
+        (last,) = destination_history.history(session, "hf", limit=1)
+        assert last.action == "hold" and "2 passes over every host failed in a row" in last.reason
     assert claim_one(engine) == []  # nothing leaves a destination on hold
     assert public(engine, waiting).status == "Queued"
 

@@ -85,6 +85,21 @@ def test_overview_shows_queue_and_state(client):
     row2 = re.search(r'<tr id="destination-site2">(.*?)</tr>', html, re.S).group(1)
     assert "on hold" in row2 and "put on hold by admin" in row2 and "(portal bucket)" in row2
     assert "h1" in client.get("/monitor/hosts").text
+    page = client.get("/monitor/destinations/site2").text
+    history = re.search(r'<details id="history">(.*?)</details>', page, re.S).group(1)
+    assert re.search(r"<td>hold</td><td>admin</td><td>put on hold</td>", history)
+
+
+def test_a_destinations_history_is_shown_to_its_operators_only(client):
+    log_in(client, "op", "op-pw")
+    token = form_token(client.get("/monitor/destinations/site1").text)
+    client.post("/monitor/destinations/site1/hold", data={"form_token": token})
+    page = client.get("/monitor/destinations/site1").text
+    history = re.search(r'<details id="history">(.*?)</details>', page, re.S).group(1)
+    assert "<td>hold</td><td>op</td>" in history and "dissemination host h1" in history
+    client.cookies.clear()
+    log_in(client, "viewer", "viewer-pw")
+    assert 'id="history"' not in client.get("/monitor/destinations/site1").text
 
 
 def test_actions_need_the_page_token_and_an_operator(client):

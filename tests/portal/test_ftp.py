@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ftplib
 import hashlib
+import io
 import os
+import ssl
 import subprocess
 
+import pytest
 from sqlmodel import select
 
 from catalog.data_users import update_data_user
@@ -116,3 +120,56 @@ def test_behind_nat_passive_answers_name_the_public_address(portal, world):
     finally:
         server.close_all()
         thread.join(timeout=10)
+
+
+def ftp_session(server, user="alice", password=PASSWORD):
+    if server.mode == "ftps":
+        client = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=str(server.cert)), timeout=30)
+        client.connect("127.0.0.1", server.port)
+        client.login(user, password)
+        client.prot_p()
+    else:
+        client = ftplib.FTP(timeout=30)
+        client.connect("127.0.0.1", server.port)
+        client.login(user, password)
+    return client
+
+
+def test_an_illegal_path_answers_550_and_the_session_goes_on(ftp_portal, world):
+    client = ftp_session(ftp_portal)
+    try:
+        client.storbinary("STOR /bucket/ok.bin", io.BytesIO(b"ok"))
+        for command in (
+            lambda: client.cwd("/bucket\\sub"),
+            lambda: client.retrbinary("RETR /bucket/a\\b.bin", lambda _: None),
+            lambda: client.storbinary("STOR /bucket/a\\b.bin", io.BytesIO(b"x")),
+            lambda: client.delete("/bucket/a\\b.bin"),
+            lambda: client.mkd("/bucket/a\\b"),
+            lambda: client.sendcmd("TYPE I") and client.size("/bucket/a\\b.bin"),  # SIZE needs binary mode
+            lambda: client.nlst("/bucket/a\\b"),
+            lambda: client.rename("/bucket/ok.bin", "/bucket/a\\b.bin"),
+            lambda: client.sendcmd("MDTM /bucket/a\\b.bin"),
+        ):
+            with pytest.raises(ftplib.error_perm, match="^550 .*backslash"):
+                command()
+        # The same session still works.
+        assert client.nlst("/bucket") in (["/bucket/ok.bin"], ["ok.bin"])
+        client.voidcmd("TYPE I")
+        assert client.size("/bucket/ok.bin") == 2
+    finally:
+        client.quit()
+    assert statuses(world) == [("bucket", "ok.bin", "Queued")]
+
+
+def test_after_two_puts_and_a_delete_no_older_version_shows_again(ftp_portal, world, tmp_path):
+    v1, v2 = tmp_path / "v1.bin", tmp_path / "v2.bin"
+    v1.write_bytes(b"version 1")
+    v2.write_bytes(b"version 2")
+    done = lftp(ftp_portal, [f"put {v1} -o /bucket/v.bin", f"put {v2} -o /bucket/v.bin", "rm /bucket/v.bin"])
+    assert done.returncode == 0, done.stderr
+    listing = lftp(ftp_portal, ["cls -1 /bucket/"])
+    assert "v.bin" not in listing.stdout
+    back = tmp_path / "back.bin"
+    assert lftp(ftp_portal, [f"get /bucket/v.bin -o {back}"]).returncode != 0
+    assert not back.exists() or back.read_bytes() == b""
+    assert statuses(world) == [("bucket", "v.bin", "Stopped")] * 2

@@ -201,3 +201,69 @@ def test_s3_permissions_traversal_and_quotas(served, secrets, world):
         update_data_user(session, "alice", {"upload_quota_bytes": 10})
     with pytest.raises(ClientError, match="QuotaExceeded"):
         alice.put_object(Bucket="bucket", Key="big.bin", Body=b"x" * 100)
+
+
+def test_deletes_outside_the_users_rights_are_refused_and_delete_nothing(served, secrets, world):
+    alice, bob = s3(served, secrets), s3(served, secrets, "bob")
+    bob.put_object(Bucket="other", Key="secret.bin", Body=b"bob's secret")
+    alice.put_object(Bucket="bucket", Key="kept.bin", Body=b"alice's")
+
+    def refused(call, **kwargs):
+        with pytest.raises(ClientError) as caught:
+            call(**kwargs)
+        return caught.value.response["ResponseMetadata"]["HTTPStatusCode"], caught.value.response["Error"]["Code"]
+
+    # `other` is out of alice's reach: answered as a bucket that does not exist, like one that does not.
+    for bucket in ("other", "nowhere"):
+        assert refused(alice.delete_object, Bucket=bucket, Key="secret.bin") == (404, "NoSuchBucket")
+        many = {"Objects": [{"Key": "secret.bin"}, {"Key": "missing.bin"}]}
+        assert refused(alice.delete_objects, Bucket=bucket, Delete=many) == (404, "NoSuchBucket")
+    # bob sees `bucket` (get, dir) but may not delete there.
+    assert refused(bob.delete_object, Bucket="bucket", Key="kept.bin") == (403, "AccessDenied")
+    assert refused(bob.delete_object, Bucket="bucket", Key="missing.bin") == (403, "AccessDenied")
+    many = {"Objects": [{"Key": "kept.bin"}]}
+    assert refused(bob.delete_objects, Bucket="bucket", Delete=many) == (403, "AccessDenied")
+    assert statuses(world) == [("bucket", "kept.bin", "Queued"), ("other", "secret.bin", "Queued")]
+    # Where the user may delete, a missing key is deleted, as S3 answers it.
+    alice.delete_object(Bucket="bucket", Key="missing.bin")
+    assert alice.delete_objects(Bucket="bucket", Delete={"Objects": [{"Key": "missing.bin"}]})["Deleted"]
+
+
+def test_a_multipart_upload_is_aborted_only_by_its_owner(served, secrets, world, store):
+    from catalog import multipart
+
+    alice, bob = s3(served, secrets), s3(served, secrets, "bob")
+    bob.put_object(Bucket="other", Key="seed.bin", Body=b"x")  # bob may put at `other`
+    upload = bob.create_multipart_upload(Bucket="other", Key="big.bin")["UploadId"]
+    bob.upload_part(Bucket="other", Key="big.bin", UploadId=upload, PartNumber=1, Body=b"y" * 1000)
+    with pytest.raises(ClientError, match="NoSuchUpload"):
+        alice.abort_multipart_upload(Bucket="bucket", Key="big.bin", UploadId=upload)
+    with pytest.raises(ClientError, match="NoSuchUpload|NoSuchBucket"):
+        alice.abort_multipart_upload(Bucket="other", Key="big.bin", UploadId=upload)
+    with pytest.raises(ClientError, match="NoSuchUpload"):
+        bob.abort_multipart_upload(Bucket="other", Key="another.bin", UploadId=upload)
+    assert store.exists(multipart.part_key(upload, 1))
+    bob.abort_multipart_upload(Bucket="other", Key="big.bin", UploadId=upload)
+    assert not store.exists(multipart.part_key(upload, 1))
+    with pytest.raises(ClientError, match="NoSuchUpload"):
+        bob.abort_multipart_upload(Bucket="other", Key="big.bin", UploadId=upload)
+
+
+def test_after_two_puts_and_a_delete_no_older_version_shows_again(served, secrets, world):
+    client = s3(served, secrets)
+    client.put_object(Bucket="bucket", Key="d/v.bin", Body=b"version 1")
+    client.put_object(Bucket="bucket", Key="d/v.bin", Body=b"version 2")
+    assert client.get_object(Bucket="bucket", Key="d/v.bin")["Body"].read() == b"version 2"
+    client.delete_object(Bucket="bucket", Key="d/v.bin")
+    with pytest.raises(ClientError, match="NoSuchKey"):
+        client.get_object(Bucket="bucket", Key="d/v.bin")
+    assert "Contents" not in client.list_objects_v2(Bucket="bucket")
+    assert "Contents" not in client.list_objects(Bucket="bucket", Prefix="d/")
+
+    client.put_object(Bucket="bucket", Key="m.bin", Body=b"version 1")
+    client.put_object(Bucket="bucket", Key="m.bin", Body=b"version 2")
+    deleted = client.delete_objects(Bucket="bucket", Delete={"Objects": [{"Key": "m.bin"}]})
+    assert [d["Key"] for d in deleted["Deleted"]] == ["m.bin"]
+    with pytest.raises(ClientError, match="404"):
+        client.head_object(Bucket="bucket", Key="m.bin")
+    assert statuses(world) == [("bucket", "d/v.bin", "Stopped")] * 2 + [("bucket", "m.bin", "Stopped")] * 2

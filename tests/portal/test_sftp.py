@@ -138,3 +138,18 @@ def test_sftp_paths_never_reach_another_users_destination(sftp_portal, alice_key
     assert done.returncode != 0
     # Over SFTP `%2e%2e` is a literal name: a file in alice's own bucket, never a way out of it.
     assert [s for s in statuses(world) if s[0] != "bucket"] == [("other", "secret.bin", "Queued")]
+
+
+def test_after_two_puts_and_a_delete_no_older_version_shows_again(sftp_portal, alice_key, world, tmp_path):
+    v1, v2 = tmp_path / "v1.bin", tmp_path / "v2.bin"
+    v1.write_bytes(b"version 1")
+    v2.write_bytes(b"version 2")
+    done = sftp_batch(
+        sftp_portal, alice_key, [f"put {v1} /bucket/v.bin", f"put {v2} /bucket/v.bin", "rm /bucket/v.bin"]
+    )
+    assert done.returncode == 0, done.stderr
+    listing = sftp_batch(sftp_portal, alice_key, ["ls -1 /bucket"])
+    assert listing.returncode == 0, listing.stderr
+    assert "v.bin" not in listing.stdout
+    assert sftp_batch(sftp_portal, alice_key, [f"get /bucket/v.bin {tmp_path / 'back.bin'}"]).returncode != 0
+    assert statuses(world) == [("bucket", "v.bin", "Stopped")] * 2

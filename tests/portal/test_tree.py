@@ -206,3 +206,26 @@ def test_admins_reach_every_destination(portal, world):
         ensure_user(session, "root", "pw", is_admin=True)
         session.add(Destination(name="late"))
     assert [e.name for e in portal.list(portal.user("root"), "/")] == ["bucket", "late", "other", "site"]
+
+
+def test_no_older_version_shows_again_after_a_delete_or_a_rename(portal, world):
+    alice = portal.user("alice")
+    for content in (b"v1", b"v2"):
+        upload(portal, alice, "/bucket/v.bin", content)
+    portal.delete(alice, "/bucket/v.bin")
+    with pytest.raises(NotFound):
+        portal.stat(alice, "/bucket/v.bin")
+    assert portal.list(alice, "/bucket") == []
+    assert transfers(world, "bucket") == [("v.bin", "Stopped"), ("v.bin", "Stopped")]
+    with pytest.raises(NotFound):
+        portal.delete(alice, "/bucket/v.bin")
+
+    # A rename replaces every version under the new name, and takes the old name away whole.
+    for name, content in (("a.bin", b"a1"), ("a.bin", b"a2"), ("b.bin", b"b1"), ("b.bin", b"b2")):
+        upload(portal, alice, f"/bucket/{name}", content)
+    portal.rename(alice, "/bucket/b.bin", "/bucket/a.bin")
+    assert [e.name for e in portal.list(alice, "/bucket")] == ["a.bin"]
+    assert portal.stat(alice, "/bucket/a.bin").size == 2
+    assert download(portal, alice, "/bucket/a.bin") == b"b2"
+    portal.rename(alice, "/bucket/a.bin", "/bucket/a.bin")  # onto itself: nothing changes
+    assert [e.name for e in portal.list(alice, "/bucket")] == ["a.bin"]
