@@ -291,9 +291,18 @@ EDITABLE_HOST_FIELDS = frozenset(
 )
 
 
-def update_host(session: Session, name: str, changes: dict[str, Any], *, known_protocols: frozenset[str]) -> Host:
+def update_host(
+    session: Session,
+    name: str,
+    changes: dict[str, Any],
+    *,
+    known_protocols: frozenset[str],
+    by: str = destination_history.SYSTEM,
+) -> Host:
     """Change a host's fields. `options` are merged: a key set to null is removed. A new password or
-    `secret_*` option is sealed as at creation; sealed values that are not changed stay as they are."""
+    `secret_*` option is sealed as at creation; sealed values that are not changed stay as they are.
+    The change is recorded, with `by`, in the history of every destination the host serves (secrets
+    as "changed", never their values)."""
     host = get_host(session, name)
     unknown = set(changes) - EDITABLE_HOST_FIELDS
     if unknown:
@@ -322,10 +331,20 @@ def update_host(session: Session, name: str, changes: dict[str, Any], *, known_p
     if candidate.kind == HostKind.PROXY:
         check_proxy_options(candidate)
     seal_host(candidate)
+    before = host_public(host).model_dump(mode="json")
     for key in changes:
         setattr(host, key, getattr(candidate, key))
     session.add(host)
     session.flush()
+    after = host_public(host).model_dump(mode="json")
+    described = destination_history.describe_changes(before, {k: after[k] for k in after if k in changes})
+    if "password" in changes:
+        described = ", ".join(filter(None, [described, "password changed"]))
+    if described:
+        for link in session.exec(select(DestinationHost).where(DestinationHost.host_name == name)).all():
+            destination_history.record(
+                session, link.destination_name, "host-update", by=by, reason=f"{name}: {described}"
+            )
     return host
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from catalog import attempts, destination_history
-from catalog.config import get_destination
+from catalog.config import MOVING, get_destination
 from catalog.errors import InvalidInput
 from catalog.models import DataTransfer, Destination, utcnow
-from catalog.statuses import TransferStatus
+from catalog.statuses import FINAL, TransferStatus
 from catalog.submission import check_priority
 from catalog.transfers import change_status, destination_state, get_transfer
 
@@ -133,3 +133,19 @@ def restart_destination(session: Session, name: str, *, by: str) -> Destination:
     session.flush()
     destination_history.record(session, name, "restart", by=by, reason=reason)
     return destination
+
+
+def stop_waiting_transfers(session: Session, destination: str, *, by: str) -> int:
+    """Stop every transfer of the destination that waits for something (before a forced delete); the
+    ones moving bytes are left to end (a delete under a writer would lose what it records)."""
+    get_destination(session, destination)
+    waiting = session.exec(
+        select(DataTransfer.id).where(
+            DataTransfer.destination_name == destination,
+            col(DataTransfer.status).not_in([s.value for s in FINAL] + [s.value for s in MOVING]),
+        )
+    ).all()
+    for transfer_id in waiting:
+        if transfer_id is not None:
+            stop(session, transfer_id, by=by, reason=f"destination {destination} is being deleted")
+    return len(waiting)

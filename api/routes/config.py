@@ -9,7 +9,7 @@ from litestar import Request, Router, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 from pydantic import BaseModel, Field
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from api.auth import request_access
 from api.deps import database
@@ -17,7 +17,6 @@ from blocks.registry import block_for, known_protocols
 from catalog import config, destination_history, operations
 from catalog.access import Access, Permission
 from catalog.models import (
-    DataTransfer,
     Destination,
     DestinationCreate,
     DestinationHistoryPublic,
@@ -27,7 +26,6 @@ from catalog.models import (
     HostKind,
     HostPublic,
 )
-from catalog.statuses import FINAL
 
 
 class HostLink(BaseModel):
@@ -115,26 +113,10 @@ def delete_destination(
     bytes to it; `force=true` first stops every transfer still waiting (queued, held, retrying…), so
     only the ones moving bytes can hold the delete back."""
     with database(state) as session:
-        stopped = _stop_live_transfers(session, name, request.user.login) if force else 0
+        stopped = operations.stop_waiting_transfers(session, name, by=request.user.login) if force else 0
     with database(state) as session:
         removed = config.delete_destination(session, name)
     return {"destination": name, "transfers_removed": removed, "transfers_stopped": stopped}
-
-
-def _stop_live_transfers(session: Session, destination: str, by: str) -> int:
-    """Stop every transfer of the destination that waits for something; the ones moving bytes are
-    left to end (a delete under a writer would lose what it records)."""
-    config.get_destination(session, destination)
-    waiting = session.exec(
-        select(DataTransfer.id).where(
-            DataTransfer.destination_name == destination,
-            col(DataTransfer.status).not_in([s.value for s in FINAL] + [s.value for s in config.MOVING]),
-        )
-    ).all()
-    for transfer_id in waiting:
-        if transfer_id is not None:
-            operations.stop(session, transfer_id, by=by, reason=f"destination {destination} is being deleted")
-    return len(waiting)
 
 
 @post("/{name:str}/hold", permission=Permission.OPERATE, sync_to_thread=True, status_code=200)
@@ -226,12 +208,14 @@ def list_hosts(request: Request[Any, Any, Any], state: State) -> list[HostPublic
 
 
 @patch("/{name:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
-def update_host(name: FromPath[str], data: JSONBody[dict[str, Any]], state: State) -> HostPublic:
+def update_host(
+    name: FromPath[str], data: JSONBody[dict[str, Any]], request: Request[Any, Any, Any], state: State
+) -> HostPublic:
     """Change a host: protocol, address, directory, login, comment, active, password or options
     (merged; a null value removes an option). Checked as at creation; credentials stay sealed and
     are never shown back. Its place in a destination's order: `POST /destinations/{name}/hosts`."""
     with database(state) as session:
-        host = config.update_host(session, name, data, known_protocols=known_protocols())
+        host = config.update_host(session, name, data, known_protocols=known_protocols(), by=request.user.login)
         block_for(host).check()  # refuse what could never work, before it is committed
         return config.host_public(host)
 

@@ -9,6 +9,7 @@ themselves every few seconds.
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 from datetime import datetime
@@ -27,11 +28,13 @@ from sqlmodel import Session as DbSession
 from api.deployment_runs import PrefectUnavailable, list_deployments, start_run
 from api.deps import Id, database
 from api.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionSigner
-from catalog import destination_history, monitoring, operations
+from blocks.registry import block_for, known_protocols
+from catalog import config, destination_history, monitoring, operations
 from catalog.access import Access, Permission, Role, access_of
-from catalog.errors import PdsError
-from catalog.models import utcnow
+from catalog.errors import InvalidInput, PdsError
+from catalog.models import DestinationBase, utcnow
 from catalog.products import list_products, streams_of
+from catalog.sealing import SECRET_OPTION_PREFIX
 from catalog.settings import Settings
 from catalog.statuses import TRANSITIONS, TransferStatus
 from catalog.submission import check_priority
@@ -40,7 +43,13 @@ from catalog.users import authenticate_password
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 TRANSFER_ACTIONS = ("requeue", "stop", "hold", "release", "priority", "schedule-now")
-DESTINATION_ACTIONS = ("hold", "restart")
+DESTINATION_ACTIONS = ("hold", "restart", "edit", "delete")
+#: Destination actions for administrators only; the others for its operators.
+ADMINISTRATION = frozenset({"edit", "delete"})
+#: The destination settings the monitor's form edits, in the order shown.
+DESTINATION_FIELDS = [name for name in DestinationBase.model_fields if name not in ("name", "active")]
+#: The host fields the monitor's form edits (the password is write-only, its field starts empty).
+HOST_FIELDS = ("protocol", "address", "directory", "login", "comment")
 REFRESH_SECONDS = 5
 
 
@@ -232,11 +241,13 @@ def destination_page(
         transfers = monitoring.destination_transfers(session, name, status=status or None)
         # Who held, restarted or changed it: operators' knowledge, as its hosts are.
         history = destination_history.history(session, name, limit=20) if viewer.operates(name) else []
+        settings = config.get_destination(session, name).model_dump(mode="json") if viewer.is_admin else {}
     return _page(
         "destination.html",
         destination=view,
         transfers=transfers,
         history=history,
+        settings=[(field, settings[field]) for field in DESTINATION_FIELDS] if settings else [],
         status=status or "",
         statuses=[s.value for s in TransferStatus],
         refresh=REFRESH_SECONDS,
@@ -394,7 +405,8 @@ def destination_action(
 ) -> Response[Any]:
     back = f"/monitor/destinations/{quote(name, safe='')}"
     with database(state) as session:
-        checked = _authorise_action(request, state, session, data, destination=name)
+        operator_of = None if action in ADMINISTRATION else name  # None: administrators only
+        checked = _authorise_action(request, state, session, data, destination=operator_of)
         if isinstance(checked, Response):
             return checked
         try:
@@ -402,6 +414,18 @@ def destination_action(
                 operations.hold_destination(session, name, by=checked.login)
             elif action == "restart":
                 operations.restart_destination(session, name, by=checked.login)
+            elif action == "edit":
+                changes = _destination_changes(config.get_destination(session, name), data)
+                if not changes:
+                    raise PdsError("nothing changed")
+                config.update_destination(session, name, changes, by=checked.login)
+            elif action == "delete":
+                stopped = 0
+                if data.get("force") == "on":
+                    stopped = operations.stop_waiting_transfers(session, name, by=checked.login)
+                removed = config.delete_destination(session, name)
+                message = f"destination {name} deleted with its {removed} transfer(s) ({stopped} stopped first)"
+                return Redirect(_with_message("/monitor", message), status_code=303)
             else:
                 raise PdsError(f"no action {action!r}; known: {', '.join(DESTINATION_ACTIONS)}")
             message = f"destination {name}: {action} done"
@@ -409,6 +433,115 @@ def destination_action(
             session.rollback()
             message = f"destination {name}: {action} refused: {exc}"
     return Redirect(_with_message(back, message), status_code=303)
+
+
+def _destination_changes(destination: DestinationBase, data: dict[str, str]) -> dict[str, Any]:
+    """The settings the form changed, as text: `update_destination` checks and converts them as the
+    API does. An emptied field of an optional setting unsets it; a checkbox is absent when unticked."""
+    current = destination.model_dump(mode="json")
+    changes: dict[str, Any] = {}
+    for field in DESTINATION_FIELDS:
+        before = current[field]
+        if isinstance(before, bool):
+            ticked = data.get(field) == "on"
+            if ticked != before:
+                changes[field] = ticked
+            continue
+        if field not in data:
+            continue
+        value: str | None = data[field].strip()
+        if value == "" and (before is None or DestinationBase.model_fields[field].default is None):
+            value = None
+        if value != (None if before is None else str(before)):
+            changes[field] = value
+    return changes
+
+
+@get("/hosts/{name:str}", sync_to_thread=True)
+def host_page(name: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """One host: its settings (secrets never shown), the destinations it serves; an administrator's
+    forms to edit or delete it."""
+    with database(state) as session:
+        viewer = _viewer(request, state, session)
+        if viewer is None:
+            return _to_login(request)
+        try:
+            viewer.access.require_host(session, name)
+            host = config.host_public(config.get_host(session, name))
+        except PdsError as exc:
+            return _page("error.html", 404, error=str(exc), **_common(state, viewer, request))
+        served = sorted(h.destinations for h in monitoring.hosts_overview(session) if h.name == name)
+    options = json.dumps({k: v for k, v in host.options.items() if v != "***"}, indent=1, sort_keys=True)
+    secrets = sorted(k for k, v in host.options.items() if v == "***")
+    return _page(
+        "host.html",
+        host=host,
+        fields=[(field, getattr(host, field) or "") for field in HOST_FIELDS],
+        options=options,
+        secrets=secrets,
+        destinations=served[0] if served else [],
+        **_common(state, viewer, request),
+    )
+
+
+@post("/hosts/{name:str}/{action:str}", sync_to_thread=True, status_code=303)
+def host_action(
+    name: FromPath[str], action: FromPath[str], request: Request[Any, Any, Any], state: State, data: Form
+) -> Response[Any]:
+    """An administrator edits (`edit`) or deletes (`delete`) a host."""
+    back = f"/monitor/hosts/{quote(name, safe='')}"
+    with database(state) as session:
+        checked = _authorise_action(request, state, session, data)  # administrators only
+        if isinstance(checked, Response):
+            return checked
+        try:
+            if action == "edit":
+                host = config.update_host(
+                    session,
+                    name,
+                    _host_changes(config.get_host(session, name), data),
+                    known_protocols=known_protocols(),
+                    by=checked.login,
+                )
+                block_for(host).check()  # refuse what could never work, before it is committed
+                message = f"host {name}: saved"
+            elif action == "delete":
+                config.delete_host(session, name)
+                return Redirect(_with_message("/monitor/hosts", f"host {name} deleted"), status_code=303)
+            else:
+                raise PdsError(f"no action {action!r}; known: edit, delete")
+        except (PdsError, sa.exc.SQLAlchemyError) as exc:
+            session.rollback()
+            message = f"host {name}: {action} refused: {exc}"
+    return Redirect(_with_message(back, message), status_code=303)
+
+
+def _host_changes(host: Any, data: dict[str, str]) -> dict[str, Any]:
+    """What the host form changed. The password is changed only when one is typed; options are the
+    JSON object shown (secret options, never shown, are kept unless named with a new value); a key
+    removed from it is removed from the host."""
+    changes: dict[str, Any] = {}
+    for field in HOST_FIELDS:
+        if field in data and data[field].strip() != (getattr(host, field) or ""):
+            changes[field] = data[field].strip()
+    if data.get("password"):
+        changes["password"] = data["password"]
+    active = data.get("active") == "on"
+    if active != host.active:
+        changes["active"] = active
+    if "options" in data:
+        try:
+            options = json.loads(data["options"] or "{}")
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"options are not a JSON object: {exc}") from None
+        if not isinstance(options, dict):
+            raise InvalidInput("options must be a JSON object")
+        current = {k: v for k, v in (host.options or {}).items() if not k.startswith(SECRET_OPTION_PREFIX)}
+        removed = {k: None for k in current if k not in options}
+        changed = {k: v for k, v in options.items() if current.get(k) != v}
+        if removed or changed:
+            changes["options"] = removed | changed
+    return changes
 
 
 @post("/deployments/{deployment_id:str}/run", sync_to_thread=True, status_code=303)
@@ -443,6 +576,8 @@ monitor_router = Router(
         transfer_action,
         run_deployment_now,
         destination_action,
+        host_page,
+        host_action,
     ],
     include_in_schema=False,
     # Pages and actions check the viewer's session themselves (a log-in page, not a 401, for a browser).

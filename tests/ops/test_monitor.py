@@ -3,6 +3,7 @@ Prometheus metrics at /metrics."""
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -138,6 +139,89 @@ def test_actions_need_the_page_token_and_an_operator(client):
     # A refused edge is said on the page, not a crash.
     r = client.post(f"/monitor/transfers/{transfer_id}/hold", data={"form_token": token})
     assert r.status_code == 200 and f"transfer {transfer_id}: hold refused" in r.text
+
+
+def message_of(response) -> str:
+    return html.unescape(re.search(r'class="message"[^>]*>(.*?)<', response.text, re.S).group(1).strip())
+
+
+def test_an_administrator_edits_and_deletes_a_host_from_the_monitor(client, tmp_path):
+    api = ("admin", "admin")
+    client.patch("/hosts/h1", json={"password": "site-secret", "options": {"secret_token": "t0k3n"}}, auth=api)
+    log_in(client, "op", "op-pw")  # an operator of site1 sees its host, without forms
+    page = client.get("/monitor/hosts/h1").text
+    assert 'id="edit-host"' not in page and str(tmp_path / "remote") in page
+    r = client.post("/monitor/hosts/h1/edit", data={"form_token": form_token(page), "comment": "mine"})
+    assert r.status_code == 403 and client.get("/hosts/h1", auth=api).json()["comment"] == ""
+
+    client.cookies.clear()
+    log_in(client)
+    page = client.get("/monitor/hosts/h1").text
+    assert 'id="edit-host"' in page and "t0k3n" not in page and "site-secret" not in page
+    assert "secret_token" in page  # named as kept, never shown
+    fields = {
+        "form_token": form_token(page),
+        "protocol": "file",
+        "address": str(tmp_path / "elsewhere"),
+        "directory": "",
+        "login": "",
+        "comment": "moved to the new disk",
+        "password": "",  # left empty: the password stays
+        "active": "on",
+        "options": '{"max_rate": 1000000}',
+    }
+    r = client.post("/monitor/hosts/h1/edit", data=fields)
+    assert "host h1: saved" in message_of(r)
+    host = client.get("/hosts/h1", auth=api).json()
+    assert host["address"] == str(tmp_path / "elsewhere") and host["comment"] == "moved to the new disk"
+    assert host["has_password"] and host["options"] == {"max_rate": 1000000, "secret_token": "***"}
+    history = client.get("/destinations/site1/history", auth=api).json()
+    assert history[-1]["action"] == "host-update" and history[-1]["by"] == "admin"
+    assert "moved to the new disk" in history[-1]["reason"] and "site-secret" not in history[-1]["reason"]
+
+    r = client.post("/monitor/hosts/h1/edit", data=fields | {"options": "{not json"})
+    assert "host h1: edit refused: options are not a JSON object" in message_of(r)
+    r = client.post("/monitor/hosts/h1/edit", data=fields | {"protocol": "gopher"})
+    assert "edit refused: unknown protocol 'gopher'" in message_of(r)
+    assert client.get("/hosts/h1", auth=api).json()["protocol"] == "file"
+
+    r = client.post("/monitor/hosts/h1/delete", data={"form_token": fields["form_token"]})
+    assert "host h1 deleted" in message_of(r)
+    assert client.get("/hosts/h1", auth=api).status_code == 404
+    assert client.get("/destinations/site1", auth=api).json()["hosts"]["dissemination"] == []
+
+
+def test_an_administrator_edits_and_deletes_a_destination_from_the_monitor(client):
+    api = ("admin", "admin")
+    push(client.engine, client.store, "site2", "queued.bin")
+    log_in(client, "op", "op-pw")
+    page = client.get("/monitor/destinations/site1").text
+    assert 'id="edit-destination"' not in page  # an operator holds and restarts; settings are the admin's
+    r = client.post("/monitor/destinations/site1/edit", data={"form_token": form_token(page), "max_starts": "9"})
+    assert r.status_code == 403
+
+    client.cookies.clear()
+    log_in(client)
+    page = client.get("/monitor/destinations/site2").text
+    assert 'id="edit-destination"' in page and 'name="max_starts" value="3"' in page
+    token = form_token(page)
+    form = {"form_token": token, "max_starts": "5", "window_start": "22:00", "window_end": "04:00"}
+    form |= {"mqtt_retain": "on", "lifetime_seconds": ""}
+    r = client.post("/monitor/destinations/site2/edit", data=form)
+    assert "destination site2: edit done" in message_of(r)
+    settings = client.get("/destinations/site2", auth=api).json()["destination"]
+    assert (settings["max_starts"], settings["window_start"], settings["window_end"]) == (5, "22:00", "04:00")
+    assert settings["mqtt_retain"] is True and settings["lifetime_seconds"] is None
+    history = client.get("/destinations/site2/history", auth=api).json()
+    assert history[-1]["action"] == "update" and history[-1]["by"] == "admin"
+
+    r = client.post("/monitor/destinations/site2/edit", data=form | {"max_starts": "0"})
+    assert "destination site2: edit refused: invalid destination settings: max_starts" in message_of(r)
+    assert client.get("/destinations/site2", auth=api).json()["destination"]["max_starts"] == 5
+
+    r = client.post("/monitor/destinations/site2/delete", data={"form_token": token, "force": "on"})
+    assert "destination site2 deleted with its 1 transfer(s) (1 stopped first)" in message_of(r)
+    assert client.get("/destinations/site2", auth=api).status_code == 404
 
 
 def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
