@@ -304,6 +304,7 @@ def _register_provider_assets(
     from catalog.proxy import STORE_SCHEME, get_asset
 
     own = provider_stac(data_file)["asset"]  # type: ignore[index]
+    on_host = _source_host(session, data_file)
     for key, upstream in upstreams.items():
         asset = body["assets"][key]
         kind = asset.get("type") or media_type(upstream.rsplit("/", 1)[-1]) or "application/octet-stream"
@@ -326,7 +327,33 @@ def _register_provider_assets(
         if key == own and size is None:
             size = data_file.size
         version = _upstream_version(session, data_file, asset, own=key == own)
-        register_asset(session, collection, body["id"], key, upstream, media_type=kind, size=size, etag=version)
+        host, path = on_host(upstream)
+        register_asset(
+            session, collection, body["id"], key, path, upstream_host=host, media_type=kind, size=size, etag=version
+        )
+
+
+def _source_host(session: Session, data_file: DataFile) -> Callable[[str], tuple[str | None, str]]:
+    """href → (host, path) the proxy fetches it by: an href on the HTTP(S) host the data file was
+    discovered on is fetched through that host (its credentials); any other as a plain URL."""
+    from urllib.parse import unquote, urlsplit
+
+    from blocks.registry import block_for
+    from catalog.acquisition import SourceFile
+    from catalog.models import Host
+
+    source = session.get(SourceFile, data_file.id) if data_file.id is not None else None
+    host = session.get(Host, source.host_name) if source is not None else None
+    base = None
+    if host is not None and host.protocol in ("http", "https"):
+        base = block_for(host).base_url().rstrip("/") + "/"  # type: ignore[attr-defined]
+
+    def where(href: str) -> tuple[str | None, str]:
+        if host is None or base is None or not href.startswith(base):
+            return None, href
+        return host.name, "/" + unquote(urlsplit(href[len(base) :]).path).lstrip("/")
+
+    return where
 
 
 #: Collection fields a provider's collection gives when the published collection does not set them.
