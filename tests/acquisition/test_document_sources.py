@@ -150,8 +150,11 @@ def stac_provider(settings, sqlite_engine, store):
 
 
 def test_a_stac_api_search_paged_by_pystac_client(rt, stac_provider):
-    """The search's parameters narrow what is registered; pages are followed; the files are fetched whole."""
+    """The search's parameters narrow what is registered; pages are followed; the files are fetched
+    whole; the items are published as the API served them."""
+    from catalog.inventory import StacCollection, StacItem
     from catalog.models import HostCreate, HostKind
+    from catalog.stac import set_publication
 
     url, http = stac_provider
     assert http.post("/destinations", json={"name": "products"}).status_code == 201
@@ -196,8 +199,21 @@ def test_a_stac_api_search_paged_by_pystac_client(rt, stac_provider):
     )
     search = "stac/search?collections=provider&datetime=2026-11-20T00:00:00Z/..&limit=2"
     host_row, rule = acquisition_setup(rt.engine, Source(host, None), directory=search, listing_format="stac-api")
+    with session_scope(rt.engine) as session:
+        set_publication(session, "acq", collection_id="mirror")
     assert discover_rule(rt.engine, host_row, rule, by="test").registered == 4  # two pages of two
     assert targets(rt.engine) == ["s0.bin", "s1.bin", "s2.bin", "s3.bin"]
+    # the destination is published: the API's items are kept as they were (and their collection's license)
+    with Session(rt.engine) as session:
+        mirrored = {i.id: i for i in session.exec(select(StacItem))}
+        assert session.get(StacCollection, "mirror").body["license"] == "proprietary"
+    assert sorted(mirrored) == ["scene-0", "scene-1", "scene-2", "scene-3"]
+    for source in items[:4]:
+        assert mirrored[source["id"]].properties == source["properties"]
+        assert mirrored[source["id"]].geometry == source["geometry"]
+        assert (
+            mirrored[source["id"]].assets["data"]["alternate"]["upstream"]["href"] == source["assets"]["data"]["href"]
+        )
     assert discover_rule(rt.engine, host_row, rule, by="test").registered == 0
     fetch_all(rt)
     with Session(rt.engine) as session:
