@@ -487,11 +487,52 @@ def harvest_data_file(
         upstream = store.fs.unstrip_protocol(f"{store.root}/{data_file.store_key}")
     elif (data_file.meta or {}).get("href"):
         upstream = str(data_file.meta["href"])
+    discovered = None if data_file.store_key or upstream else _discovered_at(session, data_file)
+    if discovered is not None:
+        upstream = discovered[2]
     body = data_file_item(data_file, publication, public_url=public_url, upstream_href=upstream, extracted=extracted)
     ensure_collection(session, publication.collection_id)
     row = put_item(session, item_row(body, publication.collection_id, data_file_id=data_file.id), mode="upsert")
+    if discovered is not None:  # registered by acquisition, not retrieved: fetched from its source host
+        host, path, _ = discovered
+        register_asset(
+            session,
+            publication.collection_id,
+            row.id,
+            ASSET_KEY,
+            path,
+            upstream_host=host,
+            media_type=media_type(data_file.name) or "application/octet-stream",
+            size=data_file.size,
+            etag=_upstream_version(session, data_file, {}, own=True),
+        )
+        return row
     _register_in_proxy(session, data_file, publication.collection_id, row.id, upstream)
     return row
+
+
+def _discovered_at(session: Session, data_file: DataFile) -> tuple[str, str, str] | None:
+    """(host, path on the host's filesystem, URL shown as the upstream) of a data file acquisition
+    registered, or None."""
+    from blocks.registry import block_for
+    from catalog.acquisition import SourceFile
+    from catalog.models import Host
+
+    source = session.get(SourceFile, data_file.id) if data_file.id is not None else None
+    host = session.get(Host, source.host_name) if source is not None else None
+    if source is None or host is None:
+        return None
+    block = block_for(host)
+    path, base = source.path, block.base_path().rstrip("/")
+    if base and path.startswith(base + "/"):
+        path = path[len(base) :]  # the proxy's fetch joins the host's base path again
+    if host.protocol in ("http", "https"):
+        shown = block.base_url().rstrip("/") + "/" + source.path.lstrip("/")  # type: ignore[attr-defined]
+    elif host.protocol == "s3":
+        shown = "s3://" + source.path.lstrip("/")
+    else:
+        shown = f"{host.protocol}://{host.address.rstrip('/')}/{source.path.lstrip('/')}"
+    return host.name, path, shown
 
 
 def _register_in_proxy(session: Session, data_file: DataFile, collection: str, item: str, upstream: str | None) -> None:

@@ -492,3 +492,26 @@ def get_asset_cache(rt, item_id):
         row = get_asset(session, "scenes", item_id, "data")
         assert row.cache_file
         return rt.settings.resolved_proxy_cache_dir() / row.cache_file
+
+
+def test_an_unretrieved_file_of_a_published_destination_is_served_by_the_proxy(rt, site, inventory_api):
+    """Not only STAC sources: a file a JSON listing registers without retrieval is published at once,
+    and its proxied href fetches it from the acquisition host (with the host's credentials)."""
+    from catalog.proxy import set_policy
+    from catalog.stac import set_publication
+
+    source, root, payloads = site
+    url, http = inventory_api
+    (root / "listing.json").write_text(json.dumps({"files": [{"href": "data/f1.bin", "size": 101}]}))
+    host, rule = acquisition_setup(
+        rt.engine, source, directory="listing.json", listing_format="json", no_retrieval=True
+    )
+    with session_scope(rt.engine) as session:
+        set_publication(session, "acq", collection_id="files")
+    assert discover_rule(rt.engine, host, rule, by="test").registered == 1
+    with session_scope(rt.engine) as session:
+        set_policy(session, "files", sync_wait_seconds=0)
+    item = http.get("/stac/collections/files/items/f1").json()
+    assert item["properties"]["order:status"] == "orderable"
+    assert item["assets"]["data"]["alternate"]["upstream"]["href"].endswith(f"/{root.name}/data/f1.bin")
+    assert read_through_proxy(rt, http, item["assets"]["data"]["href"]) == payloads["data/f1.bin"]
