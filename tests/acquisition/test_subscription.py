@@ -165,3 +165,10 @@ def test_a_stac_item_message_publishes_the_item_as_its_provider_wrote_it(rt, ngi
     assert (data["type"], data["roles"], data["file:size"]) == ("application/bufr", ["data"], 321)
     assert item.assets["elsewhere"] == message["assets"]["elsewhere"]  # nothing the proxy could fetch: as it was
     assert proxied.upstream_host == host.name and proxied.upstream_href.endswith("/obs/2026/station-7.bufr")
+
+    # the provider corrects the item's metadata only: no new registration, the item is updated
+    message["properties"]["qc"] = "passed"
+    assert subscription.handle(json.dumps(message).encode()) == 0
+    with Session(rt.engine) as session:
+        assert session.get(StacItem, ("observations", "station-7-2026112312")).properties["qc"] == "passed"
+        assert len(session.exec(select(DataFile)).all()) == 1
