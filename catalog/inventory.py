@@ -5,6 +5,8 @@ need without parsing JSON: its sort time and time range (keyset pagination, date
 bounding box (an indexed prefilter; the exact geometry test runs on the rows that pass it, so no
 spatial database extension is needed — SQLite and PostgreSQL behave the same).
 
+A collection's extent grows as items are written (`extend_extent`): it covers every item.
+
 `resolve_asset(session, collection_id, item_id, asset_key)` is the proxy's entry point: it turns the
 path of an asset href (`/proxy/{collection}/{item}/{asset}`) into the upstream href, media type and
 data file id.
@@ -230,7 +232,7 @@ OPEN = [[None, None]]
 """The extent of a collection created without one, until its first item gives it a real one."""
 
 
-def _instant(value: Any) -> dt.datetime | None:
+def extent_instant(value: Any) -> dt.datetime | None:
     from catalog.stac_search import parse_instant
 
     try:
@@ -270,7 +272,7 @@ def extend_extent(
             intervals[:1] = [[_stamp(start) if start else None, _stamp(end) if end else None]]
         else:
             low, high = (intervals[0] + [None, None])[:2]
-            first_low, first_high = _instant(low), _instant(high)
+            first_low, first_high = extent_instant(low), extent_instant(high)
             if low is not None and start is not None and (first_low is None or start < first_low):
                 low = _stamp(start)
             if high is not None and end is not None and (first_high is None or end > first_high):

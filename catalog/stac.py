@@ -7,6 +7,12 @@ geometry, bbox and datetime from the extractor, one asset `data` whose href is t
 (alternate-assets extension). A data file whose content is not in the Data Store yet (registered
 without retrieval) is published with `order:status` `orderable`; a stored one with `succeeded`.
 
+A data file registered from a provider's STAC (a `stac` or `stac-api` listing, a STAC Item message)
+carries the provider's item and collection in its metadata: it is published as that item, as the
+provider wrote it, every asset's href rewritten to the proxy (`provider_item`); the collection keeps
+the provider's metadata (`adopt_collection_metadata`). Items declare the extensions whose fields pds
+writes (`declare_extensions`).
+
 Extractors are a registry, name → function(data file, local path or None) → `Extracted`; a new one is
 one function and one `register_extractor` call.
 """
@@ -338,15 +344,12 @@ def _source_host(session: Session, data_file: DataFile) -> Callable[[str], tuple
     discovered on is fetched through that host (its credentials); any other as a plain URL."""
     from urllib.parse import unquote, urlsplit
 
-    from blocks.registry import block_for
     from catalog.acquisition import SourceFile
     from catalog.models import Host
 
     source = session.get(SourceFile, data_file.id) if data_file.id is not None else None
     host = session.get(Host, source.host_name) if source is not None else None
-    base = None
-    if host is not None and host.protocol in ("http", "https"):
-        base = block_for(host).base_url().rstrip("/") + "/"  # type: ignore[attr-defined]
+    base = _http_base(host) + "/" if host is not None and host.protocol in ("http", "https") else None
 
     def where(href: str) -> tuple[str | None, str]:
         if host is None or base is None or not href.startswith(base):
@@ -357,14 +360,14 @@ def _source_host(session: Session, data_file: DataFile) -> Callable[[str], tuple
 
 
 #: Collection fields a provider's collection gives when the published collection does not set them.
-PROVIDER_COLLECTION_FIELDS = ("title", "description", "license", "providers", "keywords", "summaries", "extent")
+PROVIDER_COLLECTION_FIELDS = ("title", "description", "license", "providers", "keywords", "summaries")
 
 
 def adopt_collection_metadata(session: Session, collection_id: str, source: dict[str, Any]) -> None:
     """Keep the provider's collection metadata (title, description, license, providers, keywords,
     summaries) where the published collection has none of its own (or pds's defaults), and grow its
     extent to cover the provider's."""
-    from catalog.inventory import OPEN, WORLD, StacCollection, StacItem, extend_extent
+    from catalog.inventory import OPEN, WORLD, StacCollection, StacItem, extend_extent, extent_instant
 
     collection = session.get(StacCollection, collection_id)
     if collection is None:
@@ -376,21 +379,17 @@ def adopt_collection_metadata(session: Session, collection_id: str, source: dict
         for p in session.exec(select(StacPublication).where(StacPublication.collection_id == collection_id))
     }
     for key in PROVIDER_COLLECTION_FIELDS:
-        if key == "extent" or key not in source:
-            continue
-        if key not in body or body[key] in defaults.get(key, ()):
+        if key in source and (key not in body or body[key] in defaults.get(key, ())):
             body[key] = source[key]
     extent = source.get("extent") or {}
     boxes = (extent.get("spatial") or {}).get("bbox") or []
     intervals = (extent.get("temporal") or {}).get("interval") or []
-    from catalog.inventory import _instant
-
     empty = session.exec(select(StacItem.id).where(StacItem.collection_id == collection_id).limit(1)).first() is None
     if boxes and isinstance(boxes[0], list) and len(boxes[0]) == 4 and boxes != WORLD:
-        body = extend_extent(body, tuple(boxes[0]), None, None, replace_unset=empty)  # type: ignore[arg-type]
+        body = extend_extent(body, tuple(boxes[0]), None, None, replace_unset=empty)
     if intervals and isinstance(intervals[0], list) and intervals != OPEN:
         low, high = (list(intervals[0]) + [None, None])[:2]
-        body = extend_extent(body, None, _instant(low), _instant(high), replace_unset=empty)
+        body = extend_extent(body, None, extent_instant(low), extent_instant(high), replace_unset=empty)
     if body != collection.body:
         collection.body, collection.updated_at = body, utcnow()
         session.add(collection)
@@ -514,7 +513,6 @@ def harvest_data_file(
 def _discovered_at(session: Session, data_file: DataFile) -> tuple[str, str, str] | None:
     """(host, path on the host's filesystem, URL shown as the upstream) of a data file acquisition
     registered, or None."""
-    from blocks.registry import block_for
     from catalog.acquisition import SourceFile
     from catalog.models import Host
 
@@ -522,17 +520,21 @@ def _discovered_at(session: Session, data_file: DataFile) -> tuple[str, str, str
     host = session.get(Host, source.host_name) if source is not None else None
     if source is None or host is None:
         return None
-    block = block_for(host)
-    path, base = source.path, block.base_path().rstrip("/")
-    if base and path.startswith(base + "/"):
-        path = path[len(base) :]  # the proxy's fetch joins the host's base path again
     if host.protocol in ("http", "https"):
-        shown = block.base_url().rstrip("/") + "/" + source.path.lstrip("/")  # type: ignore[attr-defined]
+        shown = _http_base(host) + "/" + source.path.lstrip("/")
     elif host.protocol == "s3":
         shown = "s3://" + source.path.lstrip("/")
+    elif host.protocol == "file":
+        shown = "file://" + source.path
     else:
         shown = f"{host.protocol}://{host.address.rstrip('/')}/{source.path.lstrip('/')}"
-    return host.name, path, shown
+    return host.name, source.path, shown
+
+
+def _http_base(host: Any) -> str:
+    """An HTTP(S) host's base URL, as its block makes it (an address without a scheme takes the protocol's)."""
+    address = str(host.address).strip().rstrip("/")
+    return address if "://" in address else f"{host.protocol}://{address}"
 
 
 def _register_in_proxy(session: Session, data_file: DataFile, collection: str, item: str, upstream: str | None) -> None:
