@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,9 @@ class Entry:
     modified: datetime | None
     """Last modification (UTC-aware), or None when the server does not tell (object-store prefixes)."""
     is_directory: bool
+    meta: dict[str, Any] | None = None
+    """What the listing document says of the file beyond its name, size and time (a STAC listing:
+    `{"stac": {"item": …, "asset": key, "collection": …}}`), recorded as the data file's metadata."""
 
 
 def child_path(directory: str, name: str) -> str:

@@ -166,27 +166,80 @@ class _HostStacIO(DefaultStacIO):
         return response.text
 
 
-def stac_catalog(fs: Any, document: str) -> Iterator[Entry]:
-    """Every asset of every item of a static STAC catalog (or collection), walked lazily."""
-    catalog = pystac.Catalog.from_file(fs.url(document), stac_io=_HostStacIO(_client(fs)))
-    for item in catalog.get_items(recursive=True):
-        for asset in item.assets.values():
-            path = _site_path(fs, asset.get_absolute_href() or asset.href)
-            if path is None:
-                continue
-            size = asset.extra_fields.get("file:size")
-            modified = item.properties.get("updated") or item.properties.get("datetime")
-            yield Entry(path, posixpath.basename(path), int(size) if size is not None else None, _utc(modified), False)
+#: Links the STAC API writes itself for every item it serves (not kept from the provider's item).
+_OWN_LINKS = ("self", "parent", "collection", "root")
 
 
-def _asset_entries(fs: Any, item: dict[str, Any], item_url: str) -> Iterator[Entry]:
-    modified = item.get("properties", {}).get("updated") or item.get("properties", {}).get("datetime")
-    for asset in item.get("assets", {}).values():
-        path = _site_path(fs, urljoin(item_url, str(asset.get("href", ""))))
+def stac_meta(item: dict[str, Any], asset: str, collection: dict[str, Any] | None) -> dict[str, Any]:
+    """A data file's metadata when it is an asset of a provider's STAC item: the item (hrefs
+    absolute), which of its assets the file is, and the item's collection (without its links)."""
+    kept = {k: v for k, v in item.items() if k != "links"}
+    kept["links"] = [link for link in item.get("links") or [] if link.get("rel") not in _OWN_LINKS]
+    stac: dict[str, Any] = {"item": kept, "asset": asset}
+    if collection is not None:
+        stac["collection"] = {k: v for k, v in collection.items() if k != "links"}
+    return {"stac": stac}
+
+
+def _absolute(item: dict[str, Any], item_url: str) -> dict[str, Any]:
+    """The item with its asset and link hrefs made absolute (relative to `item_url`)."""
+    item = dict(item)
+    item["assets"] = {
+        key: {**asset, "href": urljoin(item_url, str(asset.get("href", "")))}
+        for key, asset in (item.get("assets") or {}).items()
+    }
+    item["links"] = [
+        {**link, "href": urljoin(item_url, str(link.get("href", "")))}
+        for link in item.get("links") or []
+        if isinstance(link, dict)
+    ]
+    return item
+
+
+def _item_entries(fs: Any, item: dict[str, Any], collection: dict[str, Any] | None) -> Iterator[Entry]:
+    """An entry per asset of an item (hrefs absolute) that lies on the host, carrying the item."""
+    properties = item.get("properties") or {}
+    modified = _utc(properties.get("updated") or properties.get("datetime") or properties.get("end_datetime"))
+    for key, asset in (item.get("assets") or {}).items():
+        path = _site_path(fs, str(asset.get("href", "")))
         if path is None:
             continue
         size = asset.get("file:size")
-        yield Entry(path, posixpath.basename(path), int(size) if size is not None else None, _utc(modified), False)
+        meta = stac_meta(item, key, collection)
+        yield Entry(path, posixpath.basename(path), int(size) if size is not None else None, modified, False, meta)
+
+
+def stac_catalog(fs: Any, document: str) -> Iterator[Entry]:
+    """Every asset of every item of a static STAC catalog (or collection), walked lazily; each entry
+    carries its item (geometry, time, properties, assets, links) and its collection's metadata."""
+    catalog = pystac.Catalog.from_file(fs.url(document), stac_io=_HostStacIO(_client(fs)))
+    collections: dict[str, dict[str, Any] | None] = {}
+    for item in catalog.get_items(recursive=True):
+        parent = item.get_collection()
+        if parent is not None and parent.id not in collections:
+            collections[parent.id] = parent.to_dict(include_self_link=False, transform_hrefs=False)
+        body = item.to_dict(include_self_link=False, transform_hrefs=False)
+        item_url = item.get_self_href() or fs.url(document)
+        body["links"] = [
+            link.to_dict(transform_href=False) | {"href": link.get_absolute_href() or link.get_href()}
+            for link in item.links
+            if link.rel not in _OWN_LINKS
+        ]
+        yield from _item_entries(fs, _absolute(body, item_url), collections.get(parent.id) if parent else None)
+
+
+def _collection_of(fs: Any, item: dict[str, Any], cache: dict[str, dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The collection an API's item links to, read once per pass (None when it is on another server)."""
+    href = next((str(link["href"]) for link in item.get("links") or [] if link.get("rel") == "collection"), None)
+    if href is None or _site_path(fs, href) is None:
+        return None
+    if href not in cache:
+        try:
+            response = _client(fs).get(href)
+            cache[href] = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            cache[href] = None
+    return cache[href]
 
 
 def _stac_api_io(fs: Any) -> StacApiIO:
@@ -210,8 +263,11 @@ def stac_api_search(fs: Any, document: str) -> Iterator[Entry]:
     url = fs.url(endpoint)
     try:
         search = ItemSearch(url, stac_io=_stac_api_io(fs), **arguments)
+        collections: dict[str, dict[str, Any] | None] = {}
         for item in search.items_as_dicts():
-            yield from _asset_entries(fs, item, url)
+            self_href = next((str(k["href"]) for k in item.get("links") or [] if k.get("rel") == "self"), url)
+            item = _absolute(item, urljoin(url, self_href))
+            yield from _item_entries(fs, item, _collection_of(fs, item, collections))
     except APIError as exc:
         if exc.status_code == 404:
             raise FileNotFoundError(f"{url}: 404 Not Found") from None

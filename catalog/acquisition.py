@@ -389,12 +389,19 @@ def _version(rule: ListingRule, modified: datetime | None) -> str:
     return modified.isoformat() if rule.dedupe_by_time and modified else ""
 
 
-def register_listed(session: Session, rule: ListingRule, entries: Sequence[Listed], *, by: str) -> int:
+def register_listed(
+    session: Session, rule: ListingRule, entries: Sequence[Listed], *, by: str, touched: list[int] | None = None
+) -> int:
     """Register the entries of one page of a listing that are new (or updated); return how many.
 
     One query finds what was seen before, then the new data files, transfers, sources, history and
     dedupe keys go in with one `executemany` per table (`catalog.bulk`), so a pass over 100,000
     entries costs a few hundred statements, not a few hundred thousand.
+
+    Entries with metadata (a STAC listing's item) record it on their data file; an entry seen before
+    whose metadata changed (the provider edited its item) gets the new metadata on the same data
+    file. `touched` receives the ids of the data files registered or whose metadata changed (what
+    the STAC inventory publishes again).
     """
     assert rule.id is not None
     if not entries:
@@ -419,6 +426,13 @@ def register_listed(session: Session, rule: ListingRule, entries: Sequence[Liste
         elif requeue_on_update and (before[1] != entry.size or before[2] != keys.convert("modified", entry.modified)):
             updated.append((version, entry))
     todo = fresh + updated
+    registered = {id(e) for _, e in todo}
+    changed = _update_meta(
+        session,
+        [(seen[(t, v)][0], e) for (t, v), e in unique.items() if e.meta is not None and id(e) not in registered],
+    )
+    if touched is not None:
+        touched.extend(changed)
     if not todo:
         return 0
     ids = _register(
@@ -456,7 +470,28 @@ def register_listed(session: Session, rule: ListingRule, entries: Sequence[Liste
         )
         replaced = {seen[(e.target, version)][0]: e.target for version, e in updated}
         _stop_waiting(session, replaced, by=by)
+    _update_meta(session, [(i, e) for (_, e), i in zip(todo, ids, strict=True) if e.meta is not None])
+    if touched is not None:
+        touched.extend(ids)
     return len(todo)
+
+
+def _update_meta(session: Session, pairs: Sequence[tuple[int, Listed]]) -> list[int]:
+    """Record each listed entry's metadata on its data file where it differs; the ids changed."""
+    if not pairs:
+        return []
+    current = dict(
+        session.exec(select(DataFile.id, DataFile.meta).where(col(DataFile.id).in_([i for i, _ in pairs]))).all()
+    )
+    changed = [(i, e.meta) for i, e in pairs if i in current and current[i] != e.meta]
+    if changed:
+        table = _table(DataFile)
+        session.connection().execute(
+            sa.update(table).where(table.c.id == sa.bindparam("b_id")).values(meta=sa.bindparam("b_meta")),
+            [{"b_id": i, "b_meta": meta} for i, meta in changed],
+        )
+        session.expire_all()
+    return [i for i, _ in changed]
 
 
 def _seen(connection: sa.Connection, destination: str, targets: set[str]) -> dict[tuple[str, str], tuple[Any, ...]]:

@@ -5,6 +5,8 @@ need without parsing JSON: its sort time and time range (keyset pagination, date
 bounding box (an indexed prefilter; the exact geometry test runs on the rows that pass it, so no
 spatial database extension is needed — SQLite and PostgreSQL behave the same).
 
+A collection's extent grows as items are written (`extend_extent`): it covers every item.
+
 `resolve_asset(session, collection_id, item_id, asset_key)` is the proxy's entry point: it turns the
 path of an asset href (`/proxy/{collection}/{item}/{asset}`) into the upstream href, media type and
 data file id.
@@ -178,6 +180,7 @@ def item_row(body: dict[str, Any], collection_id: str, *, data_file_id: int | No
     try:
         pystac.Item.from_dict({**body, "links": [], "collection": collection_id}, migrate=False)
         bounds = geometry_bounds(geometry) if geometry else None
+        bounds = _declared_bbox(body.get("bbox"), bounds)
         start = parse_instant(properties.get("start_datetime") or properties.get("datetime"), "datetime")
         end = parse_instant(properties.get("end_datetime") or properties.get("datetime"), "datetime")
         when = parse_instant(properties.get("datetime") or properties.get("start_datetime"), "datetime")
@@ -212,6 +215,91 @@ def item_row(body: dict[str, Any], collection_id: str, *, data_file_id: int | No
     )
 
 
+def _declared_bbox(bbox: Any, bounds: tuple[float, float, float, float] | None) -> Any:
+    """The item's own 2D bbox (of a 2D or 3D `bbox`) when it holds the geometry's bounds, else those
+    bounds: a provider's bbox is kept as published, and it still prefilters every spatial test."""
+    if bounds is None or not isinstance(bbox, list) or len(bbox) not in (4, 6):
+        return bounds
+    if not all(isinstance(v, int | float) for v in bbox):
+        return bounds
+    minx, miny, maxx, maxy = (bbox[0], bbox[1], bbox[3], bbox[4]) if len(bbox) == 6 else bbox
+    inside = minx <= bounds[0] and miny <= bounds[1] and maxx >= bounds[2] and maxy >= bounds[3]
+    return (float(minx), float(miny), float(maxx), float(maxy)) if inside else bounds
+
+
+WORLD = [[-180, -90, 180, 90]]
+OPEN = [[None, None]]
+"""The extent of a collection created without one, until its first item gives it a real one."""
+
+
+def extent_instant(value: Any) -> dt.datetime | None:
+    from catalog.stac_search import parse_instant
+
+    try:
+        return parse_instant(value, "extent") if isinstance(value, str) else None
+    except InvalidInput:
+        return None
+
+
+def _stamp(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def extend_extent(
+    body: dict[str, Any],
+    bbox: tuple[float, float, float, float] | None,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    *,
+    replace_unset: bool,
+) -> dict[str, Any]:
+    """The collection's JSON with its overall extent (the first bbox and interval) grown to cover
+    `bbox` and `start`…`end`. `replace_unset`: a whole-world bbox and an open interval (what a
+    collection created without an extent has) are replaced rather than grown."""
+    extent = dict(body.get("extent") or {})
+    spatial = dict(extent.get("spatial") or {})
+    temporal = dict(extent.get("temporal") or {})
+    boxes = [list(b) for b in spatial.get("bbox") or []]
+    intervals = [list(i) for i in temporal.get("interval") or []]
+    if bbox is not None:
+        if not boxes or (replace_unset and boxes == WORLD) or len(boxes[0]) != 4:
+            boxes[:1] = [list(bbox)]
+        else:
+            first = boxes[0]
+            boxes[0] = [min(first[0], bbox[0]), min(first[1], bbox[1]), max(first[2], bbox[2]), max(first[3], bbox[3])]
+    if start is not None or end is not None:
+        if not intervals or (replace_unset and intervals == OPEN):
+            intervals[:1] = [[_stamp(start) if start else None, _stamp(end) if end else None]]
+        else:
+            low, high = (intervals[0] + [None, None])[:2]
+            first_low, first_high = extent_instant(low), extent_instant(high)
+            if low is not None and start is not None and (first_low is None or start < first_low):
+                low = _stamp(start)
+            if high is not None and end is not None and (first_high is None or end > first_high):
+                high = _stamp(end)
+            intervals[0] = [low, high]
+    spatial["bbox"], temporal["interval"] = boxes, intervals
+    return body | {"extent": extent | {"spatial": spatial, "temporal": temporal}}
+
+
+def _cover_item(session: Session, row: StacItem) -> None:
+    """Grow the item's collection extent to cover it (a collection's extent never shrinks)."""
+    collection = session.get(StacCollection, row.collection_id)
+    if collection is None:
+        return
+    bbox = None if row.minx is None else (row.minx, row.miny, row.maxx, row.maxy)
+    body = collection.body
+    replace = False
+    extent = body.get("extent") or {}
+    if (extent.get("spatial") or {}).get("bbox") == WORLD or (extent.get("temporal") or {}).get("interval") == OPEN:
+        others = select(StacItem.id).where(StacItem.collection_id == row.collection_id, StacItem.id != row.id)
+        replace = session.exec(others.limit(1)).first() is None
+    grown = extend_extent(body, bbox, row.start_at, row.end_at, replace_unset=replace)  # type: ignore[arg-type]
+    if grown != body:
+        collection.body, collection.updated_at = grown, utcnow()
+        session.add(collection)
+
+
 def get_item(session: Session, collection_id: str, item_id: str) -> StacItem:
     get_collection(session, collection_id)
     item = session.get(StacItem, (collection_id, item_id))
@@ -235,6 +323,7 @@ def put_item(session: Session, row: StacItem, *, mode: str) -> StacItem:
             setattr(existing, column.key, getattr(row, column.key))
         row = existing
     session.add(row)
+    _cover_item(session, row)
     session.flush()
     return row
 

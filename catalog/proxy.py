@@ -186,8 +186,11 @@ def _save_asset(
     row = session.get(ProxyAsset, key)
     if row is None:
         row = ProxyAsset(collection=key[0], item=key[1], asset=key[2], upstream_href=upstream_href)
-    elif row.upstream_href != upstream_href and row.cache_file:
-        row.cache_file = None  # a new upstream (a new data file for the item): the cached copy is stale
+    elif row.cache_file and _stale(row, upstream_href, size, etag):
+        # A new upstream (a new data file for the item), or the upstream changed (its size, checksum
+        # or modification time): the cached copy is stale, the next request fetches it again.
+        session.info.setdefault(STALE_CACHE_FILES, []).append(row.cache_file)
+        row.cache_file, row.cached_size, row.cached_at, row.etag = None, None, None, None
     row.upstream_href, row.upstream_host, row.media_type = upstream_href, upstream_host, media_type
     row.size, row.upstream_etag = size, etag
     session.add(row)
@@ -195,6 +198,27 @@ def _save_asset(
         session.add(ProxyDataset(collection=key[0]))
     session.flush()
     return row
+
+
+STALE_CACHE_FILES = "pds.proxy.stale_cache_files"
+"""`session.info` key: cache files (relative paths) of assets whose upstream changed in the session;
+`remove_stale_cache_files` deletes them once the session committed (a proxy serving an open copy
+notices the file is gone)."""
+
+
+def remove_stale_cache_files(session: Session, cache_dir: Path) -> None:
+    for relative in session.info.pop(STALE_CACHE_FILES, []):
+        (cache_dir / relative).unlink(missing_ok=True)
+
+
+def _stale(row: ProxyAsset, upstream_href: str, size: int | None, etag: str | None) -> bool:
+    """Whether a re-registration says the cached copy is no longer what the upstream holds."""
+    if row.upstream_href != upstream_href:
+        return True
+    known_size = row.cached_size if row.cached_size is not None else row.size
+    if size is not None and known_size is not None and size != known_size:
+        return True
+    return bool(etag and row.upstream_etag and etag != row.upstream_etag)
 
 
 STORE_SCHEME = "pds-store:"

@@ -26,6 +26,8 @@ class Listed:
     target: str
     size: int | None
     modified: datetime | None
+    meta: dict[str, Any] | None = None
+    """Metadata the listing gave (a STAC item), recorded on the data file."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,12 @@ geometry, bbox and datetime from the extractor, one asset `data` whose href is t
 (alternate-assets extension). A data file whose content is not in the Data Store yet (registered
 without retrieval) is published with `order:status` `orderable`; a stored one with `succeeded`.
 
+A data file registered from a provider's STAC (a `stac` or `stac-api` listing, a STAC Item message)
+carries the provider's item and collection in its metadata: it is published as that item, as the
+provider wrote it, every asset's href rewritten to the proxy (`provider_item`); the collection keeps
+the provider's metadata (`adopt_collection_metadata`). Items declare the extensions whose fields pds
+writes (`declare_extensions`).
+
 Extractors are a registry, name → function(data file, local path or None) → `Extracted`; a new one is
 one function and one `register_extractor` call.
 """
@@ -28,7 +34,7 @@ from sqlmodel import Session, select
 
 from catalog.errors import InvalidInput, NotFound
 from catalog.inventory import StacItem, StacPublication, ensure_collection, item_row, put_item
-from catalog.models import DataFile, DataTransfer, Destination
+from catalog.models import DataFile, DataTransfer, Destination, utcnow
 from catalog.proxy import register_asset, register_stored_asset
 from catalog.store import DataStore
 
@@ -36,7 +42,27 @@ log = logging.getLogger(__name__)
 
 ALTERNATE_ASSETS = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
 ORDER = "https://stac-extensions.github.io/order/v1.1.0/schema.json"
+PROJECTION = "https://stac-extensions.github.io/projection/v1.2.0/schema.json"
+FILE = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 ASSET_KEY = "data"
+
+#: The extensions whose fields pds writes, by field prefix: an item carrying one declares its schema.
+EXTENSIONS = {"alternate": ALTERNATE_ASSETS, "order": ORDER, "proj": PROJECTION, "file": FILE}
+
+
+def declare_extensions(body: dict[str, Any]) -> dict[str, Any]:
+    """The item with the schema of every extension in `EXTENSIONS` whose fields it carries (in its
+    properties or its assets) in `stac_extensions`, unless some version of it is declared already."""
+    used: set[str] = set()
+    for fields in [body.get("properties") or {}, *(body.get("assets") or {}).values()]:
+        for key in fields if isinstance(fields, dict) else ():
+            used.add(key.split(":", 1)[0] if ":" in key else key)
+    declared = list(body.get("stac_extensions") or [])
+    for prefix, schema in EXTENSIONS.items():
+        family = schema.rsplit("/v", 1)[0] + "/"
+        if prefix in used and not any(str(url).startswith(family) for url in declared):
+            declared.append(schema)
+    return body | {"stac_extensions": declared}
 
 
 # --- Extractors ---------------------------------------------------------------------------------
@@ -195,7 +221,7 @@ def data_file_item(
         datetime=when,
         properties=properties,
         collection=publication.collection_id,
-        stac_extensions=[ALTERNATE_ASSETS, ORDER],
+        stac_extensions=[],
     )
     asset = pystac.Asset(
         href=f"{public_url.rstrip('/')}/proxy/{publication.collection_id}/{identifier}/{ASSET_KEY}",
@@ -208,7 +234,166 @@ def data_file_item(
     item.add_asset(ASSET_KEY, asset)
     body = item.to_dict(include_self_link=False, transform_hrefs=False)
     body["links"] = []
-    return body
+    return declare_extensions(body)
+
+
+# --- Items as the provider published them --------------------------------------------------------
+
+
+def provider_stac(data_file: DataFile) -> dict[str, Any] | None:
+    """The provider's STAC item (and collection) a STAC listing recorded on the data file, or None."""
+    stac = (data_file.meta or {}).get("stac")
+    if isinstance(stac, dict) and isinstance(stac.get("item"), dict):
+        return stac
+    return None
+
+
+def _proxiable(key: str, href: str) -> bool:
+    """Whether the proxy can serve the asset: a key fit for a URL path, an upstream it can fetch."""
+    return bool(key) and "/" not in key and key not in (".", "..") and href.startswith(("http://", "https://", "s3://"))
+
+
+def provider_item(
+    data_file: DataFile, publication: StacPublication, *, public_url: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The provider's item as published in the collection, and {asset key: upstream href} of the
+    assets rewritten to the proxy.
+
+    Everything the provider wrote is kept (geometry, bbox, datetime or start/end, properties, links,
+    `stac_extensions`, each asset's roles, type, size, checksum, …); each asset the proxy can fetch
+    points to the proxy, its upstream kept as the alternate `upstream` (alternate-assets extension).
+    """
+    import copy
+
+    from catalog.inventory import check_id
+
+    source = copy.deepcopy(provider_stac(data_file)["item"])  # type: ignore[index]
+    identifier = check_id(source.get("id"), "item")
+    base = f"{public_url.rstrip('/')}/proxy/{publication.collection_id}/{identifier}"
+    upstreams: dict[str, str] = {}
+    assets: dict[str, Any] = {}
+    for key, asset in (source.get("assets") or {}).items():
+        href = str(asset.get("href", ""))
+        if _proxiable(key, href):
+            alternates = dict(asset.get("alternate") or {})
+            alternates["upstream"] = {**(alternates.get("upstream") or {}), "href": href}
+            asset = asset | {"href": f"{base}/{key}", "alternate": alternates}
+            upstreams[key] = href
+        assets[key] = asset
+    body = source | {"collection": publication.collection_id, "assets": assets, "links": source.get("links") or []}
+    return declare_extensions(body), upstreams
+
+
+def _upstream_version(session: Session, data_file: DataFile, asset: dict[str, Any], *, own: bool) -> str | None:
+    """What says an upstream changed: the asset's checksum, else (the data file's own asset) its MD5
+    once stored, else its size and modification time as the listing gave them."""
+    checksum = asset.get("file:checksum")
+    if checksum:
+        return str(checksum)
+    if not own:
+        return None
+    if data_file.md5:
+        return data_file.md5
+    from catalog.acquisition import SourceFile
+
+    source = session.get(SourceFile, data_file.id) if data_file.id is not None else None
+    if source is None or source.modified is None:
+        return None
+    return f"{source.size if source.size is not None else ''}-{int(source.modified.timestamp()):x}"
+
+
+def _register_provider_assets(
+    session: Session, data_file: DataFile, collection: str, body: dict[str, Any], upstreams: dict[str, str]
+) -> None:
+    """Make every rewritten href of the item resolve: the data file's own asset from the Data Store
+    once retrieved, else (and every other asset) from its upstream on first request."""
+    from catalog.proxy import STORE_SCHEME, get_asset
+
+    own = provider_stac(data_file)["asset"]  # type: ignore[index]
+    on_host = _source_host(session, data_file)
+    for key, upstream in upstreams.items():
+        asset = body["assets"][key]
+        kind = asset.get("type") or media_type(upstream.rsplit("/", 1)[-1]) or "application/octet-stream"
+        size = asset.get("file:size") if isinstance(asset.get("file:size"), int) else None
+        if key == own and data_file.store_key:
+            register_stored_asset(
+                session,
+                collection,
+                body["id"],
+                key,
+                data_file.store_key,
+                media_type=kind,
+                size=data_file.size,
+                etag=data_file.md5,
+            )
+            continue
+        existing = get_asset(session, collection, body["id"], key)
+        if key != own and existing is not None and existing.upstream_href.startswith(STORE_SCHEME):
+            continue  # another data file of the item, retrieved: its stored copy is served
+        if key == own and size is None:
+            size = data_file.size
+        version = _upstream_version(session, data_file, asset, own=key == own)
+        host, path = on_host(upstream)
+        register_asset(
+            session, collection, body["id"], key, path, upstream_host=host, media_type=kind, size=size, etag=version
+        )
+
+
+def _source_host(session: Session, data_file: DataFile) -> Callable[[str], tuple[str | None, str]]:
+    """href → (host, path) the proxy fetches it by: an href on the HTTP(S) host the data file was
+    discovered on is fetched through that host (its credentials); any other as a plain URL."""
+    from urllib.parse import unquote, urlsplit
+
+    from catalog.acquisition import SourceFile
+    from catalog.models import Host
+
+    source = session.get(SourceFile, data_file.id) if data_file.id is not None else None
+    host = session.get(Host, source.host_name) if source is not None else None
+    base = _http_base(host) + "/" if host is not None and host.protocol in ("http", "https") else None
+
+    def where(href: str) -> tuple[str | None, str]:
+        if host is None or base is None or not href.startswith(base):
+            return None, href
+        return host.name, "/" + unquote(urlsplit(href[len(base) :]).path).lstrip("/")
+
+    return where
+
+
+#: Collection fields a provider's collection gives when the published collection does not set them.
+PROVIDER_COLLECTION_FIELDS = ("title", "description", "license", "providers", "keywords", "summaries")
+
+
+def adopt_collection_metadata(session: Session, collection_id: str, source: dict[str, Any]) -> None:
+    """Keep the provider's collection metadata (title, description, license, providers, keywords,
+    summaries) where the published collection has none of its own (or pds's defaults), and grow its
+    extent to cover the provider's."""
+    from catalog.inventory import OPEN, WORLD, StacCollection, StacItem, extend_extent, extent_instant
+
+    collection = session.get(StacCollection, collection_id)
+    if collection is None:
+        return
+    body = dict(collection.body)
+    defaults = {"license": {"other"}, "description": {collection_id, f"data files of destination {collection_id}"}}
+    defaults["description"] |= {
+        f"data files of destination {p.destination_name}"
+        for p in session.exec(select(StacPublication).where(StacPublication.collection_id == collection_id))
+    }
+    for key in PROVIDER_COLLECTION_FIELDS:
+        if key in source and (key not in body or body[key] in defaults.get(key, ())):
+            body[key] = source[key]
+    extent = source.get("extent") or {}
+    boxes = (extent.get("spatial") or {}).get("bbox") or []
+    intervals = (extent.get("temporal") or {}).get("interval") or []
+    empty = session.exec(select(StacItem.id).where(StacItem.collection_id == collection_id).limit(1)).first() is None
+    if boxes and isinstance(boxes[0], list) and len(boxes[0]) == 4 and boxes != WORLD:
+        body = extend_extent(body, tuple(boxes[0]), None, None, replace_unset=empty)
+    if intervals and isinstance(intervals[0], list) and intervals != OPEN:
+        low, high = (list(intervals[0]) + [None, None])[:2]
+        body = extend_extent(body, None, extent_instant(low), extent_instant(high), replace_unset=empty)
+    if body != collection.body:
+        collection.body, collection.updated_at = body, utcnow()
+        session.add(collection)
+        session.flush()
 
 
 # --- Harvesting ---------------------------------------------------------------------------------
@@ -281,6 +466,15 @@ def harvest_data_file(
     publication = session.get(StacPublication, destination)
     if publication is None or not publication.enabled:
         return None
+    provided = provider_stac(data_file)
+    if provided is not None:
+        body, upstreams = provider_item(data_file, publication, public_url=public_url)
+        ensure_collection(session, publication.collection_id)
+        if isinstance(provided.get("collection"), dict):
+            adopt_collection_metadata(session, publication.collection_id, provided["collection"])
+        row = put_item(session, item_row(body, publication.collection_id, data_file_id=data_file.id), mode="upsert")
+        _register_provider_assets(session, data_file, publication.collection_id, body, upstreams)
+        return row
     function, reads_file = EXTRACTORS[publication.extractor]
     if reads_file:
         with _local_path(store, data_file) as path:
@@ -292,11 +486,55 @@ def harvest_data_file(
         upstream = store.fs.unstrip_protocol(f"{store.root}/{data_file.store_key}")
     elif (data_file.meta or {}).get("href"):
         upstream = str(data_file.meta["href"])
+    discovered = None if data_file.store_key or upstream else _discovered_at(session, data_file)
+    if discovered is not None:
+        upstream = discovered[2]
     body = data_file_item(data_file, publication, public_url=public_url, upstream_href=upstream, extracted=extracted)
     ensure_collection(session, publication.collection_id)
     row = put_item(session, item_row(body, publication.collection_id, data_file_id=data_file.id), mode="upsert")
+    if discovered is not None:  # registered by acquisition, not retrieved: fetched from its source host
+        host, path, _ = discovered
+        register_asset(
+            session,
+            publication.collection_id,
+            row.id,
+            ASSET_KEY,
+            path,
+            upstream_host=host,
+            media_type=media_type(data_file.name) or "application/octet-stream",
+            size=data_file.size,
+            etag=_upstream_version(session, data_file, {}, own=True),
+        )
+        return row
     _register_in_proxy(session, data_file, publication.collection_id, row.id, upstream)
     return row
+
+
+def _discovered_at(session: Session, data_file: DataFile) -> tuple[str, str, str] | None:
+    """(host, path on the host's filesystem, URL shown as the upstream) of a data file acquisition
+    registered, or None."""
+    from catalog.acquisition import SourceFile
+    from catalog.models import Host
+
+    source = session.get(SourceFile, data_file.id) if data_file.id is not None else None
+    host = session.get(Host, source.host_name) if source is not None else None
+    if source is None or host is None:
+        return None
+    if host.protocol in ("http", "https"):
+        shown = _http_base(host) + "/" + source.path.lstrip("/")
+    elif host.protocol == "s3":
+        shown = "s3://" + source.path.lstrip("/")
+    elif host.protocol == "file":
+        shown = "file://" + source.path
+    else:
+        shown = f"{host.protocol}://{host.address.rstrip('/')}/{source.path.lstrip('/')}"
+    return host.name, source.path, shown
+
+
+def _http_base(host: Any) -> str:
+    """An HTTP(S) host's base URL, as its block makes it (an address without a scheme takes the protocol's)."""
+    address = str(host.address).strip().rstrip("/")
+    return address if "://" in address else f"{host.protocol}://{address}"
 
 
 def _register_in_proxy(session: Session, data_file: DataFile, collection: str, item: str, upstream: str | None) -> None:
@@ -341,6 +579,23 @@ def _harvest_one(
     except Exception as exc:  # noqa: BLE001 - an unreadable file or bad metadata: reported, not raised
         log.warning("data file %s: not published in the STAC inventory for %s: %s", data_file.id, destination, exc)
         result.failed[data_file.id or 0] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def is_published(session: Session, destination: str) -> bool:
+    publication = session.get(StacPublication, destination)
+    return publication is not None and publication.enabled
+
+
+def publish_data_files(
+    session: Session, store: DataStore | None, destination: str, data_file_ids: list[int], *, public_url: str
+) -> HarvestResult:
+    """Publish data files just registered (or whose provider item changed) for a published destination."""
+    result = HarvestResult()
+    for data_file_id in dict.fromkeys(data_file_ids):
+        data_file = session.get(DataFile, data_file_id)
+        if data_file is not None:
+            _harvest_one(session, store, data_file, destination, public_url, result)
+    return result
 
 
 def harvest_destination(

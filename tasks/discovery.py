@@ -35,6 +35,7 @@ from catalog.acquisition import Listed, ListingRule, register_listed, render_dat
 from catalog.database import session_scope
 from catalog.errors import InvalidInput
 from catalog.models import Host, utcnow
+from catalog.proxy import STALE_CACHE_FILES, remove_stale_cache_files
 from catalog.selection import Selection
 
 PAGE = 1000
@@ -99,7 +100,7 @@ def walk(
         descend=listing_format in ("", "html"),
     )
     for entry, relative in tree:
-        yield entry.name, Listed(entry.path, relative, entry.size, entry.modified)
+        yield entry.name, Listed(entry.path, relative, entry.size, entry.modified, entry.meta)
 
 
 #: A rule whose last pass (in this process) listed fewer entries than this is listed in process: a
@@ -146,7 +147,7 @@ def selected_pages(
             target = selection.target(entry.target)
         except InvalidInput:
             continue  # a name that cannot be a target (control characters): never registered
-        page.append(Listed(entry.path, target, entry.size, entry.modified))
+        page.append(Listed(entry.path, target, entry.size, entry.modified, entry.meta))
         if len(page) >= PAGE:
             yield listed, page
             page = []
@@ -203,6 +204,28 @@ def discover_rule(
     return RuleOutcome(rule.id, posixpath.normpath(root) if root else root, listed, registered)
 
 
+def register_and_publish(engine: sa.Engine, rule: ListingRule, entries: list[Listed], *, by: str) -> int:
+    """Register listed entries; when the rule's destination is published in the STAC inventory, the
+    data files registered (or whose item changed upstream) become items in the same transaction."""
+    from catalog import stac
+
+    with session_scope(engine) as session:
+        touched: list[int] = []
+        registered = register_listed(session, rule, entries, by=by, touched=touched)
+        if touched and stac.is_published(session, rule.destination_name):
+            from tasks.runtime import runtime
+
+            rt = runtime()
+            stac.publish_data_files(
+                session, rt.store, rule.destination_name, touched, public_url=rt.settings.resolved_public_url()
+            )
+    if session.info.get(STALE_CACHE_FILES):
+        from tasks.runtime import runtime
+
+        remove_stale_cache_files(session, runtime().settings.resolved_proxy_cache_dir())
+    return registered
+
+
 def _register_pages(
     engine: sa.Engine, rule: ListingRule, pages: Iterator[tuple[int, list[Listed]]], *, by: str
 ) -> tuple[int, int]:
@@ -217,8 +240,7 @@ def _register_pages(
     def register(entries: list[Listed]) -> int:
         if not entries:
             return 0
-        with session_scope(engine) as session:
-            return register_listed(session, rule, entries, by=by)
+        return register_and_publish(engine, rule, entries, by=by)
 
     listed = registered = 0
     with ThreadPoolExecutor(1, thread_name_prefix=f"register-rule-{rule.id}") as registrar:

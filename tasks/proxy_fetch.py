@@ -56,6 +56,9 @@ def upstream_of(asset: ProxyAsset, host: Host | None) -> tuple[HostBlock, str]:
         block = block_for(host)
         href = asset.upstream_href
         path = urlsplit(href).path if "://" in href else href
+        base = block.base_path().rstrip("/")
+        if base and path.startswith(base + "/"):
+            return block, path  # a path as the host's listing gave it (a file acquisition registered)
         return block, block.join(path)
     url = urlsplit(asset.upstream_href)
     if url.scheme in ("http", "https"):

@@ -21,7 +21,9 @@ from catalog import outbox
 from catalog.database import session_scope
 from catalog.events import ret_from
 from catalog.models import DataFile, DataTransfer, Destination, Host, utcnow
+from catalog.proxy import remove_stale_cache_files
 from catalog.retrieval import Fetch, record_fetch_failure, record_fetched
+from catalog.stac import harvest_stored_data_file
 from catalog.store import StoredObject
 from tasks import publishing
 from tasks.runtime import runtime
@@ -72,10 +74,15 @@ def retrieve(fetch: Fetch, retriever: str) -> bool:
         outbox.claim_on_add(session, retriever)
         if error is None:
             record_fetched(session, fetch.data_file_id, stored, by=retriever)
+            # Items of published destinations now point the proxy at the stored copy.
+            harvest_stored_data_file(
+                session, rt.store, fetch.data_file_id, public_url=rt.settings.resolved_public_url()
+            )
         else:
             record_fetch_failure(session, fetch.data_file_id, error, by=retriever)
         if host is not None:  # the RET lines commit with the outcome they report (`catalog.outbox`)
             _ret_lines(session, fetch, host, retriever, started, duration, error)
+    remove_stale_cache_files(session, rt.settings.resolved_proxy_cache_dir())
     publishing.publish_added(rt.engine, rt.settings, retriever, outbox.added(session))
     if error:
         log.warning("retrieval of data file %s failed: %s", fetch.data_file_id, error)

@@ -1,6 +1,8 @@
 """Discovery by subscription: a listing rule with `listing_format = "mqtt"` subscribes to the topic
 in its `directory` on the broker named by its host's `mqtt_url` option; every message names one file
 (WIS2 style: the message carries the href), which is registered at once, deduped like a listing.
+A message that is a STAC Item registers each of its assets on the host, with the item as metadata
+(published as the provider wrote it when the rule's destination is published in the STAC inventory).
 
 Messages understood: a WIS2 Notification Message (a GeoJSON feature whose `links` hold the href,
 rel `canonical`, with `length`), pds's own notification (`url`, `size`), or any JSON object with an
@@ -22,11 +24,12 @@ import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlmodel import Session, col, select
 
+from blocks.indexes import stac_meta
 from blocks.registry import block_for
-from catalog.acquisition import Listed, ListingRule, keeps, register_listed, target_for
-from catalog.database import session_scope
+from catalog.acquisition import Listed, ListingRule, keeps, target_for
 from catalog.errors import InvalidInput
 from catalog.models import Host, utcnow
+from tasks.discovery import register_and_publish
 from tasks.notify import parse_broker_url
 
 log = logging.getLogger("pds.subscription")
@@ -47,7 +50,9 @@ def href_of(message: dict[str, Any]) -> tuple[str, int | None, datetime | None] 
     return None
 
 
-def listed_from(host: Host, rule: ListingRule, href: str, size: int | None) -> Listed | None:
+def listed_from(
+    host: Host, rule: ListingRule, href: str, size: int | None, meta: dict[str, Any] | None = None
+) -> Listed | None:
     """The registration of `href`, or None when it is not on the host (or not a usable target)."""
     base = host.address.rstrip("/") + "/"
     if not href.startswith(base):
@@ -56,7 +61,7 @@ def listed_from(host: Host, rule: ListingRule, href: str, size: int | None) -> L
     root = "/" + block_for(host).join(host.directory).strip("/")  # the rule's directory is its topic
     relative = path[len(root) :].lstrip("/") if path.startswith(root.rstrip("/") + "/") else posixpath.basename(path)
     try:
-        return Listed(path, target_for(rule, relative), size, None)
+        return Listed(path, target_for(rule, relative), size, None, meta)
     except InvalidInput:
         return None
 
@@ -99,18 +104,28 @@ class Subscription:
         except ValueError:
             log.warning("message for rule %s is not JSON; ignored", self.rule.id)
             return 0
-        found = href_of(document) if isinstance(document, dict) else None
-        if found is None:
+        if not isinstance(document, dict):
             return 0
-        href, size, _ = found
-        listed = listed_from(self.host, self.rule, href, size)
-        if listed is None:
-            log.warning("rule %s: %s is not on host %s; ignored", self.rule.id, href, self.host.name)
+        if isinstance(document.get("assets"), dict) and document.get("stac_version"):
+            assets = document["assets"].items()
+            found = [
+                (str(a["href"]), a.get("file:size"), key) for key, a in assets if isinstance(a, dict) and a.get("href")
+            ]
+        else:
+            one = href_of(document)
+            found = [(one[0], one[1], None)] if one is not None else []
+        entries = []
+        for href, size, asset in found:
+            meta = stac_meta(document, asset, None) if asset is not None else None
+            listed = listed_from(self.host, self.rule, href, int(size) if size is not None else None, meta)
+            if listed is None:
+                log.warning("rule %s: %s is not on host %s; ignored", self.rule.id, href, self.host.name)
+                continue
+            if keeps(self.rule, posixpath.basename(listed.path), listed.size, None, utcnow()):
+                entries.append(listed)
+        if not entries:
             return 0
-        if not keeps(self.rule, posixpath.basename(listed.path), size, None, utcnow()):
-            return 0
-        with session_scope(self.engine) as session:
-            count = register_listed(session, self.rule, [listed], by=f"subscription {self.host.name}")
+        count = register_and_publish(self.engine, self.rule, entries, by=f"subscription {self.host.name}")
         self.registered += count
         return count
 

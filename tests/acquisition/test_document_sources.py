@@ -9,6 +9,7 @@ import json
 import os
 from datetime import UTC, datetime
 
+import httpx
 import pystac
 import pytest
 from sqlmodel import Session, col, select
@@ -149,8 +150,11 @@ def stac_provider(settings, sqlite_engine, store):
 
 
 def test_a_stac_api_search_paged_by_pystac_client(rt, stac_provider):
-    """The search's parameters narrow what is registered; pages are followed; the files are fetched whole."""
+    """The search's parameters narrow what is registered; pages are followed; the files are fetched
+    whole; the items are published as the API served them."""
+    from catalog.inventory import StacCollection, StacItem
     from catalog.models import HostCreate, HostKind
+    from catalog.stac import set_publication
 
     url, http = stac_provider
     assert http.post("/destinations", json={"name": "products"}).status_code == 201
@@ -195,8 +199,21 @@ def test_a_stac_api_search_paged_by_pystac_client(rt, stac_provider):
     )
     search = "stac/search?collections=provider&datetime=2026-11-20T00:00:00Z/..&limit=2"
     host_row, rule = acquisition_setup(rt.engine, Source(host, None), directory=search, listing_format="stac-api")
+    with session_scope(rt.engine) as session:
+        set_publication(session, "acq", collection_id="mirror")
     assert discover_rule(rt.engine, host_row, rule, by="test").registered == 4  # two pages of two
     assert targets(rt.engine) == ["s0.bin", "s1.bin", "s2.bin", "s3.bin"]
+    # the destination is published: the API's items are kept as they were (and their collection's license)
+    with Session(rt.engine) as session:
+        mirrored = {i.id: i for i in session.exec(select(StacItem))}
+        assert session.get(StacCollection, "mirror").body["license"] == "proprietary"
+    assert sorted(mirrored) == ["scene-0", "scene-1", "scene-2", "scene-3"]
+    for source in items[:4]:
+        assert mirrored[source["id"]].properties == source["properties"]
+        assert mirrored[source["id"]].geometry == source["geometry"]
+        assert (
+            mirrored[source["id"]].assets["data"]["alternate"]["upstream"]["href"] == source["assets"]["data"]["href"]
+        )
     assert discover_rule(rt.engine, host_row, rule, by="test").registered == 0
     fetch_all(rt)
     with Session(rt.engine) as session:
@@ -229,3 +246,272 @@ def test_an_html_index_with_rounded_sizes_is_retrieved_whole(rt, nginx):
     with Session(rt.engine) as session:
         stored = {d.name: d.size for d in session.exec(select(DataFile))}
     assert stored == {"big.bin": 3 * 1024 * 1024 + 5, "small.bin": 1500}
+
+
+# --- A provider's static STAC catalogue, harvested into the STAC inventory ------------------------
+
+EO = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+PROJECTION = "https://stac-extensions.github.io/projection/v1.2.0/schema.json"
+ALTERNATE = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
+SCENES = {  # id: (lower-left corner, 1°×2° footprint, datetime or (start, end), extra properties)
+    "scene-0": ((5.0, 45.0), "2026-11-20T10:00:00Z", {"eo:cloud_cover": 5, "platform": "s2a"}),
+    "scene-1": ((10.0, 50.0), "2026-11-21T10:30:00Z", {"eo:cloud_cover": 60, "proj:epsg": 32632}),
+    "scene-2": ((20.0, 40.0), ("2026-11-01T00:00:00Z", "2026-11-30T23:59:59Z"), {"platform": "s2b"}),
+}
+
+
+def _multihash_md5(payload: bytes) -> str:
+    return "d510" + hashlib.md5(payload).hexdigest()
+
+
+def write_provider_catalogue(root, payloads: dict[str, bytes], updated: dict[str, str] | None = None) -> None:
+    """A static catalogue as a provider publishes one (pystac, relative hrefs): a root catalog, a
+    collection with its own metadata, three items with a data asset and a thumbnail each."""
+    collection = pystac.Collection(
+        id="provider-scenes",
+        description="a provider's scenes",
+        title="Provider scenes",
+        license="CC-BY-4.0",
+        keywords=["optical", "test"],
+        providers=[pystac.Provider(name="Provider", roles=[pystac.ProviderRole.PRODUCER], url="https://example.org")],
+        summaries=pystac.Summaries({"platform": ["s2a", "s2b"]}),
+        extent=pystac.Extent(
+            pystac.SpatialExtent([[5.0, 40.0, 22.0, 52.0]]),
+            pystac.TemporalExtent([[datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC)]]),
+        ),
+    )
+    for item_id, ((x, y), when, extra) in SCENES.items():
+        ranged = isinstance(when, tuple)
+        start, end = (datetime.fromisoformat(w) for w in when) if ranged else (None, None)
+        properties = dict(extra)
+        if updated and item_id in updated:
+            properties["updated"] = updated[item_id]
+        item = pystac.Item(
+            id=item_id,
+            geometry={"type": "Polygon", "coordinates": [[[x, y], [x + 1, y], [x + 1, y + 2], [x, y + 2], [x, y]]]},
+            bbox=[x, y, x + 1, y + 2],
+            datetime=None if ranged else datetime.fromisoformat(when),
+            start_datetime=start,
+            end_datetime=end,
+            properties=properties,
+            stac_extensions=[EO] if "eo:cloud_cover" in extra else [],  # scene-1 forgets to declare proj
+        )
+        for key, suffix, kind, roles in (
+            ("data", "tif", pystac.MediaType.GEOTIFF, ["data"]),
+            ("thumbnail", "png", pystac.MediaType.PNG, ["thumbnail"]),
+        ):
+            payload = payloads[f"data/{item_id}.{suffix}"]
+            asset = pystac.Asset(href=str(root / f"data/{item_id}.{suffix}"), media_type=kind, roles=roles)
+            asset.extra_fields |= {"file:size": len(payload), "file:checksum": _multihash_md5(payload)}
+            item.add_asset(key, asset)
+        item.add_link(pystac.Link("license", "https://example.org/licence.html", "text/html"))
+        collection.add_item(item)
+    catalog = pystac.Catalog(id="provider", description="a provider's products")
+    catalog.add_child(collection)
+    catalog.normalize_hrefs(str(root / "stac"))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+
+
+def source_items(root) -> dict[str, dict]:
+    """The provider's items as pystac reads them back, asset hrefs absolute (file paths under root)."""
+    catalog = pystac.Catalog.from_file(str(root / "stac/catalog.json"))
+    found = {}
+    for item in catalog.get_items(recursive=True):
+        item.make_asset_hrefs_absolute()
+        found[item.id] = item.to_dict(include_self_link=False, transform_hrefs=False)
+    return found
+
+
+@pytest.fixture
+def inventory_api(rt, monkeypatch):
+    """The API under uvicorn on the runtime's database and store; items' hrefs name it."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from api.app import create_app
+    from tests.servers._common import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setattr(rt.settings, "public_url", url)
+    app = create_app(rt.settings, engine=rt.engine, store=rt.store)
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    with httpx.Client(base_url=url, auth=("admin", "admin"), timeout=30) as http:
+        yield url, http
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def read_through_proxy(rt, http, href: str) -> bytes:
+    """GET a proxied href as the administrator while this process plays the proxy's fetcher: a miss
+    is fetched from its upstream, then served (a request held meanwhile gets it, else a retry)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from catalog.models import utcnow
+    from catalog.proxy import claim_fetches
+    from tasks.proxy_fetch import fetch_into_cache
+
+    with ThreadPoolExecutor(1) as pool:
+        for _ in range(3):
+            answer = pool.submit(http.get, href)
+            while not answer.done():
+                with session_scope(rt.engine) as session:
+                    jobs = claim_fetches(session, "test", 10, now=utcnow())
+                for job in jobs:
+                    fetch_into_cache(rt.engine, rt.settings.resolved_proxy_cache_dir(), job, store=rt.store)
+                time.sleep(0.05)
+            response = answer.result()
+            if response.status_code == 200:
+                return response.content
+            assert response.status_code in (202, 503), response.text
+    raise AssertionError(f"{href} was never served")
+
+
+@pytest.mark.parametrize("no_retrieval", [False, True], ids=["retrieved", "no-retrieval"])
+def test_a_static_stac_catalogue_is_harvested_as_the_provider_published_it(rt, nginx, inventory_api, no_retrieval):
+    """Items keep geometry, bbox, time, properties, links, extensions and assets' fields, with and
+    without retrieval; every asset is served by the proxy (upstream kept as alternate); searches by
+    bbox and datetime find them; the collection keeps the provider's metadata and covers its items;
+    an item changed upstream is updated and its stale cached copy dropped."""
+    from pystac_client import Client
+
+    from catalog.proxy import get_asset, set_policy
+    from catalog.stac import set_publication
+
+    url, http = inventory_api
+    payloads = {f"data/{i}.{s}": os.urandom(200 + n) for n, i in enumerate(SCENES) for s in ("tif", "png")}
+    host, root = nginx_provider(nginx, "provider-stac-static", payloads)
+    write_provider_catalogue(root, payloads)
+    source = Source(host, None, root)
+    host_row, rule = acquisition_setup(
+        rt.engine, source, directory="stac/catalog.json", listing_format="stac", no_retrieval=no_retrieval
+    )
+    with session_scope(rt.engine) as session:
+        set_publication(session, "acq", collection_id="scenes")
+    assert discover_rule(rt.engine, host_row, rule, by="test").registered == 6
+    if not no_retrieval:
+        fetch_all(rt)
+    with session_scope(rt.engine) as session:
+        set_policy(session, "scenes", sync_wait_seconds=0)  # a miss answers at once; this test fetches
+
+    sources = source_items(root)
+    upstream_base = f"{nginx.base_url}/{root.name}/"
+    for item_id, expected in sources.items():
+        harvested = http.get(f"/stac/collections/scenes/items/{item_id}").json()
+        assert harvested["geometry"] == expected["geometry"]
+        assert harvested["bbox"] == expected["bbox"]
+        assert harvested["properties"] == expected["properties"]  # datetime or start/end, and the rest
+        assert set(expected["stac_extensions"]) | {ALTERNATE} <= set(harvested["stac_extensions"])
+        if "proj:epsg" in expected["properties"]:
+            assert PROJECTION in harvested["stac_extensions"]  # declared although the provider did not
+        assert [k for k in harvested["links"] if k["rel"] == "license"] == [
+            {"rel": "license", "href": "https://example.org/licence.html", "type": "text/html"}
+        ]
+        assert harvested["assets"].keys() == expected["assets"].keys()
+        for key, asset in expected["assets"].items():
+            got = harvested["assets"][key]
+            for field in ("roles", "type", "file:size", "file:checksum"):
+                assert got[field] == asset[field], (item_id, key, field)
+            assert got["href"] == f"{url}/proxy/scenes/{item_id}/{key}"
+            upstream = asset["href"].replace(str(root) + "/", upstream_base)
+            assert got["alternate"]["upstream"]["href"] == upstream
+            assert read_through_proxy(rt, http, got["href"]) == payloads[upstream[len(upstream_base) :]]
+
+    # pystac-client's searches return exactly the items whose source metadata matches
+    import base64
+
+    admin = "Basic " + base64.b64encode(b"admin:admin").decode()
+    client = Client.open(f"{url}/stac/", headers={"Authorization": admin})
+
+    def found(**search):
+        return sorted(i.id for i in client.search(collections=["scenes"], **search).items())
+
+    assert found(bbox=[4.5, 44.5, 5.5, 45.5]) == ["scene-0"]
+    assert found(bbox=[9, 40, 21, 52]) == ["scene-1", "scene-2"]
+    assert found(datetime="2026-11-21T00:00:00Z/2026-11-22T00:00:00Z") == ["scene-1", "scene-2"]
+    assert found(datetime="2026-11-20T09:00:00Z/2026-11-20T11:00:00Z") == ["scene-0", "scene-2"]
+    assert found(bbox=[4.5, 44.5, 5.5, 45.5], datetime="2026-11-21T00:00:00Z/..") == []
+    assert found(datetime="2026-12-01T00:00:00Z/..") == []
+
+    collection = http.get("/stac/collections/scenes").json()
+    assert collection["license"] == "CC-BY-4.0" and collection["title"] == "Provider scenes"
+    assert collection["keywords"] == ["optical", "test"] and collection["summaries"]["platform"] == ["s2a", "s2b"]
+    assert collection["providers"][0]["name"] == "Provider"
+    (minx, miny, maxx, maxy), *_ = collection["extent"]["spatial"]["bbox"]
+    for item in sources.values():
+        assert (
+            minx <= item["bbox"][0] and miny <= item["bbox"][1] and maxx >= item["bbox"][2] and maxy >= item["bbox"][3]
+        )
+    (start, end), *_ = collection["extent"]["temporal"]["interval"]
+    assert start <= "2026-11-01T00:00:00Z" and end >= "2026-11-30T23:59:59Z"
+
+    # The same anonymous user: the collection's proxy policy is private, so it is not listed either.
+    anonymous = httpx.get(f"{url}/stac/collections", timeout=30).json()["collections"]
+    assert "scenes" not in [c["id"] for c in anonymous]
+    assert httpx.get(f"{url}/proxy/scenes/scene-0/data", timeout=30).status_code == 401
+    with session_scope(rt.engine) as session:
+        set_policy(session, "scenes", public=True)
+    http.put("/proxied-collections/scenes", json={"public": True}).raise_for_status()  # the proxy forgets its copy
+    anonymous = httpx.get(f"{url}/stac/collections", timeout=30).json()["collections"]
+    assert "scenes" in [c["id"] for c in anonymous]
+    assert httpx.get(f"{url}/proxy/scenes/scene-0/data", timeout=30).status_code == 200
+
+    # Upstream, scene-1 changes (its data and its metadata): the next pass updates the item, the
+    # cached copy is dropped, and the proxy serves the new bytes.
+    payloads["data/scene-1.tif"] = os.urandom(777)
+    (root / "data/scene-1.tif").write_bytes(payloads["data/scene-1.tif"])
+    write_provider_catalogue(root, payloads, updated={"scene-1": "2026-11-25T00:00:00Z"})
+    old_cache = get_asset_cache(rt, "scene-1")
+    assert discover_rule(rt.engine, host_row, rule, by="test").registered == 2
+    if not no_retrieval:
+        fetch_all(rt)
+    with Session(rt.engine) as session:
+        assert get_asset(session, "scenes", "scene-1", "data").cache_file is None
+    assert not old_cache.exists()
+    harvested = http.get("/stac/collections/scenes/items/scene-1").json()
+    assert harvested["properties"]["updated"] == "2026-11-25T00:00:00Z"
+    assert harvested["assets"]["data"]["file:size"] == 777
+    assert read_through_proxy(rt, http, harvested["assets"]["data"]["href"]) == payloads["data/scene-1.tif"]
+
+
+def get_asset_cache(rt, item_id):
+    from catalog.proxy import get_asset
+
+    with Session(rt.engine) as session:
+        row = get_asset(session, "scenes", item_id, "data")
+        assert row.cache_file
+        return rt.settings.resolved_proxy_cache_dir() / row.cache_file
+
+
+def test_an_unretrieved_file_of_a_published_destination_is_served_by_the_proxy(rt, site, inventory_api):
+    """Not only STAC sources: a file a JSON listing registers without retrieval is published at once,
+    and its proxied href fetches it from the acquisition host (with the host's credentials)."""
+    from catalog.proxy import set_policy
+    from catalog.stac import set_publication
+
+    source, root, payloads = site
+    url, http = inventory_api
+    (root / "listing.json").write_text(json.dumps({"files": [{"href": "data/f1.bin", "size": 101}]}))
+    host, rule = acquisition_setup(
+        rt.engine, source, directory="listing.json", listing_format="json", no_retrieval=True
+    )
+    with session_scope(rt.engine) as session:
+        set_publication(session, "acq", collection_id="files")
+    assert discover_rule(rt.engine, host, rule, by="test").registered == 1
+    with session_scope(rt.engine) as session:
+        set_policy(session, "files", sync_wait_seconds=0)
+    item = http.get("/stac/collections/files/items/f1").json()
+    assert item["properties"]["order:status"] == "orderable"
+    assert item["assets"]["data"]["alternate"]["upstream"]["href"].endswith(f"/{root.name}/data/f1.bin")
+    assert read_through_proxy(rt, http, item["assets"]["data"]["href"]) == payloads["data/f1.bin"]

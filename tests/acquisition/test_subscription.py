@@ -117,3 +117,58 @@ def test_messages_name_their_file_by_wis2_link_or_url(message, expected):
     from tasks.subscription import href_of
 
     assert href_of(message) == expected
+
+
+def test_a_stac_item_message_publishes_the_item_as_its_provider_wrote_it(rt, nginx):
+    """A message that is a STAC Item registers each asset on the host and, its destination being
+    published, becomes that item: geometry, time, properties and asset fields kept, hrefs proxied."""
+    from catalog.database import session_scope
+    from catalog.inventory import StacCollection, StacItem
+    from catalog.models import Host
+    from catalog.proxy import get_asset
+    from catalog.stac import set_publication
+    from tasks.subscription import Subscription
+
+    payloads = {"obs/2026/station-7.bufr": os.urandom(321)}
+    host, root = nginx_provider(nginx, "provider-stac-mqtt", payloads, mqtt_url="mqtt://127.0.0.1:1")
+    _, rule = acquisition_setup(rt.engine, Source(host, None, root), directory="obs/#", listing_format="mqtt")
+    with session_scope(rt.engine) as session:
+        set_publication(session, "acq", collection_id="observations")
+        host_row = session.get(Host, host.name)
+    href = f"{nginx.base_url}/{root.name}/obs/2026/station-7.bufr"
+    message = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "station-7-2026112312",
+        "geometry": {"type": "Point", "coordinates": [6.1, 46.2]},
+        "bbox": [6.1, 46.2, 6.1, 46.2],
+        "properties": {"datetime": "2026-11-23T12:00:00Z", "wigos_station_identifier": "0-20000-0-06700"},
+        "links": [{"rel": "via", "href": "https://example.org/stations/06700"}],
+        "assets": {
+            "data": {"href": href, "type": "application/bufr", "roles": ["data"], "file:size": 321},
+            "elsewhere": {"href": "file:///nowhere/x.json", "roles": ["metadata"]},
+        },
+    }
+    subscription = Subscription(rt.engine, host_row, rule)
+    assert subscription.handle(json.dumps(message).encode()) == 1
+    assert subscription.handle(json.dumps(message).encode()) == 0  # deduped like a listing
+    with Session(rt.engine) as session:
+        item = session.get(StacItem, ("observations", "station-7-2026112312"))
+        assert session.get(StacCollection, "observations").body["extent"]["spatial"]["bbox"] == [[6.1, 46.2, 6.1, 46.2]]
+        proxied = get_asset(session, "observations", item.id, "data")
+    assert item.geometry == message["geometry"] and item.properties == message["properties"]
+    assert item.datetime.isoformat() == "2026-11-23T12:00:00+00:00"
+    assert item.links == message["links"]
+    data = item.assets["data"]
+    assert data["href"].endswith("/proxy/observations/station-7-2026112312/data")
+    assert data["alternate"]["upstream"]["href"] == href
+    assert (data["type"], data["roles"], data["file:size"]) == ("application/bufr", ["data"], 321)
+    assert item.assets["elsewhere"] == message["assets"]["elsewhere"]  # nothing the proxy could fetch: as it was
+    assert proxied.upstream_host == host.name and proxied.upstream_href.endswith("/obs/2026/station-7.bufr")
+
+    # the provider corrects the item's metadata only: no new registration, the item is updated
+    message["properties"]["qc"] = "passed"
+    assert subscription.handle(json.dumps(message).encode()) == 0
+    with Session(rt.engine) as session:
+        assert session.get(StacItem, ("observations", "station-7-2026112312")).properties["qc"] == "passed"
+        assert len(session.exec(select(DataFile)).all()) == 1

@@ -10,9 +10,19 @@ from sqlmodel import select
 
 from catalog.database import session_scope
 from catalog.errors import InvalidInput, NotFound
-from catalog.inventory import StacItem, resolve_asset
+from catalog.inventory import StacCollection, StacItem, item_row, put_collection, put_item, resolve_asset
 from catalog.models import DataFile, DataTransfer
-from catalog.stac import harvest_destination, harvest_stored_data_file, set_publication
+from catalog.proxy import get_asset, register_asset
+from catalog.stac import (
+    ALTERNATE_ASSETS,
+    FILE,
+    ORDER,
+    PROJECTION,
+    declare_extensions,
+    harvest_destination,
+    harvest_stored_data_file,
+    set_publication,
+)
 from catalog.stac_search import SearchRequest, search
 from tests.factories import destination, push
 
@@ -63,6 +73,7 @@ def test_a_pushed_geotiff_becomes_an_item_with_its_footprint_time_and_proxy_href
     assert item.datetime.isoformat() == "2026-11-20T10:30:00+00:00"
     assert item.properties["order:status"] == "succeeded"
     assert item.properties["proj:epsg"] == 32633
+    assert {PROJECTION, FILE, ALTERNATE_ASSETS, ORDER} <= set(item.stac_extensions)  # every field pds writes
     asset = item.assets["data"]
     assert asset["href"] == f"{PUBLIC}/proxy/scenes/scene-7/data"
     assert asset["type"] == "image/tiff; application=geotiff"
@@ -78,6 +89,12 @@ def test_a_pushed_geotiff_becomes_an_item_with_its_footprint_time_and_proxy_href
         inside, _ = search(session, SearchRequest.parse({"bbox": "15.05,45.08,15.06,45.09"}, get=True))
         outside, _ = search(session, SearchRequest.parse({"bbox": "16,46,17,47"}, get=True))
     assert [i.id for i in inside] == ["scene-7"] and outside == []
+
+    # the collection made for the publication takes its first item's extent (not the whole world)
+    with session_scope(engine) as session:
+        extent = session.get(StacCollection, "scenes").body["extent"]
+    assert extent["spatial"]["bbox"] == [[item.minx, item.miny, item.maxx, item.maxy]]
+    assert extent["temporal"]["interval"] == [["2026-11-20T10:30:00Z", "2026-11-20T10:30:00Z"]]
 
 
 def test_metadata_extractor_and_unretrieved_data_files_say_they_are_orderable(engine, store, site):
@@ -139,3 +156,63 @@ def test_a_file_the_extractor_cannot_read_does_not_undo_the_push(engine, store, 
     with session_scope(engine) as session:
         assert session.get(DataFile, data_file_id).store_key is not None
         assert session.exec(select(StacItem)).all() == []
+
+
+def _square(item_id, x, y, when):
+    return {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "id": item_id,
+        "geometry": {"type": "Polygon", "coordinates": [[[x, y], [x + 1, y], [x + 1, y + 1], [x, y + 1], [x, y]]]},
+        "properties": {"datetime": when},
+        "assets": {},
+        "links": [],
+    }
+
+
+def test_collection_extents_grow_as_items_arrive(engine):
+    with session_scope(engine) as session:
+        put_collection(session, {"id": "auto"}, create=True)  # no extent: the whole world, open in time
+        extent = {"spatial": {"bbox": [[0, 0, 1, 1]]}, "temporal": {"interval": [["2026-01-01T00:00:00Z", None]]}}
+        put_collection(session, {"id": "given", "extent": extent}, create=True)
+        for collection in ("auto", "given"):
+            for body in (_square("a", 10, 20, "2026-03-01T00:00:00Z"), _square("b", -5, 30, "2026-02-01T00:00:00Z")):
+                put_item(session, item_row(body, collection), mode="create")
+    with session_scope(engine) as session:
+        auto = session.get(StacCollection, "auto").body["extent"]
+        given = session.get(StacCollection, "given").body["extent"]
+    assert auto["spatial"]["bbox"] == [[-5, 20, 11, 31]]
+    assert auto["temporal"]["interval"] == [["2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"]]
+    assert given["spatial"]["bbox"] == [[-5, 0, 11, 31]]  # the collection's own extent, grown
+    assert given["temporal"]["interval"] == [["2026-01-01T00:00:00Z", None]]  # open end stays open
+
+
+def test_extensions_are_declared_for_the_fields_written_once_per_extension():
+    body = {
+        "properties": {"proj:epsg": 4326, "order:status": "orderable"},
+        "assets": {"a": {"href": "x", "file:size": 3, "alternate": {"upstream": {"href": "y"}}}},
+        "stac_extensions": ["https://stac-extensions.github.io/projection/v2.0.0/schema.json"],
+    }
+    declared = declare_extensions(body)["stac_extensions"]
+    assert declared == [
+        "https://stac-extensions.github.io/projection/v2.0.0/schema.json",  # the provider's version kept
+        ALTERNATE_ASSETS,
+        ORDER,
+        FILE,
+    ]
+    assert declare_extensions({"properties": {"datetime": "x"}, "assets": {}})["stac_extensions"] == []
+
+
+def test_a_changed_upstream_drops_the_cached_copy(engine):
+    with session_scope(engine) as session:
+        register_asset(session, "c", "i", "a", "https://upstream.example.org/a.tif", size=10, etag="v1")
+        row = get_asset(session, "c", "i", "a")
+        row.cache_file, row.cached_size, row.etag = "c/i/a", 10, '"v1"'
+        register_asset(session, "c", "i", "a", "https://upstream.example.org/a.tif", size=10, etag="v1")
+        assert get_asset(session, "c", "i", "a").cache_file == "c/i/a"  # the same upstream: kept
+        register_asset(session, "c", "i", "a", "https://upstream.example.org/a.tif", size=10, etag="v2")
+        assert get_asset(session, "c", "i", "a").cache_file is None  # another checksum or mtime
+        row = get_asset(session, "c", "i", "a")
+        row.cache_file, row.cached_size = "c/i/a", 10
+        register_asset(session, "c", "i", "a", "https://upstream.example.org/a.tif", size=11, etag="v2")
+        assert get_asset(session, "c", "i", "a").cache_file is None  # another size
