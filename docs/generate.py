@@ -760,11 +760,17 @@ def _row_note(bench: dict[str, Any], row: dict[str, Any]) -> str:
     return "; ".join(parts + ([row["note"]] if row.get("note") else []))
 
 
+DEFAULT_TIMING = "wall seconds of the whole work"
+RATIOS = {"pds/anchor": "pds's time ÷ the anchor's", "anchor/pds": "the anchor's time ÷ pds's: pds's speed ratio"}
+
+
 def _per_unit(summary: dict[str, Any], key: str, unit: str) -> str:
     if key not in summary:
         return ""
     value = summary[key]["median"]
-    return f"{value:.2f} s" if unit == "GiB" else f"{value * 1000:.3g} ms"
+    if unit == "GiB":
+        return f"{value:.2f} s"
+    return f"{value * 1000:.3g} ms" if value >= 1e-4 else f"{value * 1e6:.3g} µs"
 
 
 def render_results(relative: str) -> list[str]:
@@ -790,18 +796,19 @@ def render_results(relative: str) -> list[str]:
         summary, ratio = row["summary"], row["summary"]["ratio"]
         fairness = "fair" if row["fair"] else "**not fair**"
         rounds = len(row["anchor_seconds"])
+        timing = row.get("timing", DEFAULT_TIMING)
         rows.append(
             [
-                row["case"],
+                row["case"] if timing == DEFAULT_TIMING else f"{row['case']} ({timing})",
                 f"`{row['anchor']}` ({fairness}: {row['why']})" if row["why"] else f"`{row['anchor']}` ({fairness})",
-                f"{ratio['median']:.2f}× ({row['ratio']})",
+                f"{ratio['median']:.2f}× ({RATIOS.get(row['ratio'], row['ratio'])})",
                 f"{ratio['min']:.2f}–{ratio['max']:.2f}× ({rounds} round{'s' if rounds > 1 else ''})",
                 f"{summary['pds_seconds']['median']:.3g} s / {summary['anchor_seconds']['median']:.3g} s",
                 f"{_per_unit(summary, 'pds_cpu_per_unit', row['unit'])} /"
                 f" {_per_unit(summary, 'anchor_cpu_per_unit', row['unit'])} per {row['unit']}",
             ]
         )
-    header = ["case", "anchor", "median ratio", "spread", "pds / anchor (median)", "CPU pds / anchor (median)"]
+    header = ["case", "anchor", "median ratio", "spread", "time pds / anchor (median)", "CPU pds / anchor (median)"]
     out.append(_table(header, rows))
     cpu = sorted({row["cpu"] for row in results["rows"] if row.get("cpu")})
     if cpu:
