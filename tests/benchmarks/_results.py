@@ -162,6 +162,7 @@ class Results:
                 f"    {row.ratio} median {ratio['median']:.2f} (spread {ratio['min']:.2f}–{ratio['max']:.2f},"
                 f" {len(row.ratios())} round(s)); pds {s['pds_seconds']['median']:.3g} s,"
                 f" anchor {s['anchor_seconds']['median']:.3g} s"
+                + ("" if row.timing == Row.timing else f" ({row.timing})")
             )
             if "pds_cpu_per_unit" in s and "anchor_cpu_per_unit" in s:
                 scale, label = _cpu_scale(row.unit)

@@ -122,7 +122,11 @@ def record(results: Results, times: dict[str, list[float]], cpu: dict[str, list[
     for ours, anchor in pairs:
         if anchor not in times:
             continue
-        why = "the same interpreter, started and doing nothing" if anchor.startswith("python") else "no interpreter"
+        why = (
+            "the same interpreter, started and doing nothing"
+            if anchor.startswith("python")
+            else "the same HTTP requests, without starting an interpreter"
+        )
         row = results.row(
             f"{ours} against {anchor}",
             anchor=anchor,
