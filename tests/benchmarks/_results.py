@@ -165,11 +165,8 @@ class Results:
                 + ("" if row.timing == Row.timing else f" ({row.timing})")
             )
             if "pds_cpu_per_unit" in s and "anchor_cpu_per_unit" in s:
-                scale, label = _cpu_scale(row.unit)
-                print(
-                    f"    CPU {label} per {row.unit}: pds {s['pds_cpu_per_unit']['median'] * scale:.3g},"
-                    f" anchor {s['anchor_cpu_per_unit']['median'] * scale:.3g} ({row.cpu})"
-                )
+                pds_cpu, anchor_cpu = s["pds_cpu_per_unit"]["median"], s["anchor_cpu_per_unit"]["median"]
+                print(f"    CPU per {row.unit}: pds {cpu_text(pds_cpu)}, anchor {cpu_text(anchor_cpu)} ({row.cpu})")
 
     def save(self) -> None:
         """Write the JSON if `--json` asked for it."""
@@ -202,9 +199,11 @@ def anchor_first(round_number: int) -> bool:
     return round_number % 2 == 1
 
 
-def _cpu_scale(unit: str) -> tuple[float, str]:
-    """Milliseconds for small units (a file, a request, a command), seconds for a GiB."""
-    return (1.0, "s") if unit == "GiB" else (1000.0, "ms")
+def cpu_text(seconds: float) -> str:
+    """CPU seconds in s, ms or µs, whichever reads best."""
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    return f"{seconds * 1000:.3g} ms" if seconds >= 1e-4 else f"{seconds * 1e6:.3g} µs"
 
 
 def _load_range(load: list[float]) -> str:
