@@ -25,9 +25,11 @@ says.
                "pds_cpu_seconds": [...], "anchor_cpu_seconds": [...],
                "summary": {"ratio": {"median": m, "min": a, "max": b},
                            "pds_seconds": {...}, "anchor_seconds": {...},
-                           "pds_cpu_per_unit": {...}, "anchor_cpu_per_unit": {...}}}]}
+                           "pds_cpu_per_unit": {...}, "anchor_cpu_per_unit": {...}}}],
+     "extra": {figures that are no ratio, e.g. "push_to_transferring_seconds": {"p50": ...}}}
 
-A list holds one value per round the side ran; an anchor that is not fair may run in fewer rounds
+Seconds and CPU seconds are floats, CPU per unit in seconds. A list holds one value per round the
+side ran; an anchor that is not fair may run in fewer rounds
 than pds (it is there to show what its defaults cost), and its ratio is then taken against pds's
 median.
 """
