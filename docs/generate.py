@@ -13,7 +13,9 @@ Each `render_*` function returns the text of one page from one source of truth:
     reference/http-api.md, openapi.json   create_app(...).openapi_schema
     reference/event-log.md         the record classes of catalog/events.py
     reference/deployments.md       prefect.yaml
-    performance.md                 docs/benchmarks.yaml (the measured figures, as data)
+    performance.md                 docs/benchmarks.yaml (the measured figures, as data) and the latest
+                                   results the benchmark scripts wrote with `--json` into
+                                   docs/benchmarks/*.json (named by each benchmark's `results` key)
 
 `tests/docs/test_generated.py` regenerates everything and fails when a committed page is stale.
 """
@@ -626,8 +628,8 @@ def render_http_api(schema: dict[str, Any]) -> str:
         "",
         "Authentication is HTTP Basic or `Authorization: Bearer <token>`; the permission column names "
         "what each operation needs (see [Access control](../operations/access-control.md) and the "
-        "[access table](access-table.md)). Errors are JSON `{\"status\", \"error\", \"reason\", "
-        '\"request_id\"}`.',
+        '[access table](access-table.md)). Errors are JSON `{"status", "error", "reason", '
+        '"request_id"}`.',
         "",
         "Not in this document: the Data Portal's S3 endpoint (`/s3/…`, see "
         "[the Data Portal](../guides/portal.md)), the data proxy's asset URLs (`/proxy/{collection}/{item}/"
@@ -758,15 +760,74 @@ def _row_note(bench: dict[str, Any], row: dict[str, Any]) -> str:
     return "; ".join(parts + ([row["note"]] if row.get("note") else []))
 
 
+DEFAULT_TIMING = "wall seconds of the whole work"
+RATIOS = {"pds/anchor": "pds's time ÷ the anchor's", "anchor/pds": "the anchor's time ÷ pds's: pds's speed ratio"}
+
+
+def _per_unit(summary: dict[str, Any], key: str) -> str:
+    if key not in summary:
+        return ""
+    value = summary[key]["median"]  # the same units as tests/benchmarks/_results.py prints
+    if value >= 1:
+        return f"{value:.2f} s"
+    return f"{value * 1000:.3g} ms" if value >= 1e-4 else f"{value * 1e6:.3g} µs"
+
+
+def render_results(relative: str) -> list[str]:
+    """The latest results a benchmark script wrote with `--json` (its schema: tests/benchmarks/_results.py),
+    as a table; nothing when the file is not there."""
+    path = DOCS / relative
+    if not path.exists():
+        return []
+    results = json.loads(path.read_text(encoding="utf-8"))
+    load = results["load"]
+    out = [
+        f"**Latest results** ([{path.name}]({relative}), written by the script with `--json`): recorded"
+        f" {results['recorded']}, {results['rounds']} alternating rounds, load average {min(load):.2f}–{max(load):.2f}"
+        f" on {results['cpus']} CPUs:",
+        "",
+        "```sh",
+        f".venv/bin/python {results['command']}",
+        "```",
+        "",
+    ]
+    rows = []
+    for row in results["rows"]:
+        summary, ratio = row["summary"], row["summary"]["ratio"]
+        fairness = "fair" if row["fair"] else "**not fair**"
+        rounds = len(row["anchor_seconds"])
+        timing = row.get("timing", DEFAULT_TIMING)
+        rows.append(
+            [
+                row["case"] if timing == DEFAULT_TIMING else f"{row['case']} ({timing})",
+                f"`{row['anchor']}` ({fairness}: {row['why']})" if row["why"] else f"`{row['anchor']}` ({fairness})",
+                f"{ratio['median']:.2f}× ({RATIOS.get(row['ratio'], row['ratio'])})",
+                f"{ratio['min']:.2f}–{ratio['max']:.2f}× ({rounds} round{'s' if rounds > 1 else ''})",
+                f"{summary['pds_seconds']['median']:.3g} s / {summary['anchor_seconds']['median']:.3g} s",
+                f"{_per_unit(summary, 'pds_cpu_per_unit')} /"
+                f" {_per_unit(summary, 'anchor_cpu_per_unit')} per {row['unit']}",
+            ]
+        )
+    header = ["case", "anchor", "median ratio", "spread", "time pds / anchor (median)", "CPU pds / anchor (median)"]
+    out.append(_table(header, rows))
+    cpu = sorted({row["cpu"] for row in results["rows"] if row.get("cpu")})
+    if cpu:
+        out += ["CPU measured as: " + "; ".join(cpu) + ".", ""]
+    return out
+
+
 def render_performance() -> str:
     data = yaml.safe_load((DOCS / "benchmarks.yaml").read_text(encoding="utf-8"))
-    out = ["# Performance", "", GENERATED.format(source="docs/benchmarks.yaml"), data["intro"].strip(), ""]
+    sources = "docs/benchmarks.yaml and docs/benchmarks/*.json"
+    out = ["# Performance", "", GENERATED.format(source=sources), data["intro"].strip(), ""]
     for bench in data["benchmarks"]:
         out += [f"## {bench['title']}", "", bench["what"].strip(), "", "```sh", bench["command"].strip(), "```", ""]
         if bench.get("fairness"):
             out += ['!!! warning "How fair is the anchor"', ""]
             out += ["    " + line for line in bench["fairness"].strip().splitlines()]
             out.append("")
+        if bench.get("results"):
+            out += render_results(bench["results"])
         columns = bench["columns"]
         header = ["recorded", "load average", *columns, "note"]
         rows = [

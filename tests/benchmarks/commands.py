@@ -1,13 +1,16 @@
 """How long a `pds` command takes, against the bare interpreter and curl doing the same requests.
 
-    python tests/benchmarks/commands.py [--rounds 20] [--url http://127.0.0.1:8440]
+    python tests/benchmarks/commands.py [--rounds 20] [--url http://127.0.0.1:8440] [--json PATH]
 
 Without `--url` it starts an API of its own on a temporary data directory (no Prefect server is needed
 for these commands), adds a destination and pushes one file so `pds status` has a data file to show.
-Each round runs every command once, one after the other, so a busy machine slows all of them alike; it
-prints the median wall time of each and the ratios. Targets: `pds --help` and a usage error within 3×
-the bare interpreter (`python -c pass`, the same interpreter), `pds status N` and `pds destination list`
-within 5×.
+Each round runs every command once, one after the other (in reverse order in even rounds), so a busy
+machine slows all of them alike; it prints the median wall time of each, the median ratio and its
+spread over rounds, and each command's CPU milliseconds (`getrusage(RUSAGE_CHILDREN)` around it: the
+command's process; the API's CPU for the requests is not counted). Targets: `pds --help` and a usage
+error within 3× the bare interpreter (`python -c pass`, the same interpreter: the anchor, which starts
+the interpreter and does nothing else), `pds status N` and `pds destination list` within 5×. `curl`
+doing the same HTTP requests is a second anchor for those two, which starts no interpreter.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from api.client import PdsClient  # noqa: E402
+from tests.benchmarks._results import Results, add_arguments, children_cpu  # noqa: E402
 from tests.servers._common import free_port, spawn, terminate, wait_until  # noqa: E402
 
 PDS = str(Path(sys.executable).with_name("pds"))
@@ -74,14 +78,20 @@ def commands(url: str, data_file_id: int) -> dict[str, list[str]]:
     return table
 
 
-def run_rounds(table: dict[str, list[str]], rounds: int) -> dict[str, list[float]]:
+def run_rounds(
+    table: dict[str, list[str]], rounds: int, cpu: dict[str, list[float]] | None = None
+) -> dict[str, list[float]]:
+    """Wall seconds of each command, one per round; with `cpu`, its CPU seconds are appended there."""
     env = dict(os.environ) | {"PDS_USER": "admin", "PDS_PASSWORD": "admin"}
     times: dict[str, list[float]] = {name: [] for name in table}
-    for _ in range(rounds):
-        for name, command in table.items():
+    for n in range(rounds):
+        for name, command in table.items() if n % 2 == 0 else reversed(table.items()):
+            used = children_cpu()
             began = time.perf_counter()
             done = subprocess.run(command, env=env, capture_output=True, check=False)
             times[name].append(time.perf_counter() - began)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(children_cpu() - used)
             expected = 2 if name == "pds (usage error)" else 0
             if done.returncode != expected:
                 raise SystemExit(f"{name} exited {done.returncode}: {done.stderr.decode()[-500:]}")
@@ -105,11 +115,37 @@ def report(times: dict[str, list[float]], rounds: int) -> None:
             print(f"{pds_name} / {curl_name}: {medians[pds_name] / medians[curl_name]:.2f}×")
 
 
+def record(results: Results, times: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
+    """The pds commands against the bare interpreter, and the two that send requests against curl."""
+    pairs = [(name, "python -c pass") for name in TARGETS]
+    pairs += [("pds status N", "curl (status's requests)"), ("pds destination list", "curl (destination list's)")]
+    for ours, anchor in pairs:
+        if anchor not in times:
+            continue
+        why = (
+            "the same interpreter, started and doing nothing"
+            if anchor.startswith("python")
+            else "the same HTTP requests, without starting an interpreter"
+        )
+        row = results.row(
+            f"{ours} against {anchor}",
+            anchor=anchor,
+            fair=True,
+            why=why,
+            unit="command",
+            units=1,
+            cpu="getrusage(RUSAGE_CHILDREN) around each command",
+        )
+        row.pds_seconds, row.anchor_seconds = times[ours], times[anchor]
+        row.pds_cpu_seconds, row.anchor_cpu_seconds = cpu[ours], cpu[anchor]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--url", help="a running pds API (PDS_USER/PDS_PASSWORD admin/admin); default: start one")
+    add_arguments(parser, rounds=20)
     args = parser.parse_args()
+    results = Results("commands", args)
     with tempfile.TemporaryDirectory(prefix="pds-bench-commands-") as tmp:
         root = Path(tmp)
         api = None
@@ -118,7 +154,12 @@ def main() -> None:
             api, url = start_api(root)
         try:
             data_file_id = sample_data(url, root)
-            report(run_rounds(commands(url, data_file_id), args.rounds), args.rounds)
+            cpu: dict[str, list[float]] = {}
+            times = run_rounds(commands(url, data_file_id), args.rounds, cpu)
+            report(times, args.rounds)
+            record(results, times, cpu)
+            results.print()
+            results.save()
         finally:
             terminate(api)
 

@@ -1,7 +1,8 @@
 """Dissemination against rclone: many small files, and how fast a push starts moving.
 
     .venv/bin/python tests/benchmarks/dissemination.py [--files 2000] [--size-kib 64] [--protocols sftp s3]
-                                                       [--pushes 200] [--cold]
+                                                       [--pushes 200] [--cold] [--rounds 3]
+                                                       [--unfair-rounds 1] [--json PATH]
 
 1. Small files: starts a Prefect server, OpenSSH sshd and an S3 server (SeaweedFS by default, a Go
    server; `--s3-server moto` for moto, whose own CPU use dominates on two cores); queues `--files`
@@ -11,8 +12,17 @@
    and released to it in one transaction. `--cold` starts the mover for the files instead (its
    first batch then also loads the transfer modules and Prefect's engine). Then it times
    `rclone copy` of the same files to the same server (its default 4 transfers and 8 checkers; the
-   mover runs 4 dispatches at once, each with up to 4 small files in flight). Prints both, the
-   pds/rclone ratios (target ≤ 1.5) and the load average.
+   mover runs 4 dispatches at once, each with up to 4 small files in flight). `--rounds` alternating
+   rounds (rclone first in odd ones), each to new directories; prints every round, the median
+   pds/rclone ratio (target ≤ 1.5), its spread, and the CPU milliseconds per file of the mover (this
+   process's CPU from the release to the last Done: the mover runs here, in a thread) and of rclone
+   (`getrusage(RUSAGE_CHILDREN)` around it). The servers' CPU is counted on neither side.
+
+   The anchor does the same work as pds: over SFTP pds checks the size of what it wrote, while
+   rclone by default runs a remote `md5sum` over SSH after every file, so the fair anchor runs with
+   `--sftp-disable-hashcheck`; rclone's default runs beside it in the first `--unfair-rounds`
+   round(s) (default 1, 0 to skip it: it is about 40 times slower), labelled NOT FAIR. Over S3,
+   `rclone copy` sends one PUT per file, as pds does.
 2. Push latency: starts `pds up` (its own Prefect server, API and mover), pushes `--pushes` small files
    one after another through the API, and prints p50/p99 of push start → Transferring, read from each
    transfer's history (target p50 ≤ 1 s, p99 ≤ 3 s).
@@ -40,6 +50,7 @@ from sqlmodel import select  # noqa: E402
 from catalog.database import migrate, session_scope  # noqa: E402
 from catalog.models import DataTransfer, HostCreate  # noqa: E402
 from catalog.operations import release  # noqa: E402
+from tests.benchmarks._results import Results, add_arguments, anchor_first, children_cpu  # noqa: E402
 from tests.factories import destination, push  # noqa: E402
 from tests.servers.prefect import PrefectServer  # noqa: E402
 from tests.servers.s3 import S3Server  # noqa: E402
@@ -62,18 +73,19 @@ def small_files(root: Path, count: int, size: int) -> dict[str, bytes]:
 
 
 def pds_small_files(
-    root: Path, protocol: str, host: HostCreate, files: dict[str, bytes], *, cold: bool = False
-) -> tuple[float, float]:
+    root: Path, protocol: str, host: HostCreate, files: dict[str, bytes], *, cold: bool = False, tag: str = ""
+) -> tuple[float, float, float]:
     """Seconds from all transfers queued to all Done (the last transfer's `finished_at`), and to the
-    end of the mover's flow run, through the mover flow in this process.
+    end of the mover's flow run, through the mover flow in this process; and the CPU seconds this
+    process used meanwhile (the mover's, which runs in it). `tag` names this round's data directory.
 
     By default the mover is warm, as a long-lived mover is when products arrive: it is already
     running and has sent a file, so the files are queued (released from StandBy in one transaction)
     to a mover that only has to claim them. With `cold`, the mover starts for the files instead, and
     its first batch also pays for loading the transfer modules and Prefect's flow engine (about a
     second on this machine)."""
-    os.environ["PDS_DATA_DIR"] = str(root / f"data-{protocol}")
-    os.environ["PDS_EVENT_LOG"] = str(root / f"events-{protocol}.log")
+    os.environ["PDS_DATA_DIR"] = str(root / f"data-{protocol}{tag}")
+    os.environ["PDS_EVENT_LOG"] = str(root / f"events-{protocol}{tag}.log")
     from tasks import runtime as runtime_module
 
     runtime_module.runtime.cache_clear()
@@ -108,7 +120,6 @@ def pds_small_files(
         mover_module._stop.clear()
         elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu
-    print(f"{protocol}: the mover's process used {cpu:.1f} s of CPU, {1000 * cpu / len(files):.2f} ms per file")
     with session_scope(rt.engine) as session:
         transfers = session.exec(select(DataTransfer).where(DataTransfer.target != "warm-up.bin")).all()
         statuses = [t.status for t in transfers]
@@ -116,7 +127,8 @@ def pds_small_files(
     done = statuses.count("Done")
     if done != len(files):
         raise SystemExit(f"{protocol}: only {done} of {len(files)} transfers Done: {set(statuses)}")
-    return (last_done - started_at).total_seconds(), elapsed
+    shutil.rmtree(root / f"data-{protocol}{tag}", ignore_errors=True)  # its Data Store: disk stays small
+    return (last_done - started_at).total_seconds(), elapsed, cpu
 
 
 def _status(rt, transfer_id: int) -> str:  # noqa: ANN001
@@ -130,10 +142,12 @@ def _done(rt) -> int:  # noqa: ANN001
         return len(session.exec(select(DataTransfer.id).where(DataTransfer.status == "Done")).all())
 
 
-def rclone_copy(source: Path, remote: str) -> float:
+def rclone_copy(source: Path, remote: str, flags: list[str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds of `rclone copy` (its process's, from getrusage)."""
+    cpu = children_cpu()
     started = time.perf_counter()
-    subprocess.run([RCLONE, "--config", "/dev/null", "-q", "copy", str(source), remote], check=True)
-    return time.perf_counter() - started
+    subprocess.run([RCLONE, "--config", "/dev/null", "-q", "copy", *flags, str(source), remote], check=True)
+    return time.perf_counter() - started, children_cpu() - cpu
 
 
 def push_latency(root: Path, pushes: int) -> list[float]:
@@ -181,6 +195,14 @@ def push_latency(root: Path, pushes: int) -> list[float]:
         stack.process.wait(60)
 
 
+#: rclone's flags that make it do pds's work, by protocol, and why; and what its defaults add.
+FAIR_FLAGS = {
+    "sftp": (["--sftp-disable-hashcheck"], "pds checks the size of what it wrote; rclone's hash check is off"),
+    "s3": ([], "one PUT per file on both sides"),
+}
+UNFAIR = {"sftp": "rclone's default: a remote md5sum over SSH after every file, which pds does not run"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=2000)
@@ -191,56 +213,107 @@ def main() -> None:
     parser.add_argument(
         "--cold", action="store_true", help="start the mover for the files (default: a running, warm mover)"
     )
+    parser.add_argument(
+        "--unfair-rounds",
+        type=int,
+        default=1,
+        help="rounds that also run rclone's default where it does more work than pds (SFTP; default 1)",
+    )
+    add_arguments(parser)
     args = parser.parse_args()
+    results = Results("dissemination", args)
     root = Path(tempfile.mkdtemp(prefix="pds-bench-dissemination-"))
     WORKDIRS.append(root)
     files = small_files(root / "src", args.files, args.size_kib * 1024)
-    rows = []
     s3_server = SeaweedS3Server(root / "seaweedfs") if args.s3_server == "seaweedfs" else S3Server()
+    mover_state = "cold: started for the files" if args.cold else "warm: running, released to it"
+    cpu_note = "pds: this process's CPU (the mover runs in it); rclone: getrusage of its process"
     with PrefectServer(root / "prefect") as prefect, SshServer(root / "sshd") as sshd, s3_server as s3:
         os.environ["PREFECT_API_URL"] = prefect.api_url
         os.environ.pop("PREFECT_HOME", None)
         for protocol in args.protocols:
             run = uuid.uuid4().hex[:8]
-            if protocol == "sftp":
-                host = HostCreate(
-                    name=f"sftp-{run}",
-                    protocol="sftp",
-                    address=f"127.0.0.1:{sshd.port}",
-                    login=sshd.username,
-                    directory=str(sshd.data_dir / f"pds-{run}"),
-                    options={"key_filename": str(sshd.client_key_path)},
-                )
-                remote = (
-                    f":sftp,host=127.0.0.1,port={sshd.port},user={sshd.username},"
-                    f"key_file={sshd.client_key_path}:{sshd.data_dir}/rclone-{run}"
-                )
-            else:
+            if protocol == "s3":
+                s3.create_bucket(f"bench-{run}")
+
+            def target(n: int, protocol: str = protocol, run: str = run) -> tuple[HostCreate, str]:
+                """Round n's host for pds and remote for rclone: new directories every round."""
+                if protocol == "sftp":
+                    host = HostCreate(
+                        name=f"sftp-{run}-{n}",
+                        protocol="sftp",
+                        address=f"127.0.0.1:{sshd.port}",
+                        login=sshd.username,
+                        directory=str(sshd.data_dir / f"pds-{run}-{n}"),
+                        options={"key_filename": str(sshd.client_key_path)},
+                    )
+                    remote = (
+                        f":sftp,host=127.0.0.1,port={sshd.port},user={sshd.username},"
+                        f"key_file={sshd.client_key_path}:{sshd.data_dir}/rclone-{run}-{n}"
+                    )
+                    return host, remote
                 bucket = f"bench-{run}"
-                s3.create_bucket(bucket)
                 host = HostCreate(
-                    name=f"s3-{run}",
+                    name=f"s3-{run}-{n}",
                     protocol="s3",
                     address=s3.endpoint_url,
                     login=s3.access_key,
                     password=s3.secret_key,
-                    directory=f"{bucket}/pds",
+                    directory=f"{bucket}/pds-{n}",
                     options={"region": s3.region},
                 )
                 remote = (
                     f":s3,provider=Other,endpoint='{s3.endpoint_url}',access_key_id={s3.access_key},"
-                    f"secret_access_key={s3.secret_key},region={s3.region},no_check_bucket=true:{bucket}/rclone"
+                    f"secret_access_key={s3.secret_key},region={s3.region},no_check_bucket=true:{bucket}/rclone-{n}"
                 )
-            pds_seconds, run_seconds = pds_small_files(root, protocol, host, files, cold=args.cold)
-            rclone_seconds = rclone_copy(root / "src", remote)
-            rows.append((protocol, rclone_seconds, pds_seconds, run_seconds))
+                return host, remote
+
+            flags, why = FAIR_FLAGS[protocol]
+            case = f"{protocol} small files"
+            common = {"unit": "file", "units": args.files, "cpu": cpu_note}
+            fair = results.row(case, anchor=" ".join(["rclone copy", *flags]), fair=True, why=why, **common)
+            to_done = results.row(
+                f"{case} (until the mover saw the last Done)",
+                anchor=fair.anchor,
+                fair=True,
+                why=why,
+                **common,
+            )
+            for n in range(1, args.rounds + 1):
+                host, remote = target(n)
+
+                for side in ("rclone", "pds") if anchor_first(n) else ("pds", "rclone"):
+                    if side == "pds":
+                        seconds, run_seconds, cpu = pds_small_files(
+                            root, protocol, host, files, cold=args.cold, tag=f"-{n}"
+                        )
+                        fair.pds_seconds.append(seconds)
+                        to_done.pds_seconds.append(run_seconds)
+                        for row in (fair, to_done):
+                            row.pds_cpu_seconds.append(cpu)
+                        label = "pds"
+                    else:
+                        seconds, cpu = rclone_copy(root / "src", remote, flags)
+                        for row in (fair, to_done):
+                            row.anchor_seconds.append(seconds)
+                            row.anchor_cpu_seconds.append(cpu)
+                        label = fair.anchor
+                    print(f"round {n} {protocol} {label}: {seconds:.2f} s, CPU {1000 * cpu / args.files:.2f} ms/file")
+                if protocol in UNFAIR and n <= args.unfair_rounds:
+                    default = results.row(
+                        f"{case}, rclone's defaults", anchor="rclone copy", fair=False, why=UNFAIR[protocol], **common
+                    )
+                    default.pds_seconds, default.pds_cpu_seconds = fair.pds_seconds, fair.pds_cpu_seconds
+                    seconds, cpu = rclone_copy(root / "src", remote.replace("/rclone-", "/rclone-default-"), [])
+                    default.anchor_seconds.append(seconds)
+                    default.anchor_cpu_seconds.append(cpu)
+                    print(f"round {n} {protocol} rclone copy (defaults, NOT FAIR): {seconds:.2f} s", flush=True)
+                results.sample_load()
             print(f"load average after {protocol}: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    mover_state = "cold: started for the files" if args.cold else "warm: running, released to it"
     print(f"{args.files} files of {args.size_kib} KiB, queued → all Done (S3: {args.s3_server}; mover {mover_state})")
-    print(f"{'protocol':8} {'rclone s':>9} {'pds s':>8} {'pds/rclone':>10} {'run s':>8} {'run/rclone':>10}")
-    for protocol, r, p, run in rows:
-        print(f"{protocol:8} {r:9.1f} {p:8.1f} {p / r:10.2f} {run:8.1f} {run / r:10.2f}")
-    print("target pds/rclone ≤ 1.5; run = until the mover saw the last Done (cold: until its flow run ended)")
+    print("target pds/rclone ≤ 1.5 against the fair anchor; 'until the mover saw the last Done' (cold: until its")
+    print("flow run ended) adds the mover's own polling to pds's time")
+    results.print()
     if args.pushes:
         latencies = sorted(push_latency(root, args.pushes))
         p50 = statistics.median(latencies)
@@ -249,6 +322,13 @@ def main() -> None:
             f"push → Transferring over {len(latencies)} pushes: p50 {p50:.2f} s, p99 {p99:.2f} s, "
             f"max {latencies[-1]:.2f} s (targets p50 ≤ 1 s, p99 ≤ 3 s)"
         )
+        results.extra["push_to_transferring_seconds"] = {
+            "pushes": len(latencies),
+            "p50": p50,
+            "p99": p99,
+            "max": latencies[-1],
+        }
+    results.save()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,17 @@ Two measurements, 32 connections each: whole downloads of a cached 1 GiB file (M
 HTTP Basic authorisation of a private collection, QoS counting against a quota, cache lookup. Prints
 each figure and the proxy/nginx ratios (targets: whole ≥ 1.0×, ranges ≥ 0.15×).
 
-    .venv/bin/python tests/benchmarks/proxy.py [--seconds 15] [--big-mib 1024] [--mid-mib 100]
+`--rounds` alternating rounds (default 3; nginx first in odd ones) print the median ratio, its spread,
+and the CPU each server used per GiB served (whole file) and per request (ranges): psutil's CPU times
+of the server's processes (nginx's master and worker; the API's process and its children), deltas
+around each wrk run. wrk's own CPU is counted on neither side.
+
+The anchor is nginx with `sendfile on`, one worker, access log off: it serves the same bytes from the
+same disk, but does no authorisation, quota counting or cache lookup, which the proxy does; that
+difference is what the targets allow for.
+
+    .venv/bin/python tests/benchmarks/proxy.py [--seconds 15] [--big-mib 1024] [--mid-mib 100] [--rounds 3]
+                                               [--json PATH]
 
 Needs wrk and nginx (`apt-get install -y wrk nginx`) and the test extras.
 """
@@ -32,6 +42,7 @@ from catalog.database import make_engine, migrate, session_scope  # noqa: E402
 from catalog.models import utcnow  # noqa: E402
 from catalog.proxy import inject, register_asset, set_policy, set_quota  # noqa: E402
 from catalog.users import ensure_user  # noqa: E402
+from tests.benchmarks._results import Results, add_arguments, anchor_first, tree_cpu  # noqa: E402
 from tests.servers._common import free_port  # noqa: E402
 
 NGINX = """\
@@ -104,7 +115,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--mid-mib", type=int, default=100)
+    add_arguments(parser)
     args = parser.parse_args()
+    results = Results("proxy", args)
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"{tool} is missing: apt-get install -y {tool}")
@@ -151,24 +164,58 @@ def main() -> None:
         lua = work / "ranges.lua"
         lua.write_text(RANGES_LUA.format(size=args.mid_mib * 1024 * 1024))
 
-        results = {}
-        for label, url, headers in (("nginx", nginx_url, {}), ("proxy", api_url, auth)):
-            big = f"{url}/big.bin" if label == "nginx" else f"{url}/proxy/bench/item/big"
-            mid = f"{url}/mid.bin" if label == "nginx" else f"{url}/proxy/bench/item/mid"
-            _, whole_mibs = wrk(big, args.seconds, headers)
-            ranges_rps, _ = wrk(mid, args.seconds, headers, lua)
-            results[label] = (whole_mibs, ranges_rps)
-            print(
-                f"{label:6} whole {args.big_mib} MiB file: {whole_mibs:8.1f} MiB/s   "
-                f"16 KiB ranges: {ranges_rps:8.0f} req/s",
-                flush=True,
-            )
-        whole_ratio = results["proxy"][0] / results["nginx"][0]
-        ranges_ratio = results["proxy"][1] / results["nginx"][1]
-        print(
-            f"ratio proxy/nginx: whole file {whole_ratio:.2f}x (target >= 1.0x), "
-            f"ranges {ranges_ratio:.3f}x (target >= 0.15x)"
+        pids = {"nginx": processes[0].pid, "proxy": processes[1].pid}
+        anchor = "nginx (sendfile on, 1 worker, access log off)"
+        why = "the same bytes from the same disk; nginx does no authorisation, quota counting or cache lookup"
+        cpu = "psutil CPU times of the server's processes around each wrk run"
+        whole = results.row(
+            f"whole {args.big_mib} MiB file, wrk -c32",
+            anchor=anchor,
+            fair=True,
+            why=why,
+            unit="GiB",
+            units=1.0,
+            cpu=cpu,
+            ratio="anchor/pds",
+            timing="wall seconds per GiB served (1 / throughput)",
         )
+        ranges = results.row(
+            "random 16 KiB ranges, wrk -c32",
+            anchor=anchor,
+            fair=True,
+            why=why,
+            unit="request",
+            units=1.0,
+            cpu=cpu,
+            ratio="anchor/pds",
+            timing="wall seconds per request (1 / requests per second)",
+        )
+        for n in range(1, args.rounds + 1):
+            for label in ("nginx", "proxy") if anchor_first(n) else ("proxy", "nginx"):
+                url, headers = (nginx_url, {}) if label == "nginx" else (api_url, auth)
+                big = f"{url}/big.bin" if label == "nginx" else f"{url}/proxy/bench/item/big"
+                mid = f"{url}/mid.bin" if label == "nginx" else f"{url}/proxy/bench/item/mid"
+                before = tree_cpu(pids[label])
+                _, whole_mibs = wrk(big, args.seconds, headers)
+                middle = tree_cpu(pids[label])
+                ranges_rps, _ = wrk(mid, args.seconds, headers, lua)
+                after = tree_cpu(pids[label])
+                gibs, requests = whole_mibs * args.seconds / 1024, ranges_rps * args.seconds
+                side = "pds" if label == "proxy" else "anchor"
+                getattr(whole, f"{side}_seconds").append(1024 / whole_mibs)
+                getattr(whole, f"{side}_cpu_seconds").append((middle - before) / gibs)
+                getattr(ranges, f"{side}_seconds").append(1 / ranges_rps)
+                getattr(ranges, f"{side}_cpu_seconds").append((after - middle) / requests)
+                print(
+                    f"round {n} {label:6} whole {args.big_mib} MiB file: {whole_mibs:8.1f} MiB/s"
+                    f" ({(middle - before) / gibs:.2f} CPU s/GiB)   16 KiB ranges: {ranges_rps:8.0f} req/s"
+                    f" ({1000 * (after - middle) / requests:.3f} CPU ms/request)",
+                    flush=True,
+                )
+            results.sample_load()
+        print("ratios: proxy's throughput / nginx's (targets: whole file >= 1.0x, ranges >= 0.15x)")
+        results.print()
+        results.save()
     finally:
         for process in processes:
             process.terminate()

@@ -1,7 +1,7 @@
 """STAC search against stac-fastapi-pgstac: the same items, the same machine, the same query.
 
     .venv/bin/python tests/benchmarks/stac.py [--items 1000000] [--repeat 20] [--deep-repeat 3]
-                                              [--pgstac-venv DIR]
+                                              [--pgstac-venv DIR] [--rounds 3] [--json PATH]
 
 Starts a PostgreSQL cluster (Debian's binaries; PostGIS from `postgresql-15-postgis-3` for pgstac),
 generates `--items` items (0.1° squares spread over the globe, datetimes over 2026), loads them into
@@ -9,6 +9,10 @@ a pds database (through the inventory's table, in batches) and into a pgstac dat
 load`), serves both with uvicorn, and times `POST /search` with bbox (Europe) + datetime (six months),
 limit 100: the first page `--repeat` times, then `--deep-repeat` walks of 50 pages following the `next`
 links. Prints p50 per page depth for both and the pds/pgstac ratio (goal ≤ 1.0, and flat with depth).
+`--rounds` alternating rounds (pgstac first in odd ones) give the median ratio per depth, its spread,
+and the CPU milliseconds per request of each side: psutil CPU times of its server's processes plus
+the PostgreSQL cluster's (both query the same cluster, one side at a time; pgstac does its search in
+the database, pds in Python), deltas around each side's requests.
 
 pgstac and stac-fastapi-pgstac pin other FastAPI versions than Prefect, so they live in their own
 virtual environment (default /tmp/pgstac-venv/.venv):
@@ -41,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from catalog.database import make_engine, migrate  # noqa: E402
 from catalog.inventory import StacCollection, StacItem  # noqa: E402
+from tests.benchmarks._results import Results, add_arguments, anchor_first, tree_cpu  # noqa: E402
 from tests.servers._common import free_port, wait_until  # noqa: E402
 from tests.servers.postgres import PostgresServer  # noqa: E402
 
@@ -205,7 +210,8 @@ def walk(client: httpx.Client, search_url: str, pages: int) -> list[float]:
     return timings
 
 
-def measure(name: str, search_url: str, repeat: int, deep_repeat: int) -> dict[int, float]:
+def measure(name: str, search_url: str, repeat: int, deep_repeat: int) -> tuple[dict[int, float], int]:
+    """p50 seconds per page depth, and the number of requests sent."""
     with httpx.Client(timeout=120) as client:
         walk(client, search_url, 1)  # warm the connection pool and caches
         first = [walk(client, search_url, 1)[0] for _ in range(repeat)]
@@ -215,7 +221,7 @@ def measure(name: str, search_url: str, repeat: int, deep_repeat: int) -> dict[i
     result = {1: statistics.median(first)}
     for depth in DEPTHS[1:]:
         result[depth] = statistics.median(w[depth - 1] for w in walks)
-    return result
+    return result, 1 + repeat + sum(len(w) for w in walks)
 
 
 def main() -> None:
@@ -224,7 +230,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--deep-repeat", type=int, default=3)
     parser.add_argument("--pgstac-venv", type=Path, default=Path("/tmp/pgstac-venv/.venv"))
+    add_arguments(parser)
     args = parser.parse_args()
+    results = Results("stac", args)
+    rows = {
+        depth: results.row(
+            f"POST /search, page {depth}",
+            anchor="stac-fastapi-pgstac on the same PostgreSQL",
+            fair=True,
+            why="the same items, query and limit",
+            unit="request",
+            units=1,
+            cpu="psutil CPU of the side's server processes and of the PostgreSQL cluster, per request",
+            timing="p50 wall seconds of a request at that page depth",
+        )
+        for depth in DEPTHS
+    }
 
     with tempfile.TemporaryDirectory(prefix="pds-stac-bench-") as tmp:
         work = Path(tmp)
@@ -268,8 +289,25 @@ def main() -> None:
                     work / "pgstac.log",
                 )
             )
-            pds = measure("pds", f"http://127.0.0.1:{pds_port}/stac/search", args.repeat, args.deep_repeat)
-            pgstac = measure("pgstac", f"http://127.0.0.1:{pgstac_port}/search", args.repeat, args.deep_repeat)
+            postmaster = int((postgres.pgdata / "postmaster.pid").read_text().split()[0])
+            urls = {
+                "pds": (f"http://127.0.0.1:{pds_port}/stac/search", processes[0].pid),
+                "pgstac": (f"http://127.0.0.1:{pgstac_port}/search", processes[1].pid),
+            }
+            for n in range(1, args.rounds + 1):
+                for side in ("pgstac", "pds") if anchor_first(n) else ("pds", "pgstac"):
+                    url, pid = urls[side]
+                    before = tree_cpu(pid) + tree_cpu(postmaster)
+                    p50, requests = measure(side, url, args.repeat, args.deep_repeat)
+                    cpu = (tree_cpu(pid) + tree_cpu(postmaster) - before) / requests
+                    prefix = "pds" if side == "pds" else "anchor"
+                    for depth, row in rows.items():
+                        getattr(row, f"{prefix}_seconds").append(p50[depth])
+                        getattr(row, f"{prefix}_cpu_seconds").append(cpu)
+                    print(f"round {n} {side}: p50 by page {p50}, CPU {1000 * cpu:.1f} ms per request", flush=True)
+                results.sample_load()
+            pds = {depth: statistics.median(row.pds_seconds) for depth, row in rows.items()}
+            pgstac = {depth: statistics.median(row.anchor_seconds) for depth, row in rows.items()}
         finally:
             for process in processes:
                 process.terminate()
@@ -282,6 +320,8 @@ def main() -> None:
         print(
             f"{depth:>6} {pds[depth] * 1000:>11.1f} {pgstac[depth] * 1000:>14.1f} {pds[depth] / pgstac[depth]:>11.2f}"
         )
+    results.print()
+    results.save()
 
 
 if __name__ == "__main__":

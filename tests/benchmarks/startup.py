@@ -1,13 +1,16 @@
 """How long `pds up` takes to start and to stop, now and at an earlier commit, in alternating rounds.
 
-    python tests/benchmarks/startup.py [--rounds 2] [--baseline REV]
+    python tests/benchmarks/startup.py [--rounds 3] [--baseline REV] [--json PATH]
 
 Each round starts each version on a fresh data directory (a first start: migrations, Prefect's
 database), stops it with SIGINT, then starts and stops it again on the same directory (a restart). It
 watches from outside, as a user would: when the API answers /health, when the mover's flow run is
 Running in Prefect, when all five long-lived flow runs are, and how long the stop takes. With
 `--baseline`, the `api/up.py` of that commit runs in place of today's (the rest of the code is
-today's), so the difference is the supervisor's alone. Medians are printed per version.
+today's), so the difference is the supervisor's alone: the baseline is the anchor, and the versions
+alternate (the baseline first in odd rounds). Medians are printed per version, and with a baseline the
+median ratio current/baseline, its spread and the CPU seconds per start (getrusage(RUSAGE_CHILDREN)
+around each start and stop: `pds up` and every process it started and reaped) per measure.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.benchmarks._results import Results, add_arguments, children_cpu  # noqa: E402
 from tests.servers._common import free_port  # noqa: E402
 
 LONG_LIVED = ["mover", "proxy-fetcher", "retrieval", "acquisition-scheduler", "subscriptions"]
@@ -95,26 +99,53 @@ def one_start(base: list[str], data_dir: Path, log: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline", help="a commit whose api/up.py to compare with (e.g. HEAD~3)")
+    add_arguments(parser)
     args = parser.parse_args()
     versions = ["current"] + ([args.baseline] if args.baseline else [])
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="pds-bench-startup-") as tmp:
         workdir = Path(tmp)
         bases = {v: command(v, workdir) for v in versions}
         for round_number in range(args.rounds):
-            for version in versions:
+            for version in reversed(versions) if round_number % 2 == 0 else versions:
                 data_dir = workdir / f"{version}-{round_number}"
                 for kind in ("first start", "restart"):
+                    used = children_cpu()
                     measured = one_start(bases[version], data_dir, workdir / f"{version}.log")
+                    cpu.setdefault((version, kind), []).append(children_cpu() - used)
                     print(f"round {round_number + 1} {version:<10} {kind:<12} {measured}", flush=True)
                     for name, value in measured.items():
                         results.setdefault((version, kind), {}).setdefault(name, []).append(value)
     print(f"\nmedians over {args.rounds} round(s), seconds since the start (stop: since SIGINT)")
     for (version, kind), measures in results.items():
         line = ", ".join(f"{name} {statistics.median(values):.1f}" for name, values in measures.items())
-        print(f"{version:<10} {kind:<12} {line}")
+        print(f"{version:<10} {kind:<12} {line}, CPU {statistics.median(cpu[version, kind]):.1f}")
+    record = Results("startup", args)
+    record.extra["medians_seconds"] = {
+        f"{version} {kind}": {name: statistics.median(values) for name, values in measures.items()}
+        for (version, kind), measures in results.items()
+    }
+    if args.baseline:
+        for kind in ("first start", "restart"):
+            for name in results["current", kind]:
+                row = record.row(
+                    f"{kind}: {name}",
+                    anchor=f"api/up.py of {args.baseline}",
+                    fair=True,
+                    why="the same code but the supervisor",
+                    unit="start",
+                    units=1,
+                    cpu="getrusage(RUSAGE_CHILDREN) around each start and stop (pds up and what it reaped)",
+                )
+                row.pds_seconds = results["current", kind][name]
+                row.anchor_seconds = results[args.baseline, kind].get(name, [])
+                row.pds_cpu_seconds, row.anchor_cpu_seconds = cpu["current", kind], cpu[args.baseline, kind]
+                if not row.anchor_seconds:
+                    del record.rows[row.case]
+        record.print()
+    record.save()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Throughput of pds's transfer layer against rclone, same files, same servers, same run.
 
     .venv/bin/python tests/benchmarks/transfer.py --size-mib 1024 [--protocols sftp ftp s3] [--rounds 3]
+                                                  [--unfair-rounds 1] [--json PATH]
 
 Starts OpenSSH sshd, pyftpdlib and moto S3 on 127.0.0.1, then for each protocol copies one file
 disk → server and server → disk with rclone (the anchor) and with pds, and prints MiB/s and the
@@ -16,8 +17,17 @@ are not counted) and the 1-minute load average. pds's rows:
   Adler-32 of every byte, as a retrieval does. Its ratio is against the same rclone copy, so it
   shows what integrity costs; rclone does nothing comparable.
 
-On a shared machine one copy's ratio moves with the load of the moment: `--rounds` repeats each set
-of copies (who goes first alternating) and prints every round and the median ratio per row.
+On a shared machine one copy's ratio moves with the load of the moment: `--rounds` (default 3) repeats
+each set of copies (who goes first alternating) and prints every round, the median ratio per row, its
+spread and the CPU seconds per GiB of both sides.
+
+The anchor does the same work as pds. Over SFTP pds checks sizes, while rclone by default runs a
+remote `md5sum` of the file after the copy (both directions): the fair anchor runs with
+`--sftp-disable-hashcheck`. Over S3 pds sends a large file in parts without hashing it (it knows its
+MD5 from the Data Store, and a multipart ETag is no MD5), while rclone by default reads the whole
+file to compute an MD5 before a multipart upload and checks it after a download: the fair anchor runs
+with `--s3-disable-checksum`. Over FTP rclone has no hash to check. rclone's defaults run beside the
+fair anchor in the first `--unfair-rounds` round(s) (default 1, 0 to skip), labelled NOT FAIR.
 """
 
 from __future__ import annotations
@@ -26,7 +36,6 @@ import argparse
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +53,7 @@ from catalog.models import Host  # noqa: E402
 from catalog.store import DataStore  # noqa: E402
 from tasks.delivery import Delivery  # noqa: E402
 from tasks.transfer import send_data_file  # noqa: E402
+from tests.benchmarks._results import Results, add_arguments  # noqa: E402
 from tests.servers.ftp import FtpServer  # noqa: E402
 from tests.servers.s3 import S3Server  # noqa: E402
 from tests.servers.sshd import SshServer  # noqa: E402
@@ -96,14 +106,31 @@ def rclone(*args: str) -> None:
     subprocess.run([RCLONE, "--config", "/dev/null", "-q", *args], check=True)
 
 
+#: rclone's flags that make it do pds's work, by protocol, and why; and what its defaults add.
+FAIR_FLAGS = {
+    "sftp": (["--sftp-disable-hashcheck"], "pds checks the size; rclone's remote md5sum is off"),
+    "ftp": ([], "rclone has no hash to check over FTP"),
+    "s3": (["--s3-disable-checksum"], "pds does not hash a multipart upload; rclone's MD5 of the file is off"),
+}
+UNFAIR = {
+    "sftp": "rclone's default: a remote md5sum over SSH after the copy, which pds does not run",
+    "s3": "rclone's default: an MD5 of the whole file before a multipart upload, checked after a download",
+}
+
+
 def main(root: Path) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--protocols", nargs="+", default=["sftp", "ftp", "s3"])
     parser.add_argument(
-        "--rounds", type=int, default=1, help="copies per protocol and direction; rclone goes first in odd rounds"
+        "--unfair-rounds",
+        type=int,
+        default=1,
+        help="rounds that also run rclone's defaults where they do more work than pds (SFTP, S3; default 1)",
     )
+    add_arguments(parser)
     args = parser.parse_args()
+    results = Results("transfer", args)
     store = DataStore.from_url(str(root / "store"))
     # The file is written once, into the Data Store, and rclone uploads that object's file: the same
     # bytes from the same disk, without a second copy (a 10 GiB run needs four times its size on disk).
@@ -157,6 +184,7 @@ def main(root: Path) -> None:
         }
         for protocol in args.protocols:
             host, remote = setups[protocol]
+            flags, why = FAIR_FLAGS[protocol]
             block = block_for(host)
             fs = block.filesystem()
             for n in range(1, args.rounds + 1):
@@ -167,14 +195,16 @@ def main(root: Path) -> None:
                 )
                 theirs = f"{remote}/rclone-{n}.bin"  # new names each round: rclone skips identical files
 
-                def up_rclone() -> None:
-                    rclone("copyto", str(source), theirs)  # noqa: B023
+                theirs_default = f"{remote}/rclone-{n}-defaults.bin"  # rclone's defaults, when they run
+
+                def up_rclone(flags: list[str] = flags, target: str = theirs) -> None:
+                    rclone("copyto", *flags, str(source), target)
 
                 def up_pds() -> None:
                     send_data_file(store, delivery)  # noqa: B023
 
-                def down_rclone() -> None:
-                    rclone("copyto", theirs, str(root / "down-rclone.bin"))  # noqa: B023
+                def down_rclone(flags: list[str] = flags, target: str = theirs) -> None:
+                    rclone("copyto", *flags, target, str(root / "down-rclone.bin"))
 
                 def down_pds() -> None:
                     with (
@@ -226,8 +256,46 @@ def main(root: Path) -> None:
                             (protocol, label, n, size / r / 2**20, size / p / 2**20, r / p, growth)
                             + (cpu_r[0] / gib, cpu_p / gib, os.getloadavg()[0])
                         )
+                        row = results.row(
+                            f"{protocol} {label}",
+                            anchor=" ".join(["rclone copyto", *flags]),
+                            fair=label != "down+store",
+                            why=why if label != "down+store" else "pds also computes MD5 and Adler-32 of every byte",
+                            unit="GiB",
+                            units=gib,
+                            cpu="getrusage SELF + CHILDREN around each copy (pds: this process; rclone: its own)",
+                            ratio="anchor/pds",
+                        )
+                        row.pds_seconds.append(p)
+                        row.pds_cpu_seconds.append(cpu_p)
+                        row.anchor_seconds.append(r)
+                        row.anchor_cpu_seconds.append(cpu_r[0])
+                    if protocol in UNFAIR and n <= args.unfair_rounds:
+                        # rclone's defaults, once more in this direction, beside the fair anchor.
+                        direction = ours_fns[0][0]
+                        fair_row = results.rows[f"{protocol} {direction}"]
+                        default = results.row(
+                            f"{protocol} {direction}, rclone's defaults",
+                            anchor="rclone copyto",
+                            fair=False,
+                            why=UNFAIR[protocol],
+                            unit="GiB",
+                            units=gib,
+                            cpu=fair_row.cpu,
+                            ratio="anchor/pds",
+                        )
+                        default.pds_seconds, default.pds_cpu_seconds = fair_row.pds_seconds, fair_row.pds_cpu_seconds
+                        cpu_d: list[float] = []
+                        default.anchor_seconds.append(
+                            timed(lambda fn=theirs_fn, target=theirs_default: fn([], target), cpu_d)
+                        )
+                        default.anchor_cpu_seconds.append(cpu_d[0])
+                        clear_downloads()
+                    results.sample_load()
                 fs.rm(delivery.remote_path)
                 rclone("deletefile", theirs)
+                if protocol in UNFAIR and n <= args.unfair_rounds:
+                    rclone("deletefile", theirs_default)
     version = subprocess.run([RCLONE, "version"], capture_output=True, text=True).stdout.split()[1]
     print(f"file {size / 2**20:.0f} MiB, rclone {version}")
     header = f"{'protocol':8} {'dir':10} {'round':>5} {'rclone MiB/s':>12} {'pds MiB/s':>10} {'pds/rclone':>10}"
@@ -237,13 +305,9 @@ def main(root: Path) -> None:
             f"{protocol:8} {direction:10} {n:5} {r:12.1f} {p:10.1f} {ratio:10.2f} {rss:12.1f}"
             f" {cpu_r:16.2f} {cpu_p:5.2f} {load:5.1f}"
         )
-    if args.rounds > 1:
-        print("median pds/rclone:", end="")
-        for protocol in args.protocols:
-            for direction in ("up", "down", "down+store"):
-                ratios = [row[5] for row in rows if row[:2] == (protocol, direction)]
-                print(f"  {protocol} {direction} {statistics.median(ratios):.2f}", end="")
-        print()
+    print("ratios: rclone's seconds / pds's (pds's speed / rclone's: above 1, pds is faster); target ≥ 0.9")
+    results.print()
+    results.save()
 
 
 if __name__ == "__main__":
