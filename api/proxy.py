@@ -10,6 +10,10 @@ reader's QoS, then answered by the dataset's policy and the asset's state:
   deployment setting) with Retry-After and a JSON body. An asset once answered 200 is never pending
   again in this process: its range reads wait for a re-fetch instead.
 
+The pending answer also names, in `Location` and `status_url`, the asset's status resource — the same
+URL with `?status` — for clients that poll a status endpoint rather than retry the asset: a JSON
+document (state, bytes fetched, size, estimated seconds left, error) that never starts a fetch.
+
 It is a plain ASGI handler, so a range read of a cached file costs no database round trip, no file
 re-open (descriptors stay open, read with pread) and no framework response machinery.
 """
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio.to_thread
 import sqlalchemy as sa
@@ -148,6 +153,8 @@ class ProxyService:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             pathsend = "http.response.pathsend" in (scope.get("extensions") or {})
+            if _asks_status(scope.get("query_string", b"")):
+                raise await self.status(method, path, headers)
             await self.answer(method, path, headers, receive, send, pathsend=pathsend)
             status = 200
         except Reply as reply:
@@ -189,6 +196,40 @@ class ProxyService:
         if cached is None:
             cached = await self._fetch_or_pending(policy, key, quotas)
         await self._serve(method, key, cached, headers, quotas, receive, send, pathsend)
+
+    async def status(self, method: str, path: str, headers: dict[str, str]) -> Reply:
+        """The asset's status resource: where its fetch stands, for whoever may read the asset. It
+        starts no fetch and counts as a request, not as a miss."""
+        if method not in ("GET", "HEAD"):
+            raise error(405, f"{method} is not allowed on a status resource; use GET", "MethodNotAllowed", allow="GET")
+        key = _asset_key(path)
+        policy = await self._policy(key[0])
+        if policy is None:
+            raise error(404, f"no proxied collection {key[0]!r}", "NotFound")
+        reader = await self._authorise(policy, headers.get("authorization", ""))
+        self._charge(await self._quotas_of(reader), Usage.REQUESTS, 1)
+        asset: ProxyAsset | None = await anyio.to_thread.run_sync(self._read, get_asset, *key)
+        if asset is None:
+            raise error(404, f"no asset {'/'.join(key)}", "NotFound")
+        if self._cached(key) is not None or self._open_cached(key, asset) is not None:
+            state = "cached"
+        else:
+            state = {
+                FetchStatus.NONE: "not-fetched",
+                FetchStatus.QUEUED: "queued",
+                FetchStatus.FETCHING: "fetching",
+                FetchStatus.FAILED: "failed",
+            }[asset.fetch_status]
+        body = {
+            "asset": "/".join(key),
+            "href": _url(key),
+            "state": state,
+            "fetched_bytes": asset.size if state == "cached" else asset.fetch_bytes or 0,
+            "size": asset.size,
+            "retry_after": _estimate(asset, self.now()) if state in ("queued", "fetching") else None,
+            "error": asset.fetch_error if state == "failed" else None,
+        }
+        return Reply(200, body, {"cache-control": "no-store"})
 
     # --- policy, identity, quotas ---------------------------------------------------------------
 
@@ -347,20 +388,23 @@ class ProxyService:
                     raise _failed(asset)
                 next_check = now + 0.5
             if now >= deadline:
-                raise self._pending(asset)
+                raise self._pending(asset, key)
             await asyncio.sleep(WAIT_STEP)
 
-    def _pending(self, asset: ProxyAsset | None) -> Reply:
+    def _pending(self, asset: ProxyAsset | None, key: tuple[str, str, str]) -> Reply:
         retry_after = _estimate(asset, self.now())
         status = 503 if self.settings.proxy_pending_status == 503 else 202
+        status_url = f"{_url(key)}?status"
         body = {
             "status": "pending",
             "reason": "the asset is being fetched from its upstream; retry the same URL",
             "retry_after": retry_after,
             "fetched_bytes": asset.fetch_bytes if asset else 0,
             "size": asset.size if asset else None,
+            "status_url": status_url,
         }
-        return Reply(status, body, {"retry-after": str(retry_after), "cache-control": "no-store"})
+        headers = {"retry-after": str(retry_after), "cache-control": "no-store", "location": status_url}
+        return Reply(status, body, headers)
 
     # --- serving bytes --------------------------------------------------------------------------
 
@@ -462,6 +506,11 @@ async def _stream(cached: CachedFile, offset: int, end: int, receive: Receive, s
         watcher.cancel()
 
 
+def _asks_status(query: bytes) -> bool:
+    """`?status` (with or without a value) asks for the asset's status resource, not its bytes."""
+    return any(part.split(b"=", 1)[0] == b"status" for part in query.split(b"&"))
+
+
 def _asset_key(path: str) -> tuple[str, str, str]:
     """The (collection, item, asset) of `/proxy/c/i/a`; anything else (a directory, a sidecar path
     deeper down) is a fast 404, never a fetch."""
@@ -469,6 +518,11 @@ def _asset_key(path: str) -> tuple[str, str, str]:
     if len(parts) != 3 or not all(parts) or path.endswith("/"):
         raise error(404, f"{path} is no proxied asset (expected /proxy/COLLECTION/ITEM/ASSET)", "NotFound")
     return parts[0], parts[1], parts[2]
+
+
+def _url(key: tuple[str, str, str]) -> str:
+    """The asset's URL path, each part quoted as it was in the request."""
+    return "/proxy/" + "/".join(quote(part, safe="") for part in key)
 
 
 def _relative(key: tuple[str, str, str]) -> str:

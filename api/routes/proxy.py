@@ -40,9 +40,9 @@ async def proxy_assets(scope: Scope, receive: Receive, send: Send) -> None:
     """GET/HEAD an asset: `/proxy/{collection}/{item}/{asset}`."""
     service = proxy_service(scope["app"].state)
     # The mount hands over the rest of the path with a trailing slash added; the raw path keeps a
-    # directory ("/proxy/c/i/") distinguishable from an asset.
+    # directory ("/proxy/c/i/") distinguishable from an asset. Some servers leave the query in it.
     raw = scope.get("raw_path")
-    scope["path"] = unquote(raw.decode("latin-1")) if raw else "/proxy" + scope["path"].rstrip("/")
+    scope["path"] = unquote(raw.split(b"?", 1)[0].decode("latin-1")) if raw else "/proxy" + scope["path"].rstrip("/")
     await service(scope, receive, send)  # type: ignore[arg-type]
 
 
