@@ -70,9 +70,48 @@ def landing_page(base: str, title: str = "pds STAC inventory") -> dict[str, Any]
     }
 
 
-def collection_document(collection: StacCollection, base: str) -> dict[str, Any]:
+#: The STAC Authentication extension: how to authenticate to read a protected collection's assets.
+AUTHENTICATION = "https://stac-extensions.github.io/authentication/v1.1.0/schema.json"
+
+
+def auth_schemes(oidc_issuer: str = "") -> dict[str, dict[str, str]]:
+    """What the proxy accepts from a reader, as `auth:schemes`: a pds user's password (Basic), a pds
+    API token (Bearer), and an OIDC issuer's access tokens when one is configured."""
+    schemes = {
+        "basic": {"type": "http", "scheme": "basic", "description": "a pds data user's login and password"},
+        "bearer": {"type": "http", "scheme": "bearer", "description": "a pds API token"},
+    }
+    if oidc_issuer:
+        schemes["oidc"] = {
+            "type": "openIdConnect",
+            "openIdConnectUrl": f"{oidc_issuer.rstrip('/')}/.well-known/openid-configuration",
+            "description": "an access token of this issuer, as a Bearer token",
+        }
+    return schemes
+
+
+def _protected(document: dict[str, Any], schemes: dict[str, dict[str, str]], *, in_properties: bool) -> None:
+    """Say, with the Authentication extension, that the assets served by the proxy need credentials."""
+    declared = document.setdefault("stac_extensions", [])
+    if AUTHENTICATION not in declared:
+        declared.append(AUTHENTICATION)
+    (document["properties"] if in_properties else document)["auth:schemes"] = schemes
+    refs = sorted(schemes)
+    if document.get("assets"):  # a new mapping: the stored one is never changed
+        document["assets"] = {
+            name: asset | {"auth:refs": refs}
+            if isinstance(asset, dict) and "/proxy/" in str(asset.get("href", ""))
+            else asset
+            for name, asset in document["assets"].items()
+        }
+
+
+def collection_document(
+    collection: StacCollection, base: str, auth: dict[str, dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """The collection as the API shows it; with `auth` (its assets need credentials), declared so."""
     href = f"{base}/collections/{collection.id}"
-    return dict(collection.body) | {
+    document = dict(collection.body) | {
         "id": collection.id,
         "links": [
             _link("self", href),
@@ -82,9 +121,14 @@ def collection_document(collection: StacCollection, base: str) -> dict[str, Any]
             _link(QUERYABLES_REL, f"{href}/queryables", "application/schema+json"),
         ],
     }
+    if auth:
+        document["stac_extensions"] = list(document.get("stac_extensions") or [])
+        _protected(document, auth, in_properties=False)
+    return document
 
 
-def item_document(item: StacItem, base: str) -> dict[str, Any]:
+def item_document(item: StacItem, base: str, auth: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """The item as the API shows it; with `auth` (its assets need credentials), declared so."""
     collection = f"{base}/collections/{item.collection_id}"
     document: dict[str, Any] = {
         "type": "Feature",
@@ -105,6 +149,8 @@ def item_document(item: StacItem, base: str) -> dict[str, Any]:
         _link("root", f"{base}/"),
         *item.links,
     ]
+    if auth:
+        _protected(document, auth, in_properties=True)
     return document
 
 

@@ -8,6 +8,7 @@ bad parameters 400 with the reason, unknown collection or item 404, duplicates 4
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -61,10 +62,12 @@ def queryables(request: Request[Any, Any, Any], state: State) -> Response[Any]:
 @get("/collections", sync_to_thread=True, exclude_from_auth=True, permission=Permission.PUBLIC)
 def list_collections(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     base = _base(request, state)
-    hidden = _hidden(request, state)
+    seen = _visibility(request, state)
     with database(state) as session:
         rows = session.exec(select(inventory.StacCollection).order_by(inventory.StacCollection.id)).all()
-        collections = [stac_documents.collection_document(c, base) for c in rows if c.id not in hidden]
+        collections = [
+            stac_documents.collection_document(c, base, seen.auth_of(c.id)) for c in rows if c.id not in seen.hidden
+        ]
     links = [
         {"rel": "self", "href": f"{base}/collections", "type": "application/json"},
         {"rel": "root", "href": f"{base}/", "type": "application/json"},
@@ -75,10 +78,11 @@ def list_collections(request: Request[Any, Any, Any], state: State) -> Response[
 
 @get("/collections/{collection_id:str}", sync_to_thread=True, exclude_from_auth=True, permission=Permission.PUBLIC)
 def read_collection(collection_id: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
-    _require_visible(collection_id, _hidden(request, state))
+    seen = _visibility(request, state)
+    _require_visible(collection_id, seen.hidden)
     with database(state) as session:
         collection = inventory.get_collection(session, collection_id)
-        return _json(stac_documents.collection_document(collection, _base(request, state)))
+        return _json(stac_documents.collection_document(collection, _base(request, state), seen.auth_of(collection_id)))
 
 
 @get(
@@ -88,7 +92,7 @@ def read_collection(collection_id: FromPath[str], request: Request[Any, Any, Any
     permission=Permission.PUBLIC,
 )
 def collection_queryables(collection_id: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
-    _require_visible(collection_id, _hidden(request, state))
+    _require_visible(collection_id, _visibility(request, state).hidden)
     with database(state) as session:
         inventory.get_collection(session, collection_id)
     url = f"{_base(request, state)}/collections/{collection_id}/queryables"
@@ -98,21 +102,36 @@ def collection_queryables(collection_id: FromPath[str], request: Request[Any, An
 # --- Who may see what ---------------------------------------------------------------------------
 
 
-def _hidden(request: Request[Any, Any, Any], state: State) -> frozenset[str]:
-    """Collections the caller may not read through the proxy (a private dataset policy it does not
-    satisfy): they are not listed, searched or shown to it, so the inventory never advertises an
-    asset whose URL would answer 401 or 403 to the same caller. (Called before the request's own
-    session opens: checking a password may write, which an open read would block on SQLite.)"""
+@dataclass(frozen=True)
+class Visibility:
+    """What the caller may see of the inventory: `hidden` collections are not listed, searched or shown
+    to it, so the inventory never advertises an asset whose URL would answer 401 or 403 to the same
+    caller; the other `protected` ones are shown with the schemes their assets need (`auth`)."""
+
+    hidden: frozenset[str]
+    protected: frozenset[str]
+    auth: dict[str, dict[str, str]]
+
+    def auth_of(self, collection_id: str) -> dict[str, dict[str, str]] | None:
+        return self.auth if collection_id in self.protected else None
+
+
+def _visibility(request: Request[Any, Any, Any], state: State) -> Visibility:
+    """Collections under a private dataset policy: hidden from callers it does not admit, protected
+    for the others. (Called before the request's own session opens: checking a password may write,
+    which an open read would block on SQLite.)"""
     with database(state) as session:
         private = session.exec(select(ProxyDataset).where(col(ProxyDataset.public).is_(False))).all()
         session.expunge_all()
+    schemes = stac_documents.auth_schemes(state.settings.oidc_issuer)
     if not private:
-        return frozenset()
+        return Visibility(frozenset(), frozenset(), schemes)
     try:
         reader = proxy_service(state).auth.identify_now(request.headers.get("authorization", ""))
     except Unauthorized as exc:
         raise NotAuthorizedException(str(exc), headers=CHALLENGE) from None
-    return frozenset(p.collection for p in private if reader is None or not may_read(reader, p.readers))
+    hidden = frozenset(p.collection for p in private if reader is None or not may_read(reader, p.readers))
+    return Visibility(hidden, frozenset(p.collection for p in private), schemes)
 
 
 def _require_visible(collection_id: str, hidden: frozenset[str]) -> None:
@@ -132,16 +151,19 @@ def _page(
     self_href: str,
     method: str,
     implied: dict[str, Any] | None = None,
-    hidden: frozenset[str] = frozenset(),
+    seen: Visibility,
 ) -> dict[str, Any]:
     """One page; `implied` parameters (a collection's items) are searched on but not put in next links;
     nothing of `hidden` collections is searched."""
     query = SearchRequest.parse(params | (implied or {}), get=get)
-    missing = unknown_collections(session, query.collections) + [c for c in query.collections if c in hidden]
+    missing = unknown_collections(session, query.collections) + [c for c in query.collections if c in seen.hidden]
     if missing:
         raise NotFound(f"no collection {', '.join(map(repr, missing))}")
-    rows, token = search(session, query, hidden=hidden)
-    features = [stac_documents.apply_fields(stac_documents.item_document(r, base), query.fields) for r in rows]
+    rows, token = search(session, query, hidden=seen.hidden)
+    features = [
+        stac_documents.apply_fields(stac_documents.item_document(r, base, seen.auth_of(r.collection_id)), query.fields)
+        for r in rows
+    ]
     links: list[dict[str, Any]] = [{"rel": "root", "href": f"{base}/", "type": "application/json"}]
     if token is not None:
         if method == "GET":
@@ -168,7 +190,7 @@ def _query_params(request: Request[Any, Any, Any]) -> dict[str, Any]:
 @get("/search", sync_to_thread=True, exclude_from_auth=True, permission=Permission.PUBLIC)
 def search_get(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     base = _base(request, state)
-    hidden = _hidden(request, state)
+    seen = _visibility(request, state)
     with database(state) as session:
         page = _page(
             session,
@@ -177,7 +199,7 @@ def search_get(request: Request[Any, Any, Any], state: State) -> Response[Any]:
             base=base,
             self_href=f"{base}/search",
             method="GET",
-            hidden=hidden,
+            seen=seen,
         )
     return _json(page, GEOJSON)
 
@@ -185,9 +207,9 @@ def search_get(request: Request[Any, Any, Any], state: State) -> Response[Any]:
 @post("/search", sync_to_thread=True, status_code=200, exclude_from_auth=True, permission=Permission.PUBLIC)
 def search_post(data: JSONBody[dict[str, Any]], request: Request[Any, Any, Any], state: State) -> Response[Any]:
     base = _base(request, state)
-    hidden = _hidden(request, state)
+    seen = _visibility(request, state)
     with database(state) as session:
-        page = _page(session, data, get=False, base=base, self_href=f"{base}/search", method="POST", hidden=hidden)
+        page = _page(session, data, get=False, base=base, self_href=f"{base}/search", method="POST", seen=seen)
     return _json(page, GEOJSON)
 
 
@@ -199,9 +221,9 @@ def list_items(collection_id: FromPath[str], request: Request[Any, Any, Any], st
     params = _query_params(request)
     if "collections" in params or "ids" in params or "intersects" in params:
         raise InvalidInput("collections, ids and intersects are parameters of /search, not of a collection's items")
-    hidden = _hidden(request, state)
+    seen = _visibility(request, state)
     with database(state) as session:
-        _require_visible(collection_id, hidden)
+        _require_visible(collection_id, seen.hidden)
         inventory.get_collection(session, collection_id)
         page = _page(
             session,
@@ -211,6 +233,7 @@ def list_items(collection_id: FromPath[str], request: Request[Any, Any, Any], st
             self_href=f"{base}/collections/{collection_id}/items",
             method="GET",
             implied={"collections": collection_id},
+            seen=seen,
         )
     page["links"] += [
         {"rel": "self", "href": str(request.url), "type": GEOJSON},
@@ -229,10 +252,11 @@ def list_items(collection_id: FromPath[str], request: Request[Any, Any, Any], st
 def read_item(
     collection_id: FromPath[str], item_id: FromPath[str], request: Request[Any, Any, Any], state: State
 ) -> Response[Any]:
-    _require_visible(collection_id, _hidden(request, state))
+    seen = _visibility(request, state)
+    _require_visible(collection_id, seen.hidden)
     with database(state) as session:
         item = inventory.get_item(session, collection_id, item_id)
-        return _json(stac_documents.item_document(item, _base(request, state)), GEOJSON)
+        return _json(stac_documents.item_document(item, _base(request, state), seen.auth_of(collection_id)), GEOJSON)
 
 
 # --- Transactions (administrators) --------------------------------------------------------------

@@ -475,3 +475,48 @@ def test_the_inventory_shows_a_private_collection_only_to_its_readers(client, pr
     assert client.get("/stac/search", params={"collections": "closed"}).status_code == 404
     assert client.get("/stac/collections", headers=basic("bob", "wrong")).status_code == 401
     assert client.get("/proxy/closed/closed-1/data").status_code == 401  # the asset says the same
+
+
+def test_items_of_a_protected_collection_say_how_to_authenticate(client, proxy_app):
+    """The STAC Authentication extension: the schemes the proxy accepts, and which assets need them."""
+    from catalog.stac_documents import AUTHENTICATION
+
+    for collection_id in ("open", "closed"):
+        _stac_collection(client, collection_id)
+        item = client.get(f"/stac/collections/{collection_id}/items/{collection_id}-1", headers=ADMIN).json()
+        item["assets"]["proxied"] = {"href": f"http://testserver/proxy/{collection_id}/{collection_id}-1/data"}
+        url = f"/stac/collections/{collection_id}/items/{collection_id}-1"
+        assert client.put(url, json=item, headers=ADMIN).status_code == 200
+    assert client.put("/proxied-collections/open", json={"public": True}, headers=ADMIN).status_code == 200
+    policy = {"public": False, "readers": ["bob"]}
+    assert client.put("/proxied-collections/closed", json=policy, headers=ADMIN).status_code == 200
+    body = {"login": "bob", "password": "bob-secret-1"}
+    assert client.post("/datausers", json=body, headers=ADMIN).status_code == 201
+    bob = basic("bob", "bob-secret-1")
+
+    closed = client.get("/stac/collections/closed/items/closed-1", headers=bob).json()
+    assert AUTHENTICATION in closed["stac_extensions"]
+    issuer = proxy_app.state.settings.oidc_issuer
+    assert issuer, "the fixture's proxy accepts an OIDC issuer's tokens"
+    assert closed["properties"]["auth:schemes"]["oidc"] == {
+        "type": "openIdConnect",
+        "openIdConnectUrl": f"{issuer}/.well-known/openid-configuration",
+        "description": "an access token of this issuer, as a Bearer token",
+    }
+    assert closed["properties"]["auth:schemes"]["basic"] == {
+        "type": "http",
+        "scheme": "basic",
+        "description": "a pds data user's login and password",
+    }
+    assert closed["assets"]["proxied"]["auth:refs"] == ["basic", "bearer", "oidc"]
+    assert "auth:refs" not in closed["assets"]["data"]  # served elsewhere: not the proxy's to say
+    found = client.post("/stac/search", json={"collections": ["closed"]}, headers=bob).json()["features"]
+    assert found[0]["properties"]["auth:schemes"] == closed["properties"]["auth:schemes"]
+    collection = client.get("/stac/collections/closed", headers=bob).json()
+    assert AUTHENTICATION in collection["stac_extensions"] and "basic" in collection["auth:schemes"]
+
+    opened = client.get("/stac/collections/open/items/open-1").json()
+    assert "auth:schemes" not in opened["properties"] and "auth:refs" not in opened["assets"]["proxied"]
+    assert AUTHENTICATION not in opened["stac_extensions"]
+    # What is stored is unchanged: a protected view is made for each answer.
+    assert "auth:refs" not in client.get("/stac/collections/open/items/open-1").json()["assets"]["proxied"]
