@@ -15,6 +15,8 @@ by another, or by itself when it starts again (it takes back its own claims at o
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +27,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Column, Field, Session, SQLModel, col, select
 
-from catalog.events import Event
+from catalog.database import session_scope
+from catalog.events import Event, EventLog
 from catalog.models import UTCDateTime, utcnow
 
 #: A claim older than this is taken to belong to a publisher that died; its rows are published again.
@@ -230,6 +233,39 @@ def failed(session: Session, ids: Sequence[int], error: str, *, publisher: str, 
             .where(table.c.id.in_(list(ids)), table.c.claimed_by == publisher)
             .values(last_error=error[:1000], claimed_at=now or utcnow())
         )
+
+
+def process_publisher(role: str) -> str:
+    """The publisher name of this process (`api@host:pid`): its claims outlive it by the lease only."""
+    return f"{role}@{socket.gethostname()}:{os.getpid()}"
+
+
+def write_lines_out(event_log: EventLog, rows: Sequence[OutboxMessage]) -> None:
+    """Append the event-line rows to the log in one write; raise OSError or ValueError if it fails.
+    A row taken more than once may be in the log already (its publisher died after the write, before
+    the delete): the log's tail says. Lines hold the transfer id and times to the millisecond, so an
+    equal line is that copy."""
+    seen = event_log.tail() if any(r.claims > 1 for r in rows) else set()
+    event_log.write_lines([r.body for r in rows if not (r.claims > 1 and r.body in seen)])
+
+
+def publish_lines(engine: sa.Engine, event_log: EventLog, publisher: str, ids: Sequence[int]) -> None:
+    """For the API's processes, which publish no MQTT: copy out the event lines a committed
+    transaction added under `publisher`'s claim. Lines that cannot be written stay in the outbox, and
+    a mover's drain writes them once the claim's lease is over."""
+    if not ids:
+        return
+    with session_scope(engine) as session:
+        lines = [r for r in rows(session, ids, publisher=publisher) if r.sink == Sink.EVENT_LOG]
+    done = [r.id for r in lines if r.id is not None]
+    try:
+        write_lines_out(event_log, lines)
+    except (OSError, ValueError) as exc:
+        with session_scope(engine) as session:
+            failed(session, done, f"event log: {exc}", publisher=publisher)
+        return
+    with session_scope(engine) as session:
+        published(session, done, publisher=publisher)
 
 
 def pending(session: Session) -> int:

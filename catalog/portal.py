@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
+from catalog import outbox
 from catalog.data_users import account, reachable_destinations
 from catalog.database import make_engine, session_scope
 from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, QuotaExceeded
@@ -103,6 +104,7 @@ class Portal:
         )
         self.server_name = server_name
         self.connections = ConnectionLimiter()
+        self.publisher = outbox.process_publisher("portal")
 
     # --- Who -------------------------------------------------------------------------------------
 
@@ -473,30 +475,33 @@ class Portal:
         started: datetime,
         elapsed: float,
     ) -> None:
+        """Count the bytes against the user's quota and write the INH line, through the outbox: the
+        line is committed with the usage it reports, so a crash right after loses neither."""
         with session_scope(self.engine) as session:
+            outbox.claim_on_add(session, self.publisher)
             session.add(PortalUsage(login=user.login, direction=direction, bytes=nbytes))
             transfer = session.get(DataTransfer, transfer_id)
             data_file = session.get(DataFile, transfer.data_file_id) if transfer else None
             destination = session.get(Destination, transfer.destination_name) if transfer else None
-        if transfer is None or data_file is None or destination is None:
-            return
-        self.events.write(
-            inh_from(
-                transfer,
-                data_file,
-                destination,
-                action=direction,
-                transfer_protocol=protocol,
-                transfer_server=self.server_name,
-                client_address=client_address,
-                user_id=user.login,
-                user_description=user.description or None,
-                country_code=user.country_code or None,
-                bytes_sent=nbytes,
-                start_time=started,
-                duration=int(elapsed * 1000),
-            )
-        )
+            if transfer is not None and data_file is not None and destination is not None:
+                inh = inh_from(
+                    transfer,
+                    data_file,
+                    destination,
+                    action=direction,
+                    transfer_protocol=protocol,
+                    transfer_server=self.server_name,
+                    client_address=client_address,
+                    user_id=user.login,
+                    user_description=user.description or None,
+                    country_code=user.country_code or None,
+                    bytes_sent=nbytes,
+                    start_time=started,
+                    duration=int(elapsed * 1000),
+                )
+                outbox.add_lines(session, [inh])
+            added = outbox.added(session)
+        outbox.publish_lines(self.engine, self.events, self.publisher, added)
 
 
 def portal_from_settings(settings: Settings, engine: sa.Engine, store: DataStore, events: EventLog) -> Portal:

@@ -103,12 +103,7 @@ def _publish(engine: sa.Engine, settings: Settings, publisher: str, rows: list[O
 
 
 def _write_lines(settings: Settings, rows: list[OutboxMessage]) -> None:
-    event_log = reporting.event_log(settings.resolved_event_log())
-    # A row taken more than once may be in the log already (its publisher died after the write, before
-    # the delete): the log's tail says. Lines hold the transfer id and times to the millisecond, so an
-    # equal line is that copy.
-    seen = event_log.tail() if any(r.claims > 1 for r in rows) else set()
-    event_log.write_lines([r.body for r in rows if not (r.claims > 1 and r.body in seen)])
+    outbox.write_lines_out(reporting.event_log(settings.resolved_event_log()), rows)
 
 
 def _send(settings: Settings, row: OutboxMessage) -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import request_access
 from api.deps import database
+from catalog import outbox
 from catalog.access import Permission, Role
 from catalog.errors import InvalidInput
 from catalog.events import EventLog, ProductStatusEvent
@@ -102,7 +103,11 @@ def product_status(data: JSONBody[ProductStatus], request: Request[Any, Any, Any
         last_update=utcnow(),
     )
     settings: Settings = state.settings
+    publisher = outbox.process_publisher("api")
     with database(state) as session:
+        outbox.claim_on_add(session, publisher)  # the line is committed with the status it reports
+        outbox.add_lines(session, [event])
+        added = outbox.added(session)
         record_product_status(
             session,
             ProductState(data.status),
@@ -115,5 +120,5 @@ def product_status(data: JSONBody[ProductStatus], request: Request[Any, Any, Any
             now=event.last_update,
         )
     with EventLog.open(settings.resolved_event_log()) as log:
-        log.write(event)
+        outbox.publish_lines(state.engine, log, publisher, added)
     return ProductStatusLine(line=event.render())

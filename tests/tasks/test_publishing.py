@@ -142,3 +142,32 @@ def test_every_failed_attempt_has_its_err_line(engine, settings, claimed):
     publishing.publish_added(engine, settings, "m1", outbox.added(session))
     ((category, fields),) = lines(settings)
     assert category == "ERR" and fields["Message"] == "connection reset" and fields["DataTransferId"] == str(claimed)
+
+
+def test_a_portal_inh_line_the_api_could_not_write_goes_out_once_through_a_mover(engine, settings, store, site):
+    """The API commits a download's INH line with its usage row; if the API cannot write it (or dies
+    first), the line waits in the outbox and a mover's drain writes it after the claim's lease."""
+    from catalog.events import EventLog
+    from catalog.portal import Portal
+    from catalog.users import ensure_user
+
+    destination(engine, site)
+    transfer_id = push(engine, store, site, "a.bin")[1][0]
+    with session_scope(engine) as session:
+        ensure_user(session, "reader", "reader-pw")
+    broken = EventLog.open(str(settings.data_dir / "no-such-dir" / "events.log"))
+    broken._stream.close()  # every write now fails: as an API process dying before it wrote
+    portal = Portal(engine, store, broken)
+    portal.record_usage(portal.user("reader"), transfer_id, "download", 1000, "https", "10.0.0.1", utcnow(), 0.5)
+
+    assert lines(settings) == []
+    with session_scope(engine) as session:
+        assert outbox.pending(session) == 1
+        session.exec(  # the API's claim has outlived its lease
+            outbox._table().update().values(claimed_at=utcnow() - outbox.LEASE - timedelta(seconds=1))
+        )
+    assert publishing.drain(engine, settings, "m1") == 1
+    assert publishing.drain(engine, settings, "m1") == 0
+    ((category, fields),) = lines(settings)
+    assert category == "INH" and fields["DataTransferId"] == str(transfer_id) and fields["Action"] == "download"
+    assert fields["UserId"] == "reader" and fields["BytesSent"] == "1000"
