@@ -275,7 +275,7 @@ class S3Endpoint:
                 [
                     ("Key", key),
                     ("LastModified", _iso(entry)),
-                    ("ETag", f'"{entry.md5}"'),
+                    ("ETag", f'"{entry.md5 or ""}"'),  # no MD5 before an on-demand file is fetched
                     ("Size", entry.size),
                     ("StorageClass", "STANDARD"),
                 ],

@@ -225,7 +225,7 @@ def test_s3_reads_answer_slow_down_until_fetched_and_boto3_retries_them(world, s
 
     once = s3({"max_attempts": 1})
     listed = once.list_objects_v2(Bucket="acq")["Contents"]
-    assert [(o["Key"], o["Size"]) for o in listed] == [(n, len(world.payloads[n])) for n in NAMES]
+    assert [(o["Key"], o["Size"], o["ETag"]) for o in listed] == [(n, len(world.payloads[n]), '""') for n in NAMES]
     for call in (once.get_object, once.head_object):
         with pytest.raises(ClientError) as refused:
             call(Bucket="acq", Key="d.bin")
@@ -337,3 +337,15 @@ def test_portal_reads_fall_back_to_a_replica_when_the_primary_copy_is_missing(wo
         assert again.status_code == 200 and again.content == world.payloads["d.bin"]
         ranged = client.get("/portal/acq/d.bin", headers={"Range": "bytes=10-19"})
         assert ranged.status_code == 206 and ranged.content == world.payloads["d.bin"][10:20]
+
+
+def test_an_on_demand_file_deleted_in_the_portal_before_its_retrieval_is_never_fetched(world, served):
+    with http_client(served) as client:
+        assert client.delete("/portal/acq/b.bin").status_code == 204
+        assert client.get("/portal/acq/b.bin").status_code == 404
+        names = [e["name"] for e in client.get("/portal/acq/", params={"format": "json"}).json()["entries"]]
+        assert names == ["a.bin", "c.bin", "d.bin"]
+    assert world.transfer("b.bin").status == "Stopped"
+    world.start_retriever()
+    time.sleep(0.5)
+    assert world.upstream_reads("b.bin") == 0
