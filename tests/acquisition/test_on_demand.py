@@ -206,6 +206,7 @@ def test_fifty_concurrent_first_reads_make_one_upstream_fetch(world, served):
     assert world.upstream_reads("c.bin") == 1
     actions = world.actions("c.bin")
     assert actions.count("request") == 1 and actions.count("fetch") == 1 and actions.count("fetched") == 1
+    assert world.transfer("c.bin").status == "Done"  # fifty whole downloads ending together record Done
 
 
 def test_s3_reads_answer_slow_down_until_fetched_and_boto3_retries_them(world, served):
