@@ -44,7 +44,7 @@ def create_app(
     """Build the API. Tests hand in their own engine and store; by default both come from settings."""
     settings = settings or Settings()
     engine = engine or make_engine(settings.resolved_database_url())
-    store = store or DataStore.from_url(settings.resolved_store_url(), chunk_size=settings.chunk_size)
+    store = store or DataStore.from_settings(settings)
 
     portal = portal or portal_from_settings(settings, engine, store, EventLog.open(settings.resolved_event_log()))
 

@@ -16,7 +16,16 @@ import sqlalchemy as sa
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
 
-from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, PdsError, QuotaExceeded, TransferError
+from catalog.errors import (
+    AccessDenied,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotYetAvailable,
+    PdsError,
+    QuotaExceeded,
+    TransferError,
+)
 
 log = logging.getLogger("pds.api")
 
@@ -27,6 +36,7 @@ STATUS_OF: tuple[tuple[type[PdsError], int], ...] = (
     (Conflict, 409),
     (AccessDenied, 403),
     (QuotaExceeded, 429),
+    (NotYetAvailable, 503),
     (TransferError, 502),
 )
 

@@ -55,6 +55,7 @@ _ERRORS = {
     "413": "an upload beyond the data user's quota",
     "429": "a quota or connection limit is used up (see Retry-After)",
     "500": "an unexpected error, logged under the request id",
+    "503": "a file registered without retrieval is being fetched: retry after Retry-After seconds",
 }
 
 
@@ -66,6 +67,8 @@ def _errors_of(method: str, permission: Permission) -> list[str]:
         codes.append("409")
     if permission is Permission.PORTAL:
         codes += ["413", "429"]
+        if method in ("GET", "HEAD"):
+            codes.append("503")
     return codes
 
 

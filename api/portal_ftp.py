@@ -3,7 +3,9 @@
 Data users log in with their password. The file system (`PortalFS`) maps every FTP command onto
 `catalog.portal.Portal`, so permissions, quotas, uploads (pushes) and downloads are those of every
 other protocol; nothing touches the local disk and `..` never rises above `/`. An upload is committed
-only when its data connection ends normally; a quota used up answers `552`. Resuming (REST before
+only when its data connection ends normally; a quota used up answers `552`. A file registered
+without retrieval is fetched when RETR asks for it: the command waits up to `fetch_wait_seconds`,
+then answers `450` (try again later) if the content is still on its way. Resuming (REST before
 STOR) and appending (APPE) are refused: an upload is a new data file. One thread per session, since
 each command may wait on the database. Run it with `python -m api.portal_ftp` (what `pds up` does).
 """
@@ -25,7 +27,7 @@ from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_DTPHandler, TLS_FTPHa
 from pyftpdlib.servers import ThreadedFTPServer
 from sqlmodel import Session
 
-from catalog.errors import AccessDenied, NotFound, PdsError, QuotaExceeded
+from catalog.errors import AccessDenied, NotFound, NotYetAvailable, PdsError, QuotaExceeded
 from catalog.portal import Download, Entry, Portal, PortalUser, Upload, parse_path
 from catalog.users import authenticate_password
 
@@ -324,6 +326,18 @@ class _PortalControlMixin:
             self.respond(f"550 {exc.strerror}.")  # type: ignore[attr-defined]
             self.log_cmd(cmd, arg, 550, exc.strerror)  # type: ignore[attr-defined]
             return None
+
+    def ftp_RETR(self, file: str) -> Any:
+        """A file registered without retrieval is asked for and waited for (`fetch_wait_seconds`);
+        still not fetched by then, the answer is 450 "try again later". This session's thread waits."""
+        try:
+            self.portal.require_content(self.fs.user, file, protocol="ftp", wait=self.portal.fetch_wait_seconds)
+        except NotYetAvailable as exc:
+            self.respond(f"450 {exc}.")  # type: ignore[attr-defined]
+            return None
+        except PdsError:
+            pass  # Other refusals come from open() with their own 550 text.
+        return super().ftp_RETR(file)  # type: ignore[misc]
 
     def ftp_STOR(self, file: str, mode: str = "w") -> Any:
         try:

@@ -6,7 +6,9 @@ other protocol; nothing here touches the local file system. Paths are resolved i
 tree (`..` never rises above `/`), and links are refused.
 
 Uploads must be written front to back (what sftp, scp and rclone do); a write at an earlier offset
-fails, and writes that arrive ahead of their turn wait in a small buffer. Run it with
+fails, and writes that arrive ahead of their turn wait in a small buffer. Opening a file registered
+without retrieval asks for it and waits up to `fetch_wait_seconds` for its content, then fails with
+"try again later". Run it with
 `python -m api.portal_sftp` (what `pds up` does) on `PDS_PORTAL_SFTP_PORT`.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +28,7 @@ from asyncssh import SFTPAttrs, SFTPName
 from sqlmodel import Session
 
 from catalog.data_users import public_keys
-from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, PdsError, QuotaExceeded
+from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, NotYetAvailable, PdsError, QuotaExceeded
 from catalog.portal import Download, Entry, Portal, PortalUser, Upload, parse_path
 from catalog.users import authenticate_password
 
@@ -169,11 +172,25 @@ class PortalSFTPServer(asyncssh.SFTPServer):
             )
             handle: object = UploadHandle(upload)
         else:
-            handle = await in_thread(
-                lambda: self.portal.open_read(user, _path(path), protocol="sftp", client_address=self.client_address)
-            )
+            handle = await self._open_read(user, _path(path))
         self._handles.add(handle)
         return handle
+
+    async def _open_read(self, user: PortalUser, path: str) -> Download:
+        """A download; a file registered without retrieval is asked for, then waited for on the event
+        loop (no thread held) up to `fetch_wait_seconds`, then the open fails "try again later"."""
+        deadline = time.monotonic() + self.portal.fetch_wait_seconds
+        while True:
+            try:
+                return await asyncio.to_thread(
+                    lambda: self.portal.open_read(user, path, protocol="sftp", client_address=self.client_address)
+                )
+            except NotYetAvailable as exc:
+                if time.monotonic() >= deadline:
+                    raise asyncssh.SFTPFailure(f"try again later: {exc}") from exc
+                await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+            except PdsError as exc:
+                raise sftp_error(exc) from exc
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         if not isinstance(file_obj, Download):

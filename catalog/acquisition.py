@@ -6,8 +6,8 @@ An acquisition host is a `Host` of kind `acquisition` attached to a destination.
 to keep (name regex, wildcard, size, age, depth) and how to register them. A registered file is a
 `DataFile` with no `store_key` yet (nothing in the Data Store) plus a `SourceFile` row saying where
 its content is; its transfer waits in Preset until the retrieval flow fetches it. With
-`no_retrieval` the source is marked `on_demand`: the content is fetched on first use, never by the
-retrieval flow.
+`no_retrieval` the source is marked `on_demand`: the retrieval flow leaves it until a read through
+the Data Portal asks for it (`catalog.on_demand`), then fetches it like any other.
 
 Discovery dedupes on destination + target (+ the file's modification time when the rule says so),
 in `Discovered`; a file listed again with another size or time is registered again when the rule
@@ -138,11 +138,13 @@ class SourceFile(SQLModel, table=True):
     rule_id: int | None = None
     group_name: str | None = Field(default=None, index=True)
     on_demand: bool = False
-    """Registered without retrieval: fetched on first use only."""
+    """Registered without retrieval: fetched on first use only (`catalog.on_demand`)."""
     standby: bool = False
     requeue_on_failure: bool = False
     registered_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     retrieved_at: datetime | None = _time()
+    requested_at: datetime | None = _time()
+    """When a read through the portal first asked for an on-demand file: the retriever claims it from then."""
 
 
 class Discovered(SQLModel, table=True):

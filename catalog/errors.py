@@ -6,6 +6,7 @@ PdsError
 ├── Conflict              the request contradicts current state (duplicate, forbidden transition)
 ├── AccessDenied          authenticated, but not allowed to do this
 ├── QuotaExceeded         a data user's byte quota or connection limit is used up
+├── NotYetAvailable       the content is being fetched from its source: retry later
 └── TransferError         moving bytes failed; `next_action` tells the scheduler what to do
     ├── RetryOnSameHost   transient: try the same host again later
     ├── FailOverToNextHost the host is unusable now: try the next host of the destination
@@ -41,6 +42,14 @@ class QuotaExceeded(PdsError):
     """A data user's rolling byte quota or connection limit is used up; `retry_after` in seconds."""
 
     def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotYetAvailable(PdsError):
+    """The file is known but its content is still being fetched from its source; `retry_after` in seconds."""
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

@@ -7,12 +7,16 @@ their targets, plus empty ones a user made. Nothing is a real directory on disk,
 a path is parsed into (destination, target) and every segment is checked, whatever the protocol.
 
 - A download streams the data file from the Data Store; a whole one marks the transfer Done.
+- A file registered without retrieval (`catalog.on_demand`) is listed before its content is fetched;
+  reading it asks for its retrieval (once) and answers NotYetAvailable until the content is stored
+  (FTP and SFTP wait up to `fetch_wait_seconds` first).
 - An upload is a push (`catalog.submission`): a data file and its transfers in the destination and its
   aliases, queued for dissemination when the destination has hosts. A name matching a temporary pattern
   (`.*`, `*.tmp`) is held StandBy until it is renamed to its final name.
 - Each upload and download writes an INH event line and counts against the user's rolling quotas.
 
-Front ends translate the errors: NotFound, AccessDenied, InvalidInput, Conflict, QuotaExceeded. Paths
+Front ends translate the errors: NotFound, AccessDenied, InvalidInput, Conflict, QuotaExceeded,
+NotYetAvailable. Paths
 and entries are in `catalog.portal_paths`, downloads and uploads in progress in `catalog.portal_streams`.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -32,9 +37,10 @@ from sqlmodel import Session, col, func, select
 from catalog import outbox
 from catalog.data_users import account, reachable_destinations
 from catalog.database import make_engine, session_scope
-from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, QuotaExceeded
+from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, NotYetAvailable, QuotaExceeded
 from catalog.events import EventLog, inh_from
 from catalog.models import DataFile, DataTransfer, DataUser, Destination, DestinationAlias, utcnow
+from catalog.on_demand import RETRY_AFTER_SECONDS, is_pending, request_fetch, visible
 from catalog.paths import clean_target
 from catalog.portal_keys import KeyPage, list_keys
 from catalog.portal_models import ALL_OPERATIONS, Operation, PortalAccount, PortalDirectory, PortalUsage
@@ -48,8 +54,11 @@ from catalog.transfers import change_status, record_history
 
 S = TransferStatus
 
-#: Transfers a data user sees as files.
+#: Transfers a data user sees as files (and those of on-demand files not fetched yet: `catalog.on_demand`).
 VISIBLE: frozenset[TransferStatus] = frozenset({S.QUEUED, S.REQUEUED, S.STANDBY, S.TRANSFERRING, S.DONE})
+
+#: Visible transfers that cannot be stopped now: being sent, or being fetched.
+BUSY: frozenset[TransferStatus] = frozenset({S.TRANSFERRING, S.FETCHING})
 
 
 class ConnectionLimiter:
@@ -91,8 +100,11 @@ class Portal:
         server_name: str = "pds",
         public_url: str | None = None,
         upload_idle_seconds: float = 600.0,
+        fetch_wait_seconds: float = 30.0,
     ) -> None:
         self.engine = engine
+        # FTP and SFTP wait this long for an on-demand file's content before they answer "retry later".
+        self.fetch_wait_seconds = fetch_wait_seconds
         # An upload silent this long is failed by the movers; uploads record progress well within it.
         self.upload_idle_seconds = upload_idle_seconds
         # Base URL of the proxy's asset hrefs; None: uploads are not published in the STAC inventory.
@@ -144,7 +156,7 @@ class Portal:
     def _visible(self, destination: str) -> Any:
         return select(DataTransfer, DataFile).where(
             DataTransfer.destination_name == destination,
-            col(DataTransfer.status).in_([s.value for s in VISIBLE]),
+            visible(VISIBLE),
             DataTransfer.data_file_id == DataFile.id,
         )
 
@@ -214,7 +226,7 @@ class Portal:
                     return [entry_of(posixpath.basename(tree.target), *found)]
                 if not self._is_dir(session, destination, tree.target):
                     raise NotFound(f"no such file or directory: {tree}")
-        return [Entry(name, e.is_dir, e.size, e.mtime, e.md5) for name, e in sorted(entries.items())]
+        return [Entry(name, e.is_dir, e.size, e.mtime, e.md5, e.pending) for name, e in sorted(entries.items())]
 
     def list_keys(
         self, user: PortalUser, destination: str, *, prefix: str = "", delimiter: str = "", after: str = "", limit: int
@@ -237,8 +249,24 @@ class Portal:
         client_address: str | None = None,
         start: int = 0,
         length: int | None = None,
+        wait: float = 0.0,
     ) -> Download:
+        """A download of the file; an on-demand file not fetched yet is asked for and waited for up to
+        `wait` seconds, then NotYetAvailable."""
         tree = parse_path(path)
+        transfer, data_file = self._readable(user, tree, quota=True)
+        transfer, data_file = self._content(user, tree, transfer, data_file, protocol=protocol, wait=wait)
+        return Download(self, user, transfer, data_file, protocol, client_address, start, length)
+
+    def require_content(self, user: PortalUser, path: str, *, protocol: str, wait: float = 0.0) -> Entry:
+        """The file's entry once its content is in the Data Store (what a HEAD answers): an on-demand
+        file not fetched yet is asked for, as a read would, and NotYetAvailable after `wait` seconds."""
+        tree = parse_path(path)
+        transfer, data_file = self._readable(user, tree, quota=False)
+        transfer, data_file = self._content(user, tree, transfer, data_file, protocol=protocol, wait=wait)
+        return entry_of(posixpath.basename(tree.target), transfer, data_file)
+
+    def _readable(self, user: PortalUser, tree: TreePath, *, quota: bool) -> tuple[DataTransfer, DataFile]:
         destination = self._destination(user, tree, Operation.GET)
         with session_scope(self.engine) as session:
             found = self._file(session, destination, tree.target) if tree.target else None
@@ -246,11 +274,44 @@ class Portal:
                 if self._is_dir(session, destination, tree.target):
                     raise InvalidInput(f"{tree} is a directory")
                 raise NotFound(f"no such file or directory: {tree}")
-            self._check_quota(session, user.login, "download")
-        transfer, data_file = found
-        if data_file.store_key is None:
-            raise NotFound(f"{tree} has no content yet")
-        return Download(self, user, transfer, data_file, protocol, client_address, start, length)
+            if quota:
+                self._check_quota(session, user.login, "download")
+        return found
+
+    def _content(
+        self,
+        user: PortalUser,
+        tree: TreePath,
+        transfer: DataTransfer,
+        data_file: DataFile,
+        *,
+        protocol: str,
+        wait: float,
+    ) -> tuple[DataTransfer, DataFile]:
+        """The file once its content is stored: an on-demand file is asked for (once, whoever reads it
+        first) and polled for until `wait` seconds have passed."""
+        if data_file.store_key is not None:
+            return transfer, data_file
+        deadline = time.monotonic() + wait
+        with session_scope(self.engine) as session:
+            if not is_pending(session, transfer):
+                raise NotFound(f"{tree} has no content yet")
+            assert data_file.id is not None
+            request_fetch(session, data_file.id, by=user.login, reason=f"read over {protocol}: fetched on first use")
+        while True:
+            with session_scope(self.engine) as session:
+                found = self._file(session, transfer.destination_name, transfer.target)
+            if found is None:
+                raise NotFound(f"no such file: {tree} (its retrieval failed or it was removed)")
+            if found[1].store_key is not None:
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NotYetAvailable(
+                    f"{tree} is being fetched from its source; try again in {RETRY_AFTER_SECONDS} s",
+                    retry_after=RETRY_AFTER_SECONDS,
+                )
+            time.sleep(min(0.25, left))
 
     # --- Uploads ---------------------------------------------------------------------------------
 
@@ -307,9 +368,9 @@ class Portal:
             versions = self._versions(session, destination, tree.target) if tree.target else []
             if not versions:
                 raise NotFound(f"no such file: {tree}")
-            busy = [t for t in versions if t.status == S.TRANSFERRING]
+            busy = [t for t in versions if t.status in BUSY]
             if busy:
-                raise Conflict(f"{tree} is being disseminated; try again when it is done")
+                raise Conflict(f"{tree} is being disseminated or fetched; try again when it is done")
             self._stop(session, versions, by=user.login, reason="deleted in the portal")
 
     def check(self, user: PortalUser, destination: str, operation: Operation) -> None:
@@ -401,12 +462,12 @@ class Portal:
                 return
             # What the user sees under the new name is replaced, older uploads there included; the older
             # uploads the moved file hid under its old name go with it, so the old name is gone too.
-            replaced = [t for t in self._versions(session, destination, new_target) if t.status != S.TRANSFERRING]
+            replaced = [t for t in self._versions(session, destination, new_target) if t.status not in BUSY]
             self._stop(session, replaced, by=user.login, reason=f"replaced by {old}")
             hidden = [
                 t
                 for t in self._versions(session, destination, transfer.target)
-                if t.id != transfer.id and t.status != S.TRANSFERRING
+                if t.id != transfer.id and t.status not in BUSY
             ]
             self._stop(session, hidden, by=user.login, reason=f"superseded by {old}, renamed to {new}")
             held = transfer.status == S.STANDBY and is_temporary(transfer.target, self.temporary_patterns)
@@ -515,6 +576,7 @@ def portal_from_settings(settings: Settings, engine: sa.Engine, store: DataStore
         server_name=settings.mover_name,
         public_url=settings.resolved_public_url(),
         upload_idle_seconds=settings.upload_idle_seconds,
+        fetch_wait_seconds=settings.portal_fetch_wait_seconds,
     )
 
 
@@ -522,7 +584,7 @@ def portal_from_environment() -> tuple[Settings, Portal]:
     """The portal of a standalone server process (FTP, SFTP): database, store and event log from `PDS_*`."""
     settings = Settings()
     engine = make_engine(settings.resolved_database_url())
-    store = DataStore.from_url(settings.resolved_store_url(), chunk_size=settings.chunk_size)
+    store = DataStore.from_settings(settings)
     return settings, portal_from_settings(settings, engine, store, EventLog.open(settings.resolved_event_log()))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from catalog.models import DataFile, DataTransfer
+from catalog.on_demand import visible as visible_condition
 from catalog.portal_paths import Entry, entry_of
 from catalog.statuses import TransferStatus
 
@@ -64,8 +65,8 @@ def list_keys(
     """Up to `limit` files and common prefixes of `destination` after the marker `after`.
 
     When a target was pushed several times, the newest visible transfer stands for it (as in the
-    portal's other views). A common prefix at or before the marker is not listed again, and the keys
-    it holds are skipped.
+    portal's other views), and files registered without retrieval are listed before they are fetched.
+    A common prefix at or before the marker is not listed again, and the keys it holds are skipped.
     """
     bind = session.get_bind()
     target: Any = col(DataTransfer.target)
@@ -85,7 +86,7 @@ def list_keys(
             select(DataTransfer, DataFile)
             .where(
                 DataTransfer.destination_name == destination,
-                col(DataTransfer.status).in_([s.value for s in visible]),
+                visible_condition(visible),
                 DataTransfer.data_file_id == DataFile.id,
             )
             .order_by(target, col(DataTransfer.id).desc())

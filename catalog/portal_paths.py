@@ -37,6 +37,8 @@ class Entry:
     size: int = 0
     mtime: datetime | None = None
     md5: str | None = None
+    pending: bool = False
+    """A file registered without retrieval whose content is not fetched yet (its size is the listed one)."""
 
 
 @dataclass(frozen=True)
@@ -78,4 +80,5 @@ def is_temporary(name: str, patterns: list[str]) -> bool:
 
 
 def entry_of(name: str, transfer: DataTransfer, data_file: DataFile) -> Entry:
-    return Entry(name, False, data_file.size or 0, data_file.arrived_at or transfer.queued_at, data_file.md5)
+    pending = data_file.store_key is None
+    return Entry(name, False, data_file.size or 0, data_file.arrived_at or transfer.queued_at, data_file.md5, pending)

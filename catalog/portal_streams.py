@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import random
 import time
 from collections.abc import Generator
 from typing import IO, TYPE_CHECKING
@@ -72,6 +73,29 @@ class Download:
         self.sent += len(data)
         return data
 
+    def _mark_done(self, transfer_id: int) -> None:
+        """Record the whole download (Done). Downloads of one file that end at the same moment race
+        on the transfer's row: the loser reads it again and records its own download too (after a few
+        lost races it gives up: the transfer is Done already, and the INH line records the download)."""
+        for attempt in range(5):
+            try:
+                with session_scope(self.portal.engine) as session:
+                    current = session.get(DataTransfer, transfer_id)
+                    if current is None or current.status not in (S.QUEUED, S.REQUEUED, S.STANDBY, S.DONE):
+                        return
+                    change_status(
+                        session,
+                        transfer_id,
+                        "downloaded",
+                        S.DONE,
+                        by=self.user.login,
+                        reason=f"downloaded over {self.protocol}",
+                        finished_at=utcnow(),
+                    )
+                return
+            except Conflict:
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # noqa: S311 — spreading retries only
+
     def finish(self) -> None:
         """Account the bytes sent; a complete download (from byte 0 to the end) marks the transfer Done."""
         if self._finished:
@@ -83,18 +107,7 @@ class Download:
         assert transfer_id is not None
         whole = self.start == 0 and self.sent >= self.size
         if whole:
-            with session_scope(self.portal.engine) as session:
-                current = session.get(DataTransfer, transfer_id)
-                if current is not None and current.status in (S.QUEUED, S.REQUEUED, S.STANDBY, S.DONE):
-                    change_status(
-                        session,
-                        transfer_id,
-                        "downloaded",
-                        S.DONE,
-                        by=self.user.login,
-                        reason=f"downloaded over {self.protocol}",
-                        finished_at=utcnow(),
-                    )
+            self._mark_done(transfer_id)
         self.portal.record_usage(
             self.user,
             transfer_id,

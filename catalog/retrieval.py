@@ -2,10 +2,11 @@
 
 The same pattern as dissemination: the database is the queue. A retriever claims data files whose
 transfers are Preset (Preset → Fetching, compare-and-set, so two retrievers never fetch the same
-file), at most `max_connections` (else `default_per_host`) fetches at a time from one source host.
-A fetched file's transfers become Queued (or StandBy); a failed one's become Failed with the reason,
-or Preset again when its source says "requeue on failure" and starts are left. A retriever that
-restarts, or that stopped beating, has its Fetching files put back to Preset.
+file; an on-demand file only once a read asked for it), at most `max_connections` (else
+`default_per_host`) fetches at a time from one source host. A fetched file's transfers become
+Queued (or StandBy); a failed one's become Failed with the reason, or Preset again when its source
+says "requeue on failure" and starts are left. A retriever that restarts, or that stopped beating,
+has its Fetching files put back to Preset.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def claim_fetches(
         .where(
             DataTransfer.status == S.PRESET.value,
             col(DataTransfer.scheduled_at) <= now,
-            col(SourceFile.on_demand).is_(False),
+            # An on-demand file waits for a read through the portal to ask for it (`catalog.on_demand`).
+            sa.or_(col(SourceFile.on_demand).is_(False), col(SourceFile.requested_at).is_not(None)),
         )
         .order_by(*QUEUE_ORDER)
         .limit(limit * 4 + 16)

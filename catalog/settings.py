@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     """The SFTP server's host key file; empty means `<data_dir>/portal/ssh_host_key` (made on first start)."""
     portal_temporary_patterns: str = ".*,*.tmp,*.part,*.partial"
     """Names (shell patterns, comma-separated) uploads carry while incomplete: held StandBy until renamed."""
+    portal_fetch_wait_seconds: float = 30.0
+    """How long an FTP or SFTP read of a file registered without retrieval waits for its content to
+    be fetched before it fails with "try again later" (HTTPS and S3 answer 503 with Retry-After at once)."""
     portal_secret_key: SecretStr = SecretStr("")
     """Key that encrypts data users' S3 secret keys in the database; empty derives one from the admin
     password (set it in production: changing it invalidates every S3 secret)."""

@@ -84,7 +84,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t("retry", {S.TRANSFERRING}, {S.REQUEUED}, "An attempt failed but may be retried later."),
     _t("fail", {S.TRANSFERRING}, {S.FAILED}, "An attempt failed and no retry is left."),
     _t("downloaded", {S.QUEUED, S.REQUEUED, S.STANDBY, S.DONE}, {S.DONE}, "A data user pulled the file."),
-    _t("delete", _QUEUEABLE | {S.DONE}, {S.STOPPED}, "A data user deleted (or replaced) the file in the portal."),
+    _t(
+        "delete",
+        _QUEUEABLE | {S.DONE, S.PRESET},
+        {S.STOPPED},
+        "A data user deleted (or replaced) the file in the portal (an on-demand one before its retrieval too).",
+    ),
     _t(
         "replace",
         _QUEUEABLE | {S.DONE, S.FAILED, S.INTERRUPTED, S.PRESET},

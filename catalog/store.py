@@ -15,10 +15,13 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.core import url_to_fs
+
+if TYPE_CHECKING:
+    from catalog.settings import Settings
 
 DEFAULT_CHUNK = 4 * 1024 * 1024
 
@@ -133,6 +136,17 @@ class DataStore:
             options.setdefault("auto_mkdir", True)
         fs, root = url_to_fs(url, **options)
         return cls(fs, root, chunk_size=chunk_size)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DataStore:
+        """The Data Store of `PDS_*` settings, with its replica locations to read from when an object
+        is missing here."""
+        store = cls.from_url(settings.resolved_store_url(), chunk_size=settings.chunk_size)
+        store.replicas = [
+            cls.from_url(r["url"], chunk_size=settings.chunk_size, **(r.get("options") or {}))
+            for r in settings.replicas
+        ]
+        return store
 
     def _path(self, key: str) -> str:
         if not key or key.startswith("/") or ".." in key.split("/"):

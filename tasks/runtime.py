@@ -23,9 +23,5 @@ class Runtime:
 def runtime() -> Runtime:
     """Built once per process from `PDS_*` settings (a mover process lives for hours)."""
     settings = Settings()
-    store = DataStore.from_url(settings.resolved_store_url(), chunk_size=settings.chunk_size)
-    store.replicas = [
-        DataStore.from_url(r["url"], chunk_size=settings.chunk_size, **(r.get("options") or {}))
-        for r in settings.replicas
-    ]
+    store = DataStore.from_settings(settings)
     return Runtime(settings=settings, engine=make_engine(settings.resolved_database_url()), store=store)

@@ -6,6 +6,8 @@
   Failed with the reason, never queued.
 - `GET`/`HEAD` of a file streams it (one `Range` supported: 206, 416), with `ETag` (the MD5),
   `Last-Modified` and `Content-Length`; a whole download marks the transfer Done.
+- `GET`/`HEAD` of a file registered without retrieval (not fetched yet) asks for its retrieval (once,
+  however many ask) and answers 503 with `Retry-After` until the content is in the Data Store.
 - `GET` of a directory lists it: JSON, or HTML when the client asks for `text/html` (browsers) or
   `?format=html`.
 - `DELETE` removes a file from the tree.
@@ -265,6 +267,8 @@ def _listing(request: Request[Any, Any, State], path: str, entries: list[Entry],
                     "size": None if e.is_dir else e.size,
                     "mtime": e.mtime.isoformat() if e.mtime else None,
                     "md5": e.md5,
+                    # Registered without retrieval and not fetched yet: a read asks for it (503 meanwhile).
+                    "fetched": None if e.is_dir else not e.pending,
                 }
                 for e in entries
             ],
@@ -292,6 +296,8 @@ async def pull(
         if entry.is_dir:
             entries = await anyio.to_thread.run_sync(portal.list, user, path)
             return _listing(request, path, entries, format)
+        if entry.pending:  # registered without retrieval: this read asks for it, then 503 + Retry-After
+            entry = await anyio.to_thread.run_sync(lambda: portal.require_content(user, path, protocol="https"))
     return await _send_file(request, portal, user, path, entry, limit)
 
 
@@ -337,6 +343,8 @@ async def stat_file(request: Request[Caller, Any, State], destination: FromPath[
     path = _tree_path(request, destination)
     portal, user = await _portal_user(request)
     entry = await anyio.to_thread.run_sync(portal.stat, user, path)
+    if entry.pending:  # as a GET: asks for the file registered without retrieval, 503 + Retry-After
+        entry = await anyio.to_thread.run_sync(lambda: portal.require_content(user, path, protocol="https"))
     headers = {} if entry.is_dir else {**_file_headers(entry), "Content-Length": str(entry.size)}
     headers["Content-Type"] = "application/json" if entry.is_dir else "application/octet-stream"
     return Response(None, headers=headers)

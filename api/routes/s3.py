@@ -31,7 +31,7 @@ from api.s3_sigv4 import SignatureError, decode_aws_chunked, verify
 from catalog import multipart
 from catalog.access import Permission
 from catalog.data_users import s3_secret
-from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, PdsError, QuotaExceeded
+from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, NotYetAvailable, PdsError, QuotaExceeded
 from catalog.paths import clean_target
 from catalog.portal import Entry, Portal, PortalUser
 from catalog.portal_models import Operation
@@ -54,6 +54,8 @@ def s3_error(exc: PdsError, key: str) -> S3Error:
         return S3Error(404, "NoSuchKey" if key else "NoSuchBucket", str(exc))
     if isinstance(exc, AccessDenied):
         return S3Error(403, "AccessDenied", str(exc))
+    if isinstance(exc, NotYetAvailable):  # fetched on first use: SDKs retry SlowDown by themselves
+        return S3Error(503, "SlowDown", str(exc), {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, QuotaExceeded):
         if "connection" in str(exc):
             return S3Error(503, "SlowDown", str(exc), {"Retry-After": str(exc.retry_after or 5)})
@@ -273,7 +275,7 @@ class S3Endpoint:
                 [
                     ("Key", key),
                     ("LastModified", _iso(entry)),
-                    ("ETag", f'"{entry.md5}"'),
+                    ("ETag", f'"{entry.md5 or ""}"'),  # no MD5 before an on-demand file is fetched
                     ("Size", entry.size),
                     ("StorageClass", "STANDARD"),
                 ],
@@ -301,6 +303,8 @@ class S3Endpoint:
         entry = await anyio.to_thread.run_sync(self.portal.stat, user, path)
         if entry.is_dir:
             raise S3Error(404, "NoSuchKey", f"no object {request.key!r}")
+        if entry.pending:  # registered without retrieval: this read asks for it, then 503 SlowDown
+            entry = await anyio.to_thread.run_sync(lambda: self.portal.require_content(user, path, protocol="s3"))
         headers = {
             "Content-Type": "application/octet-stream",
             "ETag": f'"{entry.md5}"',

@@ -61,3 +61,16 @@ def test_known_checksum_values():
     store = DataStore(fsspec.filesystem("memory"), "/known")
     assert store.put_stream([b"Wikipedia"]).adler32 == "11e60398"
     assert store.put_stream([]).md5 == "d41d8cd98f00b204e9800998ecf8427e"
+
+
+def test_a_store_from_settings_reads_from_its_replicas_when_the_primary_object_is_missing(tmp_path):
+    from catalog.settings import Settings
+
+    replica_root = tmp_path / "replica"
+    settings = Settings(data_dir=tmp_path / "data", replicas=[{"url": str(replica_root)}])
+    store = DataStore.from_settings(settings)
+    assert [r.root for r in store.replicas] == [DataStore.from_url(str(replica_root)).root]
+    stored = store.put_stream([b"abc", b"def"])
+    store.replicas[0].put_stream(store.iter_chunks(stored.key), stored.key)
+    store.delete(stored.key)
+    assert b"".join(store.iter_chunks(stored.key)) == b"abcdef"

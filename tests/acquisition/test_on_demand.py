@@ -1,0 +1,352 @@
+"""Files registered without retrieval are fetched on first use: listed in the Data Portal before they
+are fetched, asked for by the first read over HTTPS, S3, SFTP or FTP (one upstream fetch however
+many read at once), served once fetched, expired like any other, and read from a replica when the
+primary copy is gone. The source is nginx; the portal is the real API, SFTP and FTP servers."""
+
+from __future__ import annotations
+
+import asyncio
+import ftplib
+import os
+import ssl
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import asyncssh
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from sqlmodel import Session, col, select
+
+from catalog.acquisition import SourceFile
+from catalog.data_users import DataUserSpec, create_data_user, grant, issue_s3_secret
+from catalog.database import session_scope
+from catalog.events import EventLog
+from catalog.models import DataFile, DataTransfer, TransferHistory, utcnow
+from catalog.portal import Portal
+from catalog.purge import expired_data_files, remove_data_files
+from catalog.retrieval import claim_fetches
+from catalog.store import DataStore
+from catalog.transfers import expire_due
+from tasks.discovery import discover_rule
+from tasks.retrieval import retrieve
+from tests.acquisition.conftest import Source, acquisition_setup, nginx_provider
+
+PASSWORD = "pw-alice-1"
+NAMES = ("a.bin", "b.bin", "c.bin", "d.bin")
+
+
+class Retriever:
+    """The retriever's ordinary claim-and-fetch loop, in a thread of the test process."""
+
+    def __init__(self, rt) -> None:
+        self.rt = rt
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            with session_scope(self.rt.engine) as session:
+                fetches = claim_fetches(session, "retriever-test", 10, default_per_host=4)
+            for fetch in fetches:
+                retrieve(fetch, "retriever-test")
+            self.stop_event.wait(0.05)
+
+    def start(self) -> Retriever:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+
+
+class World:
+    def __init__(self, rt, nginx, directory: str, payloads: dict[str, bytes], portal: Portal) -> None:
+        self.rt, self.nginx, self.directory, self.payloads, self.portal = rt, nginx, directory, payloads, portal
+        self.retriever: Retriever | None = None
+
+    def start_retriever(self) -> None:
+        self.retriever = Retriever(self.rt).start()
+
+    def upstream_reads(self, name: str) -> int:
+        """GET requests nginx answered for the file (retrievals), from its access log."""
+        log = (self.nginx.root / "access.log").read_text()
+        return sum(1 for line in log.splitlines() if f'"GET {self.directory}/data/{name} ' in line)
+
+    def transfer(self, name: str) -> DataTransfer:
+        with Session(self.rt.engine) as session:
+            return session.exec(select(DataTransfer).where(DataTransfer.target == name)).one()
+
+    def actions(self, name: str) -> list[str]:
+        transfer_id = self.transfer(name).id
+        with Session(self.rt.engine) as session:
+            rows = session.exec(
+                select(TransferHistory.action)
+                .where(TransferHistory.transfer_id == transfer_id)
+                .order_by(col(TransferHistory.id))
+            )
+            return list(rows)
+
+
+@pytest.fixture
+def world(rt, nginx):
+    payloads = {f"data/{name}": os.urandom(3000 + i) for i, name in enumerate(NAMES)}
+    host, root = nginx_provider(nginx, "provider-http", payloads)
+    host_row, rule = acquisition_setup(
+        rt.engine, Source(host, None, root), directory="data", listing_format="html", no_retrieval=True
+    )
+    assert discover_rule(rt.engine, host_row, rule, by="test").registered == len(NAMES)
+    with session_scope(rt.engine) as session:
+        create_data_user(session, DataUserSpec("alice", PASSWORD))
+        grant(session, "alice", "all", destination="acq")
+    portal = Portal(rt.engine, rt.store, EventLog(None), server_name="test-portal", fetch_wait_seconds=0.5)
+    made = World(rt, nginx, host.directory, {k.removeprefix("data/"): v for k, v in payloads.items()}, portal)
+    yield made
+    if made.retriever is not None:
+        made.retriever.stop()
+
+
+@pytest.fixture
+def served(world, settings, certificate):
+    from api.app import create_app
+    from tests.portal.conftest import ServedApi
+
+    app = create_app(settings, engine=world.rt.engine, store=world.rt.store, portal=world.portal)
+    api = ServedApi(app, *certificate).start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    from tests.servers._common import self_signed_certificate
+
+    root = tmp_path_factory.mktemp("tls")
+    cert, key = root / "cert.pem", root / "key.pem"
+    self_signed_certificate(cert, key)
+    return cert, key
+
+
+def http_client(served) -> httpx.Client:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    return httpx.Client(
+        base_url=served.url,
+        auth=("alice", PASSWORD),
+        verify=ssl.create_default_context(cafile=str(served.cert)),
+        timeout=60,
+        limits=limits,
+    )
+
+
+def read_until_served(client: httpx.Client, path: str, deadline: float = 60) -> tuple[list[int], bytes]:
+    """GET until 200; the statuses seen on the way, and the body."""
+    seen = []
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        answer = client.get(path)
+        seen.append(answer.status_code)
+        if answer.status_code == 200:
+            return seen, answer.content
+        assert answer.status_code == 503, answer.text
+        assert int(answer.headers["retry-after"]) > 0
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never served: {seen[-5:]}")
+
+
+def test_the_portal_lists_on_demand_files_and_https_reads_fetch_them_once(world, served):
+    with http_client(served) as client:
+        listing = client.get("/portal/acq/", params={"format": "json"}).json()
+        assert [(e["name"], e["size"], e["fetched"]) for e in listing["entries"]] == [
+            (name, len(world.payloads[name]), False) for name in NAMES
+        ]
+        first = client.get("/portal/acq/a.bin")
+        assert first.status_code == 503 and first.headers["retry-after"] == "5"
+        assert first.json()["error"] == "NotYetAvailable"
+        head = client.head("/portal/acq/b.bin")
+        assert head.status_code == 503 and head.headers["retry-after"] == "5"
+        assert client.get("/portal/acq/a.bin").status_code == 503  # asked already: nothing more happens
+        assert world.actions("a.bin") == ["create", "request"]
+        assert world.actions("c.bin") == ["create"]  # not read: not asked for
+
+        world.start_retriever()
+        _, body = read_until_served(client, "/portal/acq/a.bin")
+        assert body == world.payloads["a.bin"]
+        head = client.head("/portal/acq/b.bin")
+        for _ in range(100):
+            if head.status_code == 200:
+                break
+            time.sleep(0.1)
+            head = client.head("/portal/acq/b.bin")
+        assert head.status_code == 200 and head.headers["content-length"] == str(len(world.payloads["b.bin"]))
+        listing = client.get("/portal/acq/", params={"format": "json"}).json()
+        fetched = {e["name"]: e["fetched"] for e in listing["entries"]}
+        assert fetched == {"a.bin": True, "b.bin": True, "c.bin": False, "d.bin": False}
+    assert world.actions("a.bin") == ["create", "request", "fetch", "fetched", "downloaded"]
+    assert world.transfer("c.bin").status == "Preset"  # never asked: never fetched
+    assert (world.upstream_reads("a.bin"), world.upstream_reads("c.bin")) == (1, 0)
+
+
+def test_fifty_concurrent_first_reads_make_one_upstream_fetch(world, served):
+    world.start_retriever()
+    barrier = threading.Barrier(50)
+
+    def read(_: int) -> tuple[list[int], bytes]:
+        barrier.wait(timeout=30)
+        return read_until_served(client, "/portal/acq/c.bin")
+
+    with http_client(served) as client, ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(read, range(50)))
+    assert all(body == world.payloads["c.bin"] for _, body in answers)
+    assert any(503 in seen for seen, _ in answers)
+    assert world.upstream_reads("c.bin") == 1
+    actions = world.actions("c.bin")
+    assert actions.count("request") == 1 and actions.count("fetch") == 1 and actions.count("fetched") == 1
+    assert world.transfer("c.bin").status == "Done"  # fifty whole downloads ending together record Done
+
+
+def test_s3_reads_answer_slow_down_until_fetched_and_boto3_retries_them(world, served):
+    with session_scope(world.rt.engine) as session:
+        secret = issue_s3_secret(session, "alice", "admin")
+
+    def s3(retries: dict) -> object:
+        return boto3.client(
+            "s3",
+            endpoint_url=f"{served.url}/s3",
+            aws_access_key_id="alice",
+            aws_secret_access_key=secret,
+            region_name="eu-central-1",
+            verify=str(served.cert),
+            config=Config(s3={"addressing_style": "path"}, retries=retries),
+        )
+
+    once = s3({"max_attempts": 1})
+    listed = once.list_objects_v2(Bucket="acq")["Contents"]
+    assert [(o["Key"], o["Size"], o["ETag"]) for o in listed] == [(n, len(world.payloads[n]), '""') for n in NAMES]
+    for call in (once.get_object, once.head_object):
+        with pytest.raises(ClientError) as refused:
+            call(Bucket="acq", Key="d.bin")
+        meta = refused.value.response["ResponseMetadata"]
+        assert meta["HTTPStatusCode"] == 503 and meta["HTTPHeaders"]["retry-after"] == "5"
+    assert refused.value.response["Error"]["Code"] in ("SlowDown", "503")  # a HEAD answer has no body
+
+    world.start_retriever()
+    patient = s3({"max_attempts": 10, "mode": "standard"})
+    assert patient.get_object(Bucket="acq", Key="d.bin")["Body"].read() == world.payloads["d.bin"]
+    assert world.upstream_reads("d.bin") == 1
+
+
+def sftp_read(port: int, path: str) -> bytes:
+    async def read() -> bytes:
+        async with (
+            asyncssh.connect(
+                "127.0.0.1", port, username="alice", password=PASSWORD, known_hosts=None, client_keys=None
+            ) as connection,
+            connection.start_sftp_client() as sftp,
+            sftp.open(path, "rb") as file,
+        ):
+            return await file.read()
+
+    return asyncio.run(read())
+
+
+def test_an_sftp_read_waits_for_the_fetch_and_fails_try_again_later_past_the_bound(world, tmp_path):
+    from tests.portal.conftest import SftpPortal
+
+    server = SftpPortal(world.portal, tmp_path / "host_key").start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(asyncssh.SFTPFailure, match="try again later"):
+            sftp_read(server.port, "/acq/a.bin")  # no retriever: the bound (0.5 s) passes
+        assert time.monotonic() - started >= 0.5
+        world.start_retriever()
+        world.portal.fetch_wait_seconds = 30
+        assert sftp_read(server.port, "/acq/b.bin") == world.payloads["b.bin"]  # waits, then reads
+        assert sftp_read(server.port, "/acq/a.bin") == world.payloads["a.bin"]
+    finally:
+        server.stop()
+    assert (world.upstream_reads("a.bin"), world.upstream_reads("b.bin")) == (1, 1)
+
+
+def test_an_ftp_retr_waits_for_the_fetch_and_answers_450_past_the_bound(world):
+    from tests.portal.conftest import FtpPortal
+
+    server = FtpPortal(world.portal).start()
+    try:
+        with ftplib.FTP() as ftp:
+            ftp.connect("127.0.0.1", server.port, timeout=60)
+            ftp.login("alice", PASSWORD)
+            listed = []
+            ftp.retrlines("LIST /acq", listed.append)
+            assert [line.split()[-1] for line in listed] == list(NAMES)
+            assert [int(line.split()[4]) for line in listed] == [len(world.payloads[n]) for n in NAMES]
+            with pytest.raises(ftplib.error_temp, match="^450 .*being fetched"):
+                ftp.retrbinary("RETR /acq/a.bin", lambda _: None)
+            world.start_retriever()
+            world.portal.fetch_wait_seconds = 30
+            chunks: list[bytes] = []
+            ftp.retrbinary("RETR /acq/c.bin", chunks.append)
+            assert b"".join(chunks) == world.payloads["c.bin"]
+    finally:
+        server.stop()
+    assert world.upstream_reads("c.bin") == 1
+
+
+def test_on_demand_files_expire_like_any_other(world, served):
+    world.start_retriever()
+    with http_client(served) as client:
+        _, body = read_until_served(client, "/portal/acq/a.bin")
+        assert body == world.payloads["a.bin"]
+        world.retriever.stop()
+        with session_scope(world.rt.engine) as session:  # b.bin is never read; its lifetime ends
+            transfer = session.exec(select(DataTransfer).where(DataTransfer.target == "b.bin")).one()
+            transfer.expires_at = utcnow() - timedelta(seconds=1)
+            session.add(transfer)
+        with session_scope(world.rt.engine) as session:
+            assert len(expire_due(session, by="test")) == 1
+        with session_scope(world.rt.engine) as session:
+            expired = expired_data_files(session, timedelta(0), now=utcnow() + timedelta(seconds=1))
+            assert len(expired) == 2  # the fetched and downloaded a.bin, the expired b.bin
+            remove_data_files(session, [e.data_file_id for e in expired])
+        for e in expired:
+            if e.store_key:
+                world.rt.store.delete(e.store_key)
+        names = [e["name"] for e in client.get("/portal/acq/", params={"format": "json"}).json()["entries"]]
+        assert names == ["c.bin", "d.bin"]
+        assert client.get("/portal/acq/a.bin").status_code == 404
+        assert client.get("/portal/acq/b.bin").status_code == 404
+    with Session(world.rt.engine) as session:
+        assert len(session.exec(select(SourceFile)).all()) == 2
+
+
+def test_portal_reads_fall_back_to_a_replica_when_the_primary_copy_is_missing(world, served, tmp_path):
+    world.start_retriever()
+    with http_client(served) as client:
+        _, body = read_until_served(client, "/portal/acq/d.bin")
+        with Session(world.rt.engine) as session:
+            data_file = session.exec(select(DataFile).where(DataFile.name == "d.bin")).one()
+        assert data_file.store_key
+        replica = DataStore.from_url(str(tmp_path / "replica"))
+        replica.put_stream(world.rt.store.iter_chunks(data_file.store_key), data_file.store_key)
+        world.rt.store.replicas = [replica]
+        world.rt.store.delete(data_file.store_key)
+        again = client.get("/portal/acq/d.bin")
+        assert again.status_code == 200 and again.content == world.payloads["d.bin"]
+        ranged = client.get("/portal/acq/d.bin", headers={"Range": "bytes=10-19"})
+        assert ranged.status_code == 206 and ranged.content == world.payloads["d.bin"][10:20]
+
+
+def test_an_on_demand_file_deleted_in_the_portal_before_its_retrieval_is_never_fetched(world, served):
+    with http_client(served) as client:
+        assert client.delete("/portal/acq/b.bin").status_code == 204
+        assert client.get("/portal/acq/b.bin").status_code == 404
+        names = [e["name"] for e in client.get("/portal/acq/", params={"format": "json"}).json()["entries"]]
+        assert names == ["a.bin", "c.bin", "d.bin"]
+    assert world.transfer("b.bin").status == "Stopped"
+    world.start_retriever()
+    time.sleep(0.5)
+    assert world.upstream_reads("b.bin") == 0
