@@ -1,6 +1,6 @@
 """on-demand requests
 
-Revision ID: 0016
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-07 01:30:00
 
@@ -15,7 +15,7 @@ from alembic import op
 
 import catalog.models
 
-revision: str = "0016"
+revision: str = "0015"
 down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
