@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     """Fetches a retriever runs at once over all source hosts."""
     acquisition_poll_seconds: float = 0.5
     """How often the retriever and the acquisition scheduler look for work."""
+    discovery_parallel: int = Field(default=4, ge=1)
+    """Hosts the acquisition scheduler discovers at once: a slow provider holds one of these, not the others."""
+    discovery_lease_seconds: float = Field(default=300.0, ge=5)
+    """A discovery pass holds its host in the database for this long, renewed every third of it while
+    it runs: another pass of the host meanwhile (from any process) is skipped. The host of a pass whose
+    process died is free again after this long."""
     replicas: list[dict[str, Any]] = Field(default_factory=list)
     """Replica store locations: every data file is copied to each and verified by MD5; reads fall
     back to them when the primary object is missing. JSON, e.g. `[{"url": "/mnt/replica"},
