@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 def _default_data_dir() -> Path:
@@ -103,6 +105,13 @@ class Settings(BaseSettings):
     """A discovery pass holds its host in the database for this long, renewed every third of it while
     it runs: another pass of the host meanwhile (from any process) is skipped. The host of a pass whose
     process died is free again after this long."""
+    installation_name: str = Field(default="", max_length=64)
+    """Names this installation to outside services: MQTT subscriptions connect as
+    `pds-<installation>-<host>-<rule id>`. Empty: `db` and 8 hex digits of the SHA-256 of the
+    database URL (password left out), the same for every process of the installation."""
+    subscription_session_expiry_seconds: int = Field(default=7 * 86400, ge=0, le=0xFFFFFFFF)
+    """How long the MQTT broker keeps a stopped subscription's session, and the QoS 1 messages published
+    meanwhile, for it (the MQTT 5 Session Expiry Interval); 0: none kept."""
     replicas: list[dict[str, Any]] = Field(default_factory=list)
     """Replica store locations: every data file is copied to each and verified by MD5; reads fall
     back to them when the primary object is missing. JSON, e.g. `[{"url": "/mnt/replica"},
@@ -183,6 +192,12 @@ class Settings(BaseSettings):
     instance_id: str = ""
     """Set by `pds up` for its children: the API's /health reports it, so `pds up` knows the API that
     answers is its own child and not another stack's."""
+
+    def resolved_installation_name(self) -> str:
+        if self.installation_name:
+            return self.installation_name
+        url = make_url(self.resolved_database_url()).set(password=None).render_as_string(hide_password=False)
+        return "db" + hashlib.sha256(url.encode()).hexdigest()[:8]
 
     def resolved_proxy_cache_dir(self) -> Path:
         return self.proxy_cache_dir or self.data_dir / "proxy-cache"

@@ -1,5 +1,6 @@
 """Discovery by MQTT subscription on a real Mosquitto broker: a WIS2 notification naming a file on
-the provider's HTTP server starts its retrieval within 2 s."""
+the provider's HTTP server starts its retrieval within 2 s; messages published while the subscriber
+is stopped are registered, each once, when it starts again."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from datetime import UTC, datetime
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
-from catalog.models import DataFile, DataTransfer, TransferHistory
+from catalog.acquisition import Discovered
+from catalog.models import DataFile, DataTransfer, Host, HostCreate, HostKind, TransferHistory
 from tests.acquisition.conftest import Source, acquisition_setup, nginx_provider
 
 
@@ -102,6 +104,75 @@ def test_a_wis2_message_starts_the_retrieval_of_its_file_within_2_seconds(rt, ng
         retriever.join(30)
         flows.subscription._stop.clear()
         flows.retrieval._stop.clear()
+
+
+def count(engine, model) -> int:
+    with Session(engine) as session:
+        return session.exec(select(func.count()).select_from(model)).one()
+
+
+def wait_for(condition, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_messages_published_while_the_subscriber_is_stopped_are_registered_once_when_it_starts(rt, mosquitto):
+    from tasks.subscription import Subscription
+
+    host = HostCreate(
+        name="provider-durable",
+        kind=HostKind.ACQUISITION,
+        protocol="http",
+        address="http://provider.example",
+        directory="/data",
+        options={"webdav": False, "mqtt_url": mosquitto.url},
+    )
+    feed = uuid.uuid4().hex
+    _, rule = acquisition_setup(rt.engine, Source(host, None), directory=f"durable/{feed}/#", listing_format="mqtt")
+    with Session(rt.engine) as session:
+        row = session.get(Host, "provider-durable")
+    installation = rt.settings.resolved_installation_name()
+
+    def subscriber() -> Subscription:
+        subscription = Subscription(rt.engine, row, rule, installation=installation, session_expiry=600)
+        subscription.start()
+        assert subscription.subscribed.wait(10), "the broker never granted the subscription"
+        return subscription
+
+    first = subscriber()  # once, so the broker knows the session
+    first.stop()
+    messages = [wis2_message(f"http://provider.example/data/{feed}/f{i:03d}.bin", 1000 + i) for i in range(100)]
+
+    def publish_all() -> None:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.connect(mosquitto.host, mosquitto.port)
+        client.loop_start()
+        try:
+            for i, message in enumerate(messages):
+                client.publish(f"durable/{feed}/f{i:03d}", message, qos=1).wait_for_publish(5)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    publish_all()  # while nobody is connected under the subscription's client id
+    second = subscriber()
+    try:
+        assert second.client_id == first.client_id == f"pds-{installation}-provider-durable-{rule.id}"
+        wait_for(lambda: second.received >= 100, f"{second.received} of the 100 messages delivered")
+        assert second.registered == 100
+        assert count(rt.engine, DataFile) == 100 and count(rt.engine, Discovered) == 100
+        with Session(rt.engine) as session:
+            targets = session.exec(select(DataTransfer.target)).all()
+        assert sorted(targets) == [f"{feed}/f{i:03d}.bin" for i in range(100)]  # each once
+
+        publish_all()  # the same 100 again: delivered, and registered none
+        wait_for(lambda: second.received >= 200, f"{second.received - 100} of the 100 repeats delivered")
+        assert second.registered == 100
+        assert count(rt.engine, DataFile) == 100 and count(rt.engine, DataTransfer) == 100
+    finally:
+        second.stop()
 
 
 @pytest.mark.parametrize(
