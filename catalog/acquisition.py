@@ -322,12 +322,15 @@ def request_run(session: Session, host_name: str) -> AcquisitionState:
 
 
 def due_hosts(session: Session, now: datetime | None = None) -> list[str]:
+    """Active hosts whose pass is due and that no pass holds now (see `take_pass`): a host being
+    discovered elsewhere is left to that pass, not retried at every look."""
     now = now or utcnow()
     rows = session.exec(
         select(AcquisitionState.host_name)
         .join(Host, col(Host.name) == col(AcquisitionState.host_name))
         .where(col(Host.active).is_(True), col(AcquisitionState.next_run_at).is_not(None))
         .where(col(AcquisitionState.next_run_at) <= now)
+        .where(sa.or_(col(AcquisitionState.pass_holder).is_(None), col(AcquisitionState.pass_lease_until) < now))
     )
     return list(rows)
 

@@ -17,6 +17,7 @@ from catalog.acquisition import (
     Discovered,
     ListingRuleCreate,
     add_rule,
+    due_hosts,
     keep_pass,
     release_pass,
     take_pass,
@@ -154,6 +155,18 @@ def test_a_host_is_held_by_one_pass_across_processes_until_released_or_its_lease
             assert not keep_pass(session, "provider", "b", 60)  # and its holder learns it
     finally:
         other.dispose()
+
+
+def test_a_host_held_by_a_pass_is_not_due_until_it_is_free(engine):
+    an_acquisition_host(engine)
+    with session_scope(engine) as session:
+        assert due_hosts(session) == ["provider"]
+        assert take_pass(session, "provider", "elsewhere", 60) is None
+    with session_scope(engine) as session:
+        assert due_hosts(session) == []  # the scheduler does not start a pass to be skipped
+        release_pass(session, "provider", "elsewhere")
+    with session_scope(engine) as session:
+        assert due_hosts(session) == ["provider"]
 
 
 def test_of_passes_taking_a_host_at_the_same_moment_one_gets_it(engine):
