@@ -146,21 +146,28 @@ def acquisition_scheduler(max_runtime_seconds: float = 0, stop_when_idle: bool =
     rt, logger = runtime(), get_run_logger()
     max_runtime = max_runtime_seconds or rt.settings.mover_max_runtime_seconds
     started = time.monotonic()
-    passes = failed = skipped = 0
+    counts = {"passes": 0, "failed": 0, "skipped": 0}
     running: dict[str, Future[Any]] = {}
+
+    def ended(host: str, future: Future[Any]) -> None:
+        counts["passes"] += 1
+        try:
+            state = future.result()
+            outcome = state.result(raise_on_failure=False) if state.is_completed() else None
+        except Exception as exc:  # noqa: BLE001 — one pass's trouble must not stop the others
+            counts["failed"] += 1
+            logger.warning("discovery of %s failed: %s", host, exc)
+            return
+        if not state.is_completed():
+            counts["failed"] += 1
+            logger.warning("discovery of %s failed: %s", host, state.message)
+        elif isinstance(outcome, dict) and outcome.get("skipped"):
+            counts["skipped"] += 1
+
     with ThreadPoolExecutor(rt.settings.discovery_parallel, thread_name_prefix="discovery") as pool:
         while True:
-            for host, future in list(running.items()):
-                if not future.done():
-                    continue
-                del running[host]
-                state = future.result()
-                passes += 1
-                if not state.is_completed():
-                    failed += 1
-                    logger.warning("discovery of %s failed: %s", host, state.message)
-                elif (state.result() or {}).get("skipped"):
-                    skipped += 1
+            for host in [h for h, f in running.items() if f.done()]:
+                ended(host, running.pop(host))
             if _stop.is_set() or time.monotonic() - started >= max_runtime:
                 break
             with session_scope(rt.engine) as session:
@@ -176,13 +183,9 @@ def acquisition_scheduler(max_runtime_seconds: float = 0, stop_when_idle: bool =
             if not hosts and not running and stop_when_idle:
                 break
             time.sleep(rt.settings.acquisition_poll_seconds)
-        for host, future in running.items():  # the passes under way end first (a stop waits for them)
-            state = future.result()
-            passes += 1
-            if not state.is_completed():
-                failed += 1
-                logger.warning("discovery of %s failed: %s", host, state.message)
-    return {"passes": passes, "failed": failed, "skipped": skipped}
+        for host, future in running.items():  # a stop waits for the passes under way
+            ended(host, future)
+    return counts
 
 
 def _discovery_state(host: str) -> Any:
