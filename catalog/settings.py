@@ -196,7 +196,7 @@ class Settings(BaseSettings):
     def resolved_installation_name(self) -> str:
         if self.installation_name:
             return self.installation_name
-        url = make_url(self.resolved_database_url()).set(password=None).render_as_string(hide_password=False)
+        url = make_url(self.resolved_database_url()).render_as_string(hide_password=True)
         return "db" + hashlib.sha256(url.encode()).hexdigest()[:8]
 
     def resolved_proxy_cache_dir(self) -> Path:

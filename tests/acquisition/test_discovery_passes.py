@@ -186,3 +186,24 @@ def test_of_passes_taking_a_host_at_the_same_moment_one_gets_it(engine):
         for e in engines:
             e.dispose()
     assert outcomes.count(None) == 1
+
+
+def test_a_running_pass_renews_its_lease_and_lets_it_run_out_once_it_stops(engine):
+    from flows.discovery import _Lease
+
+    an_acquisition_host(engine)
+    with session_scope(engine) as session:
+        assert take_pass(session, "provider", "long pass", 0.6) is None
+    lease = _Lease(engine, "provider", "long pass", 0.6, logging.getLogger("test"))
+    lease.start()
+    try:
+        time.sleep(1.5)  # well past the first lease: renewed every 0.2 s
+        with session_scope(engine) as session:
+            assert take_pass(session, "provider", "other", 60) is not None
+    finally:
+        lease.stopped.set()
+        lease.join()
+    assert not lease.lost
+    time.sleep(0.8)
+    with session_scope(engine) as session:
+        assert take_pass(session, "provider", "other", 60) is None

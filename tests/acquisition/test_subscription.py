@@ -188,3 +188,16 @@ def test_messages_name_their_file_by_wis2_link_or_url(message, expected):
     from tasks.subscription import href_of
 
     assert href_of(message) == expected
+
+
+def test_the_installation_name_is_stable_and_leaves_the_password_out():
+    from catalog.settings import Settings
+    from tasks.subscription import client_id
+
+    url = "postgresql+psycopg://pds:secret@db.example.org/pds"
+    named = Settings(database_url=url).resolved_installation_name()
+    assert named == Settings(database_url=url.replace("secret", "rotated")).resolved_installation_name()
+    assert named != Settings(database_url=url + "2").resolved_installation_name()
+    assert named.startswith("db") and len(named) == 10
+    assert Settings(database_url=url, installation_name="ops").resolved_installation_name() == "ops"
+    assert client_id("ops", "wis2 node/a", 7) == "pds-ops-wis2_node_a-7"
