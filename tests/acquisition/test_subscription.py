@@ -175,6 +175,52 @@ def test_messages_published_while_the_subscriber_is_stopped_are_registered_once_
         second.stop()
 
 
+@pytest.mark.parametrize("rt", ["sqlite"], indirect=True)
+def test_the_subscriptions_flow_picks_up_what_was_published_while_it_restarted(rt, mosquitto, prefect_server):
+    import flows.subscription
+
+    host = HostCreate(
+        name="provider-restarts",
+        kind=HostKind.ACQUISITION,
+        protocol="http",
+        address="http://provider.example",
+        directory="/data",
+        options={"webdav": False, "mqtt_url": mosquitto.url},
+    )
+    feed = uuid.uuid4().hex
+    acquisition_setup(rt.engine, Source(host, None), directory=f"restarts/{feed}/#", listing_format="mqtt")
+
+    def run_flow() -> threading.Thread:
+        flows.subscription._stop.clear()
+        return in_thread(flows.subscription.subscriptions, max_runtime_seconds=120)
+
+    def stop_flow(thread: threading.Thread) -> None:
+        flows.subscription.request_stop()
+        thread.join(30)
+        assert not thread.is_alive()
+        flows.subscription._stop.clear()
+
+    first = run_flow()
+    try:
+        wait_for(  # the subscription is live once a message published now is registered
+            lambda: publish(mosquitto, f"restarts/{feed}/w", wis2_message(f"http://provider.example/data/{feed}/w", 1))
+            or count(rt.engine, Discovered) == 1,
+            "the subscription never registered a file",
+        )
+    finally:
+        stop_flow(first)
+    for i in range(20):
+        href = f"http://provider.example/data/{feed}/f{i:02d}.bin"
+        publish(mosquitto, f"restarts/{feed}/f{i:02d}", wis2_message(href, 10))
+    second = run_flow()
+    try:
+        wait_for(lambda: count(rt.engine, Discovered) == 21, "what was published meanwhile was not registered")
+        time.sleep(0.5)
+        assert count(rt.engine, DataTransfer) == 21
+    finally:
+        stop_flow(second)
+
+
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
