@@ -404,6 +404,7 @@ def cmd_acquisition(client: PdsClient, args: argparse.Namespace) -> None:
             f"{host}: every {state['interval_seconds']} s, next {state['next_run_at']}, "
             f"last registered {state['last_registered']}"
             + (f", error: {state['last_error']}" if state["last_error"] else "")
+            + (f", being discovered by {state['pass_holder']}" if state.get("pass_holder") else "")
         ]
         for r in result["rules"]:
             which = r["pattern"] or r["wildcard"] or "*"

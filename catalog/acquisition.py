@@ -123,6 +123,10 @@ class AcquisitionState(SQLModel, table=True):
     last_finished_at: datetime | None = _time()
     last_registered: int = 0
     last_error: str | None = None
+    pass_holder: str | None = None
+    """Who runs a pass of the host now (machine, process and pass), or None: see `take_pass`."""
+    pass_lease_until: datetime | None = _time()
+    """The holder's lease ends then unless renewed: a pass whose process died frees its host then."""
 
 
 class SourceFile(SQLModel, table=True):
@@ -320,12 +324,15 @@ def request_run(session: Session, host_name: str) -> AcquisitionState:
 
 
 def due_hosts(session: Session, now: datetime | None = None) -> list[str]:
+    """Active hosts whose pass is due and that no pass holds now (see `take_pass`): a host being
+    discovered elsewhere is left to that pass, not retried at every look."""
     now = now or utcnow()
     rows = session.exec(
         select(AcquisitionState.host_name)
         .join(Host, col(Host.name) == col(AcquisitionState.host_name))
         .where(col(Host.active).is_(True), col(AcquisitionState.next_run_at).is_not(None))
         .where(col(AcquisitionState.next_run_at) <= now)
+        .where(sa.or_(col(AcquisitionState.pass_holder).is_(None), col(AcquisitionState.pass_lease_until) < now))
     )
     return list(rows)
 
@@ -344,6 +351,61 @@ def pass_finished(session: Session, host_name: str, registered: int, error: str 
     state.last_finished_at, state.last_registered, state.last_error = utcnow(), registered, error
     session.add(state)
     session.flush()
+
+
+# --- One pass per host at a time ---------------------------------------------------------------
+#
+# A pass holds its host by a lease in its `acquisition_state` row, taken by a compare-and-set (held
+# by nobody, or the lease ran out) and renewed while the pass runs. The row is the lock, so it holds
+# across processes and machines on PostgreSQL and SQLite alike: on PostgreSQL the second of two
+# concurrent takes waits for the first to commit, then finds the row held; SQLite has one writer.
+# A lease rather than a lock held on a connection: a pass needs no connection open while it lists,
+# and a pass whose process died frees its host when its lease runs out.
+
+
+def take_pass(session: Session, host_name: str, holder: str, lease_seconds: float) -> str | None:
+    """Hold `host_name` for a discovery pass of `holder`; None when taken, else who holds it, in words."""
+    acquisition_state(session, host_name)  # the row to hold
+    state, now = _table(AcquisitionState), utcnow()
+    taken = session.connection().execute(
+        sa.update(state)
+        .where(
+            state.c.host_name == host_name,
+            sa.or_(state.c.pass_holder.is_(None), state.c.pass_lease_until < now),
+        )
+        .values(pass_holder=holder, pass_lease_until=now + timedelta(seconds=lease_seconds))
+    )
+    if taken.rowcount == 1:
+        return None
+    row = (
+        session.connection()
+        .execute(sa.select(state.c.pass_holder, state.c.pass_lease_until).where(state.c.host_name == host_name))
+        .one()
+    )
+    left = (row.pass_lease_until - now).total_seconds() if row.pass_lease_until else 0.0
+    return f"{row.pass_holder}, its lease good for {left:.0f} s more"
+
+
+def keep_pass(session: Session, host_name: str, holder: str, lease_seconds: float) -> bool:
+    """Renew `holder`'s lease on `host_name`; False if it no longer holds it (its lease ran out and
+    another pass took the host)."""
+    state = _table(AcquisitionState)
+    kept = session.connection().execute(
+        sa.update(state)
+        .where(state.c.host_name == host_name, state.c.pass_holder == holder)
+        .values(pass_lease_until=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return bool(kept.rowcount == 1)
+
+
+def release_pass(session: Session, host_name: str, holder: str) -> None:
+    """Let `host_name` go at the end of `holder`'s pass (nothing if another holds it now)."""
+    state = _table(AcquisitionState)
+    session.connection().execute(
+        sa.update(state)
+        .where(state.c.host_name == host_name, state.c.pass_holder == holder)
+        .values(pass_holder=None, pass_lease_until=None)
+    )
 
 
 # --- Selecting entries -------------------------------------------------------------------------

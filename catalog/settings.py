@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 def _default_data_dir() -> Path:
@@ -97,6 +99,19 @@ class Settings(BaseSettings):
     """Fetches a retriever runs at once over all source hosts."""
     acquisition_poll_seconds: float = 0.5
     """How often the retriever and the acquisition scheduler look for work."""
+    discovery_parallel: int = Field(default=4, ge=1)
+    """Hosts the acquisition scheduler discovers at once: a slow provider holds one of these, not the others."""
+    discovery_lease_seconds: float = Field(default=300.0, ge=5)
+    """A discovery pass holds its host in the database for this long, renewed every third of it while
+    it runs: another pass of the host meanwhile (from any process) is skipped. The host of a pass whose
+    process died is free again after this long."""
+    installation_name: str = Field(default="", max_length=64)
+    """Names this installation to outside services: MQTT subscriptions connect as
+    `pds-<installation>-<host>-<rule id>`. Empty: `db` and 8 hex digits of the SHA-256 of the
+    database URL (password left out), the same for every process of the installation."""
+    subscription_session_expiry_seconds: int = Field(default=7 * 86400, ge=0, le=0xFFFFFFFF)
+    """How long the MQTT broker keeps a stopped subscription's session, and the QoS 1 messages published
+    meanwhile, for it (the MQTT 5 Session Expiry Interval); 0: none kept."""
     replicas: list[dict[str, Any]] = Field(default_factory=list)
     """Replica store locations: every data file is copied to each and verified by MD5; reads fall
     back to them when the primary object is missing. JSON, e.g. `[{"url": "/mnt/replica"},
@@ -180,6 +195,12 @@ class Settings(BaseSettings):
     instance_id: str = ""
     """Set by `pds up` for its children: the API's /health reports it, so `pds up` knows the API that
     answers is its own child and not another stack's."""
+
+    def resolved_installation_name(self) -> str:
+        if self.installation_name:
+            return self.installation_name
+        url = make_url(self.resolved_database_url()).render_as_string(hide_password=True)
+        return "db" + hashlib.sha256(url.encode()).hexdigest()[:8]
 
     def resolved_proxy_cache_dir(self) -> Path:
         return self.proxy_cache_dir or self.data_dir / "proxy-cache"

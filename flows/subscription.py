@@ -1,5 +1,6 @@
 """Subscriptions: a long-lived flow run holding one MQTT subscription per `mqtt` listing rule; each
-message registers the file it names (Preset), which the retriever then fetches.
+message registers the file it names (Preset), which the retriever then fetches. Subscriptions are
+durable (`tasks.subscription`): what is published while this run restarts is delivered to the next.
 
 Rules added or removed while it runs are picked up within `RELOAD_SECONDS`. Run it with
 `python -m flows.subscription` or as the `subscriptions` deployment in prefect.yaml.
@@ -43,13 +44,25 @@ def subscriptions(max_runtime_seconds: float = 0) -> dict[str, int]:
                 if rule_id in running:
                     continue
                 try:
-                    subscription = Subscription(rt.engine, host, rule)
+                    subscription = Subscription(
+                        rt.engine,
+                        host,
+                        rule,
+                        installation=rt.settings.resolved_installation_name(),
+                        session_expiry=rt.settings.subscription_session_expiry_seconds,
+                    )
                     subscription.start()
                 except Exception as exc:  # noqa: BLE001 — one unreachable broker must not stop the others
                     logger.warning("rule %s on host %s cannot subscribe: %s", rule_id, host.name, exc)
                     continue
                 running[rule_id] = subscription
-                logger.info("rule %s subscribed to %s on %s", rule_id, rule.directory, subscription.broker.safe_url)
+                logger.info(
+                    "rule %s subscribed to %s on %s as %s",
+                    rule_id,
+                    rule.directory,
+                    subscription.broker.safe_url,
+                    subscription.client_id,
+                )
             _stop.wait(min(RELOAD_SECONDS, max(0.0, max_runtime - (time.monotonic() - started))))
     finally:
         for subscription in running.values():

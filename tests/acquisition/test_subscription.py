@@ -1,5 +1,6 @@
 """Discovery by MQTT subscription on a real Mosquitto broker: a WIS2 notification naming a file on
-the provider's HTTP server starts its retrieval within 2 s."""
+the provider's HTTP server starts its retrieval within 2 s; messages published while the subscriber
+is stopped are registered, each once, when it starts again."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from datetime import UTC, datetime
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
-from catalog.models import DataFile, DataTransfer, TransferHistory
+from catalog.acquisition import Discovered
+from catalog.models import DataFile, DataTransfer, Host, HostCreate, HostKind, TransferHistory
 from tests.acquisition.conftest import Source, acquisition_setup, nginx_provider
 
 
@@ -104,6 +106,121 @@ def test_a_wis2_message_starts_the_retrieval_of_its_file_within_2_seconds(rt, ng
         flows.retrieval._stop.clear()
 
 
+def count(engine, model) -> int:
+    with Session(engine) as session:
+        return session.exec(select(func.count()).select_from(model)).one()
+
+
+def wait_for(condition, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_messages_published_while_the_subscriber_is_stopped_are_registered_once_when_it_starts(rt, mosquitto):
+    from tasks.subscription import Subscription
+
+    host = HostCreate(
+        name="provider-durable",
+        kind=HostKind.ACQUISITION,
+        protocol="http",
+        address="http://provider.example",
+        directory="/data",
+        options={"webdav": False, "mqtt_url": mosquitto.url},
+    )
+    feed = uuid.uuid4().hex
+    _, rule = acquisition_setup(rt.engine, Source(host, None), directory=f"durable/{feed}/#", listing_format="mqtt")
+    with Session(rt.engine) as session:
+        row = session.get(Host, "provider-durable")
+    installation = rt.settings.resolved_installation_name()
+
+    def subscriber() -> Subscription:
+        subscription = Subscription(rt.engine, row, rule, installation=installation, session_expiry=600)
+        subscription.start()
+        assert subscription.subscribed.wait(10), "the broker never granted the subscription"
+        return subscription
+
+    first = subscriber()  # once, so the broker knows the session
+    first.stop()
+    messages = [wis2_message(f"http://provider.example/data/{feed}/f{i:03d}.bin", 1000 + i) for i in range(100)]
+
+    def publish_all() -> None:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.connect(mosquitto.host, mosquitto.port)
+        client.loop_start()
+        try:
+            for i, message in enumerate(messages):
+                client.publish(f"durable/{feed}/f{i:03d}", message, qos=1).wait_for_publish(5)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    publish_all()  # while nobody is connected under the subscription's client id
+    second = subscriber()
+    try:
+        assert second.client_id == first.client_id == f"pds-{installation}-provider-durable-{rule.id}"
+        wait_for(lambda: second.received >= 100, f"{second.received} of the 100 messages delivered")
+        assert second.registered == 100
+        assert count(rt.engine, DataFile) == 100 and count(rt.engine, Discovered) == 100
+        with Session(rt.engine) as session:
+            targets = session.exec(select(DataTransfer.target)).all()
+        assert sorted(targets) == [f"{feed}/f{i:03d}.bin" for i in range(100)]  # each once
+
+        publish_all()  # the same 100 again: delivered, and registered none
+        wait_for(lambda: second.received >= 200, f"{second.received - 100} of the 100 repeats delivered")
+        assert second.registered == 100
+        assert count(rt.engine, DataFile) == 100 and count(rt.engine, DataTransfer) == 100
+    finally:
+        second.stop()
+
+
+@pytest.mark.parametrize("rt", ["sqlite"], indirect=True)
+def test_the_subscriptions_flow_picks_up_what_was_published_while_it_restarted(rt, mosquitto, prefect_server):
+    import flows.subscription
+
+    host = HostCreate(
+        name="provider-restarts",
+        kind=HostKind.ACQUISITION,
+        protocol="http",
+        address="http://provider.example",
+        directory="/data",
+        options={"webdav": False, "mqtt_url": mosquitto.url},
+    )
+    feed = uuid.uuid4().hex
+    acquisition_setup(rt.engine, Source(host, None), directory=f"restarts/{feed}/#", listing_format="mqtt")
+
+    def run_flow() -> threading.Thread:
+        flows.subscription._stop.clear()
+        return in_thread(flows.subscription.subscriptions, max_runtime_seconds=120)
+
+    def stop_flow(thread: threading.Thread) -> None:
+        flows.subscription.request_stop()
+        thread.join(30)
+        assert not thread.is_alive()
+        flows.subscription._stop.clear()
+
+    first = run_flow()
+    try:
+        wait_for(  # the subscription is live once a message published now is registered
+            lambda: publish(mosquitto, f"restarts/{feed}/w", wis2_message(f"http://provider.example/data/{feed}/w", 1))
+            or count(rt.engine, Discovered) == 1,
+            "the subscription never registered a file",
+        )
+    finally:
+        stop_flow(first)
+    for i in range(20):
+        href = f"http://provider.example/data/{feed}/f{i:02d}.bin"
+        publish(mosquitto, f"restarts/{feed}/f{i:02d}", wis2_message(href, 10))
+    second = run_flow()
+    try:
+        wait_for(lambda: count(rt.engine, Discovered) == 21, "what was published meanwhile was not registered")
+        time.sleep(0.5)
+        assert count(rt.engine, DataTransfer) == 21
+    finally:
+        stop_flow(second)
+
+
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
@@ -172,3 +289,16 @@ def test_a_stac_item_message_publishes_the_item_as_its_provider_wrote_it(rt, ngi
     with Session(rt.engine) as session:
         assert session.get(StacItem, ("observations", "station-7-2026112312")).properties["qc"] == "passed"
         assert len(session.exec(select(DataFile)).all()) == 1
+
+
+def test_the_installation_name_is_stable_and_leaves_the_password_out():
+    from catalog.settings import Settings
+    from tasks.subscription import client_id
+
+    url = "postgresql+psycopg://pds:secret@db.example.org/pds"
+    named = Settings(database_url=url).resolved_installation_name()
+    assert named == Settings(database_url=url.replace("secret", "rotated")).resolved_installation_name()
+    assert named != Settings(database_url=url + "2").resolved_installation_name()
+    assert named.startswith("db") and len(named) == 10
+    assert Settings(database_url=url, installation_name="ops").resolved_installation_name() == "ops"
+    assert client_id("ops", "wis2 node/a", 7) == "pds-ops-wis2_node_a-7"
