@@ -24,15 +24,16 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Redirect
 from sqlmodel import Session as DbSession
+from sqlmodel import col, select
 
 from api.deployment_runs import PrefectUnavailable, list_deployments, start_run
 from api.deps import Id, database
 from api.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionSigner
 from blocks.registry import block_for, known_protocols
-from catalog import config, destination_history, monitoring, operations
+from catalog import config, data_users, destination_history, monitoring, operations
 from catalog.access import Access, Permission, Role, access_of
 from catalog.errors import InvalidInput, PdsError
-from catalog.models import DestinationBase, utcnow
+from catalog.models import DataUser, DestinationBase, utcnow
 from catalog.products import list_products, streams_of
 from catalog.sealing import SECRET_OPTION_PREFIX
 from catalog.settings import Settings
@@ -544,6 +545,121 @@ def _host_changes(host: Any, data: dict[str, str]) -> dict[str, Any]:
     return changes
 
 
+#: A data user's settings the monitor's form edits: text fields, then whole numbers (empty: no limit).
+DATA_USER_TEXT = ("description", "country_code")
+DATA_USER_NUMBERS = ("upload_quota_bytes", "download_quota_bytes", "quota_period_seconds", "max_connections")
+_NOT_ADMIN = "data users are administrators' business"
+
+
+def _data_user_view(session: DbSession, login: str) -> dict[str, Any]:
+    user = data_users.get_data_user(session, login)
+    account = data_users.account(session, login)
+    return {
+        "login": user.login,
+        "is_admin": user.is_admin,
+        "active": user.active,
+        **{name: getattr(account, name) for name in (*DATA_USER_TEXT, *DATA_USER_NUMBERS)},
+        "ssh_keys": len(data_users.public_keys(session, login)),
+        "grants": [
+            (g.destination_name or f"policy {g.policy_name}", g.operations) for g in data_users.grants(session, login)
+        ],
+    }
+
+
+@get("/datausers", sync_to_thread=True)
+def data_users_page(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """Every data user (administrators): role, state, quotas, grants."""
+    with database(state) as session:
+        viewer = _viewer(request, state, session)
+        if viewer is None:
+            return _to_login(request)
+        if not viewer.is_admin:
+            return _page("error.html", 403, error=_NOT_ADMIN, **_common(state, viewer, request))
+        logins = session.exec(select(DataUser.login).order_by(col(DataUser.login))).all()
+        users = [_data_user_view(session, login) for login in logins]
+    return _page("datausers.html", users=users, **_common(state, viewer, request))
+
+
+@get("/datausers/{login:str}", sync_to_thread=True)
+def data_user_page(login: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """One data user, with an administrator's forms to edit or delete it."""
+    with database(state) as session:
+        viewer = _viewer(request, state, session)
+        if viewer is None:
+            return _to_login(request)
+        if not viewer.is_admin:
+            return _page("error.html", 403, error=_NOT_ADMIN, **_common(state, viewer, request))
+        try:
+            user = _data_user_view(session, login)
+        except PdsError as exc:
+            return _page("error.html", 404, error=str(exc), **_common(state, viewer, request))
+    return _page(
+        "datauser.html", user=user, text=DATA_USER_TEXT, numbers=DATA_USER_NUMBERS, **_common(state, viewer, request)
+    )
+
+
+@post("/datausers/{login:str}/{action:str}", sync_to_thread=True, status_code=303)
+def data_user_action(
+    login: FromPath[str], action: FromPath[str], request: Request[Any, Any, Any], state: State, data: Form
+) -> Response[Any]:
+    """An administrator edits (`edit`) or deletes (`delete`) a data user; never its own account's
+    access (no one locks themselves out)."""
+    back = f"/monitor/datausers/{quote(login, safe='')}"
+    with database(state) as session:
+        checked = _authorise_action(request, state, session, data)  # administrators only
+        if isinstance(checked, Response):
+            return checked
+        try:
+            if action == "edit":
+                changes = _data_user_changes(_data_user_view(session, login), data)
+                if login == checked.login and False in (changes.get("active"), changes.get("is_admin")):
+                    raise InvalidInput("you cannot disable yourself or take away your own administrator role")
+                if not changes:
+                    raise InvalidInput("nothing changed")
+                data_users.update_data_user(session, login, changes)
+                shown = ", ".join("password" if k == "password" else f"{k} {v!r}" for k, v in sorted(changes.items()))
+                message = f"data user {login}: saved ({shown})"
+            elif action == "delete":
+                if login == checked.login:
+                    raise InvalidInput("you cannot delete yourself")
+                data_users.delete_data_user(session, login)
+                return Redirect(_with_message("/monitor/datausers", f"data user {login} deleted"), status_code=303)
+            else:
+                raise PdsError(f"no action {action!r}; known: edit, delete")
+        except (PdsError, sa.exc.SQLAlchemyError) as exc:
+            session.rollback()
+            message = f"data user {login}: {action} refused: {exc}"
+    return Redirect(_with_message(back, message), status_code=303)
+
+
+def _data_user_changes(current: dict[str, Any], data: dict[str, str]) -> dict[str, Any]:
+    """What the data user form changed: text as typed, numbers checked (empty: no limit), checkboxes
+    (absent when unticked), and a password only when one is typed."""
+    changes: dict[str, Any] = {}
+    for name in DATA_USER_TEXT:
+        if name in data and data[name].strip() != (current[name] or ""):
+            changes[name] = data[name].strip()
+    for name in DATA_USER_NUMBERS:
+        if name not in data:
+            continue
+        text = data[name].strip()
+        try:
+            value = int(text) if text else None
+        except ValueError:
+            raise InvalidInput(f"{name} must be a whole number, or empty for no limit") from None
+        if value is None and name == "quota_period_seconds":
+            raise InvalidInput("quota_period_seconds must be given")
+        if value != current[name]:
+            changes[name] = value
+    for name in ("active", "is_admin"):
+        ticked = data.get(name) == "on"
+        if ticked != current[name]:
+            changes[name] = ticked
+    if data.get("password"):
+        changes["password"] = data["password"]
+    return changes
+
+
 @post("/deployments/{deployment_id:str}/run", sync_to_thread=True, status_code=303)
 def run_deployment_now(
     deployment_id: FromPath[str], request: Request[Any, Any, Any], state: State, data: Form
@@ -578,6 +694,9 @@ monitor_router = Router(
         destination_action,
         host_page,
         host_action,
+        data_users_page,
+        data_user_page,
+        data_user_action,
     ],
     include_in_schema=False,
     # Pages and actions check the viewer's session themselves (a log-in page, not a 401, for a browser).

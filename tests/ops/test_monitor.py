@@ -348,3 +348,52 @@ def test_the_deployments_page_says_when_no_prefect_server_is_configured(client):
         page = client.get("/monitor/deployments")
     assert page.status_code == 200
     assert "no Prefect server is configured for the API (set PREFECT_API_URL)" in page.text
+
+
+def test_an_administrator_edits_and_deletes_a_data_user_from_the_monitor(client):
+    api = ("admin", "admin")
+    log_in(client, "op", "op-pw")
+    assert client.get("/monitor/datausers").status_code == 403  # an operator is no administrator
+    assert "Data users" not in client.get("/monitor").text
+
+    client.cookies.clear()
+    log_in(client)
+    listing = client.get("/monitor/datausers").text
+    assert 'id="datauser-viewer"' in listing and "site1: get,dir" in listing
+    page = client.get("/monitor/datausers/viewer").text
+    token = form_token(page)
+    form = {
+        "form_token": token,
+        "description": "the night shift",
+        "country_code": "",
+        "upload_quota_bytes": "1000000",
+        "download_quota_bytes": "",
+        "quota_period_seconds": "86400",
+        "max_connections": "3",
+        "password": "",
+        "active": "on",
+    }
+    r = client.post("/monitor/datausers/viewer/edit", data=form)
+    assert message_of(r).startswith("data user viewer: saved")
+    user = client.get("/datausers/viewer", auth=api).json()
+    assert (user["description"], user["upload_quota_bytes"], user["max_connections"]) == ("the night shift", 1000000, 3)
+    assert user["download_quota_bytes"] is None and user["active"] and not user["is_admin"]
+    assert client.get("/transfers", auth=("viewer", "viewer-pw")).status_code == 200  # the password stayed
+
+    r = client.post("/monitor/datausers/viewer/edit", data=form | {"max_connections": "many"})
+    assert "edit refused: max_connections must be a whole number" in message_of(r)
+    r = client.post("/monitor/datausers/viewer/edit", data=form | {"password": "new-pw-1"})
+    assert message_of(r) == "data user viewer: saved (password)"
+    assert client.get("/transfers", auth=("viewer", "new-pw-1")).status_code == 200
+    r = client.post("/monitor/datausers/viewer/edit", data={k: v for k, v in form.items() if k != "active"})
+    assert "active False" in message_of(r)
+    assert client.get("/transfers", auth=("viewer", "new-pw-1")).status_code == 401  # disabled
+
+    admin_form = {"form_token": token, "description": "", "quota_period_seconds": "86400"}  # unticked: not admin
+    r = client.post("/monitor/datausers/admin/edit", data=admin_form | {"active": "on"})
+    assert "you cannot disable yourself or take away your own administrator role" in message_of(r)
+    assert "you cannot delete yourself" in message_of(client.post("/monitor/datausers/admin/delete", data=form))
+
+    r = client.post("/monitor/datausers/viewer/delete", data={"form_token": token})
+    assert message_of(r) == "data user viewer deleted"
+    assert client.get("/datausers/viewer", auth=api).status_code == 404
