@@ -163,6 +163,7 @@ def attach_host(
 
     A destination has at most one proxy host (its continental mover): a new one replaces the old.
     """
+    kind = HostKind(kind)  # callers may give its value ("dissemination")
     get_destination(session, destination)
     get_host(session, host)
     existing = list_destination_hosts(session, destination, kind)
@@ -193,6 +194,7 @@ def detach_host(
     session: Session, destination: str, host: str, kind: HostKind, *, by: str = destination_history.SYSTEM
 ) -> None:
     """Remove `host` from `destination`'s hosts of `kind`; the others keep their order."""
+    kind = HostKind(kind)
     link = session.get(DestinationHost, (destination, host, kind))
     if link is None:
         raise NotFound(f"host {host!r} is not a {kind.value} host of {destination!r}")

@@ -253,6 +253,7 @@ def test_an_html_index_with_rounded_sizes_is_retrieved_whole(rt, nginx):
 EO = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 PROJECTION = "https://stac-extensions.github.io/projection/v1.2.0/schema.json"
 ALTERNATE = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
+AUTHENTICATION = "https://stac-extensions.github.io/authentication/v1.1.0/schema.json"
 SCENES = {  # id: (lower-left corner, 1°×2° footprint, datetime or (start, end), extra properties)
     "scene-0": ((5.0, 45.0), "2026-11-20T10:00:00Z", {"eo:cloud_cover": 5, "platform": "s2a"}),
     "scene-1": ((10.0, 50.0), "2026-11-21T10:30:00Z", {"eo:cloud_cover": 60, "proj:epsg": 32632}),
@@ -411,8 +412,11 @@ def test_a_static_stac_catalogue_is_harvested_as_the_provider_published_it(rt, n
         harvested = http.get(f"/stac/collections/scenes/items/{item_id}").json()
         assert harvested["geometry"] == expected["geometry"]
         assert harvested["bbox"] == expected["bbox"]
-        assert harvested["properties"] == expected["properties"]  # datetime or start/end, and the rest
-        assert set(expected["stac_extensions"]) | {ALTERNATE} <= set(harvested["stac_extensions"])
+        # datetime or start/end, and the rest; and, the collection being private, how to authenticate
+        schemes = harvested["properties"].pop("auth:schemes")
+        assert harvested["properties"] == expected["properties"]
+        assert {"basic", "bearer"} <= set(schemes)
+        assert set(expected["stac_extensions"]) | {ALTERNATE, AUTHENTICATION} <= set(harvested["stac_extensions"])
         if "proj:epsg" in expected["properties"]:
             assert PROJECTION in harvested["stac_extensions"]  # declared although the provider did not
         assert [k for k in harvested["links"] if k["rel"] == "license"] == [

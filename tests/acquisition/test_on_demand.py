@@ -35,6 +35,7 @@ from catalog.transfers import expire_due
 from tasks.discovery import discover_rule
 from tasks.retrieval import retrieve
 from tests.acquisition.conftest import Source, acquisition_setup, nginx_provider
+from tests.servers._common import wait_until
 
 PASSWORD = "pw-alice-1"
 NAMES = ("a.bin", "b.bin", "c.bin", "d.bin")
@@ -302,6 +303,13 @@ def test_on_demand_files_expire_like_any_other(world, served):
         _, body = read_until_served(client, "/portal/acq/a.bin")
         assert body == world.payloads["a.bin"]
         world.retriever.stop()
+
+        def pulled() -> bool:  # the API records the whole download once the body is out: soon, not at once
+            with Session(world.rt.engine) as session:
+                a = session.exec(select(DataTransfer).where(DataTransfer.target == "a.bin")).one()
+                return a.status == "Done"
+
+        wait_until(pulled, 30, "the download of a.bin to be recorded Done")
         with session_scope(world.rt.engine) as session:  # b.bin is never read; its lifetime ends
             transfer = session.exec(select(DataTransfer).where(DataTransfer.target == "b.bin")).one()
             transfer.expires_at = utcnow() - timedelta(seconds=1)

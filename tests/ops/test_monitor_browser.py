@@ -3,6 +3,7 @@ complete, follow its link to the Prefect run, and requeue a failed transfer afte
 
 from __future__ import annotations
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -10,8 +11,11 @@ from tests.servers._common import free_port
 
 
 def status_of(browser, transfer_id: int) -> str:
-    cells = browser.find_elements(By.CSS_SELECTOR, f"#transfer-{transfer_id} td.status")
-    return cells[0].text if cells else ""
+    try:
+        cells = browser.find_elements(By.CSS_SELECTOR, f"#transfer-{transfer_id} td.status")
+        return cells[0].text if cells else ""
+    except StaleElementReferenceException:  # the page reloaded between finding the cell and reading it
+        return ""
 
 
 def wait_for_status(browser, transfer_id: int, status: str, timeout: float = 120) -> None:
