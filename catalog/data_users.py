@@ -289,3 +289,22 @@ def s3_secret(session: Session, login: str, server_key: str) -> str | None:
         return _fernet(server_key).decrypt(acc.s3_secret.encode()).decode()
     except InvalidToken:
         return None
+
+
+def describe(session: Session, login: str) -> dict[str, Any]:
+    """A data user as the API and the monitor show it: role, state, account settings, whether it has
+    an S3 secret (never the secret), its SSH keys and its grants."""
+    user = get_data_user(session, login)
+    acc = account(session, login)
+    return {
+        "login": user.login,
+        "is_admin": user.is_admin,
+        "active": user.active,
+        **acc.model_dump(mode="json", exclude={"login", "s3_secret"}),
+        "has_s3_secret": acc.s3_secret is not None,
+        "ssh_keys": public_keys(session, login),
+        "grants": [
+            {"destination": g.destination_name, "policy": g.policy_name, "operations": g.operations}
+            for g in grants(session, login)
+        ],
+    }

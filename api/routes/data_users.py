@@ -8,7 +8,7 @@ from litestar import Router, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, Field
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from api.deps import database
 from catalog import data_users
@@ -46,42 +46,25 @@ class PolicyBody(BaseModel):
     comment: str = ""
 
 
-def _view(session: Session, login: str) -> dict[str, Any]:
-    user = data_users.get_data_user(session, login)
-    account = data_users.account(session, login)
-    return {
-        "login": user.login,
-        "is_admin": user.is_admin,
-        "active": user.active,
-        **account.model_dump(mode="json", exclude={"login", "s3_secret"}),
-        "has_s3_secret": account.s3_secret is not None,
-        "ssh_keys": data_users.public_keys(session, login),
-        "grants": [
-            {"destination": g.destination_name, "policy": g.policy_name, "operations": g.operations}
-            for g in data_users.grants(session, login)
-        ],
-    }
-
-
 @post("/", sync_to_thread=True)
 def create_data_user(data: JSONBody[DataUserCreate], state: State) -> dict[str, Any]:
     """Create a data user (a password login for HTTPS, FTP, SFTP; SSH keys for SFTP)."""
     with database(state) as session:
         data_users.create_data_user(session, DataUserSpec(**data.model_dump()))
-        return _view(session, data.login)
+        return data_users.describe(session, data.login)
 
 
 @get("/", sync_to_thread=True)
 def list_data_users(state: State) -> list[dict[str, Any]]:
     with database(state) as session:
         logins = session.exec(select(DataUser.login).order_by(col(DataUser.login))).all()
-        return [_view(session, login) for login in logins]
+        return [data_users.describe(session, login) for login in logins]
 
 
 @get("/{login:str}", sync_to_thread=True)
 def read_data_user(login: FromPath[str], state: State) -> dict[str, Any]:
     with database(state) as session:
-        return _view(session, login)
+        return data_users.describe(session, login)
 
 
 @patch("/{login:str}", sync_to_thread=True)
@@ -89,7 +72,7 @@ def update_data_user(login: FromPath[str], data: JSONBody[dict[str, Any]], state
     """Change a password, quotas, connections, description, active or is_admin."""
     with database(state) as session:
         data_users.update_data_user(session, login, data)
-        return _view(session, login)
+        return data_users.describe(session, login)
 
 
 @delete("/{login:str}", sync_to_thread=True, status_code=204)
@@ -105,7 +88,7 @@ def grant_destination(
     """Let the user do these operations at the destination (replaces an earlier grant there)."""
     with database(state) as session:
         data_users.grant(session, login, data.operations, destination=destination)
-        return _view(session, login)
+        return data_users.describe(session, login)
 
 
 @delete("/{login:str}/destinations/{destination:str}", sync_to_thread=True, status_code=204)
@@ -121,14 +104,14 @@ def grant_policy(
     """Let the user do these operations at every destination of the policy."""
     with database(state) as session:
         data_users.grant(session, login, data.operations, policy=policy)
-        return _view(session, login)
+        return data_users.describe(session, login)
 
 
 @post("/{login:str}/keys", sync_to_thread=True)
 def add_key(login: FromPath[str], data: JSONBody[KeyBody], state: State) -> dict[str, Any]:
     with database(state) as session:
         data_users.add_key(session, login, data.public_key)
-        return _view(session, login)
+        return data_users.describe(session, login)
 
 
 @post("/{login:str}/s3secret", sync_to_thread=True, status_code=201)

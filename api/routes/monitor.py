@@ -551,21 +551,6 @@ DATA_USER_NUMBERS = ("upload_quota_bytes", "download_quota_bytes", "quota_period
 _NOT_ADMIN = "data users are administrators' business"
 
 
-def _data_user_view(session: DbSession, login: str) -> dict[str, Any]:
-    user = data_users.get_data_user(session, login)
-    account = data_users.account(session, login)
-    return {
-        "login": user.login,
-        "is_admin": user.is_admin,
-        "active": user.active,
-        **{name: getattr(account, name) for name in (*DATA_USER_TEXT, *DATA_USER_NUMBERS)},
-        "ssh_keys": len(data_users.public_keys(session, login)),
-        "grants": [
-            (g.destination_name or f"policy {g.policy_name}", g.operations) for g in data_users.grants(session, login)
-        ],
-    }
-
-
 @get("/datausers", sync_to_thread=True)
 def data_users_page(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """Every data user (administrators): role, state, quotas, grants."""
@@ -576,7 +561,7 @@ def data_users_page(request: Request[Any, Any, Any], state: State) -> Response[A
         if not viewer.is_admin:
             return _page("error.html", 403, error=_NOT_ADMIN, **_common(state, viewer, request))
         logins = session.exec(select(DataUser.login).order_by(col(DataUser.login))).all()
-        users = [_data_user_view(session, login) for login in logins]
+        users = [data_users.describe(session, login) for login in logins]
     return _page("datausers.html", users=users, **_common(state, viewer, request))
 
 
@@ -590,7 +575,7 @@ def data_user_page(login: FromPath[str], request: Request[Any, Any, Any], state:
         if not viewer.is_admin:
             return _page("error.html", 403, error=_NOT_ADMIN, **_common(state, viewer, request))
         try:
-            user = _data_user_view(session, login)
+            user = data_users.describe(session, login)
         except PdsError as exc:
             return _page("error.html", 404, error=str(exc), **_common(state, viewer, request))
     return _page(
@@ -611,7 +596,7 @@ def data_user_action(
             return checked
         try:
             if action == "edit":
-                changes = _data_user_changes(_data_user_view(session, login), data)
+                changes = _data_user_changes(data_users.describe(session, login), data)
                 if login == checked.login and False in (changes.get("active"), changes.get("is_admin")):
                     raise InvalidInput("you cannot disable yourself or take away your own administrator role")
                 if not changes:
