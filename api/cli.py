@@ -156,7 +156,20 @@ def cmd_status(client: PdsClient, args: argparse.Namespace) -> None:
             + (f": {h['reason']}" if h["reason"] else "")
             for h in t["history"]
         ]
+        lines += [_attempt_line(a) for a in t.get("attempts", [])]
     _print(args, value, "\n".join(lines) or f"data file {args.id} has no transfers")
+
+
+def _attempt_line(a: dict[str, Any]) -> str:
+    """`  attempt 2 by mover-1 to host-a: 2026-... → 2026-... Requeued, 1024 bytes (why) run URL task URL`"""
+    ended = f"{a['ended_at']} {a['outcome']}" if a.get("ended_at") else "running"
+    runs = " ".join(
+        f"{kind} {a[key]}" for kind, key in (("run", "flow_run_url"), ("task", "task_run_url")) if a.get(key)
+    )
+    return (
+        f"  attempt {a['number']} by {a['mover']} to {a['host'] or '-'}: {a['started_at']} → {ended}, "
+        f"{a['bytes_sent']} bytes" + (f" ({a['error']})" if a.get("error") else "") + (f" {runs}" if runs else "")
+    )
 
 
 def _transfer_line(t: dict[str, Any]) -> str:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8440"
+#: A connection idle for longer is not reused for a streamed body (servers close idle connections after
+#: a few seconds; uvicorn after 5).
+STREAM_REUSE_SECONDS = 2.0
 UPLOAD_CHUNK = 1024 * 1024
 
 
@@ -80,6 +83,7 @@ class _Connection:
         self.https, self.host, self.port = url.scheme == "https", url.hostname, url.port
         self.prefix, self.timeout = url.path.rstrip("/"), timeout
         self._connection: http.client.HTTPConnection | None = None
+        self._idle_since = 0.0
 
     def _connect(self) -> http.client.HTTPConnection:
         import http.client
@@ -91,6 +95,12 @@ class _Connection:
     def request(self, method: str, path: str, headers: dict[str, str], body: bytes | Iterable[bytes] | None) -> _Answer:
         import http.client
 
+        streamed = not (body is None or isinstance(body, bytes))
+        if streamed and self._connection is not None and time.monotonic() - self._idle_since > STREAM_REUSE_SECONDS:
+            # A body read from an iterator cannot be sent again: rather than find out halfway through
+            # that the server closed the idle connection (uvicorn does after 5 s), start afresh.
+            self._connection.close()
+            self._connection = None
         reused = self._connection is not None
         connection = self._connection or self._connect()
         self._connection = None
@@ -102,7 +112,7 @@ class _Connection:
             connection.close()
             # A kept-alive connection the server closed while idle fails like this at once: send again on
             # a fresh one, unless a body (an iterator, perhaps half read) went out.
-            if reused and (body is None or isinstance(body, bytes)):
+            if reused and not streamed:
                 return self.request(method, path, headers, body)
             raise
         except (OSError, http.client.HTTPException):
@@ -111,7 +121,7 @@ class _Connection:
         if response.will_close:
             connection.close()
         else:
-            self._connection = connection
+            self._connection, self._idle_since = connection, time.monotonic()
         return answer
 
 

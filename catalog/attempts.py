@@ -41,6 +41,17 @@ def link_flow_run(session: Session, transfer_ids: Sequence[int], flow_run_id: st
     )
 
 
+def link_task_runs(session: Session, task_runs: dict[str, Sequence[int]]) -> None:
+    """The open attempts of each task run's transfers run in that Prefect task run."""
+    table = _table()
+    for task_run_id, transfer_ids in task_runs.items():
+        session.connection().execute(
+            sa.update(table)
+            .where(table.c.transfer_id.in_(list(transfer_ids)), table.c.ended_at.is_(None))
+            .values(task_run_id=task_run_id)
+        )
+
+
 def end(
     connection: sa.Connection,
     transfer_id: int,
@@ -69,8 +80,15 @@ def still_running(session: Session, transfer_id: int, number: int) -> bool:
     return row is not None and row[0] == TransferStatus.TRANSFERRING.value and row[1] == number
 
 
-def of_transfer(session: Session, transfer_id: int) -> list[AttemptPublic]:
+def of_transfer(session: Session, transfer_id: int, prefect_ui: str | None = None) -> list[AttemptPublic]:
+    """The transfer's attempts, first first; with `prefect_ui` (the Prefect UI's base URL), the links to
+    each attempt's flow run and task run there."""
     rows = session.exec(
         select(TransferAttempt).where(TransferAttempt.transfer_id == transfer_id).order_by(col(TransferAttempt.number))
     )
-    return [AttemptPublic.model_validate(row, from_attributes=True) for row in rows]
+    found = [AttemptPublic.model_validate(row, from_attributes=True) for row in rows]
+    if prefect_ui:
+        for a in found:
+            a.flow_run_url = f"{prefect_ui}/runs/flow-run/{a.flow_run_id}" if a.flow_run_id else None
+            a.task_run_url = f"{prefect_ui}/runs/task-run/{a.task_run_id}" if a.task_run_id else None
+    return found

@@ -343,6 +343,8 @@ class TransferAttempt(SQLModel, table=True):
     host: str | None = None
     flow_run_id: str | None = None
     """The Prefect flow run (a dispatch) that ran this attempt."""
+    task_run_id: str | None = None
+    """The Prefect task run (a send) of the attempt: a dispatch runs several claims, each its own task runs."""
     started_at: datetime = _created()
     ended_at: datetime | None = _time(nullable=True)
     bytes_sent: int = Field(default=0, sa_type=BYTES)
@@ -356,6 +358,11 @@ class AttemptPublic(SQLModel):
     mover: str
     host: str | None
     flow_run_id: str | None
+    task_run_id: str | None = None
+    flow_run_url: str | None = None
+    """The dispatch flow run in the Prefect UI."""
+    task_run_url: str | None = None
+    """The attempt's task run in the Prefect UI."""
     started_at: datetime
     ended_at: datetime | None
     bytes_sent: int

@@ -778,7 +778,7 @@ def recover(
 # --- Reading -----------------------------------------------------------------------------------
 
 
-def transfer_public(session: Session, transfer_id: int) -> DataTransferPublic:
+def transfer_public(session: Session, transfer_id: int, prefect_ui: str | None = None) -> DataTransferPublic:
     transfer = get_transfer(session, transfer_id)
     data_file = session.get(DataFile, transfer.data_file_id)
     history = session.exec(
@@ -814,5 +814,5 @@ def transfer_public(session: Session, transfer_id: int) -> DataTransferPublic:
             )
             for h in history
         ],
-        attempts=attempts.of_transfer(session, transfer_id),
+        attempts=attempts.of_transfer(session, transfer_id, prefect_ui),
     )

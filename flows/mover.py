@@ -3,8 +3,9 @@
 On start it recovers what a crash left Transferring (→ Interrupted → Queued), and while it runs it
 takes over the Transferring rows of any other mover that stopped beating. Then it polls the
 database (cheap, and a pushed file starts moving within `mover_poll_seconds`), claims about a
-second's worth of work at a time, and runs each claim as a `dispatch` subflow in its own thread, up to
-`mover_parallel` at once. A background thread records a heartbeat so other movers know it is alive.
+second's worth of work at a time, and hands each claim to a `dispatch` subflow that waits for work, or
+starts a new one in its own thread, up to `mover_parallel` at once (see `flows.dispatch.DispatchSlot`).
+A background thread records a heartbeat so other movers know it is alive.
 A mover name is held by one process at a time: a second start under a live mover's name is refused
 (see `catalog.mover_names`).
 A continental mover (`--proxy-host NAME`) serves only the destinations of that proxy host: it copies
@@ -43,7 +44,7 @@ from catalog.database import session_scope
 from catalog.lifecycle import fail_idle_uploads
 from catalog.mover_names import MoverNameTaken, keep_name, release_name, take_name, take_name_or_exit
 from catalog.transfers import claim_ids, expire_due, recover
-from flows.dispatch import dispatch, started_signal
+from flows.dispatch import DispatchSlot, current_slot, dispatch, started_signal
 from tasks import publishing
 from tasks.continental import pre_replication_pass
 from tasks.runtime import runtime
@@ -143,8 +144,6 @@ def mover(
     beat.start()
     publisher = _Publishing(name, PUBLISH_EVERY)
     publisher.start()
-    in_flight: set[Future[object]] = set()
-    without_heartbeats = _settings_without_heartbeats()
     counts = {"dispatches": 0, "transfers": 0, "recovered": len(recovered)}
     started = last_takeover = time.monotonic()
     last_copy = started - PRE_REPLICATION_EVERY  # the first pass at once
@@ -154,55 +153,37 @@ def mover(
     # beating while it finished sending would have its transfers taken over and sent twice.
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch") as pool:
-            while not _stop.is_set() and not beat.lost.is_set() and time.monotonic() - started < max_runtime:
-                in_flight = {f for f in in_flight if not f.done()}
-                claimed: list[int] = []
-                copy_due = time.monotonic() - last_copy > PRE_REPLICATION_EVERY
-                if proxy and copy_due and (copying is None or copying.done()):
-                    last_copy = time.monotonic()
-                    copying = pool.submit(contextvars.copy_context().run, pre_replication_pass, proxy, name)
-                if time.monotonic() - last_takeover > stale_after.total_seconds() / 2:
-                    last_takeover = time.monotonic()
-                    dead_runs = set()
-                    with session_scope(rt.engine) as session:
-                        taken = recover(session, name, stale_after=stale_after, only_stale=True, flow_runs=dead_runs)
-                    if taken:
-                        logger.warning("took over %d transfer(s) of a silent mover: %s", len(taken), taken)
-                        end_dead_runs(dead_runs, name)
-                        counts["recovered"] += len(taken)
-                    with session_scope(rt.engine) as session:
-                        idle = fail_idle_uploads(session, upload_idle, by=name)
-                    if idle:
-                        logger.warning("failed the uploads of data file(s) %s: nothing arrived for a while", idle)
-                if len(in_flight) < settings.mover_parallel:
-                    with session_scope(rt.engine) as session:
-                        expire_due(session, by=name)
-                        claimed = claim_ids(  # ids only: the dispatch loads what it needs
-                            session,
-                            name,
-                            CLAIM_FILES,
-                            max_bytes=CLAIM_BYTES,
-                            proxy_host=proxy,
-                            stale_after=stale_after,
-                        )
-                if claimed:
-                    # A copied context makes each dispatch a child run of this mover in the Prefect UI,
-                    # and carries the settings without flow-run heartbeats into it.
-                    with without_heartbeats:
-                        context = contextvars.copy_context()
-                    created = threading.Event()
-                    context.run(started_signal.set, created)
-                    dispatching = pool.submit(
-                        context.run, functools.partial(_dispatch_without_heartbeats, claimed, name)
-                    )
-                    in_flight.add(dispatching)
-                    _wait_until_created(created, dispatching)
-                    counts["dispatches"] += 1
-                    counts["transfers"] += len(claimed)
-                    continue
-                if stop_when_idle and not in_flight and (copying is None or copying.done()):
-                    break
-                time.sleep(settings.mover_poll_seconds)
+            dispatches = _Dispatches(pool, name, settings.mover_parallel)
+            try:
+                while not _stop.is_set() and not beat.lost.is_set() and time.monotonic() - started < max_runtime:
+                    claimed: list[int] = []
+                    copy_due = time.monotonic() - last_copy > PRE_REPLICATION_EVERY
+                    if proxy and copy_due and (copying is None or copying.done()):
+                        last_copy = time.monotonic()
+                        copying = pool.submit(contextvars.copy_context().run, pre_replication_pass, proxy, name)
+                    if time.monotonic() - last_takeover > stale_after.total_seconds() / 2:
+                        last_takeover = time.monotonic()
+                        counts["recovered"] += _take_over_silent_movers(name, stale_after, upload_idle)
+                    if dispatches.can_take():
+                        with session_scope(rt.engine) as session:
+                            expire_due(session, by=name)
+                            claimed = claim_ids(  # ids only: the dispatch loads what it needs
+                                session,
+                                name,
+                                CLAIM_FILES,
+                                max_bytes=CLAIM_BYTES,
+                                proxy_host=proxy,
+                                stale_after=stale_after,
+                            )
+                    if claimed:
+                        counts["dispatches"] += dispatches.hand_over(claimed)
+                        counts["transfers"] += len(claimed)
+                        continue
+                    if stop_when_idle and dispatches.idle() and (copying is None or copying.done()):
+                        break
+                    time.sleep(settings.mover_poll_seconds)
+            finally:
+                dispatches.close()
     finally:
         beat.stopped.set()
         publisher.stopped.set()
@@ -215,14 +196,88 @@ def mover(
     return counts
 
 
-def _wait_until_created(created: threading.Event, dispatching: Future[object]) -> None:
-    """Wait until a dispatch's flow run exists before the next one is created. Prefect numbers a
-    parent run's subflow runs with a counter that is not safe across threads: two dispatches created
-    at once could get the same number, and then the second joins the first one's flow run and waits
-    on it (seconds of stall, and one run shown for two dispatches). Creating one takes ~0.1 s."""
-    deadline = time.monotonic() + SUBFLOW_START_SECONDS
-    while not created.wait(0.02) and not dispatching.done() and time.monotonic() < deadline:
-        pass
+def _take_over_silent_movers(name: str, stale_after: timedelta, upload_idle: timedelta) -> int:
+    """Take over the Transferring rows of movers that stopped beating, and fail uploads that went
+    silent; the number of transfers taken over."""
+    rt, logger = runtime(), get_run_logger()
+    dead_runs: set[str] = set()
+    with session_scope(rt.engine) as session:
+        taken = recover(session, name, stale_after=stale_after, only_stale=True, flow_runs=dead_runs)
+    if taken:
+        logger.warning("took over %d transfer(s) of a silent mover: %s", len(taken), taken)
+        end_dead_runs(dead_runs, name)
+    with session_scope(rt.engine) as session:
+        idle = fail_idle_uploads(session, upload_idle, by=name)
+    if idle:
+        logger.warning("failed the uploads of data file(s) %s: nothing arrived for a while", idle)
+    return len(taken)
+
+
+class _Dispatches:
+    """The mover's dispatches in flight, each with the slot through which it takes further claims.
+
+    A claim goes to a dispatch that waits for work, else to a new dispatch while fewer than `parallel`
+    run. Prefect numbers a parent run's subflow runs with a counter that is not safe across threads:
+    two dispatches created at once could get the same number, and then the second joins the first
+    one's flow run and waits on it (seconds of stall, and one run shown for two dispatches). So one is
+    created at a time, and the mover goes on handing claims to waiting dispatches meanwhile (creating
+    a flow run takes from 0.1 s to several seconds on a busy machine).
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor, mover: str, parallel: int) -> None:
+        self.pool, self.mover, self.parallel = pool, mover, parallel
+        self.in_flight: dict[Future[object], DispatchSlot] = {}
+        self.creating: tuple[threading.Event, Future[object], float] | None = None
+        # Made once per mover run: building Prefect's settings costs about 0.1 s of CPU.
+        self.without_heartbeats = _settings_without_heartbeats()
+
+    def _prune(self) -> None:
+        self.in_flight = {f: slot for f, slot in self.in_flight.items() if not f.done()}
+
+    def _waiting(self) -> DispatchSlot | None:
+        self._prune()
+        return next((slot for slot in self.in_flight.values() if slot.waiting), None)
+
+    def _created(self) -> bool:
+        if self.creating is None:
+            return True
+        created, dispatching, deadline = self.creating
+        return created.is_set() or dispatching.done() or time.monotonic() > deadline
+
+    def can_take(self) -> bool:
+        """Whether a claim made now would start moving at once."""
+        return self._waiting() is not None or (len(self.in_flight) < self.parallel and self._created())
+
+    def hand_over(self, claimed: list[int]) -> int:
+        """Give the claim to a waiting dispatch, or start one for it; the number of dispatches started."""
+        waiting = self._waiting()
+        if waiting is not None and waiting.offer(claimed):
+            return 0
+        while not self._created():  # rare: the waiting one ended just now, while another is being created
+            time.sleep(0.02)
+        # A copied context makes each dispatch a child run of this mover in the Prefect UI, and carries
+        # the settings without flow-run heartbeats into it.
+        with self.without_heartbeats:
+            context = contextvars.copy_context()
+        created, slot = threading.Event(), DispatchSlot()
+        context.run(started_signal.set, created)
+        context.run(current_slot.set, slot)
+        dispatching = self.pool.submit(
+            context.run, functools.partial(_dispatch_without_heartbeats, claimed, self.mover)
+        )
+        self.in_flight[dispatching] = slot
+        self.creating = (created, dispatching, time.monotonic() + SUBFLOW_START_SECONDS)
+        return 1
+
+    def idle(self) -> bool:
+        """Whether every dispatch waits for work (none is sending)."""
+        self._prune()
+        return all(slot.waiting for slot in self.in_flight.values())
+
+    def close(self) -> None:
+        """The mover stops: dispatches waiting for work end now, busy ones after their claim."""
+        for slot in self.in_flight.values():
+            slot.close()
 
 
 def end_dead_runs(flow_run_ids: set[str], mover_name: str) -> None:

@@ -265,7 +265,7 @@ def transfer_page(transfer_id: Id, request: Request[Any, Any, Any], state: State
             return _to_login(request)
         try:
             viewer.access.transfer_destination(session, transfer_id)
-            transfer = transfer_public(session, transfer_id)
+            transfer = transfer_public(session, transfer_id, state.settings.resolved_prefect_ui_url())
         except PdsError as exc:
             return _page("error.html", 404, error=str(exc), **_common(state, viewer, request))
     return _page("transfer.html", transfer=transfer, **_common(state, viewer, request))

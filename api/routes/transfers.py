@@ -17,8 +17,15 @@ from catalog import operations
 from catalog.access import Permission
 from catalog.errors import InvalidInput, NotFound
 from catalog.models import DataFile, DataFilePublic, DataTransfer, DataTransferPublic
+from catalog.settings import Settings
 from catalog.statuses import TransferStatus
 from catalog.transfers import transfer_public
+
+
+def _prefect_ui(state: State) -> str:
+    """The Prefect UI, for the links of each attempt to its runs."""
+    settings: Settings = state.settings
+    return settings.resolved_prefect_ui_url()
 
 
 @get("/transfers/{transfer_id:int}", permission=Permission.READ, sync_to_thread=True)
@@ -26,7 +33,7 @@ def read_transfer(transfer_id: Id, request: Request[Any, Any, Any], state: State
     """A transfer with its status and the history of every status change."""
     with database(state) as session:
         request_access(request).transfer_destination(session, transfer_id)
-        return transfer_public(session, transfer_id)
+        return transfer_public(session, transfer_id, _prefect_ui(state))
 
 
 @get("/transfers", permission=Permission.READ, sync_to_thread=True)
@@ -55,7 +62,8 @@ def list_transfers(
     if data_file_id is not None:
         query = query.where(DataTransfer.data_file_id == data_file_id)
     with database(state) as session:
-        return [transfer_public(session, tid) for tid in session.exec(query) if tid is not None]
+        ui = _prefect_ui(state)
+        return [transfer_public(session, tid, ui) for tid in session.exec(query) if tid is not None]
 
 
 class Operation(BaseModel):
@@ -110,7 +118,7 @@ def operate(
         access = request_access(request)
         access.require_operator(access.transfer_destination(session, transfer_id))
         _operate(session, transfer_id, operation, data or Operation(), request.user.login)
-        return transfer_public(session, transfer_id)
+        return transfer_public(session, transfer_id, _prefect_ui(state))
 
 
 @get("/datafiles/{data_file_id:int}", permission=Permission.READ, sync_to_thread=True)

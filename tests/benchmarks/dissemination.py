@@ -23,9 +23,10 @@
    `--sftp-disable-hashcheck`; rclone's default runs beside it in the first `--unfair-rounds`
    round(s) (default 1, 0 to skip it: it is about 40 times slower), labelled NOT FAIR. Over S3,
    `rclone copy` sends one PUT per file, as pds does.
-2. Push latency: starts `pds up` (its own Prefect server, API and mover), pushes `--pushes` small files
-   one after another through the API, and prints p50/p99 of push start → Transferring, read from each
-   transfer's history (target p50 ≤ 1 s, p99 ≤ 3 s).
+2. Push latency: starts `pds up` (its own Prefect server, API and mover), keeps the mover busy with
+   other work (4 MiB files pushed one after another to a second destination, which may run 2 at once),
+   pushes `--pushes` small files one after another through the API, and prints p50/p99 of push start →
+   Transferring, read from each transfer's history (target p50 ≤ 0.5 s, p99 ≤ 2 s).
 """
 
 from __future__ import annotations
@@ -150,10 +151,17 @@ def rclone_copy(source: Path, remote: str, flags: list[str]) -> tuple[float, flo
     return time.perf_counter() - started, children_cpu() - cpu
 
 
-def push_latency(root: Path, pushes: int) -> list[float]:
-    """Seconds from the start of each push (its transfer's creation) to the mover's claim."""
+#: The other work the mover is busy with while the pushes are timed: files of this size pushed one
+#: after another to a second destination, sent by the same mover.
+BUSY_FILE_BYTES = 4 * 1024 * 1024
+
+
+def push_latency(root: Path, pushes: int) -> tuple[list[float], int]:
+    """Seconds from the start of each push (its transfer's creation) to the mover's claim, while the
+    mover also sends a stream of larger files to another destination; and how many of those it sent."""
     import httpx
 
+    from api.client import PdsClient
     from tests.servers._common import wait_until
     from tests.test_embedded import Stack, mover_running
 
@@ -173,15 +181,30 @@ def push_latency(root: Path, pushes: int) -> list[float]:
             log=root / "pds-up.log",
         )
         client = stack.client
-        client.create_destination("latency", max_parallel_transfers=100)
-        client.create_host("latency-host", "file", address=str(root / "site"))
-        client.attach_host("latency", "latency-host")
-        sample = root / "sample.bin"
+        for name in ("latency", "busy"):
+            client.create_destination(name, max_parallel_transfers=100 if name == "latency" else 2)
+            client.create_host(f"{name}-host", "file", address=str(root / f"site-{name}"))
+            client.attach_host(name, f"{name}-host")
+        sample, large = root / "sample.bin", root / "busy.bin"
         sample.write_bytes(os.urandom(1024))
+        large.write_bytes(os.urandom(BUSY_FILE_BYTES))
+        timing = threading.Event()
+        busy: list[int] = []
+
+        def keep_busy() -> None:
+            other = PdsClient(stack.api_url, user="admin", password="admin")  # a client per thread
+            while not timing.is_set():
+                busy.append(other.push(large, "busy", f"b{len(busy):05}.bin")["transfers"][0]["id"])
+
+        pusher = threading.Thread(target=keep_busy, daemon=True)
+        pusher.start()
+        wait_until(lambda: len(busy) >= 4, 60, "the mover to be busy")
         ids = []
         for i in range(pushes):
             ids.append(client.push(sample, "latency", f"p{i:04}.bin")["transfers"][0]["id"])
             time.sleep(0.05)  # pushes arrive one by one, as products do
+        timing.set()
+        pusher.join(60)
         latencies = []
         for tid in ids:
             wait_until(lambda: client.transfer(tid)["status"] == "Done", 120, f"transfer {tid}")  # noqa: B023
@@ -189,7 +212,8 @@ def push_latency(root: Path, pushes: int) -> list[float]:
             created = datetime.fromisoformat(history[0]["at"])
             claimed = datetime.fromisoformat(next(h["at"] for h in history if h["to_status"] == "Transferring"))
             latencies.append((claimed - created).total_seconds())
-        return latencies
+        wait_until(lambda: client.transfer(busy[-1])["status"] == "Done", 300, "the other work")
+        return latencies, len(busy)
     finally:
         stack.process.send_signal(2)
         stack.process.wait(60)
@@ -315,18 +339,22 @@ def main() -> None:
     print("flow run ended) adds the mover's own polling to pds's time")
     results.print()
     if args.pushes:
-        latencies = sorted(push_latency(root, args.pushes))
+        latencies, busy = push_latency(root, args.pushes)
+        latencies.sort()
         p50 = statistics.median(latencies)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         print(
             f"push → Transferring over {len(latencies)} pushes: p50 {p50:.2f} s, p99 {p99:.2f} s, "
-            f"max {latencies[-1]:.2f} s (targets p50 ≤ 1 s, p99 ≤ 3 s)"
+            f"max {latencies[-1]:.2f} s, while the mover sent {busy} files of {BUSY_FILE_BYTES >> 20} MiB to another "
+            "destination (targets p50 ≤ 0.5 s, p99 ≤ 2 s)"
         )
         results.extra["push_to_transferring_seconds"] = {
             "pushes": len(latencies),
             "p50": p50,
             "p99": p99,
             "max": latencies[-1],
+            "busy_files": busy,
+            "busy_file_bytes": BUSY_FILE_BYTES,
         }
     results.save()
 

@@ -1,6 +1,6 @@
 """Attempts through the mover, against the test OpenSSH server: a stalled connection frees its slot
 within the host's timeout, a stop cuts an attempt that is moving bytes, and every attempt can be
-followed (its Prefect flow run, host, times, bytes and error)."""
+followed (its Prefect flow run and task run, host, times, bytes and error)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import pytest
+from prefect.client.orchestration import get_client
 
 from catalog.database import session_scope
 from catalog.models import HostCreate
@@ -134,7 +136,7 @@ def test_a_stop_cuts_an_attempt_that_is_moving_bytes(rt, sshd):
     print(f"\ntemporary file removed {removed_after:.2f} s after the stop")
 
 
-def test_each_failing_attempt_is_its_own_flow_run(rt, sshd):
+def test_each_failing_attempt_is_its_own_task_run_in_a_linked_flow_run(rt, sshd):
     # Nothing listens on the port: each attempt fails at once; the destination allows three starts.
     refused = sftp_host(sshd, "refusing", f"127.0.0.1:{free_port()}")
     once(rt, "refusing", refused, max_starts=3)
@@ -144,8 +146,13 @@ def test_each_failing_attempt_is_its_own_flow_run(rt, sshd):
     assert transfer.status == "Failed", transfer
     attempts = transfer.attempts
     assert [a.number for a in attempts] == [1, 2, 3]
-    runs = {a.flow_run_id for a in attempts}
-    assert None not in runs and len(runs) == 3, "each attempt names the dispatch flow run that ran it"
+    tasks = {a.task_run_id for a in attempts}
+    assert None not in tasks and len(tasks) == 3, "each attempt names the task run that ran it"
+    with get_client(sync_client=True) as prefect:
+        for a in attempts:  # the task run exists in Prefect, within the dispatch flow run the attempt names
+            assert a.flow_run_id is not None
+            assert str(prefect.read_task_run(UUID(a.task_run_id)).flow_run_id) == a.flow_run_id
+            assert prefect.read_flow_run(UUID(a.flow_run_id)).name.startswith("dispatch refused-mover")
     for a in attempts:
         assert a.host == "refusing" and a.mover == "refused-mover" and a.ended_at >= a.started_at
         assert "cannot reach host refusing" in a.error
