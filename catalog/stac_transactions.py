@@ -93,13 +93,11 @@ def proxied_item(
 def write_item(session: Session, body: dict[str, Any], collection_id: str, *, mode: str, public_url: str) -> StacItem:
     """Check, keep and register one item written through the Transactions extension.
 
-    `mode` as `catalog.inventory.put_item` takes it (`create`, `replace`). A malformed item is
-    refused before anything is registered; the caller's transaction holds both the item and the
-    proxy's registrations, so a refused item leaves neither behind.
+    `mode` as `catalog.inventory.put_item` takes it (`create`, `replace`). The caller's transaction
+    holds both the item and the proxy's registrations, so a refused item leaves neither behind.
     """
     if not isinstance(body, dict):
         raise InvalidInput(f"an item is a JSON object, not {type(body).__name__}")
-    item_row(body, collection_id)  # refuse a malformed item as it was sent
     item_id = check_id(body.get("id"), "item")
     previous = session.get(StacItem, (collection_id, item_id))
     before = {key: upstream_of(asset) for key, asset in (previous.assets if previous is not None else {}).items()}
