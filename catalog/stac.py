@@ -248,9 +248,17 @@ def provider_stac(data_file: DataFile) -> dict[str, Any] | None:
     return None
 
 
-def _proxiable(key: str, href: str) -> bool:
+def proxiable(key: str, href: str) -> bool:
     """Whether the proxy can serve the asset: a key fit for a URL path, an upstream it can fetch."""
     return bool(key) and "/" not in key and key not in (".", "..") and href.startswith(("http://", "https://", "s3://"))
+
+
+def with_upstream(asset: dict[str, Any], proxy_href: str, upstream: str) -> dict[str, Any]:
+    """The asset served by the proxy at `proxy_href`, its upstream kept as the alternate `upstream`
+    (alternate-assets extension) beside any other alternates it has."""
+    alternates = dict(asset.get("alternate") or {})
+    alternates["upstream"] = {**(alternates.get("upstream") or {}), "href": upstream}
+    return asset | {"href": proxy_href, "alternate": alternates}
 
 
 def provider_item(
@@ -274,10 +282,8 @@ def provider_item(
     assets: dict[str, Any] = {}
     for key, asset in (source.get("assets") or {}).items():
         href = str(asset.get("href", ""))
-        if _proxiable(key, href):
-            alternates = dict(asset.get("alternate") or {})
-            alternates["upstream"] = {**(alternates.get("upstream") or {}), "href": href}
-            asset = asset | {"href": f"{base}/{key}", "alternate": alternates}
+        if proxiable(key, href):
+            asset = with_upstream(asset, f"{base}/{key}", href)
             upstreams[key] = href
         assets[key] = asset
     body = source | {"collection": publication.collection_id, "assets": assets, "links": source.get("links") or []}

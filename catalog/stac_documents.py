@@ -106,6 +106,29 @@ def _protected(document: dict[str, Any], schemes: dict[str, dict[str, str]], *, 
         }
 
 
+def unprotected(item: dict[str, Any], schemes: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """An item sent back as a protected view showed it, without what that view added (`_protected`):
+    the schemes in its properties, each proxied asset's `auth:refs` and the extension's schema, when
+    they are exactly what pds would add; anything else the writer wrote about authentication stays."""
+    properties = dict(item.get("properties") or {})
+    if properties.get("auth:schemes") == schemes:
+        del properties["auth:schemes"]
+    refs = sorted(schemes)
+    assets = {
+        name: {k: v for k, v in asset.items() if k != "auth:refs"}
+        if isinstance(asset, dict) and "/proxy/" in str(asset.get("href", "")) and asset.get("auth:refs") == refs
+        else asset
+        for name, asset in (item.get("assets") or {}).items()
+    }
+    result = item | {"properties": properties, "assets": assets}
+    still_used = "auth:schemes" in properties or any(
+        isinstance(a, dict) and any(str(k).startswith("auth:") for k in a) for a in assets.values()
+    )
+    if not still_used and AUTHENTICATION in (item.get("stac_extensions") or []):
+        result["stac_extensions"] = [url for url in item["stac_extensions"] if url != AUTHENTICATION]
+    return result
+
+
 def collection_document(
     collection: StacCollection, base: str, auth: dict[str, dict[str, str]] | None = None
 ) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from litestar import Request, Response, Router, delete, get, post, put
+from litestar import Request, Response, Router, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException
 from litestar.params import FromPath, JSONBody
@@ -23,10 +23,10 @@ from api.auth import CHALLENGE, request_access
 from api.deps import database
 from api.proxy_auth import Unauthorized, may_read
 from api.routes.proxy import proxy_service
-from catalog import inventory, stac, stac_documents
+from catalog import inventory, stac, stac_documents, stac_transactions
 from catalog.access import Permission
 from catalog.errors import InvalidInput, NotFound
-from catalog.proxy import ProxyDataset
+from catalog.proxy import ProxyDataset, remove_stale_cache_files
 from catalog.stac_search import SearchRequest, search, unknown_collections
 
 GEOJSON = stac_documents.GEOJSON
@@ -290,17 +290,25 @@ def remove_collection(collection_id: FromPath[str], state: State) -> None:
 def create_items(
     collection_id: FromPath[str], data: JSONBody[dict[str, Any]], request: Request[Any, Any, Any], state: State
 ) -> Response[Any]:
-    """One Item (201 with the item) or a FeatureCollection of items (201 with their ids)."""
-    base = _base(request, state)
+    """One Item (201 with the item) or a FeatureCollection of items (201 with their ids); each asset
+    the proxy can fetch is served through it at once (`catalog.stac_transactions`)."""
+    public_url = state.settings.resolved_public_url()
     with database(state) as session:
         if data.get("type") == "FeatureCollection":
             ids = []
             for feature in data.get("features") or []:
-                row = inventory.put_item(session, inventory.item_row(feature, collection_id), mode="create")
+                row = stac_transactions.write_item(
+                    session, _as_written(feature, state), collection_id, mode="create", public_url=public_url
+                )
                 ids.append(row.id)
-            return _json({"created": ids}, status_code=201)
-        row = inventory.put_item(session, inventory.item_row(data, collection_id), mode="create")
-        return _json(stac_documents.item_document(row, base), GEOJSON, status_code=201)
+            answer = _json({"created": ids}, status_code=201)
+        else:
+            row = stac_transactions.write_item(
+                session, _as_written(data, state), collection_id, mode="create", public_url=public_url
+            )
+            answer = _json(stac_documents.item_document(row, _base(request, state)), GEOJSON, status_code=201)
+    _remove_stale(session, state)
+    return answer
 
 
 @put("/collections/{collection_id:str}/items/{item_id:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
@@ -314,8 +322,58 @@ def replace_item(
     if data.get("id", item_id) != item_id:
         raise InvalidInput(f"the body's id {data.get('id')!r} is not the item {item_id!r} of the URL")
     with database(state) as session:
-        row = inventory.put_item(session, inventory.item_row(data | {"id": item_id}, collection_id), mode="replace")
-        return _json(stac_documents.item_document(row, _base(request, state)), GEOJSON)
+        row = stac_transactions.write_item(
+            session,
+            _as_written(data | {"id": item_id}, state),
+            collection_id,
+            mode="replace",
+            public_url=state.settings.resolved_public_url(),
+        )
+        answer = _json(stac_documents.item_document(row, _base(request, state)), GEOJSON)
+    _remove_stale(session, state)
+    return answer
+
+
+@patch("/collections/{collection_id:str}/items/{item_id:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
+def update_item(
+    collection_id: FromPath[str],
+    item_id: FromPath[str],
+    data: JSONBody[dict[str, Any]],
+    request: Request[Any, Any, Any],
+    state: State,
+) -> Response[Any]:
+    """Change part of an item: the body is a JSON Merge Patch (RFC 7396) of the item as it is served."""
+    if data.get("id", item_id) != item_id:
+        raise InvalidInput(f"the patch's id {data.get('id')!r} is not the item {item_id!r} of the URL")
+    base = _base(request, state)
+    with database(state) as session:
+        current = stac_documents.item_document(inventory.get_item(session, collection_id, item_id), base)
+        patched = stac_transactions.merge_patch(current, data)
+        if not isinstance(patched, dict):
+            raise InvalidInput("a patch of an item is a JSON object")
+        row = stac_transactions.write_item(
+            session,
+            _as_written(patched, state),
+            collection_id,
+            mode="replace",
+            public_url=state.settings.resolved_public_url(),
+        )
+        answer = _json(stac_documents.item_document(row, base), GEOJSON)
+    _remove_stale(session, state)
+    return answer
+
+
+def _as_written(item: Any, state: State) -> Any:
+    """An item to keep: a protected collection's view (how to authenticate) is not stored with it."""
+    if not isinstance(item, dict):
+        return item
+    return stac_documents.unprotected(item, stac_documents.auth_schemes(state.settings.oidc_issuer))
+
+
+def _remove_stale(session: Session, state: State) -> None:
+    """Cached copies of an upstream an item no longer names go once the item naming the new one is
+    committed (the proxy notices a removed file and fetches the new upstream at the next request)."""
+    remove_stale_cache_files(session, state.settings.resolved_proxy_cache_dir())
 
 
 @delete(
@@ -403,6 +461,7 @@ stac_router = Router(
         remove_collection,
         create_items,
         replace_item,
+        update_item,
         remove_item,
         publish_destination,
         read_publication,

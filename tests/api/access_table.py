@@ -104,6 +104,13 @@ TABLE: tuple[Row, ...] = (
         json={},
     ),
     Row(
+        "PATCH",
+        "/stac/collections/{collection_id}/items/{item_id}",
+        "/stac/collections/none/items/i",
+        configure(404),
+        json={},
+    ),
+    Row(
         "DELETE", "/stac/collections/{collection_id}/items/{item_id}", "/stac/collections/none/items/i", configure(404)
     ),
     Row("GET", "/stac/publications/{destination}", "/stac/publications/site2", (401, 404, 404, 404, 404)),

@@ -485,6 +485,7 @@ def test_items_of_a_protected_collection_say_how_to_authenticate(client, proxy_a
         _stac_collection(client, collection_id)
         item = client.get(f"/stac/collections/{collection_id}/items/{collection_id}-1", headers=ADMIN).json()
         item["assets"]["proxied"] = {"href": f"http://testserver/proxy/{collection_id}/{collection_id}-1/data"}
+        item["assets"]["notes"] = {"href": "notes.txt"}  # relative: not served by the proxy
         url = f"/stac/collections/{collection_id}/items/{collection_id}-1"
         assert client.put(url, json=item, headers=ADMIN).status_code == 200
     assert client.put("/proxied-collections/open", json={"public": True}, headers=ADMIN).status_code == 200
@@ -509,7 +510,8 @@ def test_items_of_a_protected_collection_say_how_to_authenticate(client, proxy_a
         "description": "a pds data user's login and password",
     }
     assert closed["assets"]["proxied"]["auth:refs"] == ["basic", "bearer", "oidc"]
-    assert "auth:refs" not in closed["assets"]["data"]  # served elsewhere: not the proxy's to say
+    assert closed["assets"]["data"]["auth:refs"] == ["basic", "bearer", "oidc"]  # its upstream, proxied
+    assert "auth:refs" not in closed["assets"]["notes"]  # served elsewhere: not the proxy's to say
     found = client.post("/stac/search", json={"collections": ["closed"]}, headers=bob).json()["features"]
     assert found[0]["properties"]["auth:schemes"] == closed["properties"]["auth:schemes"]
     collection = client.get("/stac/collections/closed", headers=bob).json()
@@ -520,3 +522,125 @@ def test_items_of_a_protected_collection_say_how_to_authenticate(client, proxy_a
     assert AUTHENTICATION not in opened["stac_extensions"]
     # What is stored is unchanged: a protected view is made for each answer.
     assert "auth:refs" not in client.get("/stac/collections/open/items/open-1").json()["assets"]["proxied"]
+
+
+def _transactions_collection(client, collection_id="tx"):
+    body = {
+        "type": "Collection",
+        "id": collection_id,
+        "stac_version": "1.0.0",
+        "description": "written through the Transactions extension",
+        "license": "CC-BY-4.0",
+        "links": [],
+        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
+    }
+    assert client.post("/stac/collections", json=body, headers=ADMIN).status_code == 201
+
+
+def _transactions_item(item_id, assets):
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "geometry": {"type": "Point", "coordinates": [10, 50]},
+        "bbox": [10, 50, 10, 50],
+        "properties": {"datetime": "2026-12-01T10:00:00Z"},
+        "links": [],
+        "assets": assets,
+    }
+
+
+def test_an_item_written_through_transactions_is_served_by_the_proxy(client, proxy_app, upstream):
+    href = upstream.add("scene.tif", DATA)
+    public = proxy_app.state.settings.resolved_public_url()
+    _transactions_collection(client)
+    assert client.put("/proxied-collections/tx", json={"sync_wait_seconds": 0}, headers=ADMIN).status_code == 200
+    borrowed = f"{public}/proxy/other/item9/data"  # another item's asset at this pds's proxy
+    item = _transactions_item(
+        "scene1",
+        {
+            "visual": {
+                "href": href,
+                "type": "image/tiff",
+                "file:size": len(DATA),
+                "alternate": {"mirror": {"href": "s3://mirror/scene.tif"}},
+            },
+            "readme": {"href": "docs/readme.txt"},
+            "borrowed": {"href": borrowed},
+            "archive": {"href": "ftp://archive.example/scene.tif"},
+        },
+    )
+    created = client.post("/stac/collections/tx/items", json=item, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    assets = created.json()["assets"]
+    assert assets["visual"]["href"] == f"{public}/proxy/tx/scene1/visual"
+    assert assets["visual"]["alternate"]["upstream"]["href"] == href
+    assert assets["visual"]["alternate"]["mirror"] == {"href": "s3://mirror/scene.tif"}  # the writer's, kept
+    assert assets["visual"]["file:size"] == len(DATA) and assets["visual"]["type"] == "image/tiff"
+    assert assets["readme"] == {"href": "docs/readme.txt"}  # not fetchable by the proxy: as given
+    assert assets["archive"] == {"href": "ftp://archive.example/scene.tif"}
+    assert assets["borrowed"] == {"href": borrowed}  # already at the proxy: not wrapped again
+    assert "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json" in created.json()["stac_extensions"]
+    served = client.get("/stac/collections/tx/items/scene1", headers=ADMIN).json()["assets"]
+    # as stored; a reader is also told how to authenticate to the proxied ones (the collection is private)
+    assert {k: {f: v for f, v in a.items() if f != "auth:refs"} for k, a in served.items()} == assets
+    assert "auth:refs" in served["visual"] and "auth:refs" not in served["readme"]
+
+    url = "/proxy/tx/scene1/visual"
+    assert client.get(url, headers=ADMIN).status_code == 202
+    assert run_fetcher(proxy_app) == 1
+    assert client.get(url, headers=ADMIN).content == DATA
+    assert client.get("/proxy/tx/scene1/readme", headers=ADMIN).status_code == 404
+    with session_scope(proxy_app.state.engine) as session:
+        assert get_asset(session, "other", "item9", "data") is None
+
+    # Sent back as pds served it: the upstream, the registration and the cached copy stay.
+    again = client.put("/stac/collections/tx/items/scene1", json=created.json(), headers=ADMIN)
+    assert again.status_code == 200, again.text
+    assert again.json()["assets"]["visual"] == assets["visual"]
+    assert client.get(url, headers=ADMIN).content == DATA
+    assert upstream.gets["/scene.tif"] == 1
+
+    # A patch giving the asset a new href: registered again, the old cached copy dropped.
+    moved = upstream.add("scene-v2.tif", DATA[::-1])
+    patched = client.patch(
+        "/stac/collections/tx/items/scene1", json={"assets": {"visual": {"href": moved}}}, headers=ADMIN
+    )
+    assert patched.status_code == 200, patched.text
+    visual = patched.json()["assets"]["visual"]
+    assert visual["href"] == f"{public}/proxy/tx/scene1/visual"
+    assert visual["alternate"]["upstream"]["href"] == moved
+    assert visual["alternate"]["mirror"] == {"href": "s3://mirror/scene.tif"}
+    assert patched.json()["assets"]["readme"] == {"href": "docs/readme.txt"}  # the rest of the item is kept
+    assert not list(proxy_app.state.settings.resolved_proxy_cache_dir().rglob("visual"))
+    time.sleep(1.2)  # the proxy looks at a file it serves again after a second
+    # A reader that was served the old copy is held while the new one is fetched (up to
+    # proxy_rewait_seconds); here the fetcher runs only after the answer, so it is held briefly.
+    proxy_app.state.settings.proxy_rewait_seconds = 0.5
+    assert client.get(url, headers=ADMIN).status_code == 202
+    assert run_fetcher(proxy_app) == 1
+    assert client.get(url, headers=ADMIN).content == DATA[::-1]
+    assert upstream.gets["/scene-v2.tif"] == 1
+
+
+def test_a_transaction_that_would_lose_what_the_writer_wrote_is_refused(client, proxy_app, upstream):
+    href = upstream.add("scene.tif", DATA)
+    _transactions_collection(client)
+    # The writer's own alternate "upstream" names another copy: taking the name would drop it.
+    item = _transactions_item(
+        "scene1", {"visual": {"href": href, "alternate": {"upstream": {"href": "https://elsewhere.example/x.tif"}}}}
+    )
+    refused = client.post("/stac/collections/tx/items", json=item, headers=ADMIN)
+    assert refused.status_code == 400
+    assert "rename that alternate" in refused.json()["reason"]
+    assert client.get("/stac/collections/tx/items/scene1", headers=ADMIN).status_code == 404
+    with session_scope(proxy_app.state.engine) as session:
+        assert get_asset(session, "tx", "scene1", "visual") is None
+    # A malformed item in a batch: nothing of the batch is kept or registered.
+    good = _transactions_item("good", {"data": {"href": href}})
+    bad = _transactions_item("bad", {"data": {"href": href}}) | {"geometry": {"type": "Point"}}
+    batch = {"type": "FeatureCollection", "features": [good, bad]}
+    assert client.post("/stac/collections/tx/items", json=batch, headers=ADMIN).status_code == 400
+    assert client.get("/stac/collections/tx/items/good", headers=ADMIN).status_code == 404
+    with session_scope(proxy_app.state.engine) as session:
+        assert get_asset(session, "tx", "good", "data") is None

@@ -8,6 +8,7 @@ import asyncio
 import re
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -20,6 +21,7 @@ from catalog.database import migrate, session_scope
 from catalog.models import Host, utcnow
 from catalog.proxy import get_asset, register_asset, set_policy
 from tasks import runtime as runtime_module
+from tests.api.conftest import ADMIN
 from tests.servers._common import free_port, wait_until
 from tests.servers.upstream import UpstreamServer
 
@@ -257,3 +259,46 @@ def test_presigned_redirect_lets_gdal_read_ranges_from_s3_directly(live, s3_serv
     assert overview.shape == (128, 128)
     asset_requests = [s for m, p, s in live.log if p == "/proxy/s2p/item1/visual"]
     assert asset_requests == [302]  # every later range went to S3 with the presigned URL
+
+
+def test_gdal_reads_the_asset_of_an_item_written_through_transactions(live, upstream, tmp_path):
+    """An item POSTed through STAC Transactions: GDAL reads its asset through the proxy at once, and
+    pystac-client sees the provider's href kept as the asset's alternate."""
+    from pystac_client import Client
+
+    cog = make_cog(tmp_path / "scene.tif")
+    href = upstream.add("tx-scene.tif", cog.read_bytes())
+    admin = ("admin", "admin")
+    collection = {
+        "type": "Collection",
+        "id": "tx",
+        "stac_version": "1.0.0",
+        "description": "written through the Transactions extension",
+        "license": "CC-BY-4.0",
+        "links": [],
+        "extent": {"spatial": {"bbox": [[0, 0, 11, 11]]}, "temporal": {"interval": [[None, None]]}},
+    }
+    assert httpx.post(f"{live.url}/stac/collections", json=collection, auth=admin).status_code == 201
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "scene1",
+        "geometry": {"type": "Point", "coordinates": [5, 5]},
+        "bbox": [5, 5, 5, 5],
+        "properties": {"datetime": "2026-12-01T10:00:00Z"},
+        "links": [],
+        "assets": {"visual": {"href": href, "type": "image/tiff; application=geotiff"}},
+    }
+    created = httpx.post(f"{live.url}/stac/collections/tx/items", json=item, auth=admin)
+    assert created.status_code == 201, created.text
+
+    client = Client.open(f"{live.url}/stac/", headers=ADMIN)  # the collection's assets are private
+    (found,) = client.search(collections=["tx"], ids=["scene1"]).items()
+    asset = found.assets["visual"]
+    assert asset.extra_fields["alternate"]["upstream"]["href"] == href
+    assert any("alternate-assets" in url for url in found.stac_extensions)
+    assert urlsplit(asset.href).path == "/proxy/tx/scene1/visual"
+
+    pixels = gdal_window(asset.href, **GDAL_202, GDAL_HTTP_USERPWD="admin:admin", GDAL_HTTP_AUTH="BASIC")
+    assert np.array_equal(pixels, local_window(cog))
+    assert upstream.gets["/tx-scene.tif"] == 1

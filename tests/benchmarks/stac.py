@@ -5,7 +5,7 @@
 
 Starts a PostgreSQL cluster (Debian's binaries; PostGIS from `postgresql-15-postgis-3` for pgstac),
 generates `--items` items (0.1° squares spread over the globe, datetimes over 2026), loads them into
-a pds database (through the inventory's table, in batches) and into a pgstac database (`pypgstac
+a pds database (the inventory's table, with PostgreSQL's `COPY`) and into a pgstac database (`pypgstac
 load`), serves both with uvicorn, and times `POST /search` with bbox (Europe) + datetime (six months),
 limit 100: the first page `--repeat` times, then `--deep-repeat` walks of 50 pages following the `next`
 links. Prints p50 per page depth for both and the pds/pgstac ratio (goal ≤ 1.0, and flat with depth).
@@ -83,11 +83,39 @@ def generate(count: int) -> Any:
         }
 
 
+#: The columns of the inventory's item table, in the order `load_pds` copies them.
+ITEM_COLUMNS = (
+    "collection_id",
+    "id",
+    "datetime",
+    "start_at",
+    "end_at",
+    "ranged",
+    "minx",
+    "miny",
+    "maxx",
+    "maxy",
+    "geometry",
+    "properties",
+    "assets",
+    "links",
+    "stac_extensions",
+    "data_file_id",
+    "updated_at",
+)
+
+
 def load_pds(url: str, count: int) -> float:
+    """The collection through SQLAlchemy, then every item with one `COPY … FROM STDIN` (PostgreSQL's
+    bulk load: rows stream to the server without a statement per row or per batch)."""
+    from psycopg.types.json import Json
+
+    table_columns = {column.name for column in StacItem.__table__.columns}  # type: ignore[attr-defined]
+    if table_columns != set(ITEM_COLUMNS):
+        raise SystemExit(f"stac_item has columns {sorted(table_columns)}; update ITEM_COLUMNS of this script")
     engine = make_engine(url)
     migrate(engine)
     began = time.monotonic()
-    table = StacItem.__table__  # type: ignore[attr-defined]
     with engine.begin() as connection:
         connection.execute(
             sa.insert(StacCollection.__table__),  # type: ignore[attr-defined]
@@ -109,39 +137,40 @@ def load_pds(url: str, count: int) -> float:
                 }
             ],
         )
-    batch: list[dict[str, Any]] = []
     now = datetime.now(UTC)
-    for item in generate(count):
-        when = datetime.fromisoformat(item["properties"]["datetime"])
-        minx, miny, maxx, maxy = item["bbox"]
-        batch.append(
-            {
-                "collection_id": COLLECTION,
-                "id": item["id"],
-                "datetime": when,
-                "start_at": when,
-                "end_at": when,
-                "ranged": False,
-                "minx": minx,
-                "miny": miny,
-                "maxx": maxx,
-                "maxy": maxy,
-                "geometry": item["geometry"],
-                "properties": item["properties"],
-                "assets": item["assets"],
-                "links": [],
-                "stac_extensions": [],
-                "data_file_id": None,
-                "updated_at": now,
-            }
-        )
-        if len(batch) == 10_000:
-            with engine.begin() as connection:
-                connection.execute(sa.insert(table), batch)
-            batch = []
-    if batch:
-        with engine.begin() as connection:
-            connection.execute(sa.insert(table), batch)
+    empty_links, no_extensions = Json([]), Json([])
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cursor:  # type: ignore[attr-defined]
+            statement = f"COPY stac_item ({', '.join(ITEM_COLUMNS)}) FROM STDIN"
+            with cursor.copy(statement) as copy:
+                for item in generate(count):
+                    when = datetime.fromisoformat(item["properties"]["datetime"])
+                    minx, miny, maxx, maxy = item["bbox"]
+                    copy.write_row(
+                        (
+                            COLLECTION,
+                            item["id"],
+                            when,
+                            when,
+                            when,
+                            False,
+                            minx,
+                            miny,
+                            maxx,
+                            maxy,
+                            Json(item["geometry"]),
+                            Json(item["properties"]),
+                            Json(item["assets"]),
+                            empty_links,
+                            no_extensions,
+                            None,
+                            now,
+                        )
+                    )
+        raw.commit()
+    finally:
+        raw.close()
     with engine.begin() as connection:
         connection.execute(sa.text("ANALYZE stac_item"))
     engine.dispose()
