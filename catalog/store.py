@@ -34,20 +34,27 @@ class StoredObject:
     size: int
     adler32: str
     md5: str
+    sha512: str
 
 
 class Checksums:
-    """ADLER32 and MD5 of a stream, fed chunk by chunk."""
+    """ADLER32, MD5 and SHA-512 of a stream, fed chunk by chunk.
+
+    ADLER32 and MD5 are what ECPDS sites compare; SHA-512 is the integrity a WIS2 notification may
+    carry (WNM accepts only SHA-2/SHA-3), taken in the same pass so the file is never read twice.
+    """
 
     def __init__(self) -> None:
         self.size = 0
         self._adler = 1
         self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha512 = hashlib.sha512()
 
     def update(self, chunk: bytes) -> None:
         self.size += len(chunk)
         self._adler = zlib.adler32(chunk, self._adler)
         self._md5.update(chunk)
+        self._sha512.update(chunk)
 
     @property
     def adler32(self) -> str:
@@ -56,6 +63,14 @@ class Checksums:
     @property
     def md5(self) -> str:
         return self._md5.hexdigest()
+
+    @property
+    def sha512(self) -> str:
+        return self._sha512.hexdigest()
+
+    def stored(self, key: str) -> StoredObject:
+        """The object `key` these checksums were taken of."""
+        return StoredObject(key, self.size, self.adler32, self.md5, self.sha512)
 
 
 class ObjectWriter:
@@ -97,7 +112,7 @@ class ObjectWriter:
         self._closed = True
         final = self._store._path(self.key)
         self._store.fs.mv(self._temp, final)
-        return StoredObject(self.key, self.checksums.size, self.checksums.adler32, self.checksums.md5)
+        return self.checksums.stored(self.key)
 
     def abort(self) -> None:
         self._finish_hashing()
