@@ -13,17 +13,23 @@ import queue
 import uuid
 
 import httpx
+import pytest
 from jsonschema import Draft202012Validator
+from sqlmodel import select
 
+from catalog.config import update_destination
 from catalog.data_users import DataUserSpec, create_data_user, grant
 from catalog.database import session_scope
+from catalog.errors import QuotaExceeded
 from catalog.events import EventLog
+from catalog.outbox import OutboxMessage, Sink
 from catalog.portal import Portal
 from tasks import reporting
 from tests.factories import destination, local_host
 from tests.flows.conftest import rt  # noqa: F401 — the runtime fixture (SQLite and PostgreSQL)
 from tests.flows.test_mover import public
 from tests.portal.conftest import ServedApi
+from tests.portal.test_tree import upload
 from tests.servers._common import log_tail, spawn, terminate, venv_bin, wait_until
 from tests.tasks.test_notify import WNM_CORE, Subscriber
 
@@ -38,6 +44,57 @@ def received(subscriber: Subscriber, quiet: float = 1.5) -> list:
             messages.append(subscriber.messages.get(timeout=quiet))
         except queue.Empty:
             return messages
+
+
+def notifications(engine) -> list[dict]:
+    """The MQTT notifications waiting in the outbox, as their subscribers will read them."""
+    with session_scope(engine) as session:
+        rows = session.exec(select(OutboxMessage).where(OutboxMessage.sink == Sink.MQTT.value)).all()
+        return [json.loads(row.body) | {"topic": row.topic} for row in rows]
+
+
+@pytest.fixture
+def announcing(world, store, settings, tmp_path):
+    """The portal of `world` with a broker configured; destination `bucket` announces arrivals, `site`
+    (alice may put there too) only its Done transfers."""
+    settings.mqtt_url = "mqtt://127.0.0.1:1883"  # never reached: the tests read the outbox
+    with session_scope(world) as session:
+        update_destination(session, "bucket", {"mqtt_topic": "in/$destination/$name", "mqtt_on_arrival": True})
+        update_destination(session, "site", {"mqtt_topic": "in/$destination/$name"})
+    events = EventLog.open(tmp_path / "announcing-events.log")
+    yield Portal(world, store, events, temporary_patterns=[".*", "*.tmp"], settings=settings)
+    events.close()
+
+
+def test_an_upload_is_announced_in_the_commit_that_queues_it_and_only_where_asked(announcing, world):
+    alice = announcing.user("alice")
+    upload(announcing, alice, "/bucket/obs/a.bufr", b"bufr" * 100)
+    upload(announcing, alice, "/site/b.grib", b"grib")  # site has a topic, not on arrival
+    (message,) = notifications(world)
+    assert message["topic"] == "in/bucket/a.bufr" and message["event"] == "arrival"
+    assert message["name"] == "obs/a.bufr" and message["size"] == 400
+    assert message["url"] == f"{announcing.settings.resolved_public_url()}/portal/bucket/obs/a.bufr"
+
+
+def test_a_temporary_name_is_announced_once_renamed_and_a_broken_upload_never(announcing, world):
+    alice = announcing.user("alice")
+    upload(announcing, alice, "/bucket/.b.grib", b"x" * 10)
+    assert notifications(world) == []  # not arrived: still being written under a temporary name
+    announcing.rename(alice, "/bucket/.b.grib", "/bucket/b.grib")
+    assert [(m["name"], m["size"]) for m in notifications(world)] == [("b.grib", 10)]
+    announcing.rename(alice, "/bucket/b.grib", "/bucket/c.grib")  # a file renamed has not arrived again
+    assert len(notifications(world)) == 1
+
+    broken = announcing.begin_upload(alice, "/bucket/d.grib", protocol="https")
+    broken.write(b"half")
+    broken.abort("client went away")
+    with session_scope(world) as session:
+        from catalog.data_users import update_data_user
+
+        update_data_user(session, "alice", {"upload_quota_bytes": 15})  # 5 bytes left: refused mid-write
+    with pytest.raises(QuotaExceeded):
+        upload(announcing, alice, "/bucket/e.grib", b"too large")
+    assert len(notifications(world)) == 1
 
 
 def message_id(message) -> str:
