@@ -272,12 +272,16 @@ def _uuid(message_id: str | None) -> str:
         return message_id
 
 
-def payload(target: NotificationTarget, n: Notification, message_id: str | None = None) -> bytes:
+def payload(
+    target: NotificationTarget, n: Notification, message_id: str | None = None, published_at: datetime | None = None
+) -> bytes:
     """The message body in the target's format; a `wis2` data_id is `<destination>/<file path>`."""
     if target.payload_format == "wis2":
         assert target.metadata_id is not None  # checked when the target was built
         data_id = f"{n.destination}/{n.name.lstrip('/')}"
-        return wis2_payload(n, data_id=data_id, metadata_id=target.metadata_id, message_id=message_id)
+        return wis2_payload(
+            n, data_id=data_id, metadata_id=target.metadata_id, message_id=message_id, published_at=published_at
+        )
     return pds_payload(n, message_id)
 
 
@@ -294,9 +298,18 @@ def is_http(url: str) -> bool:
     return urlsplit(url).scheme in ("http", "https")
 
 
-def render(settings: Settings, destination: DestinationBase, product: Notification) -> outbox.Notification:
+def render(
+    settings: Settings,
+    destination: DestinationBase,
+    product: Notification,
+    *,
+    message_id: str | None = None,
+    published_at: datetime | None = None,
+) -> outbox.Notification:
     """The destination's notification of `product`, as an outbox row to add in the transaction that
-    makes the product available; ValueError when it cannot be made (bad topic, no download URL...)."""
+    makes the product available; ValueError when it cannot be made (bad topic, no download URL...).
+    The message id is a new one and the publication time now, unless given (the documentation's
+    examples are rendered with fixed ones)."""
     assert destination.mqtt_topic is not None
     topic = Template(destination.mqtt_topic).safe_substitute(
         destination=destination.name, name=posixpath.basename(product.name)
@@ -310,10 +323,10 @@ def render(settings: Settings, destination: DestinationBase, product: Notificati
         payload_format="wis2" if destination.mqtt_payload == "wis2" else "pds",
         metadata_id=f"urn:wmo:md:{settings.wis2_centre_id}:{destination.name}",
     )
-    message_id = outbox.new_message_id()
+    message_id = message_id or outbox.new_message_id()
     return outbox.Notification(
         topic=target.topic,
-        body=payload(target, product, message_id),
+        body=payload(target, product, message_id, published_at),
         qos=target.qos,
         retain=target.retain,
         expiry=target.expiry,

@@ -112,7 +112,23 @@ def notification(
     host: Host | None,
     remote_path: str,
 ) -> outbox.Notification | None:
-    """The rendered notification of a Done transfer, None (with a warning) if it cannot be made.
+    """The rendered notification of a Done transfer, None (with a warning) if it cannot be made."""
+    try:
+        return render(settings, destination, delivered(settings, transfer, data_file, destination, host, remote_path))
+    except ValueError as exc:
+        log.warning("notification of transfer %s to %s not published: %s", transfer.id, destination.name, exc)
+        return None
+
+
+def delivered(
+    settings: Settings,
+    transfer: DataTransfer,
+    data_file: DataFile,
+    destination: Destination,
+    host: Host | None,
+    remote_path: str,
+) -> Notification:
+    """What the notification of a Done transfer says; ValueError if that cannot be said.
 
     Its `url` is the file at the site. Subscribers download from the site itself when that is an
     HTTP(S) URL holding the original bytes; otherwise (SFTP, FTP, object stores, a compressed copy)
@@ -123,22 +139,17 @@ def notification(
     site = fetch_url(host, remote_path)
     original = not transfer.compression
     download = site if original and is_http(site) else portal_url(settings, destination.name, transfer.target)
-    try:
-        product = Notification(
-            name=transfer.target,
-            size=transfer.bytes_sent or data_file.size or 0,  # what the site got (compressed or not)
-            md5=transfer.sent_md5 or data_file.md5 or "0" * 32,
-            adler32=data_file.adler32 if original else None,
-            sha512=data_file.sha512,
-            destination=destination.name,
-            data_file_id=data_file.id,
-            transfer_id=transfer.id,
-            available_at=transfer.finished_at or utcnow(),
-            url=site,
-            download_url=download,
-            download_size=data_file.size,
-        )
-        return render(settings, destination, product)
-    except ValueError as exc:
-        log.warning("notification of transfer %s to %s not published: %s", transfer.id, destination.name, exc)
-        return None
+    return Notification(
+        name=transfer.target,
+        size=transfer.bytes_sent or data_file.size or 0,  # what the site got (compressed or not)
+        md5=transfer.sent_md5 or data_file.md5 or "0" * 32,
+        adler32=data_file.adler32 if original else None,
+        sha512=data_file.sha512,
+        destination=destination.name,
+        data_file_id=data_file.id,
+        transfer_id=transfer.id,
+        available_at=transfer.finished_at or utcnow(),
+        url=site,
+        download_url=download,
+        download_size=data_file.size,
+    )
