@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import queue
+import ssl
 import uuid
 
 import httpx
@@ -141,7 +142,9 @@ def test_arrivals_and_a_push_are_announced_once_and_pywis_pubsub_verifies_what_i
         "wis2-out": ("grib/pushed.grib", os.urandom(120_000)),
     }
     try:
-        with httpx.Client(verify=str(certificate[0]), auth=PROVIDER, timeout=60) as client:
+        with httpx.Client(
+            verify=ssl.create_default_context(cafile=certificate[0]), auth=PROVIDER, timeout=60
+        ) as client:
             for name, (target, data) in files.items():
                 client.put(f"{api.url}/portal/{name}/{target}", content=data).raise_for_status()
         from flows.mover import mover
