@@ -98,6 +98,44 @@ def test_a_temporary_name_is_announced_once_renamed_and_a_broken_upload_never(an
     assert len(notifications(world)) == 1
 
 
+def test_an_upload_over_ftp_is_announced_and_an_interrupted_one_is_not(announcing, world):
+    """Every front end finishes its uploads through the same commit: FTP here, with a client that
+    disconnects in the middle of a second file."""
+    import ftplib
+    import io
+
+    from tests.portal.conftest import PASSWORD, FtpPortal
+
+    server = FtpPortal(announcing).start()
+    try:
+        ftp = ftplib.FTP()
+        ftp.connect("127.0.0.1", server.port, timeout=30)
+        ftp.login("alice", PASSWORD)
+        ftp.storbinary("STOR /bucket/over-ftp.grib", io.BytesIO(b"g" * 70_000))
+        connection = ftp.transfercmd("STOR /bucket/cut.grib")
+        connection.sendall(b"c" * 1000)
+        connection.close()
+        ftp.close()  # the control connection goes before the transfer is confirmed
+        wait_until(
+            lambda: len(transfers_of(world, "bucket")) == 2
+            and "Arriving" not in transfers_of(world, "bucket").values(),
+            30,
+            "the interrupted upload to end",
+        )
+    finally:
+        server.stop()
+    assert transfers_of(world, "bucket") == {"over-ftp.grib": "Queued", "cut.grib": "Failed"}
+    assert [(m["name"], m["size"]) for m in notifications(world)] == [("over-ftp.grib", 70_000)]
+
+
+def transfers_of(engine, destination: str) -> dict[str, str]:
+    from catalog.models import DataTransfer
+
+    with session_scope(engine) as session:
+        rows = session.exec(select(DataTransfer).where(DataTransfer.destination_name == destination)).all()
+        return {t.target: t.status for t in rows}
+
+
 def message_id(message) -> str:
     return dict(message.properties.UserProperty)["message-id"]
 
