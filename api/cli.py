@@ -216,6 +216,7 @@ def _destination_settings(args: argparse.Namespace) -> dict[str, Any]:
         "mqtt_retain": {"yes": True, "no": False}.get(args.mqtt_retain or ""),
         "mqtt_expiry_seconds": args.mqtt_expiry,
         "mqtt_payload": args.mqtt_payload,
+        "mqtt_on_arrival": {"yes": True, "no": False}.get(args.mqtt_on_arrival or ""),
     }
     if args.window and args.window.count("-") != 1:
         raise UsageError(f"--window must be HH:MM-HH:MM (UTC), not {args.window!r}")
@@ -734,6 +735,9 @@ def parser() -> argparse.ArgumentParser:
     dest.add_argument("--mqtt-retain", choices=["yes", "no"])
     dest.add_argument("--mqtt-expiry", type=int, help="message expiry, seconds")
     dest.add_argument("--mqtt-payload", choices=["pds", "wis2"])
+    dest.add_argument(
+        "--mqtt-on-arrival", choices=["yes", "no"], help="also notify when a file arrives (portal upload, retrieval)"
+    )
     dest.add_argument(
         "--proxy-host", help="set: the proxy host (kind proxy) whose continental mover serves it; none: no more"
     )

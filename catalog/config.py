@@ -57,6 +57,8 @@ def check_destination_settings(data: DestinationBase) -> None:
         raise InvalidInput(f"mqtt_payload must be pds or wis2, not {data.mqtt_payload!r}")
     if data.mqtt_topic is not None and (not data.mqtt_topic or "+" in data.mqtt_topic or "#" in data.mqtt_topic):
         raise InvalidInput(f"mqtt_topic {data.mqtt_topic!r} must be a topic name, without the wildcards + and #")
+    if data.mqtt_on_arrival and not data.mqtt_topic:
+        raise InvalidInput("mqtt_on_arrival needs an mqtt_topic: the topic arrival notifications are published to")
 
 
 def create_destination(

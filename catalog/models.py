@@ -115,6 +115,9 @@ class DestinationBase(SQLModel):
     mqtt_expiry_seconds: int | None = Field(default=None, ge=1)
     mqtt_payload: str = Field(default="pds", max_length=8)
     """`pds` (compact JSON) or `wis2` (a WIS2 Notification Message)."""
+    mqtt_on_arrival: bool = False
+    """Also publish a notification when a file arrives on the destination (an upload through the
+    Data Portal or a retrieval completes), not only when a transfer is Done; needs `mqtt_topic`."""
 
 
 class DestinationState(SQLModel, table=True):
@@ -245,6 +248,9 @@ class DataFileBase(SQLModel):
     size: int | None = Field(default=None, sa_type=BYTES)
     adler32: str | None = Field(default=None, max_length=8)
     md5: str | None = Field(default=None, max_length=32)
+    sha512: str | None = Field(default=None, max_length=128)
+    """Hex SHA-512 of the content, the integrity of WIS2 notifications (None for files stored before
+    it was taken)."""
     compression: str | None = None
     stream: str | None = None
     data_type: str | None = None

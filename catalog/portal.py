@@ -14,6 +14,8 @@ a path is parsed into (destination, target) and every segment is checked, whatev
   aliases, queued for dissemination when the destination has hosts. A name matching a temporary pattern
   (`.*`, `*.tmp`) is held StandBy until it is renamed to its final name.
 - Each upload and download writes an INH event line and counts against the user's rolling quotas.
+- A completed upload (or, under a temporary name, its rename to the final name) is announced over
+  MQTT when its destination asks for it (`catalog.arrivals`).
 
 Front ends translate the errors: NotFound, AccessDenied, InvalidInput, Conflict, QuotaExceeded,
 NotYetAvailable. Paths
@@ -35,6 +37,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from catalog import outbox
+from catalog.arrivals import announce_arrivals
 from catalog.data_users import account, reachable_destinations
 from catalog.database import make_engine, session_scope
 from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, NotYetAvailable, QuotaExceeded
@@ -101,8 +104,11 @@ class Portal:
         public_url: str | None = None,
         upload_idle_seconds: float = 600.0,
         fetch_wait_seconds: float = 30.0,
+        settings: Settings | None = None,
     ) -> None:
         self.engine = engine
+        # The broker and public URL of arrival notifications; None: no file is announced.
+        self.settings = settings
         # FTP and SFTP wait this long for an on-demand file's content before they answer "retry later".
         self.fetch_wait_seconds = fetch_wait_seconds
         # An upload silent this long is failed by the movers; uploads record progress well within it.
@@ -345,6 +351,10 @@ class Portal:
             data_file_id = data_file.id
         return Upload(self, user, request, data_file_id, protocol, client_address, remaining)
 
+    def is_temporary(self, target: str) -> bool:
+        """Whether `target` is a temporary name (an upload that is not finished until renamed)."""
+        return is_temporary(target, self.temporary_patterns)
+
     def check_upload(self, user: PortalUser, path: str) -> None:
         """Whether `begin_upload` would be allowed now (right to put, quota left), registering nothing."""
         tree = parse_path(path)
@@ -485,6 +495,8 @@ class Portal:
                 ]
             for sibling in siblings:
                 self._retarget(session, sibling, destination, new_target, user.login, release and held)
+            if release and held:  # the upload under a temporary name has arrived under its final name
+                announce_arrivals(session, self.settings, siblings)
 
     def _retarget(
         self, session: Session, transfer: DataTransfer, destination: str, target: str, by: str, release: bool
@@ -577,6 +589,7 @@ def portal_from_settings(settings: Settings, engine: sa.Engine, store: DataStore
         public_url=settings.resolved_public_url(),
         upload_idle_seconds=settings.upload_idle_seconds,
         fetch_wait_seconds=settings.portal_fetch_wait_seconds,
+        settings=settings,
     )
 
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Generator
 from typing import IO, TYPE_CHECKING
 
+from catalog.arrivals import announce_arrivals
 from catalog.database import session_scope
 from catalog.errors import Conflict, QuotaExceeded
 from catalog.lifecycle import record_upload_progress
@@ -183,6 +184,8 @@ class Upload:
         self.done = True
         with session_scope(self.portal.engine) as session:
             queued = finish_push(session, self.data_file_id, stored, self.request, by=self.user.login)
+            # Announced in the transaction that makes the file available: both happen, or neither.
+            announce_arrivals(session, self.portal.settings, queued, temporary=self.portal.is_temporary)
         if self.portal.public_url is not None:
             # Published destinations get their STAC item now; a failure there never undoes the upload.
             with session_scope(self.portal.engine) as session:

@@ -136,6 +136,7 @@ def record_fetched(session: Session, data_file_id: int, stored: StoredObject, *,
     now = utcnow()
     data_file.store_key, data_file.size = stored.key, stored.size
     data_file.adler32, data_file.md5, data_file.arrived_at = stored.adler32, stored.md5, now
+    data_file.sha512 = stored.sha512
     source.retrieved_at = now
     session.add(data_file)
     session.add(source)

@@ -12,7 +12,7 @@ import queue
 import threading
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
@@ -34,20 +34,36 @@ class StoredObject:
     size: int
     adler32: str
     md5: str
+    sha512: str
 
 
 class Checksums:
-    """ADLER32 and MD5 of a stream, fed chunk by chunk."""
+    """ADLER32, MD5 and SHA-512 of a stream, fed chunk by chunk.
+
+    ADLER32 and MD5 are what ECPDS sites compare; SHA-512 is the integrity a WIS2 notification may
+    carry (WNM accepts only SHA-2/SHA-3), taken in the same pass so the file is never read twice.
+    The two halves can be fed from two threads (`update_ecpds`, `update_sha512`): hashlib releases
+    the GIL on large chunks, so on two cores SHA-512 costs no time next to MD5.
+    """
 
     def __init__(self) -> None:
         self.size = 0
         self._adler = 1
         self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha512 = hashlib.sha512()
 
     def update(self, chunk: bytes) -> None:
+        self.update_ecpds(chunk)
+        self.update_sha512(chunk)
+
+    def update_ecpds(self, chunk: bytes) -> None:
+        """Size, ADLER32 and MD5."""
         self.size += len(chunk)
         self._adler = zlib.adler32(chunk, self._adler)
         self._md5.update(chunk)
+
+    def update_sha512(self, chunk: bytes) -> None:
+        self._sha512.update(chunk)
 
     @property
     def adler32(self) -> str:
@@ -56,6 +72,37 @@ class Checksums:
     @property
     def md5(self) -> str:
         return self._md5.hexdigest()
+
+    @property
+    def sha512(self) -> str:
+        return self._sha512.hexdigest()
+
+    def stored(self, key: str) -> StoredObject:
+        """The object `key` these checksums were taken of."""
+        return StoredObject(key, self.size, self.adler32, self.md5, self.sha512)
+
+
+class _Hasher:
+    """A thread that feeds the chunks it is given to one digest, in order."""
+
+    def __init__(self, update: Callable[[bytes], None], name: str) -> None:
+        self._update = update
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._update(chunk)
+
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def finish(self) -> None:
+        """Wait until every chunk fed is digested (again: nothing)."""
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
 
 
 class ObjectWriter:
@@ -70,26 +117,25 @@ class ObjectWriter:
         self.size = 0
         """Bytes written so far (the checksums catch up in their thread)."""
         self._closed = False
-        # Checksums are computed in a thread while the next chunk is written (and, for a download,
+        # Checksums are computed in threads while the next chunk is written (and, for a download,
         # received): MD5 alone costs about as much CPU as the network, so doing it in line halves the
-        # speed. At most two chunks wait for it.
-        self._to_hash: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
-        self._hasher = threading.Thread(target=self._hash, name="pds-checksums", daemon=True)
-        self._hasher.start()
-
-    def _hash(self) -> None:
-        while (chunk := self._to_hash.get()) is not None:
-            self.checksums.update(chunk)
+        # speed. MD5 (with ADLER32) and SHA-512 each have their thread, so a second core takes the
+        # SHA-512. At most two chunks wait for each.
+        self._hashers = [
+            _Hasher(self.checksums.update_ecpds, "pds-checksums"),
+            _Hasher(self.checksums.update_sha512, "pds-sha512"),
+        ]
 
     def _finish_hashing(self) -> None:
-        if self._hasher.is_alive():
-            self._to_hash.put(None)
-            self._hasher.join()
+        for hasher in self._hashers:
+            hasher.finish()
 
     def write(self, chunk: bytes) -> None:
         self._file.write(chunk)
         self.size += len(chunk)
-        self._to_hash.put(bytes(chunk))
+        whole = bytes(chunk)
+        for hasher in self._hashers:
+            hasher.feed(whole)
 
     def commit(self) -> StoredObject:
         self._file.close()
@@ -97,7 +143,7 @@ class ObjectWriter:
         self._closed = True
         final = self._store._path(self.key)
         self._store.fs.mv(self._temp, final)
-        return StoredObject(self.key, self.checksums.size, self.checksums.adler32, self.checksums.md5)
+        return self.checksums.stored(self.key)
 
     def abort(self) -> None:
         self._finish_hashing()

@@ -228,6 +228,7 @@ def finish_push(
     now = utcnow()
     data_file.store_key, data_file.size = stored.key, stored.size
     data_file.adler32, data_file.md5, data_file.arrived_at = stored.adler32, stored.md5, now
+    data_file.sha512 = stored.sha512
     session.add(data_file)
     delays = {request.destination: request.delay_seconds} | {
         a.alias_name: a.delay_seconds + request.delay_seconds

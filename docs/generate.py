@@ -12,6 +12,7 @@ Each `render_*` function returns the text of one page from one source of truth:
                                    their code reads (described in docs/host-options.yaml)
     reference/http-api.md, openapi.json   create_app(...).openapi_schema
     reference/event-log.md         the record classes of catalog/events.py
+    reference/notification-messages.md   sample MQTT notifications rendered by catalog/notifications.py
     reference/deployments.md       prefect.yaml
     performance.md                 docs/benchmarks.yaml (the measured figures, as data) and the latest
                                    results the benchmark scripts wrote with `--json` into
@@ -713,6 +714,86 @@ def render_event_log() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+# --- MQTT notification messages ----------------------------------------------------------------
+
+
+def render_notification_messages() -> str:
+    """Each kind of notification, rendered by the code that renders the real ones from sample rows."""
+    import hashlib
+    import zlib
+    from datetime import UTC, datetime
+
+    from catalog.arrivals import arrival
+    from catalog.models import DataFile, DataTransfer, Destination, Host
+    from catalog.notifications import render
+    from catalog.settings import Settings
+    from tasks.reporting import delivered
+
+    settings = Settings(
+        mqtt_url="mqtt://broker.example.org", public_url="https://pds.example.org", wis2_centre_id="int-pds"
+    )
+    content = b"GRIB" + bytes(453)
+    data_file = DataFile(
+        id=42,
+        name="A1D03200000032001001.grib",
+        size=len(content),
+        md5=hashlib.md5(content).hexdigest(),  # noqa: S324 — what ECPDS sites compare
+        adler32=f"{zlib.adler32(content) & 0xFFFFFFFF:08x}",
+        sha512=hashlib.sha512(content).hexdigest(),
+        store_key="2026/03/20/a1",
+        arrived_at=datetime(2026, 3, 20, 4, 50, 18, tzinfo=UTC),
+    )
+    moment = datetime(2026, 3, 20, 4, 51, 2, tzinfo=UTC)
+    transfer = DataTransfer(
+        id=4242, data_file_id=42, destination_name="member-state", target="fc/A1D03200000032001001.grib",
+        status="Done", bytes_sent=len(content), finished_at=moment,
+    )  # fmt: skip
+    host = Host(name="ms-sftp", protocol="sftp", address="sftp.example.org", directory="/incoming")
+    examples = []
+    for payload_format in ("pds", "wis2"):
+        destination = Destination(name="member-state", mqtt_topic="pds/$destination/$name", mqtt_payload=payload_format)
+        product = delivered(settings, transfer, data_file, destination, host, "/incoming/" + transfer.target)
+        done = render(
+            settings, destination, product, message_id="0c9f6e2a5b8d4e17a3f1b6c2d9e4a7b5", published_at=moment
+        )
+        arrived = render(
+            settings,
+            destination,
+            arrival(settings, transfer, data_file),
+            message_id="6f1c1b8e0b7d4c4f9a43b1f0c2d5e8a7",
+            published_at=data_file.arrived_at,
+        )
+        examples += [
+            (payload_format, "a transfer to an SFTP site is Done", done),
+            (payload_format, "a file arrives", arrived),
+        ]
+    out = [
+        "# Notification messages",
+        "",
+        GENERATED.format(source="catalog/notifications.py, rendering sample rows"),
+        "What pds publishes on MQTT, rendered by the code that renders every notification, from a sample "
+        "data file of 457 bytes pushed to destination `member-state` as `fc/A1D03200000032001001.grib` "
+        "(`PDS_PUBLIC_URL=https://pds.example.org`, `PDS_WIS2_CENTRE_ID=int-pds`, topic "
+        "`pds/$destination/$name`). The `id` and `pubtime` of a real message differ on every message, "
+        "but not on copies of one message: see [Notifications](../guides/notifications.md).",
+        "",
+    ]
+    for payload_format, when, message in examples:
+        body = json.loads(message.body)
+        out += [
+            f"## `{payload_format}`: {when}",
+            "",
+            f"Topic `{message.topic}`, content type `{message.content_type}`, user property "
+            f"`message-id` = `{message.message_id}`.",
+            "",
+            "```json",
+            json.dumps(body, indent=2, ensure_ascii=False),
+            "```",
+            "",
+        ]
+    return "\n".join(out).rstrip() + "\n"
+
+
 # --- Prefect deployments -----------------------------------------------------------------------
 
 
@@ -865,6 +946,7 @@ def pages() -> dict[str, Callable[[], str]]:
         "reference/http-api.md": lambda: render_http_api(schema()),
         "reference/openapi.json": lambda: json.dumps(schema(), indent=1, sort_keys=True) + "\n",
         "reference/event-log.md": render_event_log,
+        "reference/notification-messages.md": render_notification_messages,
         "reference/access-table.md": render_access_table,
         "reference/deployments.md": render_deployments,
         "performance.md": render_performance,

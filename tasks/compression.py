@@ -73,7 +73,7 @@ def compressed_copy(store: DataStore, key: str, name: str) -> StoredObject:
         sums = Checksums()
         for chunk in store.iter_chunks(target):
             sums.update(chunk)
-        return StoredObject(target, sums.size, sums.adler32, sums.md5)
+        return sums.stored(target)
     with store.writer(target) as writer:
         for chunk in store.iter_chunks(key):
             if out := codec.compress(chunk):

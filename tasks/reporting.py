@@ -3,26 +3,25 @@ ERR when an attempt fails) and, for destinations that ask for it, an MQTT notifi
 
 The lines and notifications are outbox rows (`catalog.outbox`), added in the transaction that records
 the outcome: the lines by `catalog.transfers` itself, the notifications here (their payloads are
-built by `tasks.notify`). `tasks.publishing` copies them out after the commit. Reporting never changes
+built by `catalog.notifications`). `tasks.publishing` copies them out after the commit. Reporting never changes
 the outcome: a broker that cannot be reached delays a notification, it does not fail a transfer.
 """
 
 from __future__ import annotations
 
 import logging
-import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from string import Template
 
 from sqlmodel import Session, col, select
 
 from catalog import outbox
 from catalog.events import EventLog
 from catalog.models import DataFile, DataTransfer, Destination, Host, utcnow
+from catalog.notifications import Notification, is_http, portal_url, render
 from catalog.settings import Settings
-from tasks.notify import Notification, NotificationTarget, Publisher, content_type, payload
+from tasks.notify import Publisher
 
 log = logging.getLogger("pds.reporting")
 
@@ -114,42 +113,43 @@ def notification(
     remote_path: str,
 ) -> outbox.Notification | None:
     """The rendered notification of a Done transfer, None (with a warning) if it cannot be made."""
-    assert destination.mqtt_topic is not None and transfer.id is not None and data_file.id is not None
-    topic = Template(destination.mqtt_topic).safe_substitute(
-        destination=destination.name, name=posixpath.basename(transfer.target)
-    )
     try:
-        target = NotificationTarget(
-            broker_url=settings.mqtt_url,
-            topic=topic,
-            qos=destination.mqtt_qos,
-            retain=destination.mqtt_retain,
-            expiry=destination.mqtt_expiry_seconds,
-            payload_format="wis2" if destination.mqtt_payload == "wis2" else "pds",
-            metadata_id=f"urn:wmo:md:{settings.wis2_centre_id}:{destination.name}",
-        )
-        product = Notification(
-            name=transfer.target,
-            size=transfer.bytes_sent or data_file.size or 0,  # what the site got (compressed or not)
-            md5=transfer.sent_md5 or data_file.md5 or "0" * 32,
-            adler32=data_file.adler32 if not transfer.compression else None,
-            destination=destination.name,
-            data_file_id=data_file.id,
-            transfer_id=transfer.id,
-            available_at=transfer.finished_at or utcnow(),
-            url=fetch_url(host, remote_path),
-        )
+        return render(settings, destination, delivered(settings, transfer, data_file, destination, host, remote_path))
     except ValueError as exc:
-        log.warning("notification of transfer %s to %s not published: %s", transfer.id, topic, exc)
+        log.warning("notification of transfer %s to %s not published: %s", transfer.id, destination.name, exc)
         return None
-    message_id = outbox.new_message_id()
-    return outbox.Notification(
-        topic=target.topic,
-        body=payload(target, product, message_id),
-        qos=target.qos,
-        retain=target.retain,
-        expiry=target.expiry,
-        content_type=content_type(target),
+
+
+def delivered(
+    settings: Settings,
+    transfer: DataTransfer,
+    data_file: DataFile,
+    destination: Destination,
+    host: Host | None,
+    remote_path: str,
+) -> Notification:
+    """What the notification of a Done transfer says; ValueError if that cannot be said.
+
+    Its `url` is the file at the site. Subscribers download from the site itself when that is an
+    HTTP(S) URL holding the original bytes; otherwise (SFTP, FTP, object stores, a compressed copy)
+    from the Data Portal, which serves the original: the SHA-512 of a `wis2` message's integrity is
+    always of the bytes its canonical link serves.
+    """
+    assert destination.mqtt_topic is not None and transfer.id is not None and data_file.id is not None
+    site = fetch_url(host, remote_path)
+    original = not transfer.compression
+    download = site if original and is_http(site) else portal_url(settings, destination.name, transfer.target)
+    return Notification(
+        name=transfer.target,
+        size=transfer.bytes_sent or data_file.size or 0,  # what the site got (compressed or not)
+        md5=transfer.sent_md5 or data_file.md5 or "0" * 32,
+        adler32=data_file.adler32 if original else None,
+        sha512=data_file.sha512,
+        destination=destination.name,
+        data_file_id=data_file.id,
         transfer_id=transfer.id,
-        message_id=message_id,
+        available_at=transfer.finished_at or utcnow(),
+        url=site,
+        download_url=download,
+        download_size=data_file.size,
     )

@@ -4,7 +4,8 @@ The bytes go from the host's stream straight into a store writer (ADLER32 and MD
 way); the object appears under its key only when whole, so a retriever killed mid-file leaves
 nothing half-written behind a data file. A size that differs from what the listing said means the
 file changed while it was read: the retrieval fails rather than store a mix of two versions.
-A RET line is written for every retrieval, well or not.
+A RET line is written for every retrieval, well or not, and a fetched file is announced over MQTT
+when its destination asks for it (`catalog.arrivals`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlmodel import Session, select
 
 from blocks.registry import block_for
 from catalog import outbox
+from catalog.arrivals import announce_arrivals
 from catalog.database import session_scope
 from catalog.events import ret_from
 from catalog.models import DataFile, DataTransfer, Destination, Host, utcnow
@@ -73,7 +75,8 @@ def retrieve(fetch: Fetch, retriever: str) -> bool:
     with session_scope(rt.engine) as session:
         outbox.claim_on_add(session, retriever)
         if error is None:
-            record_fetched(session, fetch.data_file_id, stored, by=retriever)
+            fetched = record_fetched(session, fetch.data_file_id, stored, by=retriever)
+            announce_arrivals(session, rt.settings, fetched)  # published with the RET lines, just below
             # Items of published destinations now point the proxy at the stored copy.
             harvest_stored_data_file(
                 session, rt.store, fetch.data_file_id, public_url=rt.settings.resolved_public_url()

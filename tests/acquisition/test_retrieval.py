@@ -226,3 +226,45 @@ def test_sigkill_during_retrieval_then_restart_fetches_every_file_again_whole(rt
     for transfer, data_file in rows:
         assert stored_md5(rt, data_file.id) == digests[transfer.target]
         assert data_file.size == sizes[transfer.target]
+
+
+def test_a_fetched_file_is_announced_once_where_the_destination_asks_and_a_failed_one_never(
+    rt, local_source, mosquitto, monkeypatch
+):
+    import json
+    import uuid
+
+    from catalog.config import update_destination
+    from catalog.outbox import pending
+    from tasks import reporting
+    from tests.tasks.test_notify import Subscriber
+
+    monkeypatch.setattr(rt.settings, "mqtt_url", mosquitto.url)
+    reporting.publisher.cache_clear()
+    run = uuid.uuid4().hex[:8]
+    data = os.urandom(70_000)
+    local_source.put("obs/synop.bufr", data)
+    local_source.put("obs/gone.bufr", b"1")
+    host, rule = acquisition_setup(rt.engine, local_source, directory="obs")
+    with session_scope(rt.engine) as session:
+        update_destination(session, "acq", {"mqtt_topic": f"pds/{run}/$destination/$name", "mqtt_on_arrival": True})
+    discover_rule(rt.engine, host, rule, by="test")
+    (local_source.local_root / "obs" / "gone.bufr").unlink()
+    subscriber = Subscriber(mosquitto.url, f"pds/{run}/#")
+    try:
+        with session_scope(rt.engine) as session:
+            fetches = claim_fetches(session, "r1", 10, default_per_host=4)
+        assert sorted(retrieve(fetch, "r1") for fetch in fetches) == [False, True]
+        message = subscriber.receive(timeout=10)
+        assert subscriber.nothing_within(1.0)  # once, and nothing for the file that failed
+    finally:
+        subscriber.close()
+    assert message.topic == f"pds/{run}/acq/synop.bufr"
+    body = json.loads(message.payload)
+    assert body["event"] == "arrival" and body["size"] == len(data)
+    assert body["md5"] == hashlib.md5(data).hexdigest()
+    assert body["download_url"] == f"{rt.settings.resolved_public_url()}/portal/acq/{body['name']}"
+    with Session(rt.engine) as session:
+        assert pending(session) == 0  # published by the retriever itself, right after its commit
+        (fetched,) = session.exec(select(DataFile).where(col(DataFile.store_key).is_not(None))).all()
+    assert fetched.sha512 == hashlib.sha512(data).hexdigest()

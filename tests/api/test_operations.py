@@ -242,3 +242,23 @@ def test_replacing_waits_for_a_transfer_that_is_moving_bytes(pds, client, tmp_pa
     code, _, err = pds("push", str(f), "-d", "site1", "--force")
     assert code == 1 and f"transfer {tid} is Transferring" in err
     assert client.get(f"/transfers/{tid}", headers=ADMIN).json()["status"] == "Transferring"
+
+
+def test_notification_on_arrival_is_set_through_pds_and_bad_values_are_refused(pds, client):
+    code, _, err = pds("destination", "set", "site1", "--mqtt-on-arrival", "yes")
+    assert code == 1 and "mqtt_on_arrival needs an mqtt_topic" in err  # nowhere to publish to
+    code, _, err = pds("destination", "set", "site1", "--mqtt-topic", "pds/$destination", "--mqtt-on-arrival", "yes")
+    assert (code, err) == (0, ""), err
+    assert client.get("/destinations/site1", headers=ADMIN).json()["destination"]["mqtt_on_arrival"] is True
+    code, _, err = pds("destination", "set", "site1", "--mqtt-on-arrival", "maybe")
+    assert code == 2 and "invalid choice: 'maybe'" in err
+
+    refused = client.patch("/destinations/site1", json={"mqtt_on_arrival": "maybe"}, headers=ADMIN)
+    assert refused.status_code == 400 and "mqtt_on_arrival" in refused.text
+    refused = client.patch("/destinations/site1", json={"mqtt_topic": None}, headers=ADMIN)
+    assert refused.status_code == 400 and "mqtt_on_arrival needs an mqtt_topic" in refused.text
+    view = client.get("/destinations/site1", headers=ADMIN).json()["destination"]
+    assert (view["mqtt_on_arrival"], view["mqtt_topic"]) == (True, "pds/$destination")  # nothing changed
+    code, _, err = pds("destination", "set", "site1", "--mqtt-on-arrival", "no")
+    assert (code, err) == (0, ""), err
+    assert client.get("/destinations/site1", headers=ADMIN).json()["destination"]["mqtt_on_arrival"] is False

@@ -19,11 +19,12 @@ def store(request, tmp_path):
     return DataStore.from_url(str(tmp_path / "store"), chunk_size=1000)
 
 
-def test_put_stream_computes_md5_and_adler32_like_the_reference(store):
+def test_put_stream_computes_md5_adler32_and_sha512_like_the_reference(store):
     data = os.urandom(10_500)
     stored = store.put_stream(data[i : i + 777] for i in range(0, len(data), 777))
     assert stored.size == len(data)
     assert stored.md5 == hashlib.md5(data).hexdigest()
+    assert stored.sha512 == hashlib.sha512(data).hexdigest()  # in its own thread, chunks in order
     assert stored.adler32 == f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
     assert b"".join(store.iter_chunks(stored.key)) == data
     assert max(len(c) for c in store.iter_chunks(stored.key)) <= 1000
@@ -61,6 +62,7 @@ def test_known_checksum_values():
     store = DataStore(fsspec.filesystem("memory"), "/known")
     assert store.put_stream([b"Wikipedia"]).adler32 == "11e60398"
     assert store.put_stream([]).md5 == "d41d8cd98f00b204e9800998ecf8427e"
+    assert store.put_stream([]).sha512.startswith("cf83e1357eefb8bdf1542850d66d8007")
 
 
 def test_a_store_from_settings_reads_from_its_replicas_when_the_primary_object_is_missing(tmp_path):

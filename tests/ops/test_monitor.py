@@ -219,6 +219,15 @@ def test_an_administrator_edits_and_deletes_a_destination_from_the_monitor(clien
     assert "destination site2: edit refused: invalid destination settings: max_starts" in message_of(r)
     assert client.get("/destinations/site2", auth=api).json()["destination"]["max_starts"] == 5
 
+    # Notification on arrival is a checkbox next to the other MQTT settings; it needs a topic.
+    assert 'id="setting-mqtt_on_arrival" name="mqtt_on_arrival" type="checkbox">' in page
+    r = client.post("/monitor/destinations/site2/edit", data=form | {"mqtt_on_arrival": "on"})
+    assert "edit refused: mqtt_on_arrival needs an mqtt_topic" in message_of(r)
+    r = client.post("/monitor/destinations/site2/edit", data=form | {"mqtt_on_arrival": "on", "mqtt_topic": "in/$name"})
+    assert "destination site2: edit done" in message_of(r)
+    settings = client.get("/destinations/site2", auth=api).json()["destination"]
+    assert (settings["mqtt_on_arrival"], settings["mqtt_topic"]) == (True, "in/$name")
+
     r = client.post("/monitor/destinations/site2/delete", data={"form_token": token, "force": "on"})
     assert "destination site2 deleted with its 1 transfer(s) (1 stopped first)" in message_of(r)
     assert client.get("/destinations/site2", auth=api).status_code == 404

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import queue
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ from tasks.notify import (
     wis2_payload,
 )
 from tests.conftest import running
-from tests.servers._common import free_port, log_tail, spawn, tcp_ready, terminate, venv_bin, wait_until
+from tests.servers._common import free_port
 from tests.servers.mosquitto import MosquittoServer
 
 AVAILABLE_AT = datetime(2026, 3, 20, 4, 50, 18, tzinfo=UTC)
@@ -62,6 +61,7 @@ def notification(**changes) -> Notification:
         "available_at": AVAILABLE_AT,
         "url": "https://pds.example.org/portal/ecmwf-member-state/data/ecmwf/A1D03200000032001001.grib",
     }
+    fields["download_url"] = fields["url"]
     return Notification(**(fields | changes))
 
 
@@ -125,6 +125,8 @@ def test_subscriber_receives_the_transfer_as_json(broker, publisher, subscribe, 
         "transfer_id": 4242,
         "available_at": "2026-03-20T04:50:18Z",
         "url": "https://pds.example.org/portal/ecmwf-member-state/data/ecmwf/A1D03200000032001001.grib",
+        "event": "done",
+        "download_url": "https://pds.example.org/portal/ecmwf-member-state/data/ecmwf/A1D03200000032001001.grib",
     }
     assert message.properties.ContentType == "application/json"
     assert message.properties.PayloadFormatIndicator == 1
@@ -338,81 +340,19 @@ def test_wis2_payload_without_a_sha512_has_no_integrity():
     assert "integrity" not in message["properties"]
 
 
-@pytest.fixture
-def http_files(tmp_path):
-    """`python -m http.server` on a directory: the canonical link a WIS2 subscriber downloads from."""
-    root = tmp_path / "www"
-    root.mkdir()
-    port = free_port()
-    log = tmp_path / "http.log"
-    command = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(root), str(port)]
-    process = spawn(command, log)
-    try:
-        wait_until(lambda: tcp_ready("127.0.0.1", port), 30, "http.server", log=log, process=process)
-        yield root, f"http://127.0.0.1:{port}"
-    finally:
-        terminate(process)
+def test_wis2_canonical_link_is_the_download_url_and_the_site_an_alternate():
+    """An SFTP site is where the product went, not where a WIS2 subscriber can fetch it."""
+    site = "sftp://site.example.org/incoming/A1D03200000032001001.grib"
+    message = json.loads(wis2_payload(notification(url=site), data_id="d/x", metadata_id="urn:wmo:md:x:y"))
+    assert message["links"][0]["rel"] == "canonical" and message["links"][0]["href"] == notification().url
+    assert message["links"][1:] == [{"rel": "alternate", "href": site}]
 
 
-def test_pywis_pubsub_downloads_and_verifies_the_announced_file(broker, publisher, http_files, tmp_path, topic):
-    """WMO's reference subscriber takes the WIS2 message from the broker, downloads, checks integrity."""
-    from pywis_pubsub.ets import WNMTestSuite
-
-    www, base_url = http_files
-    data = os.urandom(10_000)
-    (www / "forecast.grib").write_bytes(data)
-    (www / "tampered.grib").write_bytes(data[:-1] + b"!")
-    good = notification(
-        name="forecast.grib",
-        size=len(data),
-        md5=hashlib.md5(data).hexdigest(),
-        sha512=hashlib.sha512(data).hexdigest(),
-        url=f"{base_url}/forecast.grib",
-    )
-    tampered = notification(
-        name="tampered.grib",
-        size=len(data),
-        md5=hashlib.md5(data).hexdigest(),
-        sha512=hashlib.sha512(data).hexdigest(),  # the digest of the original, not of what is served
-        url=f"{base_url}/tampered.grib",
-    )
-    wis2 = {"payload_format": "wis2", "metadata_id": "urn:wmo:md:int-ecmwf:ifs-forecasts", "retain": True}
-    # Retained, so the subscriber started afterwards gets both without racing its subscription.
-    publisher.publish(NotificationTarget(broker.url, f"{topic}/good", **wis2), good)
-    publisher.publish(NotificationTarget(broker.url, f"{topic}/tampered", **wis2), tampered)
-
-    downloads = tmp_path / "downloads"
-    config = tmp_path / "pywis-pubsub.yml"
-    config.write_text(
-        json.dumps(  # JSON is YAML
-            {
-                "broker": broker.url,
-                "subscribe_topics": [f"{topic}/good", f"{topic}/tampered"],
-                "qos": 1,
-                "verify_data": True,
-                "validate_message": False,  # needs WMO's schema from the network; checked below instead
-                "storage": {"type": "fs", "options": {"basedir": str(downloads), "filepath": "data_id"}},
-            }
-        )
-    )
-    log = tmp_path / "pywis-pubsub.log"
-    env = os.environ | {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-    command = [venv_bin("pywis-pubsub", "pywis-pubsub"), "subscribe", "--config", str(config), "--download"]
-    process = spawn(command + ["--verbosity", "DEBUG"], log, env=env)
-    try:
-        saved = downloads / "ecmwf-member-state" / "forecast.grib"
-        wait_until(saved.exists, 30, "pywis-pubsub download", log=log, process=process)
-        wait_until(lambda: "Data verification failed" in log_tail(log, 100_000), 30, "pywis-pubsub", log=log)
-    finally:
-        terminate(process)
-
-    assert saved.read_bytes() == data
-    assert not (downloads / "ecmwf-member-state" / "tampered.grib").exists()
-
-    # pywis-pubsub's own checks of the WNM core requirements (all but the networked schema one).
-    suite = WNMTestSuite(json.loads(wis2_payload(good, data_id="d/forecast.grib", metadata_id="urn:wmo:md:x:y")))
-    for check in (suite.test_requirement_id, suite.test_requirement_temporal, suite.test_requirement_links):
-        assert check()["code"] == "PASSED", check()
+def test_a_wis2_message_without_an_http_download_url_is_refused():
+    with pytest.raises(ValueError, match="HTTP"):
+        wis2_payload(notification(download_url=None), data_id="d/x", metadata_id="urn:wmo:md:x:y")
+    with pytest.raises(ValueError, match="http"):
+        notification(download_url="sftp://site.example.org/x.grib")
 
 
 def test_worker_threads_share_one_connection_per_broker(broker, publisher, subscribe, topic):
