@@ -1,7 +1,7 @@
 """attempt task run
 
 Revision ID: 0021
-Revises: 0016
+Revises: 0019
 Create Date: 2026-12-07 04:00:00
 
 A dispatch flow run now takes claim after claim from its mover, so a retried transfer may run its
@@ -15,7 +15,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0021"
-down_revision: str | None = "0016"
+down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
