@@ -1,14 +1,19 @@
-"""The production manifests (no Docker engine or cluster here): every compose file and Kubernetes manifest
-parses, every command a pds image runs is a real `pds` sub-command, Python module or Prefect command,
-every PDS_ setting they set exists, Services select Pods that exist, and the Dockerfile copies what the
-image needs."""
+"""The production manifests (no Docker engine or cluster here): every Kubernetes document is valid
+against the Kubernetes OpenAPI schemas of a pinned version and the compose file against the Compose
+Specification's JSON schema; every command a pds image runs is a real `pds` sub-command, Python module
+or Prefect command, every PDS_ setting they set exists, Services select Pods that exist, and the
+Dockerfile copies what the image needs."""
 
 from __future__ import annotations
 
+import importlib.resources
 import importlib.util
+import json
 import subprocess
 from pathlib import Path
 
+import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -20,6 +25,8 @@ from tests.servers._common import venv_bin
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "infra" / "compose" / "compose.yaml"
 KUBERNETES = ROOT / "infra" / "k8s" / "pds.yaml"
+#: The Kubernetes release whose OpenAPI schemas the manifests must satisfy (kubernetes-validate ships them).
+KUBERNETES_VERSION = "1.34.0"
 
 
 def compose_services() -> dict[str, dict]:
@@ -52,6 +59,42 @@ def pds_subcommands() -> set[str]:
 
 
 PREFECT_COMMANDS = {("server", "start"), ("server", "services", "start"), ("worker", "start")}
+
+
+def compose_schema() -> dict:
+    """The Compose Specification's JSON schema, as check-jsonschema (pinned in pyproject.toml) vendors it."""
+    schemas = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+    return json.loads(schemas.joinpath("compose-spec.json").read_text(encoding="utf-8"))
+
+
+def schema_errors(validator: jsonschema.protocols.Validator, document: dict) -> list[str]:
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_the_compose_file_follows_the_compose_specification():
+    schema = compose_schema()
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    assert schema_errors(validator, yaml.safe_load(COMPOSE.read_text())) == []
+    # The schema is strict enough to catch what a typo makes: an unknown key, a wrong condition.
+    broken = yaml.safe_load(COMPOSE.read_text())
+    broken["services"]["redis"]["healthcheck"]["interva"] = "5s"
+    broken["services"]["pds-api"]["depends_on"]["pds-migrate"]["condition"] = "service_finished"
+    errors = schema_errors(validator, broken)
+    assert any("interva" in e for e in errors) and any("pds-api/depends_on" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("document", kubernetes_documents(), ids=lambda d: f"{d['kind']}-{d['metadata']['name']}")
+def test_every_kubernetes_document_follows_the_kubernetes_schemas(document):
+    # strict: a field the schema does not know (a misspelt `command`, a misplaced `ports`) is an error,
+    # as `kubectl apply --validate=strict` makes it.
+    assert kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True) == KUBERNETES_VERSION[:4]
+
+
+def test_the_kubernetes_validation_catches_a_misspelt_field():
+    deployment = next(d for d in kubernetes_documents() if d["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["comand"] = ["pds"]
+    with pytest.raises(kubernetes_validate.ValidationError, match="comand"):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
 def test_every_pds_container_runs_a_real_command():
