@@ -380,6 +380,7 @@ def test_urls_name_services_and_ports_that_exist(manifest):
 
 def prefect_setting_names() -> set[str]:
     """Every PREFECT_ variable Prefect reads, and those of prefect-redis (the image's server extra)."""
+    # Prefect's own list of valid names: `prefect config set` refuses a name that is not in it.
     names = set(_get_valid_setting_names(PrefectSettings))
     for module in (prefect_redis.client, prefect_redis.messaging):
         for _, cls in inspect.getmembers(module, inspect.isclass):
