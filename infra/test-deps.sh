@@ -12,6 +12,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
   || need+=(nginx libnginx-mod-http-dav-ext)  # WebDAV server for the HTTP hosts
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # Azurite, the Azure Blob emulator
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)  # MQTT broker for notifications
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # Prefect's messaging in the production topology
+command -v ip >/dev/null 2>&1 || need+=(iproute2)  # network namespaces of the production topology
 command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
   || need+=(chromium chromium-driver)  # headless browser for the monitor pages (Selenium)
 command -v lftp >/dev/null 2>&1 || need+=(lftp)  # an FTP/FTPS client for the Data Portal tests
