@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
+from litestar.testing import TestClient
 from prefect.client.orchestration import get_client
 
+from api.app import create_app
+from api.cli import _attempt_line
 from catalog.database import session_scope
 from catalog.models import HostCreate
 from catalog.operations import stop
 from tests.factories import destination, push
 from tests.flows.test_mover import public
+from tests.ops.test_monitor import log_in
 from tests.servers._common import free_port, wait_until
 from tests.servers.fault_proxy import StallingProxy
 
@@ -105,15 +110,19 @@ def test_a_server_that_accepts_and_never_answers_holds_an_attempt_for_the_timeou
 
 def test_a_stop_cuts_an_attempt_that_is_moving_bytes(rt, sshd):
     remote = sshd.data_dir / "stopped-site"
-    # 40 MiB at 2 MB/s: about 20 s on the wire, so the stop lands mid-file.
+    # 200 MiB at 10 MB/s: about 20 s on the wire, so the stop lands mid-file.
     once(
         rt,
         "stopped-site",
         sftp_host(
-            sshd, "stopped-site", f"{sshd.host}:{sshd.port}", known_hosts=str(sshd.known_hosts_path), max_rate=2_000_000
+            sshd,
+            "stopped-site",
+            f"{sshd.host}:{sshd.port}",
+            known_hosts=str(sshd.known_hosts_path),
+            max_rate=10_000_000,
         ),
     )
-    (tid,) = push(rt.engine, rt.store, "stopped-site", "large.bin", data=os.urandom(40 * 1024 * 1024))[1]
+    (tid,) = push(rt.engine, rt.store, "stopped-site", "large.bin", data=os.urandom(200 * 1024 * 1024))[1]
     temporary = remote / f".large.bin.pds-{tid}.tmp"
     mover = run_mover("stop-mover")
     wait_until(lambda: temporary.exists() and temporary.stat().st_size > 1024 * 1024, 60, "bytes at the site")
@@ -157,6 +166,22 @@ def test_each_failing_attempt_is_its_own_task_run_in_a_linked_flow_run(rt, sshd)
         assert a.host == "refusing" and a.mover == "refused-mover" and a.ended_at >= a.started_at
         assert "cannot reach host refusing" in a.error
     assert [a.outcome for a in attempts] == ["Requeued", "Requeued", "Failed"]
+    # What a user reads: the monitor's transfer page and `pds status --transfer` link each attempt to its
+    # runs in the Prefect UI.
+    ui = rt.settings.resolved_prefect_ui_url()
+    with TestClient(create_app(rt.settings, engine=rt.engine, store=rt.store)) as client:
+        page = client.get(f"/monitor/transfers/{tid}", auth=("admin", "admin"))
+        if "login" in str(page.url):
+            log_in(client)
+            page = client.get(f"/monitor/transfers/{tid}")
+        table = re.search(r'<table id="attempts">(.*?)</table>', page.text, re.S).group(1)
+        for a in attempts:
+            assert f'href="{ui}/runs/flow-run/{a.flow_run_id}"' in table
+            assert f'href="{ui}/runs/task-run/{a.task_run_id}"' in table
+        shown = client.get(f"/transfers/{tid}", auth=("admin", "admin")).json()
+    lines = [_attempt_line(a) for a in shown["attempts"]]
+    assert lines[0].startswith("  attempt 1 by refused-mover to refusing: ") and "Requeued" in lines[0]
+    assert f"task {ui}/runs/task-run/{attempts[2].task_run_id}" in lines[2]
 
 
 def test_bad_credentials_stop_the_transfer_after_one_attempt(rt, sshd, tmp_path):
