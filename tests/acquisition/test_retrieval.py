@@ -226,3 +226,101 @@ def test_sigkill_during_retrieval_then_restart_fetches_every_file_again_whole(rt
     for transfer, data_file in rows:
         assert stored_md5(rt, data_file.id) == digests[transfer.target]
         assert data_file.size == sizes[transfer.target]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("rt", ["postgres"], indirect=True)
+def test_two_retrievers_never_fetch_more_files_from_one_host_than_its_bound(rt, prefect_server, tmp_path):
+    """Two retriever processes on PostgreSQL share one slow source host with max_connections 2; each
+    file also goes to an alias (two transfers, one fetch). Counted at the server and in the database
+    many times a second: never more than 2 files in retrieval at once, and the bound is used."""
+    import json
+    import threading
+    import uuid
+
+    from catalog.config import add_alias, create_destination
+    from catalog.models import DestinationCreate, Mover
+    from catalog.retrieval import files_in_retrieval
+    from tests.acquisition.conftest import Source
+    from tests.servers.upstream import UpstreamServer
+
+    bound, count = 2, 16
+    upstream = UpstreamServer(tmp_path / "upstream").start()
+    payloads = {f"f{i:02d}.bin": os.urandom(2000 + i) for i in range(count)}
+    for name, data in payloads.items():
+        upstream.add(name, data)
+        upstream.delay[f"/{name}"] = 0.4
+    (upstream.root / "listing.json").write_text(
+        json.dumps({"files": [{"href": name, "size": len(data)} for name, data in payloads.items()]})
+    )
+    host_spec = HostCreate(
+        name="provider-slow",
+        kind=HostKind.ACQUISITION,
+        protocol="http",
+        address=upstream.url,
+        options={"webdav": False, "max_connections": bound},
+    )
+    host, rule = acquisition_setup(rt.engine, Source(host_spec, None), directory="listing.json", listing_format="json")
+    with session_scope(rt.engine) as session:
+        create_destination(session, DestinationCreate(name="backup"))
+        add_alias(session, "acq", "backup")
+
+    names = [f"retriever-{uuid.uuid4().hex[:6]}-{i}" for i in (1, 2)]
+    env = dict(os.environ) | {"PREFECT_API_URL": prefect_server.api_url, "PDS_ACQUISITION_POLL_SECONDS": "0.05"}
+    logs = [(tmp_path / f"{name}.log").open("wb") for name in names]
+    processes = [
+        subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "flows.retrieval", "--name", name, "--max-runtime", "120"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        for name, log in zip(names, logs, strict=True)
+    ]
+    peak_in_database = 0
+    sampling = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_in_database
+        while not sampling.is_set():
+            with Session(rt.engine) as session:
+                peak_in_database = max(peak_in_database, files_in_retrieval(session)["provider-slow"])
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # both retrievers are up and polling before there is anything to fetch
+            with Session(rt.engine) as session:
+                if len(session.exec(select(Mover).where(col(Mover.name).in_(names))).all()) == 2:
+                    break
+            for process, name in zip(processes, names, strict=True):
+                assert process.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the retrievers did not start"
+            time.sleep(0.1)
+        sampler.start()
+        assert discover_rule(rt.engine, host, rule, by="test").registered == count
+        deadline = time.monotonic() + 60
+        while set(statuses(rt.engine)) != {"Queued"}:
+            assert time.monotonic() < deadline, statuses(rt.engine)
+            time.sleep(0.1)
+    finally:
+        sampling.set()
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs:
+            log.close()
+        upstream.stop()
+    assert len(statuses(rt.engine)) == 2 * count  # each file to acq and to its alias
+    assert upstream.peak == bound  # reached, never passed, at the server
+    assert peak_in_database == bound  # and as the database saw it
+    assert all(upstream.gets[f"/{name}"] == 1 for name in payloads)  # one fetch per file, whatever its transfers
+    with Session(rt.engine) as session:
+        fetchers = set(session.exec(select(TransferHistory.by).where(TransferHistory.action == "fetched")))
+    assert fetchers == set(names)  # both retrievers took their share
