@@ -354,24 +354,34 @@ def inventory_api(rt, monkeypatch):
 
 
 def read_through_proxy(rt, http, href: str) -> bytes:
-    """GET a proxied href as the administrator while this process plays the proxy's fetcher: a miss
-    is fetched from its upstream, then served (a request held meanwhile gets it, else a retry)."""
+    """GET a proxied href as the administrator while this process plays the proxy's fetcher and the
+    retriever: a miss is fetched from its upstream (a file registered without retrieval by the
+    retriever, into the Data Store, then copied), then served (a request held meanwhile gets it, else
+    a retry)."""
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     from catalog.models import utcnow
-    from catalog.proxy import claim_fetches
+    from catalog.proxy import claim_fetches as claim_proxy_fetches
     from tasks.proxy_fetch import fetch_into_cache
 
-    with ThreadPoolExecutor(1) as pool:
+    def fetch(job) -> None:
+        fetch_into_cache(rt.engine, rt.settings.resolved_proxy_cache_dir(), job, store=rt.store, retrieval_wait=30)
+
+    with ThreadPoolExecutor(2) as pool:
         for _ in range(3):
             answer = pool.submit(http.get, href)
-            while not answer.done():
+            fetching: list = []
+            while not answer.done() or not all(f.done() for f in fetching):
                 with session_scope(rt.engine) as session:
-                    jobs = claim_fetches(session, "test", 10, now=utcnow())
-                for job in jobs:
-                    fetch_into_cache(rt.engine, rt.settings.resolved_proxy_cache_dir(), job, store=rt.store)
+                    jobs = claim_proxy_fetches(session, "test", 10, now=utcnow())
+                fetching += [pool.submit(fetch, job) for job in jobs]
+                with session_scope(rt.engine) as session:
+                    retrievals = claim_fetches(session, "r", 100, default_per_host=100)
+                assert all(retrieve(f, "r") for f in retrievals)
                 time.sleep(0.05)
+            for done in fetching:
+                done.result()
             response = answer.result()
             if response.status_code == 200:
                 return response.content
