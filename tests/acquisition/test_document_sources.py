@@ -75,6 +75,34 @@ def test_a_json_listing(rt, site):
     assert_stored(rt, payloads, prefix="")
 
 
+@pytest.fixture(scope="module")
+def large_site(nginx):
+    """10,000 files (empty: discovery reads the listing, not the content) served by nginx once for the
+    module, with a JSON listing of them giving sizes and times."""
+    count = 10_000
+    host, root = nginx_provider(nginx, "provider-large", {})
+    (root / "data").mkdir(parents=True)
+    files = []
+    for i in range(count):
+        (root / f"data/f{i:05d}.bin").touch()
+        files.append({"href": f"data/f{i:05d}.bin", "size": 0, "modified": "2026-11-22T10:00:00Z"})
+    (root / "listing.json").write_text(json.dumps({"files": files}))
+    return Source(host, None, root), count
+
+
+def test_a_json_listing_of_ten_thousand_files_then_a_pass_registering_none(rt, large_site):
+    source, count = large_site
+    host, rule = acquisition_setup(rt.engine, source, directory="listing.json", listing_format="json")
+    first = discover_rule(rt.engine, host, rule, by="test")
+    assert (first.listed, first.registered) == (count, count)
+    with Session(rt.engine) as session:
+        registered = session.exec(select(DataTransfer.target, DataTransfer.status)).all()
+    assert len(registered) == count and {status for _, status in registered} == {"Preset"}
+    assert sorted(target for target, _ in registered)[::2500] == [f"data/f{i:05d}.bin" for i in range(0, count, 2500)]
+    second = discover_rule(rt.engine, host, rule, by="test")
+    assert (second.listed, second.registered) == (count, 0)
+
+
 def test_a_csv_listing_with_a_name_filter(rt, site):
     source, root, payloads = site
     rows = ["href,size,modified"] + [f"data/f{i}.bin,{100 + i},1700000000" for i in range(4)] + ["data/sub/deep.bin,4,"]
