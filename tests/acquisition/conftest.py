@@ -73,9 +73,12 @@ def source(request, tmp_path) -> Source:
             options={"key_filename": str(sshd.client_key_path), "known_hosts": str(sshd.known_hosts_path)},
         )
         return _local_source(host, root)
-    if kind == "ftp":
-        ftp = request.getfixturevalue("ftp_servers")("plain")
+    if kind in ("ftp", "ftps"):  # ftps (explicit TLS, its self-signed certificate trusted) when asked for
+        ftp = request.getfixturevalue("ftp_servers")("plain" if kind == "ftp" else "explicit")
         directory = uuid.uuid4().hex
+        options: dict[str, Any] = {"passive": True, "tls": "none"}
+        if kind == "ftps":
+            options = {"passive": True, "tls": "explicit", "cafile": str(ftp.cert_path)}
         host = HostCreate(
             name=name,
             kind=HostKind.ACQUISITION,
@@ -84,7 +87,7 @@ def source(request, tmp_path) -> Source:
             login=ftp.username,
             password=ftp.password,
             directory=f"/{directory}",
-            options={"passive": True, "tls": "none"},
+            options=options,
         )
         return _local_source(host, ftp.data_dir / directory)
     s3 = request.getfixturevalue("s3_server")

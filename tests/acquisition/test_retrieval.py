@@ -324,3 +324,24 @@ def test_two_retrievers_never_fetch_more_files_from_one_host_than_its_bound(rt, 
     with Session(rt.engine) as session:
         fetchers = set(session.exec(select(TransferHistory.by).where(TransferHistory.action == "fetched")))
     assert fetchers == set(names)  # both retrievers took their share
+
+
+@pytest.mark.parametrize("source", ["ftps"], indirect=True)
+def test_an_ftps_source_is_discovered_and_fetched_whole_over_tls(rt, source):
+    """Explicit FTPS (pyftpdlib with TLS, its certificate trusted by the host's cafile): listed,
+    registered once, fetched byte for byte."""
+    payloads = {f"f{i}.bin": os.urandom(1000 + i * 7000) for i in range(8)}
+    for name, data in payloads.items():
+        source.put(f"in/{name}", data)
+    host, rule = acquisition_setup(rt.engine, source, directory="in")
+    assert discover_rule(rt.engine, host, rule, by="test").registered == len(payloads)
+    assert discover_rule(rt.engine, host, rule, by="test").registered == 0
+    with session_scope(rt.engine) as session:
+        fetches = claim_fetches(session, "r1", 100, default_per_host=8)
+    assert len(fetches) == len(payloads)
+    assert all(retrieve(fetch, "r1") for fetch in fetches)
+    assert statuses(rt.engine) == ["Queued"] * len(payloads)
+    with Session(rt.engine) as session:
+        rows = session.exec(select(DataTransfer, DataFile).join(DataFile)).all()
+    for transfer, data_file in rows:
+        assert stored_md5(rt, data_file.id) == hashlib.md5(payloads[transfer.target]).hexdigest()
