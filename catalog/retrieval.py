@@ -97,12 +97,18 @@ def claim_fetches(
     `default_per_host`). Call inside a transaction and commit right after."""
     now = now or utcnow()
     _serialise_claims(session)
+    running = files_in_retrieval(session)
+    caps = {host: host_connections(session.get(Host, host), default_per_host) for host in running}
+    # Hosts at their bound are left out of the query, so a long queue of one host's files never
+    # hides the files of the others behind it.
+    full = [host for host, files in running.items() if files >= caps[host]]
     candidates = session.exec(
         select(DataTransfer, SourceFile)
         .join(SourceFile, col(SourceFile.data_file_id) == col(DataTransfer.data_file_id))
         .where(
             DataTransfer.status == S.PRESET.value,
             col(DataTransfer.scheduled_at) <= now,
+            col(SourceFile.host_name).not_in(full),
             # An on-demand file waits for a read through the portal to ask for it (`catalog.on_demand`).
             sa.or_(col(SourceFile.on_demand).is_(False), col(SourceFile.requested_at).is_not(None)),
         )
@@ -112,8 +118,6 @@ def claim_fetches(
     ).all()
     if not candidates:
         return []
-    running = files_in_retrieval(session)
-    caps: dict[str, int] = {}
     claimed: list[Fetch] = []
     seen: set[int] = set()
     for transfer, source in candidates:

@@ -345,3 +345,45 @@ def test_an_ftps_source_is_discovered_and_fetched_whole_over_tls(rt, source):
         rows = session.exec(select(DataTransfer, DataFile).join(DataFile)).all()
     for transfer, data_file in rows:
         assert stored_md5(rt, data_file.id) == hashlib.md5(payloads[transfer.target]).hexdigest()
+
+
+def test_a_host_at_its_bound_does_not_hide_the_files_of_the_others(rt, tmp_path):
+    """Sixty files of a host that takes one fetch at a time are first in the queue; another host's
+    file is claimed by the next claim, not after the sixty."""
+    from catalog.models import HostCreate
+    from tests.acquisition.conftest import Source, _local_source
+
+    busy = _local_source(
+        HostCreate(
+            name="provider-busy",
+            kind=HostKind.ACQUISITION,
+            protocol="file",
+            address=str(tmp_path / "busy"),
+            options={"max_connections": 1},
+        ),
+        tmp_path / "busy",
+    )
+    other: Source = _local_source(
+        HostCreate(name="provider-other", kind=HostKind.ACQUISITION, protocol="file", address=str(tmp_path / "other")),
+        tmp_path / "other",
+    )
+    for i in range(60):
+        busy.put(f"f{i:02d}.dat", b"b")
+    other.put("o.dat", b"o")
+    busy_host, busy_rule = acquisition_setup(rt.engine, busy)
+    with session_scope(rt.engine) as session:
+        create_host(session, other.host, known_protocols=frozenset({"file"}))
+    from catalog.acquisition import ListingRuleCreate, add_rule
+    from catalog.models import Host
+
+    with session_scope(rt.engine) as session:
+        other_rule = add_rule(session, "provider-other", ListingRuleCreate(destination="acq"))
+        other_host = session.get(Host, "provider-other")
+    assert discover_rule(rt.engine, busy_host, busy_rule, by="test").registered == 60
+    assert discover_rule(rt.engine, other_host, other_rule, by="test").registered == 1
+    with session_scope(rt.engine) as session:
+        first = claim_fetches(session, "r1", 2, default_per_host=4)
+    with session_scope(rt.engine) as session:
+        second = claim_fetches(session, "r1", 2, default_per_host=4)
+    assert [f.host for f in first] == ["provider-busy"]  # its bound: one at a time
+    assert [f.host for f in second] == ["provider-other"]
