@@ -11,11 +11,18 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from catalog.acquisition import SourceFile
 from catalog.config import get_destination
 from catalog.errors import FailTransfer, InvalidInput, NotFound
 from catalog.models import DataFile, DataTransfer, Destination, Host, TransferHistory
 from catalog.paths import render_directory
 from catalog.transfers import active_hosts
+
+
+class NotRetrievedYet(FailTransfer):
+    """The data file has no content in the Data Store yet, but a source to fetch it from (registered
+    without retrieval, or its retrieval failed and the transfer was requeued): the transfer waits for
+    its retrieval (`catalog.on_demand.await_retrieval`) instead of failing."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ def interrupted_attempts(session: Session, transfer_ids: Sequence[int]) -> dict[
 
 def plans(session: Session, transfer_ids: Sequence[int]) -> tuple[list[DispatchPlan], dict[int, FailTransfer]]:
     """Resolve claimed transfers into plans, reading each destination and host once; the second
-    value holds, by id, why a transfer cannot be executed at all."""
+    value holds, by id, why a transfer cannot be executed at all (`NotRetrievedYet`: not yet)."""
     transfers = {t.id: t for t in session.exec(select(DataTransfer).where(col(DataTransfer.id).in_(transfer_ids)))}
     data_files = {
         f.id: f
@@ -83,7 +90,8 @@ def plans(session: Session, transfer_ids: Sequence[int]) -> tuple[list[DispatchP
     interrupted = interrupted_attempts(session, list(transfer_ids))
     destinations: dict[str, tuple[Destination, list[Host]]] = {}
     proxies = {name: session.get(Host, name) for name in {t.proxy_host for t in transfers.values() if t.proxy_host}}
-    planned, unplannable = [], {}
+    planned: list[DispatchPlan] = []
+    unplannable: dict[int, FailTransfer] = {}
     for transfer_id in transfer_ids:
         transfer = transfers.get(transfer_id)
         if transfer is None:
@@ -92,8 +100,12 @@ def plans(session: Session, transfer_ids: Sequence[int]) -> tuple[list[DispatchP
         if name not in destinations:
             destinations[name] = (get_destination(session, name), active_hosts(session, name))
         destination, hosts = destinations[name]
+        data_file = data_files.get(transfer.data_file_id)
+        if data_file is not None and data_file.store_key is None and _has_source(session, data_file):
+            unplannable[transfer_id] = NotRetrievedYet(f"data file {data_file.id} is not fetched from its source yet")
+            continue
         try:
-            planned.append(_plan(transfer, data_files.get(transfer.data_file_id), destination, hosts))
+            planned.append(_plan(transfer, data_file, destination, hosts))
         except FailTransfer as error:
             unplannable[transfer_id] = error
             continue
@@ -102,6 +114,11 @@ def plans(session: Session, transfer_ids: Sequence[int]) -> tuple[list[DispatchP
         if transfer.proxy_host:
             planned[-1] = replace(planned[-1], proxy=proxies.get(transfer.proxy_host))
     return planned, unplannable
+
+
+def _has_source(session: Session, data_file: DataFile) -> bool:
+    """Whether acquisition registered the data file: its content can be fetched from its source."""
+    return data_file.id is not None and session.get(SourceFile, data_file.id) is not None
 
 
 def _plan(

@@ -7,19 +7,25 @@ requests it: `requested_at` is set on its source, once, and from then on the ret
 claim takes it (Preset → Fetching is a compare-and-set, so however many reads ask at once, the file
 is fetched once). The read is answered "retry later" until the content is in the Data Store; then
 the file is served, and expires, like any other.
+
+The federated proxy and the movers go the same way: a proxied asset whose upstream is such a file's
+source, and a dissemination transfer of such a file, request its retrieval here and wait for it, so
+the source sees one fetch whoever asks (`tasks.proxy_fetch`, `catalog.dispatching`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from catalog import attempts
 from catalog.acquisition import SourceFile
-from catalog.models import DataTransfer, utcnow
-from catalog.statuses import TransferStatus
-from catalog.transfers import record_history
+from catalog.models import DataFile, DataTransfer, utcnow
+from catalog.statuses import FINAL, TransferStatus
+from catalog.transfers import change_status, record_history
 
 S = TransferStatus
 
@@ -75,3 +81,52 @@ def request_fetch(session: Session, data_file_id: int, *, by: str, reason: str) 
         assert transfer.id is not None
         record_history(session, transfer.id, "request", S.PRESET, S.PRESET, by=by, reason=reason)
     return True
+
+
+def file_at_source(session: Session, host_name: str | None, path: str) -> int | None:
+    """The on-demand data file registered from `path` on `host_name` (a proxied asset's upstream), the
+    newest when the source changed and was registered again; None when there is none."""
+    if host_name is None:
+        return None
+    return session.exec(
+        select(SourceFile.data_file_id)
+        .where(SourceFile.host_name == host_name, SourceFile.path == path, col(SourceFile.on_demand).is_(True))
+        .order_by(col(SourceFile.data_file_id).desc())
+        .limit(1)
+    ).first()
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """Where the retrieval of an on-demand file stands."""
+
+    store_key: str | None
+    """The content's key in the Data Store once fetched."""
+    failed: str | None
+    """Why it will not come: the file is gone, or every transfer of it ended without the content."""
+
+
+def retrieval_of(session: Session, data_file_id: int) -> Retrieval:
+    data_file = session.get(DataFile, data_file_id)
+    if data_file is None:
+        return Retrieval(None, f"data file {data_file_id} was removed")
+    if data_file.store_key:
+        return Retrieval(data_file.store_key, None)
+    transfers = session.exec(select(DataTransfer).where(DataTransfer.data_file_id == data_file_id)).all()
+    if transfers and all(t.status in FINAL for t in transfers):
+        errors = sorted({t.error or t.status for t in transfers})
+        return Retrieval(None, f"the retrieval of {data_file.name} ended without its content: {'; '.join(errors)}")
+    return Retrieval(None, None)
+
+
+def await_retrieval(session: Session, transfer_id: int, *, by: str) -> DataTransfer:
+    """A mover claimed a transfer whose data file is not in the Data Store yet: the attempt ends, the
+    transfer goes back to Preset and the file's retrieval is asked for, so the retriever fetches it
+    (once, with every transfer of the file) and the transfer is queued again when it is whole."""
+    reason = "its data file is not in the Data Store yet: waiting for its retrieval"
+    changed = change_status(
+        session, transfer_id, "await_retrieval", S.PRESET, by=by, reason=reason, mover=None, scheduled_at=utcnow()
+    )
+    attempts.end(session.connection(), transfer_id, changed.attempt, S.PRESET.value, error=reason)
+    request_fetch(session, changed.data_file_id, by=by, reason=f"mover {by} has to send it")
+    return changed

@@ -3,7 +3,9 @@
 The same pattern as dissemination: the database is the queue. A retriever claims data files whose
 transfers are Preset (Preset → Fetching, compare-and-set, so two retrievers never fetch the same
 file; an on-demand file only once a read asked for it), at most `max_connections` (else
-`default_per_host`) fetches at a time from one source host. A fetched file's transfers become
+`default_per_host`) files in retrieval at a time from one source host, counted in data files (a file
+queued to several aliases is one fetch) over every retriever: claims are serialised, so two
+retrievers never both see the last free slot. A fetched file's transfers become
 Queued (or StandBy); a failed one's become Failed with the reason, or Preset again when its source
 says "requeue on failure" and starts are left. A retriever that restarts, or that stopped beating,
 has its Fetching files put back to Preset.
@@ -57,26 +59,56 @@ def host_connections(host: Host | None, default_per_host: int) -> int:
     return int(host.options.get("max_connections", 0) or 0) or default_per_host
 
 
+#: The key of the PostgreSQL advisory lock that serialises retrieval claims (one per database; any
+#: constant no other user of the database takes; the movers' host locks use 0x70647301).
+_CLAIM_LOCK = 0x7064_7302
+
+
+def _serialise_claims(session: Session) -> None:
+    """On PostgreSQL, hold the claim lock until this transaction commits: a second retriever counts a
+    host's files in retrieval after the first one's claims are committed, so together they never
+    exceed its bound. Taken before any row lock, so it never closes a cycle with one (a claim is a
+    few milliseconds). SQLite's BEGIN IMMEDIATE already makes claims one at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CLAIM_LOCK})
+
+
+def files_in_retrieval(session: Session) -> Counter[str]:
+    """Source host → data files Fetching from it now (a file's alias transfers count once)."""
+    rows = session.exec(
+        select(SourceFile.host_name, sa.func.count(sa.distinct(col(DataTransfer.data_file_id))))
+        .join(DataTransfer, col(DataTransfer.data_file_id) == col(SourceFile.data_file_id))
+        .where(DataTransfer.status == S.FETCHING.value)
+        .group_by(col(SourceFile.host_name))
+    ).all()
+    return Counter({host: int(count) for host, count in rows})
+
+
 def claim_fetches(
     session: Session,
     retriever: str,
     limit: int,
     *,
     default_per_host: int,
-    files_per_connection: int = 1,
     now: datetime | None = None,
 ) -> list[Fetch]:
-    """Take up to `limit` data files waiting for retrieval, in queue order, at most
-    `connections × files_per_connection` Fetching per source host (the retriever fetches a host's
-    files over at most `connections` connections at once). Call inside a transaction and commit
-    right after."""
+    """Take up to `limit` data files waiting for retrieval, in queue order, so that no source host has
+    more files in retrieval (Fetching, by any retriever) than its `max_connections` (else
+    `default_per_host`). Call inside a transaction and commit right after."""
     now = now or utcnow()
+    _serialise_claims(session)
+    running = files_in_retrieval(session)
+    caps = {host: host_connections(session.get(Host, host), default_per_host) for host in running}
+    # Hosts at their bound are left out of the query, so a long queue of one host's files never
+    # hides the files of the others behind it.
+    full = [host for host, files in running.items() if files >= caps[host]]
     candidates = session.exec(
         select(DataTransfer, SourceFile)
         .join(SourceFile, col(SourceFile.data_file_id) == col(DataTransfer.data_file_id))
         .where(
             DataTransfer.status == S.PRESET.value,
             col(DataTransfer.scheduled_at) <= now,
+            col(SourceFile.host_name).not_in(full),
             # An on-demand file waits for a read through the portal to ask for it (`catalog.on_demand`).
             sa.or_(col(SourceFile.on_demand).is_(False), col(SourceFile.requested_at).is_not(None)),
         )
@@ -86,14 +118,6 @@ def claim_fetches(
     ).all()
     if not candidates:
         return []
-    running = Counter(
-        session.exec(
-            select(SourceFile.host_name)
-            .join(DataTransfer, col(DataTransfer.data_file_id) == col(SourceFile.data_file_id))
-            .where(DataTransfer.status == S.FETCHING.value)
-        ).all()
-    )
-    caps: dict[str, int] = {}
     claimed: list[Fetch] = []
     seen: set[int] = set()
     for transfer, source in candidates:
@@ -101,8 +125,7 @@ def claim_fetches(
             continue
         seen.add(transfer.data_file_id)
         if source.host_name not in caps:
-            connections = host_connections(session.get(Host, source.host_name), default_per_host)
-            caps[source.host_name] = connections * files_per_connection
+            caps[source.host_name] = host_connections(session.get(Host, source.host_name), default_per_host)
         if running[source.host_name] >= caps[source.host_name]:
             continue
         ids = []

@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     proxy_rewait_seconds: float = 120.0
     """How long a request for an asset whose cached copy was read before (and is now gone) is held while it
     is fetched again: once a HEAD succeeded, range reads are never answered pending."""
+    proxy_retrieval_wait_seconds: float = 600.0
+    """How long a proxy fetch of a file registered without retrieval waits for the retriever to fetch it
+    into the Data Store before the attempt fails (retried like any failed fetch)."""
     proxy_fetcher_name: str = "proxy-fetcher-1"
     """Name the proxy fetcher claims fetch requests under; a restart recovers its unfinished fetches."""
     proxy_fetcher_poll_seconds: float = 0.05

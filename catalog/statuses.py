@@ -98,6 +98,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     _t("expire", _QUEUEABLE | {S.PRESET}, {S.FAILED}, "Not transferred before expiration."),
     _t("interrupt", {S.TRANSFERRING}, {S.INTERRUPTED}, "The mover running it stopped or restarted."),
+    _t(
+        "await_retrieval",
+        {S.TRANSFERRING},
+        {S.PRESET},
+        "Its data file is not in the Data Store yet (registered without retrieval): the mover asks for it.",
+    ),
     _t("recover", {S.INTERRUPTED}, {S.QUEUED}, "Recovery puts an interrupted transfer back in the queue."),
     # Operations from the monitor, the API and `pds`
     _t("hold", {S.QUEUED, S.REQUEUED}, {S.STANDBY}, "An operator holds the transfer."),

@@ -27,7 +27,8 @@ from blocks.base import HostBlock
 from blocks.registry import block_for
 from catalog import attempts, outbox
 from catalog.database import session_scope
-from catalog.dispatching import plans
+from catalog.dispatching import NotRetrievedYet, plans
+from catalog.on_demand import await_retrieval
 from catalog.transfers import record_failure, set_flow_run
 from tasks import publishing
 from tasks.continental import continental_store
@@ -107,6 +108,9 @@ def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
             set_flow_run(session, transfer_ids, str(context.flow_run.id))
         planned, unplannable = plans(session, transfer_ids)
         for transfer_id, error in unplannable.items():
+            if isinstance(error, NotRetrievedYet):  # fetched on first use: this is the first use
+                await_retrieval(session, transfer_id, by=mover)
+                continue
             record_failure(session, transfer_id, error, host=None, by=mover)  # with its ERR line
     publishing.publish_added(rt.engine, rt.settings, mover, outbox.added(session))
     blocks: dict[str, HostBlock] = {}  # one block per host, shared by its files

@@ -1,7 +1,9 @@
 """Purge: remove expired data files and their transfers from the database and the Data Store,
 multipart uploads abandoned in the Data Store, and copies left in continental movers' locations, on a
-schedule (the `purge` deployment). Reports how many data files, transfers, objects, multipart
-uploads and continental copies it removed.
+schedule (the `purge` deployment). An expired file whose transfers have not ended (never pulled,
+never asked for) has them stopped "expired before it was sent" and goes at the next run. Reports how
+many transfers it stopped, and how many data files, transfers, objects, multipart uploads and
+continental copies it removed.
 
 Run once with `python -m flows.purge`.
 """
@@ -16,7 +18,7 @@ from prefect import flow, get_run_logger, task
 from catalog import multipart
 from catalog.continental import proxy_host_names
 from catalog.database import session_scope
-from catalog.purge import expired_data_files, remove_data_files
+from catalog.purge import expired_data_files, remove_data_files, stop_expired_unsent
 from tasks.continental import remove_left_copies
 from tasks.runtime import runtime
 
@@ -37,6 +39,19 @@ def purge_batch(retention_seconds: float, now: datetime | None, limit: int) -> d
                 location.delete(item.store_key)
                 objects += 1
     return {"data_files": len(expired), "transfers": transfers, "objects": objects}
+
+
+@task(name="stop expired unsent transfers")
+def stop_unsent(retention_seconds: float, now: datetime | None, limit: int) -> int:
+    """Stop the unfinished transfers of expired files, one batch per transaction; they are removed
+    by the next run (after the files already expired), so their history says why for a while."""
+    rt, stopped = runtime(), 0
+    while True:
+        with session_scope(rt.engine) as session:
+            batch = stop_expired_unsent(session, timedelta(seconds=retention_seconds), by="purge", now=now, limit=limit)
+        stopped += len(batch)
+        if len(batch) < limit:
+            return stopped
 
 
 @task(name="purge abandoned multipart uploads")
@@ -66,20 +81,22 @@ def purge(retention_seconds: float = 0, now: datetime | None = None, batch: int 
     multipart uploads abandoned for PDS_MULTIPART_RETENTION_SECONDS."""
     rt, logger = runtime(), get_run_logger()
     retention = retention_seconds or rt.settings.data_retention_seconds
-    totals = {"data_files": 0, "transfers": 0, "objects": 0}
+    totals = {"stopped": 0, "data_files": 0, "transfers": 0, "objects": 0}
     # Before the data files go: their copies' rows go with them, and the copies would be left behind.
     continental_copies = purge_continental_copies()
     while True:
         removed = purge_batch(retention, now, batch)
-        for key in totals:
+        for key in removed:
             totals[key] += removed[key]
         if removed["data_files"] < batch:
             break
+    totals["stopped"] = stop_unsent(retention, now, batch)
     totals["multipart_uploads"] = purge_multipart(rt.settings.multipart_retention_seconds, now)
     totals["continental_copies"] = continental_copies
     logger.info(
-        "purge removed %d data file(s), %d transfer(s), %d object(s), %d abandoned multipart upload(s),"
-        " %d continental cop(ies)",
+        "purge stopped %d expired unsent transfer(s) and removed %d data file(s), %d transfer(s), %d object(s),"
+        " %d abandoned multipart upload(s), %d continental cop(ies)",
+        totals["stopped"],
         totals["data_files"],
         totals["transfers"],
         totals["objects"],

@@ -1,8 +1,10 @@
 """The retriever: a long-lived flow run that fetches registered files (Preset) into the Data Store.
 
 Like the mover, it claims work from the database: on start it puts back to Preset whatever a crash
-left Fetching, then it claims a few files per source host at a time (never more connections to one
-host than its bound) and runs each host's share as one `retrieve` task run in its own thread.
+left Fetching, then it claims files while it has free threads, never more files in retrieval from
+one source host (by all retrievers together) than the host's bound, and fetches each claimed file at
+once as a `retrieve` task run in its own thread: a file in retrieval is a connection to its host.
+A finished fetch wakes the loop, so a freed slot is taken again at once.
 Fetched files become Queued (or StandBy): the mover disseminates them to the destination's hosts,
 or they wait in the portal bucket when the destination has none.
 
@@ -19,38 +21,24 @@ import signal
 import socket
 import threading
 import time
-from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from types import FrameType
 
 from prefect import flow, get_run_logger
-from sqlmodel import Session
 
 from catalog.database import session_scope
-from catalog.models import Host
 from catalog.mover_names import keep_name, release_name, take_name, take_name_or_exit
-from catalog.retrieval import Fetch, claim_fetches, host_connections, recover_fetches
+from catalog.retrieval import Fetch, claim_fetches, recover_fetches
 from tasks import publishing
 from tasks.retrieval import retrieve_batch
 from tasks.runtime import runtime
-
-#: Files one connection fetches one after the other before the next claim.
-FILES_PER_CONNECTION = 8
 
 _stop = threading.Event()
 
 
 def request_stop(signum: int = 0, frame: FrameType | None = None) -> None:
     _stop.set()
-
-
-def _split(fetches: list[Fetch], connections: int) -> list[list[Fetch]]:
-    """A host's claimed files dealt over at most `connections` batches."""
-    batches: list[list[Fetch]] = [[] for _ in range(max(1, min(connections, len(fetches))))]
-    for i, fetch in enumerate(fetches):
-        batches[i % len(batches)].append(fetch)
-    return batches
 
 
 @flow(name="retrieval", flow_run_name="retrieval {name}", log_prints=True)
@@ -70,12 +58,14 @@ def retrieval(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bo
         logger.warning("%d file(s) left Fetching by a stopped retriever are fetched again", recovered)
     publishing.drain(rt.engine, rt.settings, name)  # the RET lines its previous run committed, not written
     counts = {"batches": 0, "files": 0, "recovered": recovered}
-    in_flight: set[Future[object]] = set()
+    in_flight: set[Future[dict[str, int]]] = set()
     started = last_beat = time.monotonic()
     lost = False
     parallel = max(1, settings.retrieval_parallel)
+    freed = threading.Event()  # set when a fetch ends: its slot (and its host's) can be claimed again
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="retrieve") as pool:
         while not _stop.is_set() and time.monotonic() - started < max_runtime:
+            freed.clear()  # before counting: a fetch ending from now on cuts the wait below short
             in_flight = {f for f in in_flight if not f.done()}
             if time.monotonic() - last_beat > settings.mover_heartbeat_seconds:
                 with session_scope(rt.engine) as session:
@@ -88,31 +78,21 @@ def retrieval(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bo
             if len(in_flight) < parallel:
                 with session_scope(rt.engine) as session:
                     claimed = claim_fetches(
-                        session,
-                        name,
-                        (parallel - len(in_flight)) * FILES_PER_CONNECTION,
-                        default_per_host=settings.retrieval_per_host,
-                        files_per_connection=FILES_PER_CONNECTION,
+                        session, name, parallel - len(in_flight), default_per_host=settings.retrieval_per_host
                     )
+            for fetch in claimed:
+                context = contextvars.copy_context()  # each fetch is a task run of this flow run
+                call = functools.partial(retrieve_batch, [fetch], name, fetch.host, 1)
+                future = pool.submit(context.run, call)
+                future.add_done_callback(lambda _: freed.set())
+                in_flight.add(future)
+                counts["batches"] += 1
+                counts["files"] += 1
             if claimed:
-                by_host: dict[str, list[Fetch]] = defaultdict(list)
-                for fetch in claimed:
-                    by_host[fetch.host].append(fetch)
-                with Session(rt.engine) as session:
-                    connections = {
-                        h: host_connections(session.get(Host, h), settings.retrieval_per_host) for h in by_host
-                    }
-                for host, fetches in by_host.items():
-                    for batch in _split(fetches, connections[host]):
-                        context = contextvars.copy_context()  # each batch is a task run of this flow run
-                        call = functools.partial(retrieve_batch, batch, name, host, len(batch))
-                        in_flight.add(pool.submit(context.run, call))
-                        counts["batches"] += 1
-                        counts["files"] += len(batch)
                 continue
             if stop_when_idle and not in_flight:
                 break
-            time.sleep(settings.acquisition_poll_seconds)
+            freed.wait(settings.acquisition_poll_seconds)
     if not lost:
         with session_scope(rt.engine) as session:
             release_name(session, name, machine=machine, pid=pid)

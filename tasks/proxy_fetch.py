@@ -2,7 +2,10 @@
 
 Any protocol of the transfer layer can be an upstream: an asset names a `Host` (credentials, options)
 and a path on it, or gives a plain http(s)/s3 URL, which becomes a host block on the fly; an asset
-harvested from a stored data file (`pds-store:<key>`) is copied from the Data Store. The bytes
+harvested from a stored data file (`pds-store:<key>`) is copied from the Data Store, and so is one
+whose upstream is the source of a file registered without retrieval: its retrieval is requested
+(`catalog.on_demand`, once however many ask, the portal's readers included) and waited for, so the
+provider sees one fetch, by the retriever. The bytes
 stream into a temporary file in the cache directory that is renamed when whole, so a crash or a failed
 attempt never leaves a partial file served as data.
 """
@@ -27,6 +30,7 @@ from blocks.registry import block_class, block_for
 from catalog.database import session_scope
 from catalog.errors import FailTransfer, NotFound, TransferError
 from catalog.models import Host, utcnow
+from catalog.on_demand import file_at_source, request_fetch, retrieval_of
 from catalog.proxy import (
     STORE_SCHEME,
     FetchJob,
@@ -41,6 +45,9 @@ from catalog.store import DataStore
 from tasks.runtime import runtime
 
 log = logging.getLogger("pds.proxy")
+
+RETRIEVAL_POLL = 0.2
+"""Seconds between two looks at the retrieval a proxy fetch waits for."""
 
 PROGRESS_EVERY = 0.5
 
@@ -90,8 +97,11 @@ def fetch_into_cache(
     job: FetchJob,
     chunk_size: int = 4 * 1024 * 1024,
     store: DataStore | None = None,
+    retrieval_wait: float = 600.0,
 ) -> int:
-    """Stream the asset from its upstream into the cache; returns its size. Raises TransferError."""
+    """Stream the asset from its upstream into the cache; returns its size. Raises TransferError.
+    An upstream that is a file registered without retrieval is fetched by the retriever first
+    (waiting up to `retrieval_wait` seconds), then copied from the Data Store."""
     with session_scope(engine) as session:
         asset = session.get(ProxyAsset, (job.collection, job.item, job.asset))
         if asset is None:
@@ -100,9 +110,12 @@ def fetch_into_cache(
         if asset.upstream_host and host is None:
             raise FailTransfer(f"upstream host {asset.upstream_host!r} of {job.label} does not exist")
         expected = asset.size
+        on_demand = file_at_source(session, asset.upstream_host, asset.upstream_href)
     stored_key = (
         asset.upstream_href.removeprefix(STORE_SCHEME) if asset.upstream_href.startswith(STORE_SCHEME) else None
     )
+    if stored_key is None and on_demand is not None:
+        stored_key = _wait_for_retrieval(engine, on_demand, job, retrieval_wait)
     block, path = (None, stored_key) if stored_key is not None else upstream_of(asset, host)
     relative = cache_relative_path(job.collection, job.item, job.asset)
     final = cache_dir / relative
@@ -139,6 +152,22 @@ def fetch_into_cache(
     return written
 
 
+def _wait_for_retrieval(engine: sa.Engine, data_file_id: int, job: FetchJob, seconds: float) -> str:
+    """Ask for the on-demand file's retrieval and wait until its content is in the Data Store; its key."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with session_scope(engine) as session:
+            request_fetch(session, data_file_id, by="proxy", reason=f"read through the proxy as {job.label}")
+            state = retrieval_of(session, data_file_id)
+        if state.store_key:
+            return state.store_key
+        if state.failed:
+            raise FailTransfer(f"{job.label}: {state.failed}")
+        if time.monotonic() >= deadline:
+            raise TransferError(f"{job.label}: its retrieval into the Data Store did not end within {seconds:g} s")
+        time.sleep(RETRIEVAL_POLL)
+
+
 def _worth_retrying(task: object, task_run: object, state: State) -> bool:
     # A missing object or a refused credential will not change in seconds; a broken connection may.
     return not isinstance(state.result(raise_on_failure=False), FailTransfer | NotFound)
@@ -150,7 +179,12 @@ def fetch_asset(job: FetchJob) -> int:
     rt = runtime()
     try:
         return fetch_into_cache(
-            rt.engine, rt.settings.resolved_proxy_cache_dir(), job, rt.settings.chunk_size, store=rt.store
+            rt.engine,
+            rt.settings.resolved_proxy_cache_dir(),
+            job,
+            rt.settings.chunk_size,
+            store=rt.store,
+            retrieval_wait=rt.settings.proxy_retrieval_wait_seconds,
         )
     except TransferError as exc:
         with session_scope(rt.engine) as session:

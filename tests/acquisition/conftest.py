@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ class Source:
     host: HostCreate
     put_file: Any  # (relative path, bytes, mtime or None) -> None
     local_root: Path | None = None
+    rule: dict[str, Any] = field(default_factory=dict)
+    """Rule fields this source needs (an HTTP source's listing format)."""
 
     def put(self, relative: str, data: bytes, mtime: float | None = None) -> None:
         self.put_file(relative, data, mtime)
@@ -48,10 +50,16 @@ def _local_source(host: HostCreate, root: Path) -> Source:
     return Source(host, put, root)
 
 
-@pytest.fixture(params=["sftp", "ftp", "s3"])
+@pytest.fixture(params=["sftp", "ftp", "s3", "http"])
 def source(request, tmp_path) -> Source:
     kind = request.param
     name = f"provider-{kind}"
+    if kind == "http":  # nginx's HTML index pages (autoindex: exact sizes, modification times)
+        nginx = request.getfixturevalue("nginx")
+        host, root = nginx_provider(nginx, name, {})
+        made = _local_source(host, root)
+        made.rule = {"listing_format": "html"}
+        return made
     if kind == "sftp":
         sshd = request.getfixturevalue("sshd")
         root = sshd.data_dir / uuid.uuid4().hex
@@ -65,9 +73,12 @@ def source(request, tmp_path) -> Source:
             options={"key_filename": str(sshd.client_key_path), "known_hosts": str(sshd.known_hosts_path)},
         )
         return _local_source(host, root)
-    if kind == "ftp":
-        ftp = request.getfixturevalue("ftp_servers")("plain")
+    if kind in ("ftp", "ftps"):  # ftps (explicit TLS, its self-signed certificate trusted) when asked for
+        ftp = request.getfixturevalue("ftp_servers")("plain" if kind == "ftp" else "explicit")
         directory = uuid.uuid4().hex
+        options: dict[str, Any] = {"passive": True, "tls": "none"}
+        if kind == "ftps":
+            options = {"passive": True, "tls": "explicit", "cafile": str(ftp.cert_path)}
         host = HostCreate(
             name=name,
             kind=HostKind.ACQUISITION,
@@ -76,7 +87,7 @@ def source(request, tmp_path) -> Source:
             login=ftp.username,
             password=ftp.password,
             directory=f"/{directory}",
-            options={"passive": True, "tls": "none"},
+            options=options,
         )
         return _local_source(host, ftp.data_dir / directory)
     s3 = request.getfixturevalue("s3_server")
@@ -152,7 +163,7 @@ def acquisition_setup(engine, source: Source, destination: str = "acq", **rule: 
     with session_scope(engine) as session:
         create_destination(session, DestinationCreate(name=destination))
         create_host(session, source.host, known_protocols=PROTOCOLS)
-        created = add_rule(session, source.host.name, ListingRuleCreate(destination=destination, **rule))
+        created = add_rule(session, source.host.name, ListingRuleCreate(destination=destination, **source.rule | rule))
         host = session.get(Host, source.host.name)
         assert host is not None
     return host, created

@@ -75,6 +75,34 @@ def test_a_json_listing(rt, site):
     assert_stored(rt, payloads, prefix="")
 
 
+@pytest.fixture(scope="module")
+def large_site(nginx):
+    """10,000 files (empty: discovery reads the listing, not the content) served by nginx once for the
+    module, with a JSON listing of them giving sizes and times."""
+    count = 10_000
+    host, root = nginx_provider(nginx, "provider-large", {})
+    (root / "data").mkdir(parents=True)
+    files = []
+    for i in range(count):
+        (root / f"data/f{i:05d}.bin").touch()
+        files.append({"href": f"data/f{i:05d}.bin", "size": 0, "modified": "2026-11-22T10:00:00Z"})
+    (root / "listing.json").write_text(json.dumps({"files": files}))
+    return Source(host, None, root), count
+
+
+def test_a_json_listing_of_ten_thousand_files_then_a_pass_registering_none(rt, large_site):
+    source, count = large_site
+    host, rule = acquisition_setup(rt.engine, source, directory="listing.json", listing_format="json")
+    first = discover_rule(rt.engine, host, rule, by="test")
+    assert (first.listed, first.registered) == (count, count)
+    with Session(rt.engine) as session:
+        registered = session.exec(select(DataTransfer.target, DataTransfer.status)).all()
+    assert len(registered) == count and {status for _, status in registered} == {"Preset"}
+    assert sorted(target for target, _ in registered)[::2500] == [f"data/f{i:05d}.bin" for i in range(0, count, 2500)]
+    second = discover_rule(rt.engine, host, rule, by="test")
+    assert (second.listed, second.registered) == (count, 0)
+
+
 def test_a_csv_listing_with_a_name_filter(rt, site):
     source, root, payloads = site
     rows = ["href,size,modified"] + [f"data/f{i}.bin,{100 + i},1700000000" for i in range(4)] + ["data/sub/deep.bin,4,"]
@@ -359,24 +387,34 @@ def inventory_api(rt, monkeypatch):
 
 
 def read_through_proxy(rt, http, href: str) -> bytes:
-    """GET a proxied href as the administrator while this process plays the proxy's fetcher: a miss
-    is fetched from its upstream, then served (a request held meanwhile gets it, else a retry)."""
+    """GET a proxied href as the administrator while this process plays the proxy's fetcher and the
+    retriever: a miss is fetched from its upstream (a file registered without retrieval by the
+    retriever, into the Data Store, then copied), then served (a request held meanwhile gets it, else
+    a retry)."""
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     from catalog.models import utcnow
-    from catalog.proxy import claim_fetches
+    from catalog.proxy import claim_fetches as claim_proxy_fetches
     from tasks.proxy_fetch import fetch_into_cache
 
-    with ThreadPoolExecutor(1) as pool:
+    def fetch(job) -> None:
+        fetch_into_cache(rt.engine, rt.settings.resolved_proxy_cache_dir(), job, store=rt.store, retrieval_wait=30)
+
+    with ThreadPoolExecutor(2) as pool:
         for _ in range(3):
             answer = pool.submit(http.get, href)
-            while not answer.done():
+            fetching: list = []
+            while not answer.done() or not all(f.done() for f in fetching):
                 with session_scope(rt.engine) as session:
-                    jobs = claim_fetches(session, "test", 10, now=utcnow())
-                for job in jobs:
-                    fetch_into_cache(rt.engine, rt.settings.resolved_proxy_cache_dir(), job, store=rt.store)
+                    jobs = claim_proxy_fetches(session, "test", 10, now=utcnow())
+                fetching += [pool.submit(fetch, job) for job in jobs]
+                with session_scope(rt.engine) as session:
+                    retrievals = claim_fetches(session, "r", 100, default_per_host=100)
+                assert all(retrieve(f, "r") for f in retrievals)
                 time.sleep(0.05)
+            for done in fetching:
+                done.result()
             response = answer.result()
             if response.status_code == 200:
                 return response.content

@@ -358,3 +358,175 @@ def test_an_on_demand_file_deleted_in_the_portal_before_its_retrieval_is_never_f
     world.start_retriever()
     time.sleep(0.5)
     assert world.upstream_reads("b.bin") == 0
+
+
+# --- the federated proxy and the movers meet files registered without retrieval ------------------
+
+
+class ProxyFetcher:
+    """The proxy fetcher's claim-and-fetch loop (`flows.proxy_fetch`), in a thread of the test process."""
+
+    def __init__(self, rt, cache_dir) -> None:
+        self.rt, self.cache_dir = rt, cache_dir
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from catalog.errors import TransferError
+        from catalog.proxy import claim_fetches as claim_proxy_fetches
+        from catalog.proxy import record_fetch_attempt_failed
+        from tasks.proxy_fetch import fetch_into_cache
+
+        while not self.stop_event.is_set():
+            with session_scope(self.rt.engine) as session:
+                jobs = claim_proxy_fetches(session, "proxy-fetcher-test", 4, now=utcnow())
+            for job in jobs:
+                try:
+                    fetch_into_cache(self.rt.engine, self.cache_dir, job, store=self.rt.store, retrieval_wait=60)
+                except TransferError as exc:
+                    with session_scope(self.rt.engine) as session:
+                        record_fetch_attempt_failed(session, job, str(exc), final=True)
+            self.stop_event.wait(0.05)
+
+    def start(self) -> ProxyFetcher:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def proxied(world, served, settings):
+    """The destination published as collection `files` (public, a miss answered at once), its items'
+    assets served by the proxy, and a proxy fetcher running; yields {file name: proxy URL path}."""
+    from catalog.proxy import ProxyAsset, set_policy
+    from catalog.stac import harvest_destination, set_publication
+
+    with session_scope(world.rt.engine) as session:
+        set_publication(session, "acq", collection_id="files")
+        harvest_destination(session, world.rt.store, "acq", public_url=served.url)
+        set_policy(session, "files", public=True, sync_wait_seconds=0)
+    with Session(world.rt.engine) as session:
+        assets = session.exec(select(ProxyAsset).where(ProxyAsset.collection == "files")).all()
+    paths = {a.upstream_href.rsplit("/", 1)[-1]: f"/proxy/files/{a.item}/{a.asset}" for a in assets}
+    assert set(paths) == set(NAMES)  # every file, none of them fetched yet
+    fetcher = ProxyFetcher(world.rt, settings.resolved_proxy_cache_dir()).start()
+    yield paths
+    fetcher.stop()
+
+
+def proxy_read_until_served(client: httpx.Client, path: str, deadline: float = 60) -> tuple[list[int], bytes]:
+    """GET through the proxy until 200; the statuses seen on the way (pending: 202 with Retry-After)."""
+    seen = []
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        answer = client.get(path)
+        seen.append(answer.status_code)
+        if answer.status_code == 200:
+            return seen, answer.content
+        assert answer.status_code == 202, answer.text
+        assert int(answer.headers["retry-after"]) > 0 and answer.json()["status"] == "pending"
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never served: {seen[-5:]}")
+
+
+def test_a_proxy_read_asks_for_the_retrieval_and_serves_the_file_once_fetched(world, served, proxied):
+    with http_client(served) as client:
+        first = client.get(proxied["a.bin"])
+        assert first.status_code == 202 and int(first.headers["retry-after"]) > 0
+        wait_until(lambda: "request" in world.actions("a.bin"), 30, "the proxy to ask for the retrieval of a.bin")
+        assert client.get(proxied["a.bin"]).status_code == 202  # no retriever yet: still pending
+        assert world.upstream_reads("a.bin") == 0
+
+        world.start_retriever()
+        seen, body = proxy_read_until_served(client, proxied["a.bin"])
+        assert body == world.payloads["a.bin"]
+        # The portal reads the same fetched copy: nothing more from the source.
+        assert client.get("/portal/acq/a.bin").content == world.payloads["a.bin"]
+    assert world.upstream_reads("a.bin") == 1
+    assert world.actions("a.bin")[:4] == ["create", "request", "fetch", "fetched"]
+    assert world.transfer("b.bin").status == "Preset"  # never read: never fetched
+
+
+def test_fifty_concurrent_first_proxy_reads_make_one_upstream_fetch(world, served, proxied):
+    world.start_retriever()
+    barrier = threading.Barrier(50)
+
+    def read(_: int) -> tuple[list[int], bytes]:
+        barrier.wait(timeout=30)
+        return proxy_read_until_served(client, proxied["c.bin"])
+
+    with http_client(served) as client, ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(read, range(50)))
+    assert all(body == world.payloads["c.bin"] for _, body in answers)
+    assert any(202 in seen for seen, _ in answers)  # the first answers said "retry later"
+    assert world.upstream_reads("c.bin") == 1
+    actions = world.actions("c.bin")
+    assert actions.count("request") == 1 and actions.count("fetch") == 1 and actions.count("fetched") == 1
+
+
+def test_the_proxy_serves_a_fetched_file_from_a_replica_when_the_primary_copy_is_gone(world, served, proxied, tmp_path):
+    world.start_retriever()
+    with http_client(served) as client:
+        read_until_served(client, "/portal/acq/d.bin")  # fetched through the portal, not read by the proxy yet
+        with Session(world.rt.engine) as session:
+            data_file = session.exec(select(DataFile).where(DataFile.name == "d.bin")).one()
+        replica = DataStore.from_url(str(tmp_path / "replica"))
+        replica.put_stream(world.rt.store.iter_chunks(data_file.store_key), data_file.store_key)
+        world.rt.store.replicas = [replica]
+        world.rt.store.delete(data_file.store_key)
+        _, body = proxy_read_until_served(client, proxied["d.bin"])
+    assert body == world.payloads["d.bin"]
+    assert world.upstream_reads("d.bin") == 1  # the replica, not the source, filled the proxy's cache
+
+
+def test_a_mover_meeting_an_unretrieved_file_asks_for_it_and_sends_it_once_fetched(
+    rt, local_source, prefect_server, tmp_path
+):
+    """A transfer of a file registered without retrieval, requeued by an operator, is claimed by the
+    mover: it goes back to Preset and asks for the retrieval instead of failing, then is sent."""
+    from catalog.config import attach_host, create_host
+    from catalog.models import HostCreate, HostKind
+    from catalog.operations import requeue, stop
+    from flows.mover import mover
+    from flows.retrieval import retrieval
+
+    local_source.put("in/late.bin", b"late" * 500)
+    host, rule = acquisition_setup(rt.engine, local_source, directory="in", no_retrieval=True)
+    site = tmp_path / "site"
+    with session_scope(rt.engine) as session:
+        create_host(
+            session,
+            HostCreate(name="site-host", protocol="file", address=str(site)),
+            known_protocols=frozenset({"file"}),
+        )
+        attach_host(session, "acq", "site-host", HostKind.DISSEMINATION)
+    assert discover_rule(rt.engine, host, rule, by="test").registered == 1
+    with Session(rt.engine) as session:
+        transfer_id = session.exec(select(DataTransfer.id)).one()
+    with session_scope(rt.engine) as session:
+        stop(session, transfer_id, by="operator")
+    with session_scope(rt.engine) as session:
+        requeue(session, transfer_id, by="operator")
+
+    def state() -> tuple[str, list[str]]:
+        with Session(rt.engine) as session:
+            transfer = session.get(DataTransfer, transfer_id)
+            rows = session.exec(
+                select(TransferHistory.action)
+                .where(TransferHistory.transfer_id == transfer_id)
+                .order_by(col(TransferHistory.id))
+            )
+            return transfer.status, list(rows)
+
+    mover(name="mover-test", stop_when_idle=True)
+    status, actions = state()
+    assert status == "Preset"  # waiting for its retrieval, not Failed
+    assert actions[-3:] == ["claim", "await_retrieval", "request"]
+    assert retrieval(name="retriever-test", stop_when_idle=True)["files"] == 1
+    mover(name="mover-test", stop_when_idle=True)
+    status, actions = state()
+    assert status == "Done" and "fail" not in actions
+    assert (site / "late.bin").read_bytes() == b"late" * 500

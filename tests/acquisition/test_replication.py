@@ -70,6 +70,7 @@ def test_every_file_is_replicated_verified_and_read_back_from_a_replica(
     from flows.purge import purge
 
     assert purge(retention_seconds=86400) == {
+        "stopped": 0,
         "data_files": 3,
         "transfers": 3,
         "objects": 2 + 3 * 2,

@@ -268,3 +268,164 @@ def test_a_fetched_file_is_announced_once_where_the_destination_asks_and_a_faile
         assert pending(session) == 0  # published by the retriever itself, right after its commit
         (fetched,) = session.exec(select(DataFile).where(col(DataFile.store_key).is_not(None))).all()
     assert fetched.sha512 == hashlib.sha512(data).hexdigest()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("rt", ["postgres"], indirect=True)
+def test_two_retrievers_never_fetch_more_files_from_one_host_than_its_bound(rt, prefect_server, tmp_path):
+    """Two retriever processes on PostgreSQL share one slow source host with max_connections 2; each
+    file also goes to an alias (two transfers, one fetch). Counted at the server and in the database
+    many times a second: never more than 2 files in retrieval at once, and the bound is used."""
+    import json
+    import threading
+    import uuid
+
+    from catalog.config import add_alias, create_destination
+    from catalog.models import DestinationCreate, Mover
+    from catalog.retrieval import files_in_retrieval
+    from tests.acquisition.conftest import Source
+    from tests.servers.upstream import UpstreamServer
+
+    bound, count = 2, 16
+    upstream = UpstreamServer(tmp_path / "upstream").start()
+    payloads = {f"f{i:02d}.bin": os.urandom(2000 + i) for i in range(count)}
+    for name, data in payloads.items():
+        upstream.add(name, data)
+        upstream.delay[f"/{name}"] = 0.4
+    (upstream.root / "listing.json").write_text(
+        json.dumps({"files": [{"href": name, "size": len(data)} for name, data in payloads.items()]})
+    )
+    host_spec = HostCreate(
+        name="provider-slow",
+        kind=HostKind.ACQUISITION,
+        protocol="http",
+        address=upstream.url,
+        options={"webdav": False, "max_connections": bound},
+    )
+    host, rule = acquisition_setup(rt.engine, Source(host_spec, None), directory="listing.json", listing_format="json")
+    with session_scope(rt.engine) as session:
+        create_destination(session, DestinationCreate(name="backup"))
+        add_alias(session, "acq", "backup")
+
+    names = [f"retriever-{uuid.uuid4().hex[:6]}-{i}" for i in (1, 2)]
+    env = dict(os.environ) | {"PREFECT_API_URL": prefect_server.api_url, "PDS_ACQUISITION_POLL_SECONDS": "0.05"}
+    logs = [(tmp_path / f"{name}.log").open("wb") for name in names]
+    processes = [
+        subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "flows.retrieval", "--name", name, "--max-runtime", "120"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        for name, log in zip(names, logs, strict=True)
+    ]
+    peak_in_database = 0
+    sampling = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_in_database
+        while not sampling.is_set():
+            with Session(rt.engine) as session:
+                peak_in_database = max(peak_in_database, files_in_retrieval(session)["provider-slow"])
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # both retrievers are up and polling before there is anything to fetch
+            with Session(rt.engine) as session:
+                if len(session.exec(select(Mover).where(col(Mover.name).in_(names))).all()) == 2:
+                    break
+            for process, name in zip(processes, names, strict=True):
+                assert process.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the retrievers did not start"
+            time.sleep(0.1)
+        sampler.start()
+        assert discover_rule(rt.engine, host, rule, by="test").registered == count
+        deadline = time.monotonic() + 60
+        while set(statuses(rt.engine)) != {"Queued"}:
+            assert time.monotonic() < deadline, statuses(rt.engine)
+            time.sleep(0.1)
+    finally:
+        sampling.set()
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs:
+            log.close()
+        upstream.stop()
+    assert len(statuses(rt.engine)) == 2 * count  # each file to acq and to its alias
+    assert upstream.peak == bound  # reached, never passed, at the server
+    assert peak_in_database == bound  # and as the database saw it
+    assert all(upstream.gets[f"/{name}"] == 1 for name in payloads)  # one fetch per file, whatever its transfers
+    with Session(rt.engine) as session:
+        fetchers = set(session.exec(select(TransferHistory.by).where(TransferHistory.action == "fetched")))
+    assert fetchers == set(names)  # both retrievers took their share
+
+
+@pytest.mark.parametrize("source", ["ftps"], indirect=True)
+def test_an_ftps_source_is_discovered_and_fetched_whole_over_tls(rt, source):
+    """Explicit FTPS (pyftpdlib with TLS, its certificate trusted by the host's cafile): listed,
+    registered once, fetched byte for byte."""
+    payloads = {f"f{i}.bin": os.urandom(1000 + i * 7000) for i in range(8)}
+    for name, data in payloads.items():
+        source.put(f"in/{name}", data)
+    host, rule = acquisition_setup(rt.engine, source, directory="in")
+    assert discover_rule(rt.engine, host, rule, by="test").registered == len(payloads)
+    assert discover_rule(rt.engine, host, rule, by="test").registered == 0
+    with session_scope(rt.engine) as session:
+        fetches = claim_fetches(session, "r1", 100, default_per_host=8)
+    assert len(fetches) == len(payloads)
+    assert all(retrieve(fetch, "r1") for fetch in fetches)
+    assert statuses(rt.engine) == ["Queued"] * len(payloads)
+    with Session(rt.engine) as session:
+        rows = session.exec(select(DataTransfer, DataFile).join(DataFile)).all()
+    for transfer, data_file in rows:
+        assert stored_md5(rt, data_file.id) == hashlib.md5(payloads[transfer.target]).hexdigest()
+
+
+def test_a_host_at_its_bound_does_not_hide_the_files_of_the_others(rt, tmp_path):
+    """Sixty files of a host that takes one fetch at a time are first in the queue; another host's
+    file is claimed by the next claim, not after the sixty."""
+    from catalog.models import HostCreate
+    from tests.acquisition.conftest import Source, _local_source
+
+    busy = _local_source(
+        HostCreate(
+            name="provider-busy",
+            kind=HostKind.ACQUISITION,
+            protocol="file",
+            address=str(tmp_path / "busy"),
+            options={"max_connections": 1},
+        ),
+        tmp_path / "busy",
+    )
+    other: Source = _local_source(
+        HostCreate(name="provider-other", kind=HostKind.ACQUISITION, protocol="file", address=str(tmp_path / "other")),
+        tmp_path / "other",
+    )
+    for i in range(60):
+        busy.put(f"f{i:02d}.dat", b"b")
+    other.put("o.dat", b"o")
+    busy_host, busy_rule = acquisition_setup(rt.engine, busy)
+    with session_scope(rt.engine) as session:
+        create_host(session, other.host, known_protocols=frozenset({"file"}))
+    from catalog.acquisition import ListingRuleCreate, add_rule
+    from catalog.models import Host
+
+    with session_scope(rt.engine) as session:
+        other_rule = add_rule(session, "provider-other", ListingRuleCreate(destination="acq"))
+        other_host = session.get(Host, "provider-other")
+    assert discover_rule(rt.engine, busy_host, busy_rule, by="test").registered == 60
+    assert discover_rule(rt.engine, other_host, other_rule, by="test").registered == 1
+    with session_scope(rt.engine) as session:
+        first = claim_fetches(session, "r1", 2, default_per_host=4)
+    with session_scope(rt.engine) as session:
+        second = claim_fetches(session, "r1", 2, default_per_host=4)
+    assert [f.host for f in first] == ["provider-busy"]  # its bound: one at a time
+    assert [f.host for f in second] == ["provider-other"]

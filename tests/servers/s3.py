@@ -54,9 +54,10 @@ class S3Server(Server):
         """Drop all buckets and objects (moto's state is global to the server)."""
         self._http.post(f"{self.endpoint_url}/moto-api/reset").raise_for_status()
 
-    def client(self) -> Any:
-        """A boto3 S3 client for this server."""
+    def client(self, connections: int = 10) -> Any:
+        """A boto3 S3 client for this server, with up to `connections` connections (one per thread using it)."""
         import boto3
+        from botocore.config import Config
 
         return boto3.client(
             "s3",
@@ -64,6 +65,7 @@ class S3Server(Server):
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name=self.region,
+            config=Config(max_pool_connections=connections),
         )
 
     def create_bucket(self, name: str) -> None:

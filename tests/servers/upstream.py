@@ -1,5 +1,6 @@
-"""A small upstream HTTP server for the proxy's tests: serves files from a directory (GET, HEAD, single
-ranges), counts GETs per path, and can be made slow or failing per path."""
+"""A small upstream HTTP server for the proxy's and the retriever's tests: serves files from a directory
+(GET, HEAD, single ranges), counts GETs per path and the most it answered at once, and can be made
+slow or failing per path."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ class UpstreamServer:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.gets: Counter[str] = Counter()
+        self.active = 0
+        """GETs being answered now."""
+        self.peak = 0
+        """The most GETs answered at once so far."""
         self.delay: dict[str, float] = {}
         self.failing: dict[str, int] = {}
         self.rate: dict[str, int] = {}
@@ -35,6 +40,15 @@ class UpstreamServer:
             def do_GET(self) -> None:
                 with server._lock:
                     server.gets[self.path] += 1
+                    server.active += 1
+                    server.peak = max(server.peak, server.active)
+                try:
+                    self._get()
+                finally:
+                    with server._lock:
+                        server.active -= 1
+
+            def _get(self) -> None:
                 time.sleep(server.delay.get(self.path, 0))
                 if server.failing.get(self.path, 0) > 0:
                     server.failing[self.path] -= 1
