@@ -104,6 +104,10 @@ ENV_GROUPS: dict[str, dict[str, str]] = {
         "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
         "PREFECT_REDIS_MESSAGING_HOST": "{api}",
         "PREFECT_REDIS_MESSAGING_PORT": "6379",
+        # A mover killed outright keeps its deployment's one concurrency slot until its lease expires
+        # (its run stays Running in Prefect): 30 s (the least Prefect allows), not 5 minutes, before the
+        # schedule or a `prefect deployment run` can start it again.
+        "PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION": "30",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
     },
@@ -570,15 +574,7 @@ class Topology:
 
     def running(self, name: str) -> bool:
         pid = self.pids.get(name)
-        if not pid:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        # A zombie (exited, not yet reaped by the `up` that started it) is not running.
-        stat = Path(f"/proc/{pid}/stat")
-        return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return bool(pid) and _alive(pid)
 
     def serves(self, name: str) -> bool:
         """Whether process `name` runs and answers on its port (as its `ready` says)."""
@@ -621,19 +617,20 @@ class Topology:
             with _gone():
                 os.kill(pid, sig)
 
-    def stop(self, name: str) -> None:
-        """Stop process `name` on its stop signal, then kill its process group if it lingers."""
-        pid = self.pids.pop(name, None)
+    def stop(self, *names: str) -> None:
+        """Stop processes on their stop signal, together, then kill the process group of any that lingers
+        after STOP_SECONDS."""
+        pids = {name: self.pids.pop(name) for name in names if name in self.pids}
         self._save()
-        if not pid:
-            return
-        with _gone():
-            os.killpg(pid, by_name(name).stop_signal)
+        for name, pid in pids.items():
+            with _gone():
+                os.killpg(pid, by_name(name).stop_signal)
         deadline = time.monotonic() + STOP_SECONDS
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
             time.sleep(0.2)
-        with _gone():
-            os.killpg(pid, signal.SIGKILL)
+        for pid in pids.values():
+            with _gone():
+                os.killpg(pid, signal.SIGKILL)
 
     # --- up, down, status -----------------------------------------------------------------------
 
@@ -688,9 +685,7 @@ class Topology:
 
     def down(self, say: Callable[[str], None] = print) -> None:
         for group in reversed(START_ORDER):
-            for name in group:
-                if name in self.pids:
-                    self.stop(name)
+            self.stop(*group)
         self.network_down()
         self.pids = {}
         if self.state.exists():
@@ -719,11 +714,12 @@ class _gone:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie (exited, not yet reaped by the process that started it) does not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return True
+    return state != "Z"
 
 
 BALANCER_CONF = """\
@@ -732,7 +728,9 @@ user root;
 pid {state}/nginx/nginx.pid;
 events {{ worker_connections 4096; }}
 http {{
-    access_log {state}/logs/nginx-access.log;
+    # Which replica answered each request: the tests check that both do.
+    log_format balanced '$remote_addr "$request" $status $upstream_addr';
+    access_log {state}/logs/nginx-access.log balanced;
     client_body_temp_path {state}/nginx/temp/body;
     proxy_temp_path {state}/nginx/temp/proxy;
     fastcgi_temp_path {state}/nginx/temp/fastcgi;
