@@ -104,10 +104,6 @@ ENV_GROUPS: dict[str, dict[str, str]] = {
         "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
         "PREFECT_REDIS_MESSAGING_HOST": "{api}",
         "PREFECT_REDIS_MESSAGING_PORT": "6379",
-        # A mover killed outright keeps its deployment's one concurrency slot until its lease expires
-        # (its run stays Running in Prefect): 30 s (the least Prefect allows), not 5 minutes, before the
-        # schedule or a `prefect deployment run` can start it again.
-        "PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION": "30",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
     },
@@ -466,11 +462,11 @@ class Topology:
         routes = _run(["ip", "route", "show"])
         if f"{self.prefix}." in routes:
             raise TopologyError(f"{self.prefix}.0/24 is routed here already: choose another prefix")
-        for machine in MACHINES:
-            ns = self.namespace(machine.name)
+        for each in MACHINES:
+            ns = self.namespace(each.name)
             _run(["ip", "netns", "add", ns])
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            _run(["ip", "-n", ns, "addr", "add", f"{self.address(machine.name)}/32", "dev", "lo"])
+            _run(["ip", "-n", ns, "addr", "add", f"{self.address(each.name)}/32", "dev", "lo"])
         for index, (a, b) in enumerate(LINKS):
             ends = {a: (f"{NAMESPACE_PREFIX}{self.tag}{index}a", self.link_addresses(index)[0]),
                     b: (f"{NAMESPACE_PREFIX}{self.tag}{index}b", self.link_addresses(index)[1])}  # fmt: skip
@@ -574,7 +570,7 @@ class Topology:
 
     def running(self, name: str) -> bool:
         pid = self.pids.get(name)
-        return bool(pid) and _alive(pid)
+        return pid is not None and _alive(pid)
 
     def serves(self, name: str) -> bool:
         """Whether process `name` runs and answers on its port (as its `ready` says)."""
