@@ -169,10 +169,16 @@ PROCESSES: tuple[Process, ...] = (
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
             "--dir",
             "{state}/redis",
         ),  # fmt: skip
+        # Persistent: Redis holds Prefect's concurrency leases. Restarted empty, it forgets them, and
+        # every running flow of a deployment with a concurrency limit (the mover, the proxy fetcher)
+        # crashes at its next lease renewal (410 Gone). The append-only file is written before Redis
+        # answers, so a killed Redis loses nothing.
         port=6379,
         directories=("redis",),
         manifest="redis",
