@@ -35,8 +35,8 @@ pytestmark = [
     pytest.mark.skipif(not IS_ROOT, reason="network namespaces need root"),
 ]
 
-#: Transfers and proxied assets in flight while the faults happen: the movers make about three
-#: transfers a second on two cores, so 500 outlast the five faults (1-2 minutes).
+#: Transfers and proxied assets in flight while the faults happen. With eight at once, 480 of 500 were
+#: Done by the last fault (measured): four at once leaves a margin, about two minutes in all.
 TRANSFERS = 500
 TRANSFER_SIZE = 16 * 1024
 PROXIED = 50
@@ -158,7 +158,7 @@ def test_transfers_and_proxied_fetches_survive_faults_of_every_kind(topology, cl
     mover and Redis (each started again) while transfers and proxied fetches are in flight."""
     rng = random.Random()
     sites = topology.address("sites")
-    client.create_destination("faults", max_parallel_transfers=8)
+    client.create_destination("faults", max_parallel_transfers=4)
     client.create_host(
         "faults-ftp", "ftp", address=f"{sites}:21", login=SITE_FTP_USER, password=SITE_FTP_PASSWORD,
         directory="/faults",
