@@ -63,6 +63,7 @@ from catalog.proxy import (
     touch,
 )
 from catalog.settings import Settings
+from catalog.shared_state import SharedCounters
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -134,7 +135,9 @@ class ProxyService:
         self.engine, self.settings, self.clock = engine, settings, clock
         self.cache_dir = settings.resolved_proxy_cache_dir()
         self.auth = ProxyAuthenticator(engine, settings, clock)
-        self.qos = QosCounters(clock)
+        # Shared by the replicas on PostgreSQL; in this process's memory on SQLite (one API process).
+        shared = SharedCounters(engine) if engine.dialect.name == "postgresql" else None
+        self.qos = QosCounters(clock, shared)
         self.policies: Recent[str, ProxyDataset | None] = Recent(POLICY_SECONDS)
         self.quotas: Recent[tuple[str, ...], list[ProxyQuota]] = Recent(POLICY_SECONDS)
         self._files: dict[tuple[str, str, str], CachedFile] = {}
@@ -189,7 +192,7 @@ class ProxyService:
             raise error(404, f"no proxied collection {key[0]!r}", "NotFound")
         reader = await self._authorise(policy, headers.get("authorization", ""))
         quotas = await self._quotas_of(reader)
-        self._charge(quotas, Usage.REQUESTS, 1)
+        await self._charge(quotas, Usage.REQUESTS, 1)
         if policy.mode is not ProxyMode.CACHE:
             await self._redirect(policy, key)
         cached = self._cached(key)
@@ -207,7 +210,7 @@ class ProxyService:
         if policy is None:
             raise error(404, f"no proxied collection {key[0]!r}", "NotFound")
         reader = await self._authorise(policy, headers.get("authorization", ""))
-        self._charge(await self._quotas_of(reader), Usage.REQUESTS, 1)
+        await self._charge(await self._quotas_of(reader), Usage.REQUESTS, 1)
         asset: ProxyAsset | None = await anyio.to_thread.run_sync(self._read, get_asset, *key)
         if asset is None:
             raise error(404, f"no asset {'/'.join(key)}", "NotFound")
@@ -274,11 +277,14 @@ class ProxyService:
         self.quotas.forget()
         self.auth.forget()
 
-    def _charge(self, quotas: list[ProxyQuota], usage: Usage, amount: int) -> None:
+    async def _charge(self, quotas: list[ProxyQuota], usage: Usage, amount: int) -> None:
         if not quotas:
             return
         try:
-            self.qos.charge(quotas, usage, amount)
+            if self.qos.shared is None:
+                self.qos.charge(quotas, usage, amount)  # in memory: no need to leave the event loop
+            else:
+                await anyio.to_thread.run_sync(self.qos.charge, quotas, usage, amount)
         except QuotaExceeded as exc:
             raise error(429, str(exc), "QuotaExceeded", **{"retry-after": str(exc.retry_after)}) from None
 
@@ -353,8 +359,8 @@ class ProxyService:
             raise _failed(asset)
         must_fetch = asset.fetch_status in (FetchStatus.NONE, FetchStatus.FAILED)
         if must_fetch:  # refused before it counts as a miss: nothing will be fetched for it
-            self._charge(quotas, Usage.UPSTREAM_BYTES, asset.size or 0)
-        self._charge(quotas, Usage.MISS_REQUESTS, 1)
+            await self._charge(quotas, Usage.UPSTREAM_BYTES, asset.size or 0)
+        await self._charge(quotas, Usage.MISS_REQUESTS, 1)
         if must_fetch:
             await anyio.to_thread.run_sync(self._request_fetch, key)
         wait = self.settings.proxy_rewait_seconds if key in self._served else policy.sync_wait_seconds
@@ -439,7 +445,7 @@ class ProxyService:
                 status, (first, last) = 206, chosen
         length = last - first + 1 if cached.size else 0
         if method == "GET":
-            self._charge(quotas, Usage.BYTES, length)
+            await self._charge(quotas, Usage.BYTES, length)
         out = cached.headers() + [(b"content-length", str(length).encode())]
         if status == 206:
             out.append((b"content-range", f"bytes {first}-{last}/{cached.size}".encode()))

@@ -1,8 +1,12 @@
 """QoS per user and group: requests, cache-miss requests, bytes and upstream bytes per period.
 
-Counters live in memory (one dict lookup per request, no database round trip) in fixed windows of each
-quota's period; the limits themselves are read from the database and kept for a few seconds. The clock
-is injected so tests can move time. Counters are per API process: several replicas each count their own.
+Counters are kept in fixed windows of each quota's period; the limits themselves are read from the
+database and kept for a few seconds. The clock is injected so tests can move time.
+
+Where the counters live depends on the database: on SQLite (the embedded default, one API process) in
+that process's memory, one dict lookup per request; on PostgreSQL, where several API replicas serve
+behind a load balancer, in the database (`catalog.shared_state.SharedCounters`, one UPSERT per quota
+and request), so a quota holds however a user's requests are spread over the replicas.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from catalog.proxy import ProxyQuota
+from catalog.shared_state import SharedCounters
 
 
 class Usage(StrEnum):
@@ -29,14 +34,18 @@ class QuotaExceeded(Exception):
 
 
 class QosCounters:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, shared: SharedCounters | None = None) -> None:
         self.clock = clock
+        self.shared = shared
         self._used: dict[tuple[str, Usage, float], int] = {}
 
     def charge(self, quotas: list[ProxyQuota], usage: Usage, amount: int = 1) -> None:
         """Count `amount` against every quota, or raise QuotaExceeded (counting nothing) when one would
         go past its limit."""
         now = self.clock()
+        if self.shared is not None:
+            self._charge_shared(self.shared, quotas, usage, amount, now)
+            return
         keys = []
         for quota in quotas:
             limit = getattr(quota, usage.value)
@@ -50,6 +59,17 @@ class QosCounters:
             self._used[key] = self._used.get(key, 0) + amount
         if len(self._used) > 100_000:
             self._forget_old(now)
+
+    @staticmethod
+    def _charge_shared(shared: SharedCounters, quotas: list[ProxyQuota], usage: Usage, amount: int, now: float) -> None:
+        charges = []
+        for quota in quotas:
+            window_end = int((now // quota.period_seconds + 1) * quota.period_seconds)
+            charges.append((quota.subject, usage.value, window_end, getattr(quota, usage.value)))
+        refused = shared.add(charges, amount, now)
+        if refused is not None:
+            subject, _, window_end, _ = refused
+            raise QuotaExceeded(subject, usage, max(1, math.ceil(window_end - now)))
 
     def _forget_old(self, now: float) -> None:
         self._used = {k: v for k, v in self._used.items() if k[2] > now}

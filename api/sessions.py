@@ -5,6 +5,10 @@ SameSite=Strict, and every form carries a token derived from the session's nonce
 another site can neither read the session nor post a form with it (the log-in form's token is bound
 to a nonce cookie set by the log-in page). The user is looked up again on each request, so a
 deactivated user or a withdrawn administrator right takes effect at once.
+
+The key is `PDS_SESSION_SECRET` when set; otherwise the one kept in the database (made by the first
+API process that needs it), so a session issued by one replica is good at every other, and across
+restarts.
 """
 
 from __future__ import annotations
@@ -14,8 +18,13 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from catalog.settings import Settings
+from catalog.shared_state import shared_key
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 SESSION_COOKIE = "pds_session"
 LOGIN_COOKIE = "pds_login"
@@ -28,9 +37,12 @@ class Session:
 
 
 class SessionSigner:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engine: sa.Engine | None = None) -> None:
         key = settings.session_secret.get_secret_value()
-        self._key = key.encode() if key else secrets.token_bytes(32)
+        if key:
+            self._key = key.encode()
+        else:
+            self._key = shared_key(engine, "session") if engine is not None else secrets.token_bytes(32)
         self.lifetime = settings.session_hours * 3600
 
     def _sign(self, message: str) -> str:

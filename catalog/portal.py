@@ -50,6 +50,7 @@ from catalog.portal_models import ALL_OPERATIONS, Operation, PortalAccount, Port
 from catalog.portal_paths import Entry, PortalUser, TreePath, entry_of, is_temporary, parse_path
 from catalog.portal_streams import Download, Upload
 from catalog.settings import Settings
+from catalog.shared_state import SharedConnectionSlots
 from catalog.statuses import TransferStatus
 from catalog.store import DataStore
 from catalog.submission import PushRequest, alias_target, begin_push
@@ -65,21 +66,41 @@ BUSY: frozenset[TransferStatus] = frozenset({S.TRANSFERRING, S.FETCHING})
 
 
 class ConnectionLimiter:
-    """Sessions (or requests) each data user has open in this process, against its max_connections."""
+    """Sessions (or requests) each data user has open, against its max_connections.
 
-    def __init__(self) -> None:
+    Counted in this process on SQLite (one API process, one FTP and one SFTP server: each counts its
+    own), and across every process on PostgreSQL (`shared`: advisory locks, see catalog.shared_state),
+    where the FTP, SFTP and HTTP front ends and the API replicas share one limit per user.
+    """
+
+    def __init__(self, shared: SharedConnectionSlots | None = None) -> None:
         self._open: dict[str, int] = {}
+        self._limited: dict[str, int] = {}  # of _open, those holding a shared slot
         self._lock = threading.Lock()
+        self.shared = shared
 
     def acquire(self, login: str, limit: int | None) -> None:
+        refused = QuotaExceeded(f"data user {login} already has {limit} connection(s) open", retry_after=5)
+        if self.shared is not None and limit is not None:
+            if not self.shared.take(login, limit):
+                raise refused
+            with self._lock:
+                self._limited[login] = self._limited.get(login, 0) + 1
+                self._open[login] = self._open.get(login, 0) + 1
+            return
         with self._lock:
             if limit is not None and self._open.get(login, 0) >= limit:
-                raise QuotaExceeded(f"data user {login} already has {limit} connection(s) open", retry_after=5)
+                raise refused
             self._open[login] = self._open.get(login, 0) + 1
 
     def release(self, login: str) -> None:
         with self._lock:
             self._open[login] -= 1
+            holds_slot = self._limited.get(login, 0) > 0
+            if holds_slot:
+                self._limited[login] -= 1
+        if holds_slot and self.shared is not None:
+            self.shared.give_back(login)
 
     @contextmanager
     def hold(self, login: str, limit: int | None) -> Iterator[None]:
@@ -121,7 +142,8 @@ class Portal:
             temporary_patterns if temporary_patterns is not None else [".*", "*.tmp", "*.part", "*.partial"]
         )
         self.server_name = server_name
-        self.connections = ConnectionLimiter()
+        shared = SharedConnectionSlots(engine) if engine.dialect.name == "postgresql" else None
+        self.connections = ConnectionLimiter(shared)
         self.publisher = outbox.process_publisher("portal")
 
     # --- Who -------------------------------------------------------------------------------------

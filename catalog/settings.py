@@ -159,8 +159,8 @@ class Settings(BaseSettings):
     """Base URL of the Prefect UI, for the monitor's links to flow runs; empty means the local server
     of `pds up` (http://127.0.0.1:<prefect_port>)."""
     session_secret: SecretStr = SecretStr("")
-    """Key that signs the monitor's session cookies and form tokens. Empty: a random key per API
-    process (sessions end when it restarts); set the same value on every API replica."""
+    """Key that signs the monitor's session cookies and form tokens. Empty: a random key kept in the
+    database, made at first start and shared by every API replica (sessions survive restarts)."""
     session_hours: float = 12.0
     """How long a monitor log-in lasts."""
 

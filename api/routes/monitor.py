@@ -101,10 +101,10 @@ _SIGNER_LOCK = threading.Lock()
 
 
 def _signer(state: State) -> SessionSigner:
-    """The app's one signer (made on first use; the lock keeps two threads from making two random keys)."""
+    """The app's one signer (made on first use, with the key every replica shares; see api.sessions)."""
     with _SIGNER_LOCK:
         if "session_signer" not in state:
-            state.session_signer = SessionSigner(state.settings)
+            state.session_signer = SessionSigner(state.settings, state.engine)
     signer: SessionSigner = state.session_signer
     return signer
 

@@ -15,6 +15,7 @@ import catalog.portal_models  # noqa: F401
 import catalog.products  # noqa: F401
 import catalog.proxy  # noqa: F401
 import catalog.replication  # noqa: F401
+import catalog.shared_state  # noqa: F401
 
 target_metadata = SQLModel.metadata
 engine = context.config.attributes["engine"]
