@@ -1,7 +1,7 @@
 """attempt task run
 
-Revision ID: 0021
-Revises: 0019
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-07 04:00:00
 
 A dispatch flow run now takes claim after claim from its mover, so a retried transfer may run its
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision: str = "0021"
-down_revision: str | None = "0019"
+revision: str = "0019"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

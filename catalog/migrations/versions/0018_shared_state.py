@@ -1,7 +1,7 @@
 """state shared by API replicas
 
-Revision ID: 0020
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-12-07 04:20:00
 
 Several API replicas behind a load balancer must share what one process used to keep to itself: the
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision: str = "0020"
-down_revision: str | None = "0016"
+revision: str = "0018"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
