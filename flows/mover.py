@@ -35,6 +35,14 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.context import SettingsContext, get_settings_context
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 from prefect.states import Crashed
@@ -139,6 +147,8 @@ def mover(
     publishing.drain(rt.engine, rt.settings, name)
     if recovered:
         logger.warning("recovered %d interrupted transfer(s): %s", len(recovered), recovered)
+    dead_runs |= waiting_dispatch_runs(name)  # no transfer names a dispatch that waited for work
+    if dead_runs:
         end_dead_runs(dead_runs, name)
     beat = _Heartbeat(name, settings.mover_heartbeat_seconds)
     beat.start()
@@ -280,6 +290,25 @@ class _Dispatches:
             slot.close()
 
 
+def waiting_dispatch_runs(mover_name: str) -> set[str]:
+    """The dispatch runs of an earlier run of this mover still unfinished in Prefect. Called as the
+    mover starts, before it dispatches anything: it holds the name, so no other process runs them.
+    A dispatch that waited for work when its mover died has no Transferring transfer to name it."""
+    try:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["dispatch"])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))
+                ),
+                limit=200,
+            )
+    except Exception as exc:  # noqa: BLE001 — the Prefect API may be down; the transfers are safe anyway
+        logging.getLogger("pds.mover").warning("could not list the dispatch runs of %s: %s", mover_name, exc)
+        return set()
+    return {str(run.id) for run in runs if run.parameters.get("mover") == mover_name}
+
+
 def end_dead_runs(flow_run_ids: set[str], mover_name: str) -> None:
     """Mark Crashed the dispatch runs of a mover that died, still Running in Prefect: they run without
     heartbeats (see `_settings_without_heartbeats`), so nothing else would end them, and the Prefect UI
@@ -290,7 +319,7 @@ def end_dead_runs(flow_run_ids: set[str], mover_name: str) -> None:
             for run_id in sorted(flow_run_ids):
                 run = client.read_flow_run(UUID(run_id))
                 if run.state is not None and not run.state.is_final():
-                    message = f"its mover stopped mid-transfer; {mover_name} queued its transfers again"
+                    message = f"its mover stopped; {mover_name} took over what it was sending"
                     client.set_flow_run_state(run.id, Crashed(message=message), force=True)
                     logger.warning("marked flow run %s (%s) Crashed: %s", run.name, run_id, message)
     except Exception as exc:  # noqa: BLE001 — the Prefect API may be down; the transfers are safe anyway

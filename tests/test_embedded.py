@@ -156,9 +156,14 @@ def sftp_destination(stack: Stack, sshd, name: str, *options: str) -> Path:
 
 
 def assert_dispatch_in_prefect(stack: Stack, transfer: dict) -> None:
-    run = httpx.get(f"{stack.prefect_api}/flow_runs/{transfer['flow_run_id']}").raise_for_status().json()
+    def dispatch_run() -> dict:
+        return httpx.get(f"{stack.prefect_api}/flow_runs/{transfer['flow_run_id']}").raise_for_status().json()
+
+    run = dispatch_run()
     assert run["name"].startswith("dispatch")
-    assert run["state_type"] == "COMPLETED"
+    # The dispatch waits a while for the mover's next claim (flows.dispatch.SLOT_IDLE_SECONDS), then ends.
+    wait_until(lambda: dispatch_run()["state_type"] != "RUNNING", 60, "the dispatch run to end")
+    assert dispatch_run()["state_type"] == "COMPLETED"
     assert run["parent_task_run_id"] is not None  # a subflow of the long-lived mover run
     tasks = httpx.post(
         f"{stack.prefect_api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [transfer["flow_run_id"]]}}}

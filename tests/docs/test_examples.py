@@ -77,6 +77,7 @@ NOT_SETTINGS = {
     "PDS_CHECKOUT": "prefect.yaml's pull step",
     "PDS_PUBLIC_HOST": "infra/compose/env.example",
     "PDS_TEST_WORKERS": "infra/test.sh (pytest-xdist workers)",
+    "PDS_TOPOLOGY_DIR": "infra/production-local.sh (where the production topology keeps its state)",
 }
 
 

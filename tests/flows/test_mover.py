@@ -76,6 +76,27 @@ def test_a_restarted_mover_recovers_its_interrupted_transfers(rt, tmp_path):
     ]
 
 
+def test_a_restarted_mover_ends_the_dispatch_runs_its_dead_run_left_running(rt, prefect_server):
+    """A dispatch that waited for work when its mover was killed names no transfer: the mover's next
+    run ends it in Prefect all the same, and leaves other movers' runs alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    from flows.dispatch import dispatch
+
+    with get_client(sync_client=True) as client:
+        left = {
+            mover: client.create_flow_run(dispatch, parameters={"transfer_ids": [1], "mover": mover}, state=Running())
+            for mover in ("killed-mover", "other-mover")
+        }
+    run_mover("killed-mover")
+    with get_client(sync_client=True) as client:
+        state = {mover: client.read_flow_run(run.id).state for mover, run in left.items()}
+    assert state["killed-mover"].type.value == "CRASHED"
+    assert "killed-mover took over" in state["killed-mover"].message
+    assert state["other-mover"].type.value == "RUNNING"
+
+
 def test_a_compressing_destination_receives_the_compressed_file_and_its_md5(rt, tmp_path):
     import gzip
 

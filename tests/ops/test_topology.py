@@ -42,6 +42,9 @@ TRANSFER_SIZE = 16 * 1024
 PROXIED = 50
 PROXIED_SIZE = 64 * 1024
 #: The faults, one at a time: which process, and how it is started again.
+#: Bytes/s per transfer: a quarter of a second per file, about 4 files a second with 4 at once, so the
+#: transfers last as long as the faults (unpaced, the movers send all 500 before the last fault).
+SITE_RATE = 64_000
 FAULTS = ("prefect-api-1", "pds-api-2", "worker-movers", "mover", "redis")
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -161,7 +164,7 @@ def test_transfers_and_proxied_fetches_survive_faults_of_every_kind(topology, cl
     client.create_destination("faults", max_parallel_transfers=4)
     client.create_host(
         "faults-ftp", "ftp", address=f"{sites}:21", login=SITE_FTP_USER, password=SITE_FTP_PASSWORD,
-        directory="/faults",
+        directory="/faults", options={"max_rate": SITE_RATE},
     )  # fmt: skip
     client.attach_host("faults", "faults-ftp")
     client.hold_destination("faults")  # nothing leaves before the faults begin
@@ -181,7 +184,7 @@ def test_transfers_and_proxied_fetches_survive_faults_of_every_kind(topology, cl
         (www / name).write_bytes(data)
         client.register_proxied_asset("faults", name, "data", f"http://{sites}/faults/{name}", size=len(data))
 
-    deadline = time.monotonic() + 420
+    deadline = time.monotonic() + 540
     served: dict[str, bytes] = {}
 
     def read_asset(name: str) -> None:
