@@ -244,7 +244,7 @@ def test_a_killed_mover_leaves_no_partial_file_and_finishes_after_restart(stack,
     assert transfer["flow_run_id"] != dying["flow_run_id"]
     assert_dispatch_in_prefect(stack, transfer)
     dead = httpx.get(f"{stack.prefect_api}/flow_runs/{dying['flow_run_id']}").raise_for_status().json()
-    assert dead["state_type"] == "CRASHED" and "queued its transfers again" in dead["state"]["message"]
+    assert dead["state_type"] == "CRASHED" and "took over what it was sending" in dead["state"]["message"]
 
 
 class SiteWatcher:
