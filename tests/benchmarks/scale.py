@@ -419,7 +419,9 @@ def main(root: Path) -> None:
     topology = Topology(root / "state", tag=f"s{secrets.token_hex(2)}", prefix=free_prefix())
     bucket = f"scale-{secrets.token_hex(4)}"
     try:
+        began = time.monotonic()
         topology.up(say=lambda line: print(f"  topology {line}"), flows=FLOWS)
+        results.extra["topology_up_seconds"] = round(time.monotonic() - began, 1)
         start_s3_site(topology, bucket)
         if not args.skip_claims:
             measure_claims(topology, root, bucket, args, results)
