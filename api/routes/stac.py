@@ -322,14 +322,7 @@ def replace_item(
     if data.get("id", item_id) != item_id:
         raise InvalidInput(f"the body's id {data.get('id')!r} is not the item {item_id!r} of the URL")
     with database(state) as session:
-        row = stac_transactions.write_item(
-            session,
-            _as_written(data | {"id": item_id}, state),
-            collection_id,
-            mode="replace",
-            public_url=state.settings.resolved_public_url(),
-        )
-        answer = _json(stac_documents.item_document(row, _base(request, state)), GEOJSON)
+        answer = _replace(session, data | {"id": item_id}, collection_id, state, _base(request, state))
     _remove_stale(session, state)
     return answer
 
@@ -351,16 +344,18 @@ def update_item(
         patched = stac_transactions.merge_patch(current, data)
         if not isinstance(patched, dict):
             raise InvalidInput("a patch of an item is a JSON object")
-        row = stac_transactions.write_item(
-            session,
-            _as_written(patched, state),
-            collection_id,
-            mode="replace",
-            public_url=state.settings.resolved_public_url(),
-        )
-        answer = _json(stac_documents.item_document(row, base), GEOJSON)
+        answer = _replace(session, patched, collection_id, state, base)
     _remove_stale(session, state)
     return answer
+
+
+def _replace(session: Session, item: dict[str, Any], collection_id: str, state: State, base: str) -> Response[Any]:
+    """Keep `item` in place of the stored one (PUT and PATCH) and answer with it as served."""
+    public_url = state.settings.resolved_public_url()
+    row = stac_transactions.write_item(
+        session, _as_written(item, state), collection_id, mode="replace", public_url=public_url
+    )
+    return _json(stac_documents.item_document(row, base), GEOJSON)
 
 
 def _as_written(item: Any, state: State) -> Any:
