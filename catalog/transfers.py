@@ -736,43 +736,65 @@ def recover(
     for transfer_id in ids:
         assert transfer_id is not None
         interrupted = get_transfer(session, transfer_id)
-        previous = interrupted.mover
         if flow_runs is not None and interrupted.flow_run_id:
             flow_runs.add(interrupted.flow_run_id)
-        try:
-            change_status(
-                session,
-                transfer_id,
-                "interrupt",
-                TransferStatus.INTERRUPTED,
-                by=mover,
-                reason=f"mover {previous} stopped during the transfer",
-            )
-            # The interrupted attempt failed: its ERR line, from the row as the attempt left it.
-            reports.add_err_line(session, interrupted, f"mover {previous} stopped during the transfer")
-            attempts.end(
-                session.connection(),
-                transfer_id,
-                interrupted.attempt,
-                TransferStatus.INTERRUPTED.value,
-                error=f"mover {previous} stopped during the transfer",
-                bytes_sent=interrupted.bytes_sent,
-                at=now,
-            )
-            change_status(
-                session,
-                transfer_id,
-                "recover",
-                TransferStatus.QUEUED,
-                by=mover,
-                reason="queued again after the interruption",
-                mover=None,
-                scheduled_at=now,
-            )
+        if _queue_again(
+            session, interrupted, by=mover, reason=f"mover {interrupted.mover} stopped during the transfer", now=now
+        ):
             recovered.append(transfer_id)
-        except Conflict:
-            continue
     return recovered
+
+
+def requeue_unsent(session: Session, mover: str, transfer_ids: list[int], reason: str) -> list[int]:
+    """Queue again those of `transfer_ids` that `mover` claimed and still holds as Transferring.
+
+    The mover calls this when a dispatch ended: it waited for all its sends, so any of its claims
+    still Transferring was never sent (its flow run could not start, or died before it sent them).
+    Without this they would hold their destination's places until the mover restarts.
+    """
+    rows = session.exec(
+        select(DataTransfer).where(
+            col(DataTransfer.id).in_(transfer_ids),
+            DataTransfer.status == TransferStatus.TRANSFERRING.value,
+            DataTransfer.mover == mover,
+        )
+    ).all()
+    return [row.id for row in rows if row.id is not None and _queue_again(session, row, by=mover, reason=reason)]
+
+
+def _queue_again(
+    session: Session, interrupted: DataTransfer, *, by: str, reason: str, now: datetime | None = None
+) -> bool:
+    """Interrupted, its attempt ended with `reason`, then Queued; False if it changed meanwhile."""
+    now = now or utcnow()
+    assert interrupted.id is not None
+    transfer_id = interrupted.id
+    try:
+        change_status(session, transfer_id, "interrupt", TransferStatus.INTERRUPTED, by=by, reason=reason)
+        # The interrupted attempt failed: its ERR line, from the row as the attempt left it.
+        reports.add_err_line(session, interrupted, reason)
+        attempts.end(
+            session.connection(),
+            transfer_id,
+            interrupted.attempt,
+            TransferStatus.INTERRUPTED.value,
+            error=reason,
+            bytes_sent=interrupted.bytes_sent,
+            at=now,
+        )
+        change_status(
+            session,
+            transfer_id,
+            "recover",
+            TransferStatus.QUEUED,
+            by=by,
+            reason="queued again after the interruption",
+            mover=None,
+            scheduled_at=now,
+        )
+    except Conflict:
+        return False
+    return True
 
 
 # --- Reading -----------------------------------------------------------------------------------

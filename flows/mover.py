@@ -51,7 +51,7 @@ from catalog.continental import proxy_host as check_proxy_host
 from catalog.database import session_scope
 from catalog.lifecycle import fail_idle_uploads
 from catalog.mover_names import MoverNameTaken, keep_name, release_name, take_name, take_name_or_exit
-from catalog.transfers import claim_ids, expire_due, recover
+from catalog.transfers import claim_ids, expire_due, recover, requeue_unsent
 from flows.dispatch import DispatchSlot, current_slot, dispatch, started_signal
 from tasks import publishing
 from tasks.continental import pre_replication_pass
@@ -194,6 +194,7 @@ def mover(
                     time.sleep(settings.mover_poll_seconds)
             finally:
                 dispatches.close()
+        dispatches.settle()  # the pool waited for every dispatch
     finally:
         beat.stopped.set()
         publisher.stopped.set()
@@ -237,16 +238,39 @@ class _Dispatches:
     def __init__(self, pool: ThreadPoolExecutor, mover: str, parallel: int) -> None:
         self.pool, self.mover, self.parallel = pool, mover, parallel
         self.in_flight: dict[Future[object], DispatchSlot] = {}
+        #: Every transfer handed to each dispatch in flight, its first claim and those its slot took.
+        self.handed: dict[Future[object], list[int]] = {}
         self.creating: tuple[threading.Event, Future[object], float] | None = None
         # Made once per mover run: building Prefect's settings costs about 0.1 s of CPU.
         self.without_heartbeats = _settings_without_heartbeats()
 
     def _prune(self) -> None:
-        self.in_flight = {f: slot for f, slot in self.in_flight.items() if not f.done()}
+        for ended in [f for f in self.in_flight if f.done()]:
+            del self.in_flight[ended]
+            self._requeue_unsent(ended, self.handed.pop(ended))
 
-    def _waiting(self) -> DispatchSlot | None:
+    def _requeue_unsent(self, ended: Future[object], handed: list[int]) -> None:
+        """A dispatch ended: queue again what it never sent. Its flow run may have failed to start (the
+        Prefect API refused or could not reach its message broker) or died before sending; its
+        claims would otherwise stay Transferring under this mover, which still beats, and hold their
+        destinations' places until the mover restarts."""
+        if ended.cancelled() or ended.exception() is None:
+            outcome = "ended"
+        else:
+            outcome = f"failed: {type(ended.exception()).__name__}: {ended.exception()}"
+        reason = f"its dispatch {outcome} before sending it"
+        try:
+            with session_scope(runtime().engine) as session:
+                again = requeue_unsent(session, self.mover, handed, reason)
+        except Exception as exc:  # noqa: BLE001 — the next start of this mover recovers them anyway
+            logging.getLogger("pds.mover").warning("could not queue again the claims of a dispatch: %s", exc)
+            return
+        if again:
+            logging.getLogger("pds.mover").warning("queued again %d transfer(s) %s: %s", len(again), again, reason)
+
+    def _waiting(self) -> tuple[Future[object], DispatchSlot] | None:
         self._prune()
-        return next((slot for slot in self.in_flight.values() if slot.waiting), None)
+        return next(((f, slot) for f, slot in self.in_flight.items() if slot.waiting), None)
 
     def _created(self) -> bool:
         if self.creating is None:
@@ -261,7 +285,8 @@ class _Dispatches:
     def hand_over(self, claimed: list[int]) -> int:
         """Give the claim to a waiting dispatch, or start one for it; the number of dispatches started."""
         waiting = self._waiting()
-        if waiting is not None and waiting.offer(claimed):
+        if waiting is not None and waiting[1].offer(claimed):
+            self.handed[waiting[0]].extend(claimed)
             return 0
         while not self._created():  # rare: the waiting one ended just now, while another is being created
             time.sleep(0.02)
@@ -276,6 +301,7 @@ class _Dispatches:
             context.run, functools.partial(_dispatch_without_heartbeats, claimed, self.mover)
         )
         self.in_flight[dispatching] = slot
+        self.handed[dispatching] = list(claimed)
         self.creating = (created, dispatching, time.monotonic() + SUBFLOW_START_SECONDS)
         return 1
 
@@ -288,6 +314,10 @@ class _Dispatches:
         """The mover stops: dispatches waiting for work end now, busy ones after their claim."""
         for slot in self.in_flight.values():
             slot.close()
+
+    def settle(self) -> None:
+        """Account for the dispatches that ended (queue again what they never sent)."""
+        self._prune()
 
 
 def waiting_dispatch_runs(mover_name: str) -> set[str]:

@@ -8,7 +8,7 @@ import os
 
 from catalog.database import session_scope
 from catalog.models import HostCreate
-from catalog.transfers import claim, transfer_public
+from catalog.transfers import claim, claim_ids, transfer_public
 from tests.factories import destination, local_host, push
 from tests.servers._common import free_port
 
@@ -95,6 +95,39 @@ def test_a_restarted_mover_ends_the_dispatch_runs_its_dead_run_left_running(rt, 
     assert state["killed-mover"].type.value == "CRASHED"
     assert "killed-mover took over" in state["killed-mover"].message
     assert state["other-mover"].type.value == "RUNNING"
+
+
+def test_a_dispatch_that_cannot_start_gives_its_claims_back_at_once(rt, tmp_path):
+    """The Prefect API cannot be reached as a dispatch starts (its server, or the message broker behind
+    it, is down): the mover, which still beats, queues the claim again instead of holding it as
+    Transferring (and its destination's places with it) until its next start; then it is sent."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    from flows.mover import _Dispatches
+
+    remote = tmp_path / "r3"
+    destination(rt.engine, "site3", host=local_host("h3", str(remote)), max_parallel_transfers=1)
+    (tid,) = push(rt.engine, rt.store, "site3", "x.bin")[1]
+    with session_scope(rt.engine) as session:
+        claimed = claim_ids(session, "api-down-mover", 10)
+    assert claimed == [tid]
+    unreachable = f"http://127.0.0.1:{free_port()}/api"
+    with temporary_settings(updates={PREFECT_API_URL: unreachable, PREFECT_CLIENT_MAX_RETRIES: 0}):
+        with ThreadPoolExecutor(1) as pool:
+            dispatches = _Dispatches(pool, "api-down-mover", parallel=1)
+            assert dispatches.hand_over(claimed) == 1
+        dispatches.settle()
+    transfer = public(rt, tid)
+    assert transfer.status == "Queued", [(h.to_status, h.reason) for h in transfer.history]
+    interrupted = next(h for h in transfer.history if h.to_status == "Interrupted")
+    assert interrupted.reason.startswith("its dispatch failed: ") and interrupted.reason.endswith("before sending it")
+    assert not remote.exists() or not any(remote.iterdir()), "nothing was sent by the dispatch that failed"
+
+    run_mover("api-down-mover")
+    assert public(rt, tid).status == "Done"
+    assert (remote / "x.bin").exists()
 
 
 def test_a_compressing_destination_receives_the_compressed_file_and_its_md5(rt, tmp_path):

@@ -199,6 +199,12 @@ def test_transfers_and_proxied_fetches_survive_faults_of_every_kind(topology, cl
         )
         for future in reading:
             future.result()
+    except BaseException:
+        # What the movers' worker (their flow runs log there) and the servers said, for whoever reads
+        # a failed CI run: the state directory goes with the fixture.
+        for name in ("worker-movers", "prefect-api-1", "prefect-api-2", "redis"):
+            print(f"--- end of {name}'s log ---\n{topology.log_tail(name, 6000)}")
+        raise
     finally:
         readers.shutdown(wait=False, cancel_futures=True)
         print(f"Done at each fault: {done_at_fault}; statuses at the end: {status_counts(engine)}")
