@@ -200,11 +200,6 @@ def queue_transfers(engine: sa.Engine, data_files: list[int], count: int) -> Non
         )
 
 
-def backend_cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
-
-
 def claim_costs(
     engine: sa.Engine, sizes: list[int], claims: int, data_files: list[int]
 ) -> dict[int, tuple[list[float], list[float], list[float]]]:
@@ -223,12 +218,12 @@ def claim_costs(
         for _ in range(claims + 1):  # the first claim warms the caches and plans; it is not counted
             with session_scope(engine) as session:
                 pid = session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
-                cpu, cpu_backend, started = own_cpu(), backend_cpu(pid), time.perf_counter()
+                cpu, cpu_backend, started = own_cpu(), tree_cpu(pid), time.perf_counter()
                 claimed = claim_ids(session, "claim-bench", CLAIM_FILES, max_bytes=CLAIM_BYTES)
                 elapsed, cpu, cpu_backend = (
                     time.perf_counter() - started,
                     own_cpu() - cpu,
-                    backend_cpu(pid) - cpu_backend,
+                    tree_cpu(pid) - cpu_backend,
                 )
                 session.rollback()  # every claim sees the same rows
             if not claimed:
