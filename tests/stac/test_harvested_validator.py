@@ -167,6 +167,12 @@ def test_an_item_breaking_an_extension_schema_is_invalid(harvest):
     assert not message["valid_stac"] and message["failed_schema"] == PROJECTION, message
     assert "proj:epsg" in message["error_message"]
 
+    wrong_projjson = copy.deepcopy(item)  # checked against PROJJSON's schema, which projection refers to
+    wrong_projjson["properties"]["proj:projjson"] = {"type": "GeographicCRS"}  # no name, datum, axes
+    (message,) = stac_validator(wrong_projjson).message
+    assert not message["valid_stac"] and message["failed_schema"] == PROJECTION, message
+    assert "Unresolvable" not in message["error_message"]  # what a schema without a local copy gives
+
     projection_2 = PROJECTION.replace("v1.2.0", "v2.0.0")
     wrong_code = copy.deepcopy(item)
     wrong_code["stac_extensions"] = [projection_2 if url == PROJECTION else url for url in item["stac_extensions"]]
