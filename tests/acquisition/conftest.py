@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,24 +120,35 @@ def local_source(tmp_path) -> Source:
     return _local_source(host, root)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def rt(request, tmp_path, monkeypatch):
-    """The process-wide runtime the tasks use, on a fresh database and store."""
-    monkeypatch.setenv("PDS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("PDS_EVENT_LOG", str(tmp_path / "events.log"))
-    monkeypatch.setenv("PDS_ACQUISITION_POLL_SECONDS", "0.05")
-    monkeypatch.setenv("PDS_MOVER_POLL_SECONDS", "0.05")
-    if request.param == "postgres":
-        monkeypatch.setenv("PDS_DATABASE_URL", database_url(request, tmp_path, "postgres"))
-    runtime_module.runtime.cache_clear()
+@contextmanager
+def runtime_on(request: pytest.FixtureRequest, directory: Path, kind: str) -> Iterator[runtime_module.Runtime]:
+    """The process-wide runtime the tasks use, on a fresh database (`kind`) and store under `directory`;
+    the environment is restored and the runtime forgotten on exit."""
     from tasks.reporting import event_log
 
-    event_log.cache_clear()
-    rt = runtime_module.runtime()
-    migrate(rt.engine)
-    yield rt
-    runtime_module.runtime.cache_clear()
-    event_log.cache_clear()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("PDS_DATA_DIR", str(directory / "data"))
+        monkeypatch.setenv("PDS_EVENT_LOG", str(directory / "events.log"))
+        monkeypatch.setenv("PDS_ACQUISITION_POLL_SECONDS", "0.05")
+        monkeypatch.setenv("PDS_MOVER_POLL_SECONDS", "0.05")
+        if kind == "postgres":
+            monkeypatch.setenv("PDS_DATABASE_URL", database_url(request, directory, "postgres"))
+        runtime_module.runtime.cache_clear()
+        event_log.cache_clear()
+        try:
+            made = runtime_module.runtime()
+            migrate(made.engine)
+            yield made
+        finally:
+            runtime_module.runtime.cache_clear()
+            event_log.cache_clear()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def rt(request, tmp_path):
+    """The process-wide runtime the tasks use, on a fresh database and store."""
+    with runtime_on(request, tmp_path, request.param) as made:
+        yield made
 
 
 def nginx_provider(nginx, name: str, payloads: dict[str, bytes], **options: Any) -> tuple[HostCreate, Path]:

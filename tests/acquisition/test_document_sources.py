@@ -298,9 +298,11 @@ def _multihash_md5(payload: bytes) -> str:
     return "d510" + hashlib.md5(payload).hexdigest()
 
 
-def write_provider_catalogue(root, payloads: dict[str, bytes], updated: dict[str, str] | None = None) -> None:
+def write_provider_catalogue(
+    root, payloads: dict[str, bytes], updated: dict[str, str] | None = None, scenes: dict = SCENES
+) -> None:
     """A static catalogue as a provider publishes one (pystac, relative hrefs): a root catalog, a
-    collection with its own metadata, three items with a data asset and a thumbnail each."""
+    collection with its own metadata, the items of `scenes` with a data asset and a thumbnail each."""
     collection = pystac.Collection(
         id="provider-scenes",
         description="a provider's scenes",
@@ -314,7 +316,7 @@ def write_provider_catalogue(root, payloads: dict[str, bytes], updated: dict[str
             pystac.TemporalExtent([[datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC)]]),
         ),
     )
-    for item_id, ((x, y), when, extra) in SCENES.items():
+    for item_id, ((x, y), when, extra) in scenes.items():
         ranged = isinstance(when, tuple)
         start, end = (datetime.fromisoformat(w) for w in when) if ranged else (None, None)
         properties = dict(extra)

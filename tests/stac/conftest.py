@@ -3,6 +3,8 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -33,24 +35,35 @@ class StacServer:
             assert response.status_code == 201, response.text
 
 
-@pytest.fixture
-def stac_server(engine, store, settings):
-    """The API served by uvicorn on a free port (SQLite and PostgreSQL), in a thread of this process."""
-    port = free_port()
-    app = create_app(settings, engine=engine, store=store)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+@contextmanager
+def serving(app: object, port: int) -> Iterator[str]:
+    """The app served by uvicorn on the port, in a thread of this process; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn stopped while starting"
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=url, headers=ADMIN, timeout=60) as http:
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            assert thread.is_alive(), "uvicorn stopped while starting"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def stac_server(engine, store, settings):
+    """The API served by uvicorn on a free port (SQLite and PostgreSQL), in a thread of this process;
+    its public URL is that address, so the hrefs it writes (the proxy's) name it."""
+    port = free_port()
+    public = settings.model_copy(update={"public_url": f"http://127.0.0.1:{port}"})
+    with (
+        serving(create_app(public, engine=engine, store=store), port) as url,
+        httpx.Client(base_url=url, headers=ADMIN, timeout=60) as http,
+    ):
         yield StacServer(url, http)
-    server.should_exit = True
-    thread.join(10)
 
 
 def item(item_id: str, x: float, y: float, when: str, assets: dict | None = None, **properties: object) -> dict:
