@@ -238,7 +238,8 @@ class _Dispatches:
     def __init__(self, pool: ThreadPoolExecutor, mover: str, parallel: int) -> None:
         self.pool, self.mover, self.parallel = pool, mover, parallel
         self.in_flight: dict[Future[object], DispatchSlot] = {}
-        #: Every transfer handed to each dispatch in flight, its first claim and those its slot took.
+        #: The last claim handed to each dispatch in flight: a dispatch waits for work only once it has
+        #: sent and recorded its previous claim, so only the last one can be left unsent.
         self.handed: dict[Future[object], list[int]] = {}
         self.creating: tuple[threading.Event, Future[object], float] | None = None
         # Made once per mover run: building Prefect's settings costs about 0.1 s of CPU.
@@ -286,7 +287,7 @@ class _Dispatches:
         """Give the claim to a waiting dispatch, or start one for it; the number of dispatches started."""
         waiting = self._waiting()
         if waiting is not None and waiting[1].offer(claimed):
-            self.handed[waiting[0]].extend(claimed)
+            self.handed[waiting[0]] = list(claimed)
             return 0
         while not self._created():  # rare: the waiting one ended just now, while another is being created
             time.sleep(0.02)

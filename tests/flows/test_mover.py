@@ -103,7 +103,12 @@ def test_a_dispatch_that_cannot_start_gives_its_claims_back_at_once(rt, tmp_path
     Transferring (and its destination's places with it) until its next start; then it is sent."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_CLIENT_MAX_RETRIES,
+        PREFECT_LOGGING_TO_API_ENABLED,
+        temporary_settings,
+    )
 
     from flows.mover import _Dispatches
 
@@ -114,7 +119,8 @@ def test_a_dispatch_that_cannot_start_gives_its_claims_back_at_once(rt, tmp_path
         claimed = claim_ids(session, "api-down-mover", 10)
     assert claimed == [tid]
     unreachable = f"http://127.0.0.1:{free_port()}/api"
-    with temporary_settings(updates={PREFECT_API_URL: unreachable, PREFECT_CLIENT_MAX_RETRIES: 0}):
+    down = {PREFECT_API_URL: unreachable, PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_LOGGING_TO_API_ENABLED: False}
+    with temporary_settings(updates=down):
         with ThreadPoolExecutor(1) as pool:
             dispatches = _Dispatches(pool, "api-down-mover", parallel=1)
             assert dispatches.hand_over(claimed) == 1
