@@ -68,7 +68,6 @@ from catalog.shared_state import SharedCounters
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 POLICY_SECONDS = 5.0  # how long a dataset policy or a quota is trusted before it is read again
-STAT_SECONDS = 1.0  # how often a served cache file is checked for eviction (its open descriptor stays valid)
 TOUCH_SECONDS = 60.0  # last access is written at most this often per asset (LRU needs minutes, not µs)
 INLINE_BYTES = 1024 * 1024  # ranges up to this size are read on the event loop (page cache: µs)
 STREAM_CHUNK = 4 * 1024 * 1024
@@ -86,9 +85,9 @@ class CachedFile:
     modified: datetime
     media_type: str
     fd: int
-    inode: int
-    checked: float = 0.0
-    """When (monotonic) the file was last seen at its path with this inode."""
+    identity: tuple[int, int, int]
+    """The file's inode, size and modification time (ns): a file replaced at the path differs in one
+    of them, even if the file system gives the new one the inode number of an old one."""
     users: int = 0
     """Responses reading the descriptor now: it is closed only when none is (closing it under a
     running response would let the number be reused by a socket)."""
@@ -311,12 +310,10 @@ class ProxyService:
         cached = self._files.get(key)
         if cached is None:
             return None
-        moment = time.monotonic()
-        if moment - cached.checked < STAT_SECONDS:
-            return cached
+        # A stat per request (about a microsecond): a file evicted or replaced by the fetcher (its
+        # upstream changed) is never served from the descriptor of the old one.
         try:
-            if os.stat(cached.path).st_ino == cached.inode:
-                cached.checked = moment
+            if _identity(os.stat(cached.path)) == cached.identity:
                 return cached
         except FileNotFoundError:
             pass
@@ -335,12 +332,10 @@ class ProxyService:
             return None
         stat = os.fstat(fd)
         old = self._files.get(key)
-        if old is not None and old.inode == stat.st_ino and old.etag == asset.etag:
+        if old is not None and old.identity == _identity(stat) and old.etag == asset.etag:
             os.close(fd)  # several requests found it at once: they share one descriptor
             return old
-        cached = CachedFile(
-            path, stat.st_size, asset.etag, asset.cached_at, asset.media_type, fd, stat.st_ino, time.monotonic()
-        )
+        cached = CachedFile(path, stat.st_size, asset.etag, asset.cached_at, asset.media_type, fd, _identity(stat))
         if old is not None:
             old.retire()
         self._files[key] = cached
@@ -510,6 +505,10 @@ async def _stream(cached: CachedFile, offset: int, end: int, receive: Receive, s
             await send({"type": "http.response.body", "body": data, "more_body": offset < end})
     finally:
         watcher.cancel()
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int]:
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _asks_status(query: bytes) -> bool:

@@ -107,7 +107,11 @@ def register(request: Request[Any, Any, Any], state: State, data: JSONBody[Asset
             fields.pop("upstream_href"),
             **fields,
         )
-        return _view(request, row)
+        view = _view(request, row)
+    # A changed upstream: its old cached copy goes once the change is committed, and the proxy (which
+    # checks the file at every request) fetches the new one instead of serving the old.
+    proxy.remove_stale_cache_files(session, state.settings.resolved_proxy_cache_dir())
+    return view
 
 
 @get("/", permission=Permission.CONFIGURE, sync_to_thread=True)

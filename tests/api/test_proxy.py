@@ -130,6 +130,26 @@ def test_cached_asset_answers_exact_http(client, proxy_app, upstream):
     assert upstream.gets["/a.tif"] == 1
 
 
+def test_a_changed_upstream_is_never_served_from_the_old_copy(client, proxy_app, upstream):
+    """The upstream changes: its cached copy is dropped, and the next request, however soon, is not
+    served the old bytes: having been served before, it waits for the new fetch and gets the new
+    bytes and etag."""
+    import threading
+
+    url = cached_url(client, proxy_app, upstream)
+    old = client.get(url)
+    assert old.content == DATA
+    changed = DATA[::-1] + b"longer"
+    register(client, upstream, data=changed)  # a new size: the proxy's copy is stale
+    fetcher = threading.Timer(0.5, run_fetcher, [proxy_app])
+    fetcher.start()
+    new = client.get(url)
+    fetcher.join()
+    assert new.status_code == 200 and new.content == changed
+    assert new.headers["etag"] != old.headers["etag"]
+    assert upstream.gets["/a.tif"] == 2
+
+
 def test_uncached_asset_is_pending_once_fetched_once(client, proxy_app, upstream):
     url = register(client, upstream, public=True, sync_wait_seconds=0)
     first = client.get(url)
