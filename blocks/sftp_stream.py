@@ -38,6 +38,10 @@ def _as_sshfs_errors(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T
 #: retrieval reads at a time (`blocks.base.READ_BLOCK`).
 IN_FLIGHT = 8 * 1024 * 1024
 
+#: READ requests in flight at most, whatever their size (asyncssh's own limit for one file): a server
+#: that reports no limits gets 16 KiB READs, 128 of them rather than 512.
+MAX_REQUESTS = 128
+
 
 class SftpReadStream(io.RawIOBase):
     """A sequential reader of `path` on the SSHFileSystem `fs` (not seekable)."""
@@ -47,7 +51,7 @@ class SftpReadStream(io.RawIOBase):
         self._loop = fs.loop
         self._file, block = sync(self._loop, self._open, fs, path)
         self._block = block
-        self._depth = max(1, in_flight // block)
+        self._depth = max(1, min(MAX_REQUESTS, in_flight // block))
         self._offset = 0  # of the next request
         #: (offset, size, answer) of each READ in flight, in file order.
         self._requests: collections.deque[tuple[int, int, asyncio.Future[bytes]]] = collections.deque()
