@@ -36,6 +36,7 @@ from fsspec.asyn import sync
 from blocks.base import HostBlock
 from blocks.entries import Entry as Entry  # re-exported: what every listing yields
 from blocks.entries import child_path as _child
+from blocks.s3_listing import list_objects_page
 from blocks.sftp_names import lean_readdir_works, sftp_scandir, sftp_v3_names
 
 PAGE_SIZE = 1000
@@ -201,33 +202,34 @@ def _prefix(key: str) -> str:
 
 
 def _s3(fs: Any, path: str, page_size: int, name_prefix: str = "") -> Iterator[Entry]:
-    """`ListObjectsV2` with `Delimiter="/"`, one page (`MaxKeys`) per request, the next page asked
-    for only when this one has been handed out. Sub-"directories" are the common prefixes."""
+    return _drive(fs.loop, _s3_pages(fs, path, page_size, name_prefix))
+
+
+async def _s3_pages(fs: Any, path: str, page_size: int, name_prefix: str = "") -> AsyncIterator[list[Entry]]:
+    """`ListObjectsV2` with `Delimiter="/"`, one page (`MaxKeys`) per request, read by
+    `blocks.s3_listing` (the next page is asked for while this one is handed out, see `_drive`).
+    Sub-"directories" are the common prefixes."""
     bucket, key, _ = fs.split_path(path)
     prefix = _prefix(key)
-    request: dict[str, Any] = {
-        "Bucket": bucket,
-        "Prefix": prefix + name_prefix,
-        "Delimiter": "/",
-        "MaxKeys": page_size,
-    }
-    request.update(getattr(fs, "req_kw", {}))
+    skip = len(prefix)
     found = False
+    token: str | None = None
     while True:
-        page = sync(fs.loop, fs._call_s3, "list_objects_v2", **request)
-        for common in page.get("CommonPrefixes", []):
+        page = await list_objects_page(fs, bucket, prefix + name_prefix, page_size, token)
+        entries = []
+        for common in page.prefixes:
             found = True
-            full = common["Prefix"].rstrip("/")
-            yield Entry(f"{bucket}/{full}", full[len(prefix) :], None, None, True)
-        for item in page.get("Contents", []):
+            full = common.rstrip("/")
+            entries.append(Entry(f"{bucket}/{full}", full[skip:], None, None, True))
+        for object_key, size, modified in page.objects:
             found = True
-            if item["Key"] == prefix:
+            if object_key == prefix:
                 continue  # the marker object some tools write for an empty "directory"
-            name = item["Key"][len(prefix) :]
-            yield Entry(f"{bucket}/{item['Key']}", name, int(item["Size"]), _utc(item.get("LastModified")), False)
-        if not page.get("IsTruncated"):
+            entries.append(Entry(f"{bucket}/{object_key}", object_key[skip:], size, modified, False))
+        yield entries
+        if page.next_token is None:
             break
-        request["ContinuationToken"] = page["NextContinuationToken"]
+        token = page.next_token
     if prefix and not found and not name_prefix:
         raise FileNotFoundError(f"{bucket}/{prefix.rstrip('/')}: no object under this prefix")
 

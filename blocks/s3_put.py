@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -37,6 +38,12 @@ def _is_ip(host: str | None) -> bool:
     except ValueError:
         return False
     return True
+
+
+def canonical_query(query: Mapping[str, str]) -> str:
+    """A query string as SigV4 signs it (and as it is then sent): names and values percent-encoded
+    except for unreserved characters, sorted by name."""
+    return "&".join(f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}" for name, value in sorted(query.items()))
 
 
 def _hmac(key: bytes, message: str) -> bytes:
@@ -85,6 +92,12 @@ class SignedPut:
             return f"{bucket}.{self._host}", f"{self._base_path}/{quoted_key}"
         return self._host, f"{self._base_path}/{quote(bucket, safe='~')}/{quoted_key}"
 
+    def _bucket_parts(self, bucket: str) -> tuple[str, str]:
+        """(host, path) of the bucket itself, as bucket operations (ListObjectsV2) address it."""
+        if not self._path_style and _DNS_BUCKET.match(bucket) and not _is_ip(urlsplit("//" + self._host).hostname):
+            return f"{bucket}.{self._host}", f"{self._base_path}/"
+        return self._host, f"{self._base_path}/{quote(bucket, safe='~')}"
+
     def _key_for(self, secret: str, day: str) -> bytes:
         """The signing key of a day: four HMACs, made once a day per secret instead of per request."""
         if self._signing_key is None or self._signing_key[0] != (secret, day):
@@ -94,8 +107,19 @@ class SignedPut:
             self._signing_key = ((secret, day), key)
         return self._signing_key[1]
 
-    def signed_headers(self, host: str, path: str, data: bytes, credentials: Any, now: datetime) -> dict[str, str]:
-        """The headers of a PUT of `data` at `path` on `host`, signed with `credentials` at `now`."""
+    def signed_headers(
+        self,
+        host: str,
+        path: str,
+        data: bytes,
+        credentials: Any,
+        now: datetime,
+        *,
+        method: str = "PUT",
+        query: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
+        """The headers of a `method` request (a PUT of `data` by default) at `path` on `host` with
+        `query`, signed with `credentials` at `now`."""
         amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
         payload_hash = hashlib.sha256(data).hexdigest()
         headers = {"host": host, "x-amz-content-sha256": payload_hash, "x-amz-date": amz_date}
@@ -103,7 +127,15 @@ class SignedPut:
             headers["x-amz-security-token"] = credentials.token
         names = sorted(headers)
         canonical = "\n".join(
-            ["PUT", path, "", *(f"{name}:{headers[name].strip()}" for name in names), "", ";".join(names), payload_hash]
+            [
+                method,
+                path,
+                canonical_query(query or {}),
+                *(f"{name}:{headers[name].strip()}" for name in names),
+                "",
+                ";".join(names),
+                payload_hash,
+            ]
         )
         scope = f"{day}/{self._region}/s3/aws4_request"
         to_sign = f"{_ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
@@ -112,7 +144,8 @@ class SignedPut:
             f"{_ALGORITHM} Credential={credentials.access_key}/{scope}, "
             f"SignedHeaders={';'.join(names)}, Signature={signature}"
         )
-        headers["content-length"] = str(len(data))
+        if data or method == "PUT":
+            headers["content-length"] = str(len(data))
         return headers
 
     async def put(self, bucket: str, key: str, data: bytes) -> str | None:
@@ -128,3 +161,20 @@ class SignedPut:
         if response.status_code != 200:
             return None
         return str(response.headers.get("etag", ""))
+
+    async def get_bucket(self, bucket: str, query: Mapping[str, str]) -> bytes | None:
+        """GET `bucket` with `query` (a bucket operation such as ListObjectsV2); the body of a 200
+        answer, or None for any other answer (the caller then asks botocore). Connection errors are
+        raised."""
+        credentials = await self._credentials.get_frozen_credentials()
+        if not credentials.access_key or not credentials.secret_key:
+            return None
+        host, path = self._bucket_parts(bucket)
+        headers = self.signed_headers(host, path, b"", credentials, datetime.now(UTC), method="GET", query=query)
+        url = f"{self._scheme}://{host}{path}?{canonical_query(query)}"
+        request = AWSPreparedRequest("GET", url, headers, None, stream_output=False)
+        response = await self._http.send(request)
+        if response.status_code != 200:
+            return None
+        body: bytes = await response.content
+        return body

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from catalog.models import Host
+from tests.conftest import running
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,14 @@ def silent_server():
     listener.close()
     for connection in accepted:
         connection.close()
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory):
+    """SeaweedFS refusing requests not signed with its one key pair (moto accepts any signature)."""
+    from tests.servers.seaweedfs import SeaweedS3Server
+
+    yield from running(SeaweedS3Server(tmp_path_factory.mktemp("seaweed"), check_signatures=True))
 
 
 FTP_VARIANTS = {
