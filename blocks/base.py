@@ -211,9 +211,19 @@ class HostBlock(Block):
         """The largest file `put_whole` takes; it holds the file in memory."""
         return 0
 
-    async def put_whole(self, fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> tuple[int, str | None]:
-        """Write `data` at `path` in one request on `fs`'s event loop, visible only once whole (no
-        temporary name); return the (size, MD5 or None) the host confirmed."""
+    async def put_whole(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        path: str,
+        data: bytes,
+        *,
+        temporary: str | None = None,
+        replace_temporary: bool = False,
+    ) -> tuple[int, str | None]:
+        """Write `data` at `path` on `fs`'s event loop, visible there only once whole: in one request
+        (object stores), or at `temporary` and then renamed (hosts that `supports_rename`, which are
+        given one; with `replace_temporary` an earlier attempt's file of that name is unlinked
+        first). Return the (size, MD5 or None) the host confirmed."""
         raise NotImplementedError
 
     def confirmed_write(self, file: Any) -> tuple[int, str | None] | None:

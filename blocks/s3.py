@@ -229,8 +229,17 @@ class S3Host(HostBlock):
         # Up to one part: a streamed upload of such a file holds it whole in memory too, then PUTs it.
         return int(self.options.get("part_size", DEFAULT_PART_SIZE))
 
-    async def put_whole(self, fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> tuple[int, str | None]:
-        """One PutObject; its ETag is the MD5 of the object S3 stored whole (or not at all)."""
+    async def put_whole(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        path: str,
+        data: bytes,
+        *,
+        temporary: str | None = None,
+        replace_temporary: bool = False,
+    ) -> tuple[int, str | None]:
+        """One PutObject; its ETag is the MD5 of the object S3 stored whole (or not at all). No
+        temporary name: an object is visible only once whole."""
         bucket, key, _ = fs.split_path(path)
         etag = None
         if self.options.get("signed_put", True):

@@ -80,6 +80,21 @@ def still_running(session: Session, transfer_id: int, number: int) -> bool:
     return row is not None and row[0] == TransferStatus.TRANSFERRING.value and row[1] == number
 
 
+def still_running_among(session: Session, numbers: dict[int, int]) -> set[int]:
+    """Of `numbers` (transfer id → attempt number), the transfers whose attempt is still their current
+    one, Transferring: `still_running` for a batch's files in one query."""
+    if not numbers:
+        return set()
+    rows = session.exec(
+        select(DataTransfer.id, DataTransfer.status, DataTransfer.attempt).where(col(DataTransfer.id).in_(numbers))
+    )
+    return {
+        transfer_id
+        for transfer_id, status, attempt in rows
+        if transfer_id is not None and status == TransferStatus.TRANSFERRING.value and numbers[transfer_id] == attempt
+    }
+
+
 def of_transfer(session: Session, transfer_id: int, prefect_ui: str | None = None) -> list[AttemptPublic]:
     """The transfer's attempts, first first; with `prefect_ui` (the Prefect UI's base URL), the links to
     each attempt's flow run and task run there."""

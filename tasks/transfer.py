@@ -370,7 +370,16 @@ class ParallelPuts:
         """Read the file and put it in flight (reading a store file is not for the event loop)."""
         with (delivery.source or self.store).open(delivery.store_key) as source:
             data = source.read()
-        put = delivery.host.put_whole(self.fs, delivery.remote_path, data)
+        if len(data) != delivery.size:  # checked before anything is written, as a streamed file is
+            raise RetryOnSameHost(
+                f"size check failed for host {delivery.host.name}: read {len(data)} bytes from the store, "
+                f"expected {delivery.size}"
+            )
+        block, final = delivery.host, delivery.remote_path
+        temporary = temporary_path(final, delivery.transfer_id) if block.supports_rename else None
+        put = block.put_whole(
+            self.fs, final, data, temporary=temporary, replace_temporary=temporary is not None and delivery.attempt != 1
+        )
         future = asyncio.run_coroutine_threadsafe(put, self.fs.loop)
         self._in_flight.append((delivery, compression, time.monotonic(), future))
 
@@ -405,6 +414,30 @@ class ParallelPuts:
             return delivery, diagnosed if isinstance(diagnosed, Exception) else exc
         sent = Sent(bytes=size, seconds=time.monotonic() - started, md5_verified=md5 is not None)
         return delivery, Delivered(delivery, sent, compression)
+
+
+class BatchFence:
+    """Whether each file of a batch is still its transfer's current attempt when its turn comes: asked
+    of the database for all the batch's files not yet started, in one query at most every `every`
+    seconds, so a small file costs no query of its own. A transfer stopped (or taken over) while its
+    batch runs is then not sent once the next check has seen it; a file already in flight — a few
+    milliseconds for a small one — completes, and is not recorded Done."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        self.every, self.checked_at = every, time.monotonic()  # the claim itself was the first check
+        self.over: set[int] = set()
+
+    def allows(self, delivery: Delivery, upcoming: list[Delivery]) -> bool:
+        """Whether `delivery` may start; `upcoming`: it and the batch's files after it."""
+        if delivery.attempt is None:
+            return True
+        if time.monotonic() - self.checked_at >= self.every:
+            numbers = {d.transfer_id: d.attempt for d in upcoming if d.attempt is not None}
+            with Session(runtime().engine) as session:  # a read: no write lock
+                running = attempts.still_running_among(session, numbers)
+            self.over |= numbers.keys() - running
+            self.checked_at = time.monotonic()
+        return delivery.transfer_id not in self.over
 
 
 def record_delivered(done: list[Delivered], mover: str) -> None:
@@ -489,8 +522,12 @@ def send_batch(deliveries: list[Delivery], mover: str, n: int) -> dict[int, str]
         else:
             outcomes[delivery.transfer_id] = f"failed: {record_failed(delivery, mover, result)}"
 
+    fence = BatchFence(RECORD_EVERY)
     try:
-        for delivery in deliveries:
+        for i, delivery in enumerate(deliveries):
+            if not fence.allows(delivery, deliveries[i:]):
+                outcome(delivery, AttemptOver(f"transfer {delivery.transfer_id}: attempt over before it was sent"))
+                continue
             try:
                 delivery, applied, there = prepare(delivery, fs)
                 if there:

@@ -240,3 +240,43 @@ def test_small_files_reach_an_s3_server_that_checks_signatures(rt, tmp_path_fact
         assert "put_object" not in through_botocore
     finally:
         server.stop()
+
+
+def test_a_transfer_stopped_while_its_batch_runs_is_not_sent(rt, sshd, monkeypatch):  # noqa: F811
+    """Small files of a batch are checked against stops in one query per check, not one per file: a
+    transfer stopped after the claim, before its turn, is neither sent nor recorded Done."""
+    import pytest
+
+    from catalog.errors import RetryOnSameHost
+    from catalog.operations import stop
+    from catalog.transfers import claim
+    from flows.dispatch import _deliveries
+    from tasks import transfer
+
+    site = sshd.data_dir / f"fenced-{os.getpid()}-{time.monotonic_ns()}"
+    destination(
+        rt.engine,
+        "fenced",
+        host=HostCreate(
+            name="fenced-host",
+            protocol="sftp",
+            address=f"{sshd.host}:{sshd.port}",
+            login=sshd.username,
+            directory=str(site),
+            options={"key_filename": str(sshd.client_key_path)},
+        ),
+        max_parallel_transfers=10,
+    )
+    files = {f"s{i}.bin": os.urandom(2000 + i) for i in range(3)}
+    ids = [push(rt.engine, rt.store, "fenced", name, data=data)[1][0] for name, data in files.items()]
+    with session_scope(rt.engine) as session:
+        assert sorted(t.id for t in claim(session, "fence-mover", 10)) == ids
+    deliveries = _deliveries(ids, "fence-mover")
+    with session_scope(rt.engine) as session:
+        stop(session, ids[1], by="operator")
+    monkeypatch.setattr(transfer, "RECORD_EVERY", 0.0)  # the batch checks before every file
+    with pytest.raises(RetryOnSameHost, match="1 of 3 files failed"):
+        transfer.send_batch.fn(deliveries, "fence-mover", len(deliveries))
+    assert [public(rt, tid).status for tid in ids] == ["Done", "Stopped", "Done"]
+    assert sorted(p.name for p in site.iterdir()) == ["s0.bin", "s2.bin"]  # nor any temporary file
+    assert (site / "s2.bin").read_bytes() == files["s2.bin"]
