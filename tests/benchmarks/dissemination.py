@@ -12,11 +12,11 @@
    and released to it in one transaction. `--cold` starts the mover for the files instead (its
    first batch then also loads the transfer modules and Prefect's engine). Then it times
    `rclone copy` of the same files to the same server (its default 4 transfers and 8 checkers; the
-   mover runs 4 dispatches at once, each with up to 4 small files in flight). `--rounds` alternating
-   rounds (rclone first in odd ones), each to new directories; prints every round, the median
-   pds/rclone ratio (target ≤ 1.5), its spread, and the CPU milliseconds per file of the mover (this
-   process's CPU from the release to the last Done: the mover runs here, in a thread) and of rclone
-   (`getrusage(RUSAGE_CHILDREN)` around it). The servers' CPU is counted on neither side.
+   mover runs up to 4 dispatches at once, each with up to 8 (SFTP) or 4 (S3) small files in flight).
+   `--rounds` alternating rounds (rclone first in odd ones), each to new directories; prints every
+   round, the median pds/rclone ratio (target ≤ 1.5), its spread, and the CPU milliseconds per file
+   of the mover (this process's CPU from the release to the last Done: the mover runs here, in a
+   thread) and of rclone (`getrusage(RUSAGE_CHILDREN)` around it). The servers' CPU is counted on neither side.
 
    The anchor does the same work as pds: over SFTP pds checks the size of what it wrote, while
    rclone by default runs a remote `md5sum` over SSH after every file, so the fair anchor runs with
