@@ -74,6 +74,27 @@ def end(
     )
 
 
+def end_many(connection: sa.Connection, ended: Sequence[tuple[int, int, int]], outcome: str, *, at: datetime) -> None:
+    """`end` for a batch of transfers, `(transfer_id, number, bytes_sent)` each, in one statement
+    executed for all (a batch of small files is recorded Done at once)."""
+    if not ended:
+        return
+    table = _table()
+    statement = (
+        sa.update(table)
+        .where(
+            table.c.transfer_id == sa.bindparam("b_transfer_id"),
+            table.c.number == sa.bindparam("b_number"),
+            table.c.ended_at.is_(None),
+        )
+        .values(ended_at=at, outcome=outcome, error=None, bytes_sent=sa.bindparam("b_bytes_sent"))
+    )
+    connection.execute(
+        statement,
+        [{"b_transfer_id": tid, "b_number": number, "b_bytes_sent": sent} for tid, number, sent in ended],
+    )
+
+
 def still_running(session: Session, transfer_id: int, number: int) -> bool:
     """Whether attempt `number` is still the transfer's current one, Transferring (the writer's check)."""
     row = session.exec(select(DataTransfer.status, DataTransfer.attempt).where(DataTransfer.id == transfer_id)).first()

@@ -552,9 +552,14 @@ def record_successes(session: Session, successes: Sequence[Success], *, by: str)
         ],
     )
     done = _transfers(session, [s.transfer_id for s in recorded])
+    numbered = []
     for transfer in done:
         assert transfer.id is not None
-        attempts.end(connection, transfer.id, transfer.attempt, "Done", bytes_sent=transfer.bytes_sent, at=now)
+        if transfer.attempt is None or transfer.bytes_sent is None:
+            attempts.end(connection, transfer.id, transfer.attempt, "Done", bytes_sent=transfer.bytes_sent, at=now)
+        else:
+            numbered.append((transfer.id, transfer.attempt, transfer.bytes_sent))
+    attempts.end_many(connection, numbered, "Done", at=now)
     reports.add_uph_lines(session, done)  # in this transaction: a Done transfer always has its line
     _remember_working_hosts(session, [(t.destination_name, s.host) for t, s in zip(done, recorded, strict=True)], now)
     return Recorded(done=done, refused=refused)

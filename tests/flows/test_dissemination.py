@@ -247,6 +247,7 @@ def test_a_transfer_stopped_while_its_batch_runs_is_not_sent(rt, sshd, monkeypat
     transfer stopped after the claim, before its turn, is neither sent nor recorded Done."""
     import pytest
 
+    from catalog import attempts
     from catalog.errors import RetryOnSameHost
     from catalog.operations import stop
     from catalog.transfers import claim
@@ -280,3 +281,8 @@ def test_a_transfer_stopped_while_its_batch_runs_is_not_sent(rt, sshd, monkeypat
     assert [public(rt, tid).status for tid in ids] == ["Done", "Stopped", "Done"]
     assert sorted(p.name for p in site.iterdir()) == ["s0.bin", "s2.bin"]  # nor any temporary file
     assert (site / "s2.bin").read_bytes() == files["s2.bin"]
+    with session_scope(rt.engine) as session:  # the batch's Done attempts are closed together
+        closed = [attempts.of_transfer(session, tid) for tid in ids]
+    assert [[(a.number, a.outcome) for a in of] for of in closed] == [[(1, "Done")], [(1, "Stopped")], [(1, "Done")]]
+    assert [closed[i][0].bytes_sent for i in (0, 2)] == [2000, 2002]
+    assert all(of[0].ended_at is not None for of in closed)
