@@ -112,6 +112,7 @@ def test_a_small_file_that_cannot_be_written_leaves_nothing_at_the_site(sshd, st
         block.close(fs)
     for outcome in outcomes:
         assert isinstance(outcome, Exception)
+        assert f"{root / 'in'} is not a directory" in str(block.classify(outcome))  # the server's words
         assert not isinstance(block.classify(outcome), FailOverToNextHost)  # the host is up: not its fault
     assert sorted(p.name for p in root.iterdir()) == ["in"]
     assert (root / "in").read_bytes() == b"a file where the directory should be"
