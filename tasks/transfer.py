@@ -427,12 +427,13 @@ class BatchFence:
         self.every, self.checked_at = every, time.monotonic()  # the claim itself was the first check
         self.over: set[int] = set()
 
-    def allows(self, delivery: Delivery, upcoming: list[Delivery]) -> bool:
-        """Whether `delivery` may start; `upcoming`: it and the batch's files after it."""
+    def allows(self, batch: list[Delivery], index: int) -> bool:
+        """Whether `batch[index]` may start (the files before it have started)."""
+        delivery = batch[index]
         if delivery.attempt is None:
             return True
         if time.monotonic() - self.checked_at >= self.every:
-            numbers = {d.transfer_id: d.attempt for d in upcoming if d.attempt is not None}
+            numbers = {d.transfer_id: d.attempt for d in batch[index:] if d.attempt is not None}
             with Session(runtime().engine) as session:  # a read: no write lock
                 running = attempts.still_running_among(session, numbers)
             self.over |= numbers.keys() - running
@@ -525,7 +526,7 @@ def send_batch(deliveries: list[Delivery], mover: str, n: int) -> dict[int, str]
     fence = BatchFence(RECORD_EVERY)
     try:
         for i, delivery in enumerate(deliveries):
-            if not fence.allows(delivery, deliveries[i:]):
+            if not fence.allows(deliveries, i):
                 outcome(delivery, AttemptOver(f"transfer {delivery.transfer_id}: attempt over before it was sent"))
                 continue
             try:
