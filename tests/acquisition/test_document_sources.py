@@ -151,30 +151,15 @@ def test_an_unknown_listing_format_is_refused(rt, site):
 @pytest.fixture
 def stac_provider(settings, sqlite_engine, store):
     """Another pds, under uvicorn: its Data Portal holds the files, its STAC API lists them."""
-    import threading
-    import time
 
     import httpx
-    import uvicorn
 
     from api.app import create_app
-    from tests.servers._common import free_port
+    from tests.servers._common import free_port, serving
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, engine=sqlite_engine, store=store), port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=url, auth=("admin", "admin"), timeout=30) as http:
+    app = create_app(settings, engine=sqlite_engine, store=store)
+    with serving(app, free_port()) as url, httpx.Client(base_url=url, auth=("admin", "admin"), timeout=30) as http:
         yield url, http, sqlite_engine
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_a_stac_api_search_paged_by_pystac_client(rt, stac_provider):
@@ -362,30 +347,17 @@ def source_items(root) -> dict[str, dict]:
 @pytest.fixture
 def inventory_api(rt, monkeypatch):
     """The API under uvicorn on the runtime's database and store; items' hrefs name it."""
-    import threading
-    import time
 
     import httpx
-    import uvicorn
 
     from api.app import create_app
-    from tests.servers._common import free_port
+    from tests.servers._common import free_port, serving
 
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    monkeypatch.setattr(rt.settings, "public_url", url)
+    monkeypatch.setattr(rt.settings, "public_url", f"http://127.0.0.1:{port}")
     app = create_app(rt.settings, engine=rt.engine, store=rt.store)
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    with httpx.Client(base_url=url, auth=("admin", "admin"), timeout=30) as http:
+    with serving(app, port) as url, httpx.Client(base_url=url, auth=("admin", "admin"), timeout=30) as http:
         yield url, http
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def read_through_proxy(rt, http, href: str) -> bytes:

@@ -1,18 +1,13 @@
 from __future__ import annotations
 
 import base64
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 
 from api.app import create_app
-from tests.servers._common import free_port
+from tests.servers._common import free_port, serving
 
 ADMIN = {"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode()}
 
@@ -33,24 +28,6 @@ class StacServer:
             batch = {"type": "FeatureCollection", "features": items[start : start + 500]}
             response = self.http.post(f"/stac/collections/{collection_id}/items", json=batch)
             assert response.status_code == 201, response.text
-
-
-@contextmanager
-def serving(app: object, port: int) -> Iterator[str]:
-    """The app served by uvicorn on the port, in a thread of this process; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            assert thread.is_alive(), "uvicorn stopped while starting"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from catalog.stac_documents import AUTHENTICATION
 from tasks.discovery import discover_rule
 from tests.acquisition.conftest import Source, acquisition_setup, nginx_provider, runtime_on
 from tests.acquisition.test_document_sources import EO, SCENES, fetch_all, read_through_proxy, write_provider_catalogue
-from tests.servers._common import free_port
-from tests.stac.conftest import ADMIN, serving
+from tests.servers._common import free_port, serving
+from tests.stac.conftest import ADMIN
 from tests.stac.offline_validator import offline, run_api_validator
 
 #: collection: whether its files are retrieved into the Data Store (else fetched when first read)
