@@ -144,8 +144,11 @@ def http_client(served) -> httpx.Client:
     )
 
 
-def read_until_served(client: httpx.Client, path: str, deadline: float = 60) -> tuple[list[int], bytes]:
-    """GET until 200; the statuses seen on the way, and the body."""
+def read_until_served(
+    client: httpx.Client, path: str, deadline: float = 60, *, pending: int = 503
+) -> tuple[list[int], bytes]:
+    """GET until 200; the statuses seen on the way, and the body. Meanwhile every answer must be
+    `pending` with a Retry-After: the portal's 503, or the proxy's 202 (with a JSON "pending")."""
     seen = []
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -153,8 +156,10 @@ def read_until_served(client: httpx.Client, path: str, deadline: float = 60) -> 
         seen.append(answer.status_code)
         if answer.status_code == 200:
             return seen, answer.content
-        assert answer.status_code == 503, answer.text
+        assert answer.status_code == pending, answer.text
         assert int(answer.headers["retry-after"]) > 0
+        if pending == 202:
+            assert answer.json()["status"] == "pending"
         time.sleep(0.1)
     raise AssertionError(f"{path} never served: {seen[-5:]}")
 
@@ -417,19 +422,9 @@ def proxied(world, served, settings):
     fetcher.stop()
 
 
-def proxy_read_until_served(client: httpx.Client, path: str, deadline: float = 60) -> tuple[list[int], bytes]:
-    """GET through the proxy until 200; the statuses seen on the way (pending: 202 with Retry-After)."""
-    seen = []
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        answer = client.get(path)
-        seen.append(answer.status_code)
-        if answer.status_code == 200:
-            return seen, answer.content
-        assert answer.status_code == 202, answer.text
-        assert int(answer.headers["retry-after"]) > 0 and answer.json()["status"] == "pending"
-        time.sleep(0.1)
-    raise AssertionError(f"{path} never served: {seen[-5:]}")
+def proxy_read_until_served(client: httpx.Client, path: str) -> tuple[list[int], bytes]:
+    """GET through the proxy until 200 (pending: 202 with Retry-After)."""
+    return read_until_served(client, path, pending=202)
 
 
 def test_a_proxy_read_asks_for_the_retrieval_and_serves_the_file_once_fetched(world, served, proxied):
