@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from catalog.acquisition import ListingRuleCreate, add_rule
-from catalog.config import create_destination, create_host
+from catalog.config import attach_host, create_destination, create_host
 from catalog.database import migrate, session_scope
 from catalog.models import DestinationCreate, Host, HostCreate, HostKind
 from tasks import runtime as runtime_module
@@ -180,3 +180,14 @@ def acquisition_setup(engine, source: Source, destination: str = "acq", **rule: 
         host = session.get(Host, source.host.name)
         assert host is not None
     return host, created
+
+
+def attach_local_site(engine, directory: Path, destination: str = "acq", name: str = "site-host") -> None:
+    """Give the destination a dissemination host: a local directory standing for a remote site."""
+    with session_scope(engine) as session:
+        create_host(
+            session,
+            HostCreate(name=name, protocol="file", address=str(directory)),
+            known_protocols=frozenset({"file"}),
+        )
+        attach_host(session, destination, name, HostKind.DISSEMINATION)

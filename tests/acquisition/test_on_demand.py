@@ -34,7 +34,7 @@ from catalog.store import DataStore
 from catalog.transfers import expire_due
 from tasks.discovery import discover_rule
 from tasks.retrieval import retrieve
-from tests.acquisition.conftest import Source, acquisition_setup, nginx_provider
+from tests.acquisition.conftest import Source, acquisition_setup, attach_local_site, nginx_provider
 from tests.servers._common import wait_until
 
 PASSWORD = "pw-alice-1"
@@ -482,8 +482,6 @@ def test_a_mover_meeting_an_unretrieved_file_asks_for_it_and_sends_it_once_fetch
 ):
     """A transfer of a file registered without retrieval, requeued by an operator, is claimed by the
     mover: it goes back to Preset and asks for the retrieval instead of failing, then is sent."""
-    from catalog.config import attach_host, create_host
-    from catalog.models import HostCreate, HostKind
     from catalog.operations import requeue, stop
     from flows.mover import mover
     from flows.retrieval import retrieval
@@ -491,13 +489,7 @@ def test_a_mover_meeting_an_unretrieved_file_asks_for_it_and_sends_it_once_fetch
     local_source.put("in/late.bin", b"late" * 500)
     host, rule = acquisition_setup(rt.engine, local_source, directory="in", no_retrieval=True)
     site = tmp_path / "site"
-    with session_scope(rt.engine) as session:
-        create_host(
-            session,
-            HostCreate(name="site-host", protocol="file", address=str(site)),
-            known_protocols=frozenset({"file"}),
-        )
-        attach_host(session, "acq", "site-host", HostKind.DISSEMINATION)
+    attach_local_site(rt.engine, site)
     assert discover_rule(rt.engine, host, rule, by="test").registered == 1
     with Session(rt.engine) as session:
         transfer_id = session.exec(select(DataTransfer.id)).one()

@@ -16,14 +16,14 @@ import pytest
 from sqlmodel import Session, col, select
 
 from catalog.acquisition import SourceFile
-from catalog.config import attach_host, create_host
+from catalog.config import create_host
 from catalog.database import session_scope
 from catalog.events import parse_line
 from catalog.models import DataFile, DataTransfer, HostCreate, HostKind, TransferHistory
 from catalog.retrieval import claim_fetches
 from tasks.discovery import discover_rule
 from tasks.retrieval import retrieve
-from tests.acquisition.conftest import acquisition_setup
+from tests.acquisition.conftest import acquisition_setup, attach_local_site
 
 
 def statuses(engine) -> list[str]:
@@ -66,13 +66,7 @@ def test_discovered_files_are_fetched_whole_then_forwarded_to_the_destinations_h
         source.put(f"in/{name}", data)
     host, rule = acquisition_setup(rt.engine, source, directory="in")
     remote = tmp_path / "site"
-    with session_scope(rt.engine) as session:
-        create_host(
-            session,
-            HostCreate(name="site-host", protocol="file", address=str(remote)),
-            known_protocols=frozenset({"file"}),
-        )
-        attach_host(session, "acq", "site-host", HostKind.DISSEMINATION)
+    attach_local_site(rt.engine, remote)
     assert discover_rule(rt.engine, host, rule, by="test").registered == 6
 
     from flows.mover import mover
@@ -360,8 +354,10 @@ def test_two_retrievers_never_fetch_more_files_from_one_host_than_its_bound(rt, 
             log.close()
         upstream.stop()
     assert len(statuses(rt.engine)) == 2 * count  # each file to acq and to its alias
-    assert upstream.peak == bound  # reached, never passed, at the server
-    assert peak_in_database == bound  # and as the database saw it
+    # Never passed at the server. (Reaching it there needs two GETs of 0.4 s to overlap, which a busy
+    # machine may not give: each fetch starts as its own task run, after its claim.)
+    assert 1 <= upstream.peak <= bound
+    assert peak_in_database == bound  # the bound is used, and never passed, as the database saw it
     assert all(upstream.gets[f"/{name}"] == 1 for name in payloads)  # one fetch per file, whatever its transfers
     with Session(rt.engine) as session:
         fetchers = set(session.exec(select(TransferHistory.by).where(TransferHistory.action == "fetched")))
