@@ -132,16 +132,6 @@ class _CommitRecordingFile(S3File):  # type: ignore[misc]
         return result
 
 
-def _signed_put(fs: S3FileSystem) -> SignedPut | None:
-    """The lean PutObject of `fs`'s client (see `blocks.s3_put`), made once per client."""
-    client = fs.s3
-    if getattr(fs, "_signed_put_client", None) is not client:
-        fs._signed_put = SignedPut.for_client(client)
-        fs._signed_put_client = client
-    signed: SignedPut | None = fs._signed_put
-    return signed
-
-
 class S3Host(HostBlock):
     """Objects appear only when their upload completes, so no temporary name is needed."""
 
@@ -243,7 +233,7 @@ class S3Host(HostBlock):
         bucket, key, _ = fs.split_path(path)
         etag = None
         if self.options.get("signed_put", True):
-            signed = _signed_put(fs)
+            signed = SignedPut.of(fs)
             with contextlib.suppress(Exception):  # botocore sends it again below, and raises what it finds
                 etag = await signed.put(bucket, key, data) if signed is not None else None
         if etag is None:

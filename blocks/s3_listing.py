@@ -42,23 +42,13 @@ class ObjectPage:
     """The continuation token of the next page; None on the last."""
 
 
-def _signed(fs: Any) -> SignedPut | None:
-    """The signer of `fs`'s client, made once per client (None: the client is not one it signs for)."""
-    client = fs.s3
-    if getattr(fs, "_signed_list_client", None) is not client:
-        fs._signed_list = SignedPut.for_client(client)
-        fs._signed_list_client = client
-    signed: SignedPut | None = fs._signed_list
-    return signed
-
-
 async def list_objects_page(
     fs: Any, bucket: str, prefix: str, page_size: int, token: str | None, *, lean: bool = True
 ) -> ObjectPage:
     """The page of `bucket`'s keys under `prefix` (delimiter "/") that `token` continues to (None:
     the first), through the lean path where it serves (`lean`), else through botocore."""
     extra = getattr(fs, "req_kw", None)
-    signed = _signed(fs) if lean and not extra else None
+    signed = SignedPut.of(fs) if lean and not extra else None
     if signed is not None:
         query = {"list-type": "2", "delimiter": "/", "max-keys": str(page_size), "encoding-type": "url"}
         if prefix:

@@ -71,6 +71,17 @@ class SignedPut:
         self._signing_key: tuple[tuple[str, str], bytes] | None = None
 
     @classmethod
+    def of(cls, fs: Any) -> SignedPut | None:
+        """The signer of an s3fs filesystem's current client, made once per client (None: a client
+        it does not sign for). PutObject and the listing share it."""
+        client = fs.s3
+        if getattr(fs, "_pds_signer_client", None) is not client:
+            fs._pds_signer = cls.for_client(client)
+            fs._pds_signer_client = client
+        signed: SignedPut | None = fs._pds_signer
+        return signed
+
+    @classmethod
     def for_client(cls, client: Any) -> SignedPut | None:
         signer = getattr(client, "_request_signer", None)
         credentials = getattr(signer, "_credentials", None)
