@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from catalog.models import Host
 from tests.conftest import running
+
+
+def sshd_directory(sshd) -> Path:
+    """A fresh directory on the test's OpenSSH server (not made yet)."""
+    return sshd.data_dir / uuid.uuid4().hex
+
+
+def sftp_host(sshd, directory: Path, **fields: Any) -> Host:
+    """A host on the test's OpenSSH server, logged in by key with its host key checked."""
+    return Host(
+        **{"name": "sftp", "protocol": "sftp"}
+        | fields
+        | {
+            "address": f"{sshd.host}:{sshd.port}",
+            "login": sshd.username,
+            "directory": str(directory),
+            "options": {"key_filename": str(sshd.client_key_path), "known_hosts": str(sshd.known_hosts_path)},
+        }
+    )
 
 
 @pytest.fixture(scope="session")
@@ -151,15 +172,7 @@ def host(request, tmp_path) -> Host:
             },
         )
     if kind == "sftp":
-        sshd = request.getfixturevalue("sshd")
-        return Host(
-            name="sftp",
-            protocol="sftp",
-            address=f"{sshd.host}:{sshd.port}",
-            login=sshd.username,
-            directory=str(sshd.data_dir / uuid.uuid4().hex),
-            options={"key_filename": str(sshd.client_key_path), "known_hosts": str(sshd.known_hosts_path)},
-        )
+        return sftp_host(request.getfixturevalue("sshd"), sshd_directory(request.getfixturevalue("sshd")))
     s3 = request.getfixturevalue("s3_server")
     bucket = f"b-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(bucket)

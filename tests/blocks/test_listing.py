@@ -306,21 +306,12 @@ def test_sftp_version_3_name_packets_are_decoded_with_every_attribute():
 
 def test_sftp_listing_without_the_lean_reader_gives_the_same_entries(sshd, monkeypatch):
     """Servers speaking another SFTP version are listed by asyncssh's own `scandir`: same entries."""
-    import uuid
 
     import blocks.listing
-    from catalog.models import Host
+    from tests.blocks.conftest import sftp_host, sshd_directory
 
-    directory = sshd.data_dir / uuid.uuid4().hex
-    host = Host(
-        name="sftp",
-        protocol="sftp",
-        address=f"{sshd.host}:{sshd.port}",
-        login=sshd.username,
-        directory=str(directory),
-        options={"key_filename": str(sshd.client_key_path), "known_hosts": str(sshd.known_hosts_path)},
-    )
-    block = block_for(host)
+    directory = sshd_directory(sshd)
+    block = block_for(sftp_host(sshd, directory))
     directory.mkdir(parents=True)
     (directory / "a.bin").write_bytes(b"abc")
     (directory / "sub").mkdir()

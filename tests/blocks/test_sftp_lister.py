@@ -16,6 +16,7 @@ from blocks.sftp_lister import ListingProcess
 from catalog.models import Host, HostKind
 from catalog.selection import Selection
 from tasks.discovery import listing_process, selected_pages
+from tests.blocks.conftest import sftp_host
 
 
 @pytest.fixture
@@ -43,15 +44,7 @@ def tree(sshd):
 
 
 def host_for(sshd, root) -> Host:
-    return Host(
-        name="lister",
-        kind=HostKind.ACQUISITION,
-        protocol="sftp",
-        address=f"{sshd.host}:{sshd.port}",
-        login=sshd.username,
-        directory=str(root),
-        options={"key_filename": str(sshd.client_key_path), "known_hosts": str(sshd.known_hosts_path)},
-    )
+    return sftp_host(sshd, root, name="lister", kind=HostKind.ACQUISITION)
 
 
 class Rule:

@@ -4,29 +4,20 @@ against OpenSSH."""
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 
 from blocks.registry import block_for
 from blocks.sftp_stream import SftpReadStream
-from catalog.models import Host
+from tests.blocks.conftest import sftp_host, sshd_directory
 
 
 @pytest.fixture
 def sftp(sshd):
     """(block, its filesystem, a fresh directory on the server)."""
-    directory = sshd.data_dir / uuid.uuid4().hex
+    directory = sshd_directory(sshd)
     directory.mkdir(parents=True)
-    host = Host(
-        name="sftp",
-        protocol="sftp",
-        address=f"{sshd.host}:{sshd.port}",
-        login=sshd.username,
-        directory=str(directory),
-        options={"key_filename": str(sshd.client_key_path), "known_hosts": str(sshd.known_hosts_path)},
-    )
-    block = block_for(host)
+    block = block_for(sftp_host(sshd, directory))
     fs = block.filesystem()
     yield block, fs, directory
     block.close(fs)
