@@ -97,8 +97,7 @@ def end_many(connection: sa.Connection, ended: Sequence[tuple[int, int, int]], o
 
 def still_running(session: Session, transfer_id: int, number: int) -> bool:
     """Whether attempt `number` is still the transfer's current one, Transferring (the writer's check)."""
-    row = session.exec(select(DataTransfer.status, DataTransfer.attempt).where(DataTransfer.id == transfer_id)).first()
-    return row is not None and row[0] == TransferStatus.TRANSFERRING.value and row[1] == number
+    return transfer_id in still_running_among(session, {transfer_id: number})
 
 
 def still_running_among(session: Session, numbers: dict[int, int]) -> set[int]:
