@@ -10,6 +10,7 @@ from litestar.middleware import DefineMiddleware
 from api.auth import AuthenticationMiddleware, authorize, is_documentation
 from api.errors import EXCEPTION_HANDLERS
 from api.home import home, openapi_config, schema_assets
+from api.logs import logging_config
 from api.metrics import metrics
 from api.openapi_access import document_access
 from api.routes.acquisition import acquisition_router
@@ -82,6 +83,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[on_startup],
         openapi_config=openapi_config("0.1.0"),
+        logging_config=logging_config(),
     )
     app.on_startup.append(document_access)
     undeclared = routes_without_permission(app)

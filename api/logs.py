@@ -1,0 +1,43 @@
+"""Where the API's log lines go: standard error, through Litestar's non-blocking queue.
+
+Litestar's default handler binds the `sys.stderr` of the moment the app is built. Anything that swaps
+standard error afterwards (a test's captured output, a supervisor that redirects it) then gets log
+lines written to a stream that may be closed by then. These lines go to the `sys.stderr` of the
+moment each line is written, still from Litestar's queue thread so no request waits on the write.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+from litestar.logging.config import LoggingConfig
+from litestar.logging.standard import QueueListenerHandler
+
+
+class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes to whatever `sys.stderr` is when a line is written."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        """Ignored: the stream is always the current standard error."""
+
+
+def queue_to_stderr() -> QueueListenerHandler:
+    """Litestar's queue handler, emptied by its thread into `CurrentStderr`."""
+    return QueueListenerHandler(handlers=[CurrentStderr()])
+
+
+def logging_config() -> LoggingConfig:
+    """Litestar's defaults (the root logger at INFO through the queue, its format), but for the stream."""
+    return LoggingConfig(
+        handlers={"queue_listener": {"()": queue_to_stderr, "level": "DEBUG", "formatter": "standard"}}
+    )
