@@ -154,6 +154,9 @@ def delete_data_user(session: Session, login: str) -> None:
     for model in (PortalGrant, DataUserKey, PortalAccount):
         for row in session.exec(select(model).where(model.login == login)).all():
             session.delete(row)
+    # Its grants, keys and account go first: the ORM does not know they hang on the user, and would
+    # otherwise delete the user first and find them already gone by the database's cascade.
+    session.flush()
     session.delete(user)
     session.flush()
 

@@ -182,7 +182,7 @@ def detach_host(
     host: FromPath[str],
     request: Request[Any, Any, Any],
     state: State,
-    kind: HostKind = HostKind.DISSEMINATION,
+    kind: FromQuery[HostKind] = HostKind.DISSEMINATION,
 ) -> DestinationView:
     """Detach a host of `kind` (e.g. the proxy host, so the main movers serve the destination again)."""
     with database(state) as session:

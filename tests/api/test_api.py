@@ -148,3 +148,17 @@ def test_only_administrators_change_configuration(client, site, sqlite_engine):
     alice = basic("alice", "pw")
     assert client.post("/destinations", json={"name": "x"}, headers=alice).status_code == 403
     assert client.get("/destinations", headers=alice).status_code == 200
+
+
+def test_a_host_is_detached_by_its_kind(client, site):
+    source = {"name": "src1", "protocol": "file", "address": "/nonexistent-source"}
+    assert client.post("/hosts", json=source, headers=ADMIN).status_code == 201
+    attach = {"host": "src1", "kind": "acquisition"}
+    assert client.post("/destinations/site1/hosts", json=attach, headers=ADMIN).status_code == 201
+    r = client.delete("/destinations/site1/hosts/src1?kind=bogus", headers=ADMIN)
+    assert r.status_code == 400, r.text
+    r = client.delete("/destinations/site1/hosts/src1", headers=ADMIN)  # a dissemination host by default
+    assert r.status_code == 404, r.text
+    r = client.delete("/destinations/site1/hosts/src1?kind=acquisition", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert "src1" not in str(r.json()["hosts"]) and "h1" in str(r.json()["hosts"])
