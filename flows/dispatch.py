@@ -2,10 +2,11 @@
 
 A large file is one task run; small files to the same host go in one batch task over one connection,
 so orchestration stays a small fraction of the work. A dispatch started by a mover holds a
-`DispatchSlot`: after its first claim it takes the mover's next claims, one after another, until it has
-been idle for a while. Creating a flow run costs the Prefect API from 0.1 s to 3 s on a busy machine;
-paid once per slot instead of once per claim, a pushed file starts moving within the mover's poll
-interval. Each claim's files are task runs of their own, and each attempt names its task run.
+`DispatchSlot` on the mover's `ClaimQueue`: it takes the mover's claims, one after another, until it
+has been idle for a while. Creating a flow run costs the Prefect API from 0.1 s to 3 s on a busy
+machine; paid once per slot instead of once per claim, a pushed file starts moving within the mover's
+poll interval, and a claim goes to whichever dispatch is free first. Each claim's files are task runs
+of their own, and each attempt names its task run.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -45,56 +46,82 @@ SLOT_IDLE_SECONDS = 10.0
 SLOT_LIFETIME_SECONDS = 300.0
 
 
-class DispatchSlot:
-    """The hand-off between a mover and one running dispatch: the mover offers a claim to a dispatch
-    that waits for work; the dispatch ends once nothing was offered for `idle` seconds, after
-    `lifetime` seconds, or when the mover closes the slot."""
+class ClaimQueue:
+    """The claims a mover has made that no dispatch has taken yet. Any of its dispatches waiting for
+    work takes the oldest, so a claim never waits for one dispatch's flow run to be created (0.1 s to
+    several seconds on a busy machine, or a failure while the Prefect API is down) while another
+    dispatch is free; a dispatch that could not start leaves its claim to the others."""
 
-    def __init__(self, idle: float = SLOT_IDLE_SECONDS, lifetime: float = SLOT_LIFETIME_SECONDS) -> None:
+    def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._claim: list[int] | None = None
+        self._claims: deque[list[int]] = deque()
+        self._waiting = 0  # dispatches blocked in `take`
         self._open = True
-        self._waiting = False
-        self._idle, self._ends_at = idle, time.monotonic() + lifetime
+
+    def put(self, claim: list[int]) -> None:
+        with self._changed:
+            self._claims.append(claim)
+            self._changed.notify()
 
     @property
-    def waiting(self) -> bool:
-        """Whether the dispatch waits for work (a hint: `offer` is the checked hand-off)."""
+    def pending(self) -> int:
+        """Claims waiting for a dispatch."""
+        return len(self._claims)
+
+    @property
+    def waiting(self) -> int:
+        """Dispatches waiting for a claim."""
         return self._waiting
 
-    def offer(self, transfer_ids: list[int]) -> bool:
-        """Give a claim to the waiting dispatch; False when it is not waiting (busy or ending)."""
+    def take(self, slot: DispatchSlot, timeout: float) -> list[int] | None:
+        """The oldest claim, waiting up to `timeout` seconds for one; None when none came or the queue
+        closed. The claim is recorded as the slot's before the lock is released, so the mover knows
+        whose it is even if the dispatch dies at once."""
         with self._changed:
-            if not (self._open and self._waiting):
-                return False
-            self._claim, self._waiting = transfer_ids, False
-            self._changed.notify()
-            return True
+            if self._open and not self._claims:
+                self._waiting += 1
+                try:
+                    self._changed.wait_for(lambda: bool(self._claims) or not self._open, timeout=timeout)
+                finally:
+                    self._waiting -= 1
+            slot.taken = self._claims.popleft() if self._open and self._claims else None
+            return slot.taken
 
-    def next_claim(self) -> list[int] | None:
-        """The dispatch's next claim, or None when the slot ends (no claim may be offered after)."""
-        with self._changed:
-            if self._open and time.monotonic() < self._ends_at:
-                self._waiting = True
-                self._changed.wait_for(lambda: self._claim is not None or not self._open, timeout=self._idle)
-            claim, self._claim = self._claim, None
-            self._waiting = False
-            if claim is None:
-                self._open = False
-            return claim
-
-    def close(self) -> None:
-        """The mover stops: a waiting dispatch ends at once."""
+    def close(self) -> list[list[int]]:
+        """The mover stops: waiting dispatches end at once, busy ones after their claim. The claims
+        no dispatch took, for the mover to give back."""
         with self._changed:
             self._open = False
-            self._changed.notify()
+            left, self._claims = list(self._claims), deque()
+            self._changed.notify_all()
+            return left
+
+
+class DispatchSlot:
+    """One dispatch's place at its mover's `ClaimQueue`: the dispatch takes claims one after another
+    and ends once none came for `idle` seconds, after `lifetime` seconds, or when the queue closes.
+    `taken` is the claim it is sending (None once it asked for the next): what the mover gives back
+    if the dispatch ends without sending it."""
+
+    def __init__(
+        self, queue: ClaimQueue, idle: float = SLOT_IDLE_SECONDS, lifetime: float = SLOT_LIFETIME_SECONDS
+    ) -> None:
+        self.queue, self._idle, self._ends_at = queue, idle, time.monotonic() + lifetime
+        self.taken: list[int] | None = None
+
+    def next_claim(self) -> list[int] | None:
+        """The dispatch's next claim, or None when the slot ends."""
+        if time.monotonic() >= self._ends_at:
+            self.taken = None
+            return None
+        return self.queue.take(self, self._idle)
 
 
 #: Set by a dispatch as soon as its flow run exists, for the mover that waits for it (`flows.mover`).
 started_signal: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
     "dispatch_started", default=None
 )
-#: The slot through which a mover's dispatch takes further claims; None: the first claim only.
+#: The slot through which a mover's dispatch takes its claims; None: the claim it was given only.
 current_slot: contextvars.ContextVar[DispatchSlot | None] = contextvars.ContextVar("dispatch_slot", default=None)
 
 
@@ -143,8 +170,10 @@ def _deliveries(transfer_ids: list[int], mover: str) -> list[Delivery]:
 def _run_name() -> str:
     parameters = flow_run.parameters
     ids = parameters.get("transfer_ids") or []
+    if not ids:  # a mover's dispatch: it takes its mover's claims as they come
+        return f"dispatch {parameters.get('mover')}"
     shown = ", ".join(map(str, ids[:5])) + (", …" if len(ids) > 5 else "")
-    return f"dispatch {parameters.get('mover')}: {len(ids)} transfer(s) [{shown}] and what follows"
+    return f"dispatch {parameters.get('mover')}: {len(ids)} transfer(s) [{shown}]"
 
 
 @flow(
@@ -153,13 +182,13 @@ def _run_name() -> str:
     task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
 )
 def dispatch(transfer_ids: list[int], mover: str) -> dict[str, int]:
-    """Send the claimed transfers, and the further claims its slot hands over, and record every
-    outcome; the run fails if any transfer failed."""
+    """Send the claimed transfers (a mover's dispatch gets none: it takes its mover's claims through
+    its slot), and record every outcome; the run fails if any transfer failed."""
     if (started := started_signal.get()) is not None:
         started.set()
     slot = current_slot.get()
     summary = {"claims": 0, "claimed": 0, "planned": 0, "failed_tasks": 0}
-    claim: list[int] | None = transfer_ids
+    claim: list[int] | None = transfer_ids or (slot.next_claim() if slot is not None else None)
     while claim:
         planned, failed_tasks = _send(claim, mover)
         summary["claims"] += 1

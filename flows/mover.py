@@ -3,8 +3,9 @@
 On start it recovers what a crash left Transferring (→ Interrupted → Queued), and while it runs it
 takes over the Transferring rows of any other mover that stopped beating. Then it polls the
 database (cheap, and a pushed file starts moving within `mover_poll_seconds`), claims about a
-second's worth of work at a time, and hands each claim to a `dispatch` subflow that waits for work, or
-starts a new one in its own thread, up to `mover_parallel` at once (see `flows.dispatch.DispatchSlot`).
+second's worth of work at a time, and queues each claim for the first of its `dispatch` subflows that
+waits for work, starting a new one in its own thread when every one is busy, up to `mover_parallel` at
+once (see `flows.dispatch.ClaimQueue`).
 A background thread records a heartbeat so other movers know it is alive.
 A mover name is held by one process at a time: a second start under a live mover's name is refused
 (see `catalog.mover_names`).
@@ -52,7 +53,7 @@ from catalog.database import session_scope
 from catalog.lifecycle import fail_idle_uploads
 from catalog.mover_names import MoverNameTaken, keep_name, release_name, take_name, take_name_or_exit
 from catalog.transfers import claim_ids, expire_due, recover, requeue_unsent
-from flows.dispatch import DispatchSlot, current_slot, dispatch, started_signal
+from flows.dispatch import ClaimQueue, DispatchSlot, current_slot, dispatch, started_signal
 from tasks import publishing
 from tasks.continental import pre_replication_pass
 from tasks.runtime import runtime
@@ -174,6 +175,8 @@ def mover(
                     if time.monotonic() - last_takeover > stale_after.total_seconds() / 2:
                         last_takeover = time.monotonic()
                         counts["recovered"] += _take_over_silent_movers(name, stale_after, upload_idle)
+                    # A claim whose dispatch could not start (the Prefect API refused it) waits for another.
+                    counts["dispatches"] += dispatches.start_if_needed()
                     if dispatches.can_take():
                         with session_scope(rt.engine) as session:
                             expire_due(session, by=name)
@@ -225,53 +228,44 @@ def _take_over_silent_movers(name: str, stale_after: timedelta, upload_idle: tim
 
 
 class _Dispatches:
-    """The mover's dispatches in flight, each with the slot through which it takes further claims.
+    """The mover's dispatches in flight, and the queue of claims they take from.
 
-    A claim goes to a dispatch that waits for work, else to a new dispatch while fewer than `parallel`
-    run. Prefect numbers a parent run's subflow runs with a counter that is not safe across threads:
-    two dispatches created at once could get the same number, and then the second joins the first
-    one's flow run and waits on it (seconds of stall, and one run shown for two dispatches). So one is
-    created at a time, and the mover goes on handing claims to waiting dispatches meanwhile (creating
-    a flow run takes from 0.1 s to several seconds on a busy machine).
+    A claim goes on the queue; the first dispatch waiting for work takes it. A new dispatch is started
+    while claims outnumber the dispatches waiting for them and fewer than `parallel` run. Prefect
+    numbers a parent run's subflow runs with a counter that is not safe across threads: two dispatches
+    created at once could get the same number, and then the second joins the first one's flow run and
+    waits on it (seconds of stall, and one run shown for two dispatches). So one is created at a time;
+    meanwhile the dispatches already running go on taking claims, including the one the new dispatch
+    was started for.
     """
 
     def __init__(self, pool: ThreadPoolExecutor, mover: str, parallel: int) -> None:
         self.pool, self.mover, self.parallel = pool, mover, parallel
+        self.queue = ClaimQueue()
         self.in_flight: dict[Future[object], DispatchSlot] = {}
-        #: The last claim handed to each dispatch in flight: a dispatch waits for work only once it has
-        #: sent and recorded its previous claim, so only the last one can be left unsent.
-        self.handed: dict[Future[object], list[int]] = {}
         self.creating: tuple[threading.Event, Future[object], float] | None = None
+        self.left: list[int] = []  # claims no dispatch took before the mover stopped
         # Made once per mover run: building Prefect's settings costs about 0.1 s of CPU.
         self.without_heartbeats = _settings_without_heartbeats()
 
     def _prune(self) -> None:
         for ended in [f for f in self.in_flight if f.done()]:
-            del self.in_flight[ended]
-            self._requeue_unsent(ended, self.handed.pop(ended))
+            slot = self.in_flight.pop(ended)
+            if slot.taken:
+                self._give_back(slot.taken, _ended_reason(ended))
 
-    def _requeue_unsent(self, ended: Future[object], handed: list[int]) -> None:
-        """A dispatch ended: queue again what it never sent. Its flow run may have failed to start (the
-        Prefect API refused or could not reach its message broker) or died before sending; its
-        claims would otherwise stay Transferring under this mover, which still beats, and hold their
-        destinations' places until the mover restarts."""
-        if ended.cancelled() or ended.exception() is None:
-            outcome = "ended"
-        else:
-            outcome = f"failed: {type(ended.exception()).__name__}: {ended.exception()}"
-        reason = f"its dispatch {outcome} before sending it"
+    def _give_back(self, transfer_ids: list[int], reason: str) -> None:
+        """Queue again claimed transfers no dispatch sent: a dispatch that died before sending its
+        claim, or claims still queued when the mover stopped. They would otherwise stay Transferring
+        under this mover, which still beats, and hold their destinations' places until it restarts."""
         try:
             with session_scope(runtime().engine) as session:
-                again = requeue_unsent(session, self.mover, handed, reason)
+                again = requeue_unsent(session, self.mover, transfer_ids, reason)
         except Exception as exc:  # noqa: BLE001 — the next start of this mover recovers them anyway
-            logging.getLogger("pds.mover").warning("could not queue again the claims of a dispatch: %s", exc)
+            logging.getLogger("pds.mover").warning("could not queue again claimed transfers: %s", exc)
             return
         if again:
             logging.getLogger("pds.mover").warning("queued again %d transfer(s) %s: %s", len(again), again, reason)
-
-    def _waiting(self) -> tuple[Future[object], DispatchSlot] | None:
-        self._prune()
-        return next(((f, slot) for f, slot in self.in_flight.items() if slot.waiting), None)
 
     def _created(self) -> bool:
         if self.creating is None:
@@ -279,46 +273,57 @@ class _Dispatches:
         created, dispatching, deadline = self.creating
         return created.is_set() or dispatching.done() or time.monotonic() > deadline
 
+    def _may_start(self) -> bool:
+        return len(self.in_flight) < self.parallel and self._created()
+
     def can_take(self) -> bool:
         """Whether a claim made now would start moving at once."""
-        return self._waiting() is not None or (len(self.in_flight) < self.parallel and self._created())
+        self._prune()
+        return self.queue.waiting > self.queue.pending or (self.queue.pending == 0 and self._may_start())
 
     def hand_over(self, claimed: list[int]) -> int:
-        """Give the claim to a waiting dispatch, or start one for it; the number of dispatches started."""
-        waiting = self._waiting()
-        if waiting is not None and waiting[1].offer(claimed):
-            self.handed[waiting[0]] = list(claimed)
+        """Queue the claim for the first free dispatch; the number of dispatches started."""
+        self.queue.put(claimed)
+        return self.start_if_needed()
+
+    def start_if_needed(self) -> int:
+        """Start a dispatch if claims outnumber the dispatches waiting for them (one a time: see above)."""
+        self._prune()
+        if self.queue.pending <= self.queue.waiting or not self._may_start():
             return 0
-        while not self._created():  # rare: the waiting one ended just now, while another is being created
-            time.sleep(0.02)
         # A copied context makes each dispatch a child run of this mover in the Prefect UI, and carries
         # the settings without flow-run heartbeats into it.
         with self.without_heartbeats:
             context = contextvars.copy_context()
-        created, slot = threading.Event(), DispatchSlot()
+        created, slot = threading.Event(), DispatchSlot(self.queue)
         context.run(started_signal.set, created)
         context.run(current_slot.set, slot)
-        dispatching = self.pool.submit(
-            context.run, functools.partial(_dispatch_without_heartbeats, claimed, self.mover)
-        )
+        dispatching = self.pool.submit(context.run, functools.partial(_dispatch_without_heartbeats, self.mover))
         self.in_flight[dispatching] = slot
-        self.handed[dispatching] = list(claimed)
         self.creating = (created, dispatching, time.monotonic() + SUBFLOW_START_SECONDS)
         return 1
 
     def idle(self) -> bool:
-        """Whether every dispatch waits for work (none is sending)."""
+        """Whether no claim waits and every dispatch waits for work (none is sending)."""
         self._prune()
-        return all(slot.waiting for slot in self.in_flight.values())
+        return self.queue.pending == 0 and self.queue.waiting >= len(self.in_flight)
 
     def close(self) -> None:
         """The mover stops: dispatches waiting for work end now, busy ones after their claim."""
-        for slot in self.in_flight.values():
-            slot.close()
+        self.left = [transfer_id for claim in self.queue.close() for transfer_id in claim]
 
     def settle(self) -> None:
-        """Account for the dispatches that ended (queue again what they never sent)."""
+        """Once every dispatch ended: give back what none of them sent."""
         self._prune()
+        if self.left:
+            self._give_back(self.left, "its mover stopped before sending it")
+            self.left = []
+
+
+def _ended_reason(ended: Future[object]) -> str:
+    if ended.cancelled() or ended.exception() is None:
+        return "its dispatch ended before sending it"
+    return f"its dispatch failed: {type(ended.exception()).__name__}: {ended.exception()} before sending it"
 
 
 def waiting_dispatch_runs(mover_name: str) -> set[str]:
@@ -357,10 +362,10 @@ def end_dead_runs(flow_run_ids: set[str], mover_name: str) -> None:
         logger.warning("could not end the flow runs of a stopped mover %s: %s", sorted(flow_run_ids), exc)
 
 
-def _dispatch_without_heartbeats(transfer_ids: list[int], mover_name: str) -> object:
-    """Run one dispatch subflow; the mover calls it in a context that holds
-    `_settings_without_heartbeats`, so Prefect starts no flow-run heartbeat thread for it."""
-    return dispatch(transfer_ids, mover_name, return_state=True)
+def _dispatch_without_heartbeats(mover_name: str) -> object:
+    """Run one dispatch subflow, which takes its claims through its slot; the mover calls it in a
+    context that holds `_settings_without_heartbeats`, so Prefect starts no flow-run heartbeat thread."""
+    return dispatch([], mover_name, return_state=True)
 
 
 def _settings_without_heartbeats() -> SettingsContext:

@@ -97,10 +97,11 @@ def test_a_restarted_mover_ends_the_dispatch_runs_its_dead_run_left_running(rt, 
     assert state["other-mover"].type.value == "RUNNING"
 
 
-def test_a_dispatch_that_cannot_start_gives_its_claims_back_at_once(rt, tmp_path):
+def test_a_claim_whose_dispatch_cannot_start_waits_for_the_next_and_is_given_back_when_the_mover_stops(rt, tmp_path):
     """The Prefect API cannot be reached as a dispatch starts (its server, or the message broker behind
-    it, is down): the mover, which still beats, queues the claim again instead of holding it as
-    Transferring (and its destination's places with it) until its next start; then it is sent."""
+    it, is down): the claim stays queued for the next dispatch the mover starts, and when the mover
+    stops with it still unsent it is queued again at once instead of held as Transferring (and its
+    destination's places with it) until the mover's next start; then it is sent."""
     from concurrent.futures import ThreadPoolExecutor
 
     from prefect.settings import (
@@ -124,12 +125,18 @@ def test_a_dispatch_that_cannot_start_gives_its_claims_back_at_once(rt, tmp_path
         with ThreadPoolExecutor(1) as pool:
             dispatches = _Dispatches(pool, "api-down-mover", parallel=1)
             assert dispatches.hand_over(claimed) == 1
+            (first,) = dispatches.in_flight
+            assert first.exception(timeout=120) is not None  # its flow run could not be created
+            assert not dispatches.can_take()  # no more claims while this one waits
+            assert dispatches.start_if_needed() == 1  # the claim waits for the next dispatch
+            assert public(rt, tid).status == "Transferring"
+            dispatches.close()
         dispatches.settle()
     transfer = public(rt, tid)
     assert transfer.status == "Queued", [(h.to_status, h.reason) for h in transfer.history]
     interrupted = next(h for h in transfer.history if h.to_status == "Interrupted")
-    assert interrupted.reason.startswith("its dispatch failed: ") and interrupted.reason.endswith("before sending it")
-    assert not remote.exists() or not any(remote.iterdir()), "nothing was sent by the dispatch that failed"
+    assert interrupted.reason == "its mover stopped before sending it"
+    assert not remote.exists() or not any(remote.iterdir()), "nothing was sent by the dispatches that failed"
 
     run_mover("api-down-mover")
     assert public(rt, tid).status == "Done"
