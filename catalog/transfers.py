@@ -753,9 +753,10 @@ def recover(
 def requeue_unsent(session: Session, mover: str, transfer_ids: list[int], reason: str) -> list[int]:
     """Queue again those of `transfer_ids` that `mover` claimed and still holds as Transferring.
 
-    The mover calls this when a dispatch ended: it waited for all its sends, so any of its claims
-    still Transferring was never sent (its flow run could not start, or died before it sent them).
-    Without this they would hold their destination's places until the mover restarts.
+    The mover calls this when a dispatch ended (it waited for all its sends, so any of its claim
+    still Transferring was never sent: it died before sending it), and for the claims no dispatch
+    took when it stops. Without this they would hold their destination's places until the mover
+    restarts.
     """
     rows = session.exec(
         select(DataTransfer).where(

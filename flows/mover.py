@@ -277,9 +277,12 @@ class _Dispatches:
         return len(self.in_flight) < self.parallel and self._created()
 
     def can_take(self) -> bool:
-        """Whether a claim made now would start moving at once."""
+        """Whether a claim made now would start moving at once: a dispatch waits for it, or one may be
+        started for it. Not while a queued claim still waits for a dispatch to be started (one is
+        being created, or could not be)."""
         self._prune()
-        return self.queue.waiting > self.queue.pending or (self.queue.pending == 0 and self._may_start())
+        unserved = self.queue.pending - self.queue.waiting  # 0 also when a woken dispatch has not taken its claim yet
+        return unserved < 0 or (unserved == 0 and self._may_start())
 
     def hand_over(self, claimed: list[int]) -> int:
         """Queue the claim for the first free dispatch; the number of dispatches started."""
