@@ -177,6 +177,10 @@ def mover(
                         counts["recovered"] += _take_over_silent_movers(name, stale_after, upload_idle)
                     # A claim whose dispatch could not start (the Prefect API refused it) waits for another.
                     counts["dispatches"] += dispatches.start_if_needed()
+                    # Idle is judged before the claim: a dispatch that requeued a transfer (a failed
+                    # attempt to retry) and then waited for work is seen idle only after the requeue,
+                    # so the claim below finds that transfer instead of the mover ending without it.
+                    idle = stop_when_idle and dispatches.idle() and (copying is None or copying.done())
                     if dispatches.can_take():
                         with session_scope(rt.engine) as session:
                             expire_due(session, by=name)
@@ -192,7 +196,7 @@ def mover(
                         counts["dispatches"] += dispatches.hand_over(claimed)
                         counts["transfers"] += len(claimed)
                         continue
-                    if stop_when_idle and dispatches.idle() and (copying is None or copying.done()):
+                    if idle:
                         break
                     time.sleep(settings.mover_poll_seconds)
             finally:
