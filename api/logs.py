@@ -36,8 +36,16 @@ def queue_to_stderr() -> QueueListenerHandler:
     return QueueListenerHandler(handlers=[CurrentStderr()])
 
 
+#: pds's own loggers (`pds.*` and modules that log under their own name), which log from INFO up.
+PDS_LOGGERS = ("pds", "api", "catalog", "tasks", "flows", "blocks")
+
+
 def logging_config() -> LoggingConfig:
-    """Litestar's defaults (the root logger at INFO through the queue, its format), but for the stream."""
+    """Litestar's queue and format, with pds's own lines from INFO up and every other library's from
+    WARNING up: an HTTP client's INFO line per request (httpx logs one for every upstream fetch and
+    Prefect API call) would otherwise fill the API's log."""
     return LoggingConfig(
-        handlers={"queue_listener": {"()": queue_to_stderr, "level": "DEBUG", "formatter": "standard"}}
+        handlers={"queue_listener": {"()": queue_to_stderr, "level": "DEBUG", "formatter": "standard"}},
+        root={"handlers": ["queue_listener"], "level": "WARNING"},
+        loggers={name: {"level": "INFO"} for name in PDS_LOGGERS},
     )
