@@ -1,43 +1,27 @@
-"""Where the API's log lines go: standard error, through Litestar's non-blocking queue.
+"""Where the API's log lines go: the process's standard error, through Litestar's non-blocking queue.
 
-Litestar's default handler binds the `sys.stderr` of the moment the app is built. Anything that swaps
-standard error afterwards (a test's captured output, a supervisor that redirects it) then gets log
-lines written to a stream that may be closed by then. These lines go to the `sys.stderr` of the
-moment each line is written, still from Litestar's queue thread so no request waits on the write.
+Litestar's default handler writes to the `sys.stderr` object of the moment the app is built. Whatever
+replaces that object afterwards (a test's captured output, closed once the test ends) would then get
+log lines written to a closed stream, or the lines would land in the output of a command run in the
+same process. These lines go to the process's own standard error (file descriptor 2, `sys.__stderr__`),
+still from Litestar's queue thread so no request waits on the write.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
 
 from litestar.logging.config import LoggingConfig
 from litestar.logging.standard import QueueListenerHandler
 
-
-class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that writes to whatever `sys.stderr` is when a line is written."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self) -> TextIO:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: TextIO) -> None:
-        """Ignored: the stream is always the current standard error."""
+#: pds's own loggers (`pds.*` and modules that log under their own name), which log from INFO up.
+PDS_LOGGERS = ("pds", "api", "catalog", "tasks", "flows", "blocks")
 
 
 def queue_to_stderr() -> QueueListenerHandler:
-    """Litestar's queue handler, emptied by its thread into `CurrentStderr`."""
-    return QueueListenerHandler(handlers=[CurrentStderr()])
-
-
-#: pds's own loggers (`pds.*` and modules that log under their own name), which log from INFO up.
-PDS_LOGGERS = ("pds", "api", "catalog", "tasks", "flows", "blocks")
+    """Litestar's queue handler, emptied by its thread into the process's standard error."""
+    return QueueListenerHandler(handlers=[logging.StreamHandler(sys.__stderr__ or sys.stderr)])
 
 
 def logging_config() -> LoggingConfig:
