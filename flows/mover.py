@@ -294,7 +294,7 @@ class _Dispatches:
         return self.start_if_needed()
 
     def start_if_needed(self) -> int:
-        """Start a dispatch if claims outnumber the dispatches waiting for them (one a time: see above)."""
+        """Start a dispatch if claims outnumber the dispatches waiting for them (one at a time: see above)."""
         self._prune()
         if self.queue.pending <= self.queue.waiting or not self._may_start():
             return 0
