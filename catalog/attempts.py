@@ -41,15 +41,22 @@ def link_flow_run(session: Session, transfer_ids: Sequence[int], flow_run_id: st
     )
 
 
-def link_task_runs(session: Session, task_runs: dict[str, Sequence[int]]) -> None:
-    """The open attempts of each task run's transfers run in that Prefect task run."""
+def link_task_runs(session: Session, task_runs: dict[str, Sequence[tuple[int, int | None]]]) -> None:
+    """The attempts each Prefect task run sends, as (transfer id, attempt number; None: the transfer's
+    open attempt), ran in that task run. Linked by number where it is known: the link is written once
+    the task runs are submitted, and an attempt may have ended by then (a refused connection fails
+    within milliseconds)."""
     table = _table()
-    for task_run_id, transfer_ids in task_runs.items():
-        session.connection().execute(
-            sa.update(table)
-            .where(table.c.transfer_id.in_(list(transfer_ids)), table.c.ended_at.is_(None))
-            .values(task_run_id=task_run_id)
-        )
+    for task_run_id, sent in task_runs.items():
+        numbered = [(transfer_id, number) for transfer_id, number in sent if number is not None]
+        unnumbered = [transfer_id for transfer_id, number in sent if number is None]
+        which: list[sa.ColumnElement[bool]] = []
+        if numbered:
+            which.append(sa.tuple_(table.c.transfer_id, table.c.number).in_(numbered))
+        if unnumbered:
+            which.append(sa.and_(table.c.transfer_id.in_(unnumbered), table.c.ended_at.is_(None)))
+        if which:
+            session.connection().execute(sa.update(table).where(sa.or_(*which)).values(task_run_id=task_run_id))
 
 
 def end(

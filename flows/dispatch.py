@@ -207,15 +207,15 @@ def _send(transfer_ids: list[int], mover: str) -> tuple[int, int]:
     deliveries = _deliveries(transfer_ids, mover)
     small: dict[str, list[Delivery]] = defaultdict(list)
     futures: list[PrefectFuture[Any]] = []
-    sent_by: dict[int, list[int]] = {}  # task run index -> its transfers
+    sent_by: dict[int, list[tuple[int, int | None]]] = {}  # task run index -> its attempts
     for delivery in deliveries:
         if delivery.size >= LARGE_FILE_BYTES:
-            sent_by[len(futures)] = [delivery.transfer_id]
+            sent_by[len(futures)] = [(delivery.transfer_id, delivery.attempt)]
             futures.append(send_file.submit(delivery, mover))
         else:
             small[delivery.host.name].append(delivery)
     for batch in small.values():
-        sent_by[len(futures)] = [d.transfer_id for d in batch]
+        sent_by[len(futures)] = [(d.transfer_id, d.attempt) for d in batch]
         # quote(): Prefect would otherwise walk every Delivery (and its host block) of the batch
         # looking for futures to wait on (0.1–0.2 ms of CPU per file).
         futures.append(send_batch.submit(quote(batch), mover, len(batch)))  # type: ignore[call-overload]  # quote is unwrapped
