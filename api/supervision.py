@@ -110,9 +110,8 @@ def _die_with_parent(death_signal: int) -> Callable[[], None]:
 class Child:
     """One supervised process.
 
-    `stop_signal` asks it to finish what it is doing (SIGINT for the long-lived flows: Prefect turns
-    SIGTERM inside a flow run into a crash, while their own SIGINT handler lets the run end
-    Completed); `death_signal` is what the kernel sends if `pds up` dies first.
+    `stop_signal` asks it to finish what it is doing (SIGINT for the long-lived flows, which lets the
+    run end Completed); `death_signal` is what the kernel sends if `pds up` dies first.
     """
 
     name: str

@@ -136,8 +136,8 @@ class EmbeddedStack:
         for name, module, flow_name in FLOWS:
             if name not in names:
                 continue
-            # SIGINT, not SIGTERM: inside a flow run Prefect turns SIGTERM into a crash, while the flows'
-            # own SIGINT handler lets the run finish its work and end Completed. If `pds up` dies, SIGKILL:
+            # SIGINT (Ctrl-C; their commands treat SIGTERM the same, see `flows.stopping`) lets the run
+            # finish its work and end Completed. If `pds up` dies, SIGKILL:
             # the lock is free at that moment and a new mover must never overlap one still writing.
             child = self._child(
                 name, [sys.executable, "-m", module], stop_signal=signal.SIGINT, death_signal=signal.SIGKILL

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextvars
 import os
-import signal
 import socket
 import threading
 import time
@@ -40,6 +39,7 @@ from catalog.acquisition import (
     take_pass,
 )
 from catalog.database import session_scope
+from flows.stopping import keep_stop_handler, stop_on_signals
 from tasks.discovery import discover_rule_task
 from tasks.runtime import runtime
 
@@ -143,6 +143,7 @@ def discovery(host: str) -> dict[str, int]:
 def acquisition_scheduler(max_runtime_seconds: float = 0, stop_when_idle: bool = False) -> dict[str, int]:
     """Run a discovery pass (as a subflow) for each acquisition host whose time has come, up to
     `discovery_parallel` hosts at once."""
+    keep_stop_handler()  # SIGTERM stops it like Ctrl-C when started from its command
     rt, logger = runtime(), get_run_logger()
     max_runtime = max_runtime_seconds or rt.settings.mover_max_runtime_seconds
     started = time.monotonic()
@@ -200,8 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.host:
         discovery(args.host)
         return
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop_on_signals(request_stop)
     acquisition_scheduler(max_runtime_seconds=args.max_runtime)
 
 

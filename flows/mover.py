@@ -25,7 +25,6 @@ import contextvars
 import functools
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -54,6 +53,7 @@ from catalog.lifecycle import fail_idle_uploads
 from catalog.mover_names import MoverNameTaken, keep_name, release_name, take_name, take_name_or_exit
 from catalog.transfers import claim_ids, expire_due, recover, requeue_unsent
 from flows.dispatch import ClaimQueue, DispatchSlot, current_slot, dispatch, started_signal
+from flows.stopping import keep_stop_handler, stop_on_signals
 from tasks import publishing
 from tasks.continental import pre_replication_pass
 from tasks.runtime import runtime
@@ -128,6 +128,7 @@ def mover(
 ) -> dict[str, int]:
     """Claim and dispatch transfers until `max_runtime_seconds` pass (or, for tests, the queue is empty);
     with `proxy_host`, as that proxy host's continental mover."""
+    keep_stop_handler()  # SIGTERM stops it like Ctrl-C when started from its command
     rt = runtime()
     settings, logger = rt.settings, get_run_logger()
     name = name or settings.mover_name
@@ -165,6 +166,12 @@ def mover(
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch") as pool:
             dispatches = _Dispatches(pool, name, settings.mover_parallel)
+            logger.info(
+                "mover %s claims transfers: %d dispatch(es) at most, a claim every %.2f s while idle",
+                name,
+                settings.mover_parallel,
+                settings.mover_poll_seconds,
+            )
             try:
                 while not _stop.is_set() and not beat.lost.is_set() and time.monotonic() - started < max_runtime:
                     claimed: list[int] = []
@@ -398,8 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         "--proxy-host", default="", help="run as the continental mover of this proxy host (PDS_MOVER_PROXY_HOST)"
     )
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop_on_signals(request_stop)
     rt = runtime()
     name = args.name or rt.settings.mover_name  # named runs in the Prefect UI: "mover mover-1"
     take_name_or_exit(rt.engine, name, timedelta(seconds=rt.settings.mover_stale_seconds))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextvars
-import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +24,7 @@ from prefect import flow, get_run_logger
 from catalog.database import session_scope
 from catalog.models import utcnow
 from catalog.proxy import FetchJob, apply_retention, claim_fetches, recover_fetches
+from flows.stopping import keep_stop_handler, stop_on_signals
 from tasks.proxy_fetch import fetch_asset, give_up
 from tasks.runtime import runtime
 
@@ -45,6 +45,7 @@ def _fetch(job: FetchJob, retries: int, delay: float) -> None:
 @flow(name="proxy-fetcher", flow_run_name="proxy fetcher {name}", log_prints=True)
 def proxy_fetcher(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bool = False) -> dict[str, int]:
     """Claim and run fetch requests until `max_runtime_seconds` pass (or, for tests, none is left)."""
+    keep_stop_handler()  # SIGTERM stops it like Ctrl-C when started from its command
     rt = runtime()
     settings, logger = rt.settings, get_run_logger()
     name = name or settings.proxy_fetcher_name
@@ -93,8 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-runtime", type=float, default=0, help="seconds before the run ends")
     parser.add_argument("--stop-when-idle", action="store_true", help="end when no fetch is requested")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop_on_signals(request_stop)
     name = args.name or runtime().settings.proxy_fetcher_name
     proxy_fetcher(name=name, max_runtime_seconds=args.max_runtime, stop_when_idle=args.stop_when_idle)
 

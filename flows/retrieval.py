@@ -17,7 +17,6 @@ import argparse
 import contextvars
 import functools
 import os
-import signal
 import socket
 import threading
 import time
@@ -30,6 +29,7 @@ from prefect import flow, get_run_logger
 from catalog.database import session_scope
 from catalog.mover_names import keep_name, release_name, take_name, take_name_or_exit
 from catalog.retrieval import Fetch, claim_fetches, recover_fetches
+from flows.stopping import keep_stop_handler, stop_on_signals
 from tasks import publishing
 from tasks.retrieval import retrieve_batch
 from tasks.runtime import runtime
@@ -44,6 +44,7 @@ def request_stop(signum: int = 0, frame: FrameType | None = None) -> None:
 @flow(name="retrieval", flow_run_name="retrieval {name}", log_prints=True)
 def retrieval(name: str = "", max_runtime_seconds: float = 0, stop_when_idle: bool = False) -> dict[str, int]:
     """Fetch registered files until `max_runtime_seconds` pass (or, for tests, nothing is waiting)."""
+    keep_stop_handler()  # SIGTERM stops it like Ctrl-C when started from its command
     rt = runtime()
     settings, logger = rt.settings, get_run_logger()
     name = name or settings.retriever_name
@@ -106,8 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-runtime", type=float, default=0, help="seconds before the run ends")
     parser.add_argument("--stop-when-idle", action="store_true", help="end when no file waits for retrieval")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop_on_signals(request_stop)
     rt = runtime()
     name = args.name or rt.settings.retriever_name
     take_name_or_exit(rt.engine, name, timedelta(seconds=rt.settings.mover_stale_seconds))

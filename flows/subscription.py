@@ -9,13 +9,13 @@ Rules added or removed while it runs are picked up within `RELOAD_SECONDS`. Run 
 from __future__ import annotations
 
 import argparse
-import signal
 import threading
 import time
 from types import FrameType
 
 from prefect import flow, get_run_logger
 
+from flows.stopping import keep_stop_handler, stop_on_signals
 from tasks.runtime import runtime
 from tasks.subscription import Subscription, subscription_rules
 
@@ -31,6 +31,7 @@ def request_stop(signum: int = 0, frame: FrameType | None = None) -> None:
 @flow(name="subscriptions", log_prints=True)
 def subscriptions(max_runtime_seconds: float = 0) -> dict[str, int]:
     """Subscribe for every active `mqtt` rule until `max_runtime_seconds` pass or a stop is asked."""
+    keep_stop_handler()  # SIGTERM stops it like Ctrl-C when started from its command
     rt, logger = runtime(), get_run_logger()
     max_runtime = max_runtime_seconds or rt.settings.mover_max_runtime_seconds
     running: dict[int, Subscription] = {}
@@ -75,8 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.subscription", description=__doc__.splitlines()[0])
     parser.add_argument("--max-runtime", type=float, default=0, help="seconds before the run ends")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop_on_signals(request_stop)
     subscriptions(max_runtime_seconds=args.max_runtime)
 
 
