@@ -18,9 +18,9 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp
-from sqlmodel import Session
 
 from catalog.access import Access, Permission, Role, access_of
+from catalog.database import read_scope
 from catalog.users import authenticate_password, authenticate_token
 
 PUBLIC_PATHS = {"/health", "/schema", "/metrics"}
@@ -58,7 +58,7 @@ class CredentialCache:
 
 def _check(engine: sa.Engine, header: str) -> Caller | None:
     scheme, _, value = header.partition(" ")
-    with Session(engine) as session:
+    with read_scope(engine) as session:
         if scheme.lower() == "bearer" and value:
             user = authenticate_token(session, value.strip())
         elif scheme.lower() == "basic" and value:
@@ -93,7 +93,7 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
 
 
 def _load_access(engine: sa.Engine, login: str) -> Access:
-    with Session(engine) as session:
+    with read_scope(engine) as session:
         return access_of(session, login)
 
 

@@ -10,12 +10,17 @@ from litestar.params import Parameter
 from sqlmodel import Session
 
 from catalog import submission
-from catalog.database import session_scope
+from catalog.database import read_scope, session_scope
 
 
 def database(state: State) -> AbstractContextManager[Session]:
     """A session committed when the block ends normally, rolled back when it raises."""
     return session_scope(state.engine)
+
+
+def reading(state: State) -> AbstractContextManager[Session]:
+    """A session for a handler that only reads: it does not wait behind a writer, and cannot write."""
+    return read_scope(state.engine)
 
 
 MAX_ID = 2**63 - 1

@@ -24,10 +24,10 @@ from litestar.datastructures import State
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlmodel import Session
 
 from catalog import monitoring
 from catalog.access import Permission
+from catalog.database import read_scope
 from catalog.statuses import TransferStatus
 
 #: Metrics counted in this process (not from the database).
@@ -53,7 +53,7 @@ class DatabaseCollector(Collector):
         self.engine = engine
 
     def collect(self) -> Iterator[Metric]:
-        with Session(self.engine) as session:
+        with read_scope(self.engine) as session:
             counts = monitoring.counts_by_destination(session)
             sent = monitoring.bytes_sent_by_destination(session)
             destinations = monitoring.destination_names(session)

@@ -25,8 +25,8 @@ from pyftpdlib.authorizers import AuthenticationFailed, DummyAuthorizer
 from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_DTPHandler, TLS_FTPHandler
 from pyftpdlib.servers import ThreadedFTPServer
-from sqlmodel import Session
 
+from catalog.database import read_scope
 from catalog.errors import AccessDenied, NotFound, NotYetAvailable, PdsError, QuotaExceeded
 from catalog.portal import Download, Entry, Portal, PortalUser, Upload, parse_path
 from catalog.users import authenticate_password
@@ -52,7 +52,7 @@ class PortalAuthorizer(DummyAuthorizer):  # type: ignore[misc]  # pyftpdlib has 
         self.portal = portal
 
     def validate_authentication(self, username: str, password: str, handler: Any) -> None:
-        with Session(self.portal.engine) as session:
+        with read_scope(self.portal.engine) as session:
             if authenticate_password(session, username, password) is None:
                 raise AuthenticationFailed("authentication failed")
 

@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 import asyncssh
 import sqlalchemy as sa
 from asyncssh import SFTPAttrs, SFTPName
-from sqlmodel import Session
 
 from catalog.data_users import public_keys
+from catalog.database import read_scope
 from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, NotYetAvailable, PdsError, QuotaExceeded
 from catalog.portal import Download, Entry, Portal, PortalUser, Upload, parse_path
 from catalog.users import authenticate_password
@@ -264,7 +264,7 @@ class PortalSSHServer(asyncssh.SSHServer):
         self.conn = conn
 
     def begin_auth(self, username: str) -> bool:
-        with Session(self.engine) as session:
+        with read_scope(self.engine) as session:
             keys = public_keys(session, username)
         if keys and self.conn is not None:
             self.conn.set_authorized_keys(asyncssh.import_authorized_keys("\n".join(keys) + "\n"))
@@ -278,7 +278,7 @@ class PortalSSHServer(asyncssh.SSHServer):
 
     async def validate_password(self, username: str, password: str) -> bool:
         def check() -> bool:
-            with Session(self.engine) as session:
+            with read_scope(self.engine) as session:
                 return authenticate_password(session, username, password) is not None
 
         return await asyncio.to_thread(check)

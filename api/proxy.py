@@ -48,7 +48,7 @@ from api.presign import presigned_url
 from api.proxy_auth import ProxyAuthenticator, Reader, Unauthorized, may_read
 from api.qos import QosCounters, QuotaExceeded, Usage
 from api.recent import Recent
-from catalog.database import session_scope
+from catalog.database import read_scope, session_scope
 from catalog.models import Host
 from catalog.proxy import (
     FetchStatus,
@@ -239,7 +239,7 @@ class ProxyService:
         return await self.policies.get(collection, lambda: self._read(dataset_policy, collection))
 
     def _read(self, function: Callable[..., Any], *args: Any) -> Any:
-        with Session(self.engine, expire_on_commit=False) as session:
+        with read_scope(self.engine) as session:
             result = function(session, *args)
             if isinstance(result, list):
                 for row in result:

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import jwt
 import sqlalchemy as sa
-from sqlmodel import Session
 
 from api.auth import _CACHE_SECONDS, _check
 from api.recent import Recent
+from catalog.database import read_scope
 from catalog.proxy import groups_of
 from catalog.settings import Settings
 
@@ -141,7 +141,7 @@ class ProxyAuthenticator:
         caller = _check(self.engine, header)
         if caller is None:
             raise Unauthorized("unknown user, wrong password or invalid token")
-        with Session(self.engine) as session:
+        with read_scope(self.engine) as session:
             groups = groups_of(session, caller.login)
         return Reader(caller.login, tuple(groups), caller.is_admin)
 

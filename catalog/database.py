@@ -14,6 +14,9 @@ from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
+READ_ONLY = "pds_read_only"
+"""The execution option of `read_scope`'s connections."""
+
 
 def make_engine(url: str) -> sa.Engine:
     """An engine tuned for pds's access pattern: one API and several movers writing small rows."""
@@ -23,7 +26,7 @@ def make_engine(url: str) -> sa.Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-        sa.event.listen(engine, "begin", _sqlite_begin_immediate)
+        sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
@@ -43,15 +46,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Temporary tables (a registration's staged page) stay in memory, never in a temporary file.
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
-    # Let SQLAlchemy, not the driver, open transactions (see _sqlite_begin_immediate).
+    # Let SQLAlchemy, not the driver, open transactions (see _sqlite_begin).
     dbapi_connection.isolation_level = None
 
 
-def _sqlite_begin_immediate(connection: sa.Connection) -> None:
+def _sqlite_begin(connection: sa.Connection) -> None:
     # A deferred SQLite transaction that reads, then writes after another process committed, fails
     # at once with SQLITE_BUSY_SNAPSHOT whatever the busy timeout. Taking the write lock at BEGIN makes
     # writers queue instead; transactions here are short (never held across a data stream).
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A read scope begins deferred: in WAL mode it reads its snapshot while a writer holds the lock
+    # (an API read no longer waits behind a mover's commit), and `query_only` makes a write in it fail
+    # at once rather than queue or hit a stale snapshot.
+    read_only = bool(connection.get_execution_options().get(READ_ONLY))
+    if connection.info.get(READ_ONLY, False) != read_only:
+        connection.exec_driver_sql(f"PRAGMA query_only={'ON' if read_only else 'OFF'}")
+        connection.info[READ_ONLY] = read_only  # kept with the pooled connection
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def is_sqlite(engine: sa.Engine) -> bool:
@@ -68,6 +78,17 @@ def alembic_config(engine: sa.Engine) -> Config:
 def migrate(engine: sa.Engine) -> None:
     """Bring the database schema to the newest revision (idempotent)."""
     command.upgrade(alembic_config(engine), "head")
+
+
+@contextmanager
+def read_scope(engine: sa.Engine) -> Iterator[Session]:
+    """A session that only reads, and never waits for a writer: on SQLite a deferred transaction on
+    the WAL snapshot, on PostgreSQL a READ ONLY transaction. A write in it fails; nothing is committed."""
+    options: dict[str, Any] = {READ_ONLY: True}
+    if not is_sqlite(engine):
+        options["postgresql_readonly"] = True
+    with Session(engine.execution_options(**options), expire_on_commit=False) as session:
+        yield session
 
 
 @contextmanager

@@ -16,7 +16,6 @@ import time
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlmodel import Session
 
 from blocks.registry import block_for
 from catalog import outbox
@@ -30,7 +29,7 @@ from catalog.continental import (
     record_pre_replication,
     retry_time,
 )
-from catalog.database import session_scope
+from catalog.database import read_scope, session_scope
 from catalog.errors import InvalidInput
 from catalog.models import Host, utcnow
 from catalog.replication import ToReplicate
@@ -96,7 +95,7 @@ def pre_replicate(item: PreReplication, host: Host, mover: str) -> bool:
 @task(name="pre-replicate", task_run_name="pre-replicate {n} file(s) to proxy host {proxy}", cache_policy=NO_CACHE)
 def pre_replicate_batch(items: list[PreReplication], proxy: str, mover: str, n: int) -> dict[str, int]:
     rt = runtime()
-    with Session(rt.engine) as session:
+    with read_scope(rt.engine) as session:
         host = proxy_host(session, proxy)
         session.expunge(host)
     done = sum(pre_replicate(item, host, mover) for item in items)
@@ -107,7 +106,7 @@ def due(proxy: str, limit: int = 100) -> list[PreReplication]:
     """The data files `proxy`'s continental mover should copy now (due within its lead time; a failed
     copy again once its retry time has passed)."""
     rt = runtime()
-    with Session(rt.engine) as session:
+    with read_scope(rt.engine) as session:
         host = proxy_host(session, proxy)
         return due_for_pre_replication(session, proxy, lead=lead_time(host), retry_after=retry_time(host), limit=limit)
 
@@ -119,7 +118,7 @@ def remove_finished(proxy: str) -> int:
     from the Data Store instead (the location falls back to it), never an object nobody knows of.
     """
     rt = runtime()
-    with Session(rt.engine) as session:
+    with read_scope(rt.engine) as session:
         finished = finished_copies(session, proxy)
         host = proxy_host(session, proxy) if finished else None
         if host is not None:
@@ -143,13 +142,13 @@ def remove_left_copies(proxy: str, *, batch: int = 100) -> int:
     mover to clear, rather than being forgotten while the copy remains.
     """
     rt = runtime()
-    with Session(rt.engine) as session:
+    with read_scope(rt.engine) as session:
         host = proxy_host(session, proxy)
         session.expunge(host)
     store = continental_store(host)
     removed, after = 0, 0
     while True:
-        with Session(rt.engine) as session:
+        with read_scope(rt.engine) as session:
             finished = finished_copies(session, proxy, limit=batch, after=after)
         for data_file_id, key in finished:
             if store.exists(key):

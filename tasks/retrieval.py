@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 from blocks.registry import block_for
 from catalog import outbox
 from catalog.arrivals import announce_arrivals
-from catalog.database import session_scope
+from catalog.database import read_scope, session_scope
 from catalog.events import ret_from
 from catalog.models import DataFile, DataTransfer, Destination, Host, utcnow
 from catalog.proxy import remove_stale_cache_files
@@ -62,7 +62,7 @@ def retrieve(fetch: Fetch, retriever: str) -> bool:
     rt = runtime()
     started = utcnow()
     clock = time.monotonic()
-    with Session(rt.engine) as session:
+    with read_scope(rt.engine) as session:
         host = session.get(Host, fetch.host)
     error: str | None = None
     try:

@@ -35,11 +35,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from blocks.indexes import stac_meta
 from blocks.registry import block_for
 from catalog.acquisition import Listed, ListingRule, keeps, target_for
+from catalog.database import read_scope
 from catalog.errors import InvalidInput
 from catalog.models import Host, utcnow
 from tasks.discovery import register_and_publish
@@ -196,7 +197,7 @@ class Subscription:
 
 
 def subscription_rules(engine: sa.Engine) -> list[tuple[Host, ListingRule]]:
-    with Session(engine) as session:
+    with read_scope(engine) as session:
         rules = session.exec(
             select(ListingRule).where(ListingRule.listing_format == "mqtt", col(ListingRule.active).is_(True))
         ).all()

@@ -24,12 +24,11 @@ from typing import IO, Any
 import fsspec
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlmodel import Session
 
 from blocks.base import HostBlock, ReadAhead
 from blocks.deadline import PROGRESS_BYTES, Deadlines, Stalled
 from catalog import attempts, outbox
-from catalog.database import session_scope
+from catalog.database import read_scope, session_scope
 from catalog.errors import Conflict, RetryOnSameHost, TransferError
 from catalog.store import DataStore
 from catalog.transfers import Success, record_failure, record_progress, record_successes
@@ -290,7 +289,7 @@ def stream(
     def still_current() -> bool:
         if delivery.attempt is None:
             return True
-        with Session(rt.engine) as session:  # a read: no write lock per file
+        with read_scope(rt.engine) as session:  # a read: no write lock, per file
             return attempts.still_running(session, delivery.transfer_id, delivery.attempt)
 
     sent = send_data_file(
@@ -434,7 +433,7 @@ class BatchFence:
             return True
         if time.monotonic() - self.checked_at >= self.every:
             numbers = {d.transfer_id: d.attempt for d in batch[index:] if d.attempt is not None}
-            with Session(runtime().engine) as session:  # a read: no write lock
+            with read_scope(runtime().engine) as session:  # a read: no write lock
                 running = attempts.still_running_among(session, numbers)
             self.over |= numbers.keys() - running
             self.checked_at = time.monotonic()

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from api.auth import request_access
-from api.deps import MAX_SECONDS, MAX_SIZE, Id, database
+from api.deps import MAX_SECONDS, MAX_SIZE, Id, database, reading
 from blocks.registry import block_for
 from catalog import acquisition, config
 from catalog.access import Permission
@@ -65,7 +65,7 @@ def _view(session: Session, host: str) -> dict[str, Any]:
 @get("/acquisition/{host:str}", permission=Permission.READ_HOSTS, sync_to_thread=True)
 def read_acquisition(host: FromPath[str], request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
     """An acquisition host's listing rules, discovery schedule and last pass."""
-    with database(state) as session:
+    with reading(state) as session:
         request_access(request).require_host(session, host)
         return _view(session, host)
 
@@ -146,7 +146,7 @@ def _refuse_links_out(root: str, paths: list[str]) -> None:
 def read_group(group: FromPath[str], request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
     """How far a group's retrieval is: total, retrieved, waiting, failed, complete (only the files
     of destinations the caller is granted)."""
-    with database(state) as session:
+    with reading(state) as session:
         return acquisition.group_progress(session, group, within=request_access(request).visible())
 
 

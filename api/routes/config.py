@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from api.auth import request_access
-from api.deps import database
+from api.deps import database, reading
 from blocks.registry import block_for, known_protocols
 from catalog import config, destination_history, operations
 from catalog.access import Access, Permission
@@ -83,7 +83,7 @@ def create_destination(
 def list_destinations(request: Request[Any, Any, Any], state: State) -> list[DestinationView]:
     """The destinations the caller is granted (all, for administrators)."""
     access = request_access(request)
-    with database(state) as session:
+    with reading(state) as session:
         return [_view(session, d, access) for d in config.list_destinations(session) if access.sees(d.name)]
 
 
@@ -91,7 +91,7 @@ def list_destinations(request: Request[Any, Any, Any], state: State) -> list[Des
 def read_destination(name: FromPath[str], request: Request[Any, Any, Any], state: State) -> DestinationView:
     access = request_access(request)
     access.require_visible(name)
-    with database(state) as session:
+    with reading(state) as session:
         return _view(session, config.get_destination(session, name), access)
 
 
@@ -142,7 +142,7 @@ def read_destination_history(
     """The destination's latest `limit` changes, oldest first: holds (by a user, or by the mover after
     failed passes), restarts, edits of its settings, hosts and aliases, each with who and when."""
     request_access(request).require_operator(name)
-    with database(state) as session:
+    with reading(state) as session:
         config.get_destination(session, name)
         return destination_history.history(session, name, limit=max(1, min(limit, 10_000)))
 
@@ -202,7 +202,7 @@ def create_host(data: JSONBody[HostCreate], state: State) -> HostPublic:
 def list_hosts(request: Request[Any, Any, Any], state: State) -> list[HostPublic]:
     """Every host (administrators), or the hosts of the destinations the operator operates."""
     access = request_access(request)
-    with database(state) as session:
+    with reading(state) as session:
         reachable = access.hosts(session)
         return [config.host_public(h) for h in config.list_hosts(session) if reachable is None or h.name in reachable]
 
@@ -230,7 +230,7 @@ def delete_host(name: FromPath[str], state: State) -> None:
 
 @get("/{name:str}", permission=Permission.READ_HOSTS, sync_to_thread=True)
 def read_host(name: FromPath[str], request: Request[Any, Any, Any], state: State) -> HostPublic:
-    with database(state) as session:
+    with reading(state) as session:
         request_access(request).require_host(session, name)
         return config.host_public(config.get_host(session, name))
 

@@ -10,7 +10,7 @@ from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
-from api.deps import database
+from api.deps import database, reading
 from catalog import data_users
 from catalog.access import Permission
 from catalog.data_users import DataUserSpec
@@ -56,14 +56,14 @@ def create_data_user(data: JSONBody[DataUserCreate], state: State) -> dict[str, 
 
 @get("/", sync_to_thread=True)
 def list_data_users(state: State) -> list[dict[str, Any]]:
-    with database(state) as session:
+    with reading(state) as session:
         logins = session.exec(select(DataUser.login).order_by(col(DataUser.login))).all()
         return [data_users.describe(session, login) for login in logins]
 
 
 @get("/{login:str}", sync_to_thread=True)
 def read_data_user(login: FromPath[str], state: State) -> dict[str, Any]:
-    with database(state) as session:
+    with reading(state) as session:
         return data_users.describe(session, login)
 
 
@@ -141,7 +141,7 @@ def create_policy(data: JSONBody[PolicyBody], state: State) -> dict[str, Any]:
 
 @get("/", sync_to_thread=True)
 def list_policies(state: State) -> list[dict[str, Any]]:
-    with database(state) as session:
+    with reading(state) as session:
         return [
             {"name": p.name, "comment": p.comment, "destinations": data_users.policy_destinations(session, p.name)}
             for p in session.exec(select(PortalPolicy))

@@ -27,7 +27,7 @@ from sqlmodel import Session as DbSession
 from sqlmodel import col, select
 
 from api.deployment_runs import PrefectUnavailable, list_deployments, start_run
-from api.deps import Id, database
+from api.deps import Id, database, reading
 from api.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionSigner
 from blocks.registry import block_for, known_protocols
 from catalog import config, data_users, destination_history, monitoring, operations
@@ -210,7 +210,7 @@ def logout() -> Redirect:
 @get("/", sync_to_thread=True)
 def overview(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """Every destination with its state, queue, running transfers and recent rate; the movers."""
-    with database(state) as session:
+    with reading(state) as session:
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
@@ -230,7 +230,7 @@ def destination_page(
     name: FromPath[str], request: Request[Any, Any, Any], state: State, status: FromQuery[str | None] = None
 ) -> Response[Any]:
     """A destination's hosts, state, latest changes and transfers (newest first, optionally one status)."""
-    with database(state) as session:
+    with reading(state) as session:
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
@@ -259,7 +259,7 @@ def destination_page(
 @get("/transfers/{transfer_id:int}", sync_to_thread=True)
 def transfer_page(transfer_id: Id, request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """One transfer: where it goes, its attempts and errors, its whole history."""
-    with database(state) as session:
+    with reading(state) as session:
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
@@ -273,7 +273,7 @@ def transfer_page(transfer_id: Id, request: Request[Any, Any, Any], state: State
 
 @get("/hosts", sync_to_thread=True)
 def hosts_page(request: Request[Any, Any, Any], state: State) -> Response[Any]:
-    with database(state) as session:
+    with reading(state) as session:
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
@@ -287,7 +287,7 @@ def products_page(
     request: Request[Any, Any, Any], state: State, stream: FromQuery[str | None] = None, late: FromQuery[bool] = False
 ) -> Response[Any]:
     """Products' latest statuses (expected, started, completed); late ones first flagged."""
-    with database(state) as session:
+    with reading(state) as session:
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
@@ -309,7 +309,7 @@ def products_page(
 @get("/deployments", sync_to_thread=True)
 def deployments_page(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """prefect.yaml's deployments on the Prefect server: schedules, latest run, and "run now"."""
-    with database(state) as session:
+    with reading(state) as session:
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
@@ -462,7 +462,7 @@ def _destination_changes(destination: DestinationBase, data: dict[str, str]) -> 
 def host_page(name: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """One host: its settings (secrets never shown), the destinations it serves; an administrator's
     forms to edit or delete it."""
-    with database(state) as session:
+    with reading(state) as session:
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
@@ -554,7 +554,7 @@ _NOT_ADMIN = "data users are administrators' business"
 @get("/datausers", sync_to_thread=True)
 def data_users_page(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """Every data user (administrators): role, state, quotas, grants."""
-    with database(state) as session:
+    with reading(state) as session:
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)
@@ -568,7 +568,7 @@ def data_users_page(request: Request[Any, Any, Any], state: State) -> Response[A
 @get("/datausers/{login:str}", sync_to_thread=True)
 def data_user_page(login: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """One data user, with an administrator's forms to edit or delete it."""
-    with database(state) as session:
+    with reading(state) as session:
         viewer = _viewer(request, state, session)
         if viewer is None:
             return _to_login(request)

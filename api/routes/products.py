@@ -14,7 +14,7 @@ from litestar.params import FromQuery, JSONBody, Parameter
 from pydantic import BaseModel, Field
 
 from api.auth import request_access
-from api.deps import database
+from api.deps import database, reading
 from catalog import outbox
 from catalog.access import Permission, Role
 from catalog.errors import InvalidInput
@@ -79,7 +79,7 @@ def products(
     A data user sees the products of the streams its destinations receive."""
     access = request_access(request)
     now = utcnow()
-    with database(state) as session:
+    with reading(state) as session:
         streams = None if access.has_role(Role.OPERATOR) else streams_of(session, access.granted)
         rows = list_products(session, stream=stream, late_only=late, limit=limit, now=now, streams=streams)
         return [

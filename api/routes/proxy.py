@@ -18,7 +18,7 @@ from litestar.types import Receive, Scope, Send
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
-from api.deps import database
+from api.deps import database, reading
 from api.proxy import ProxyService
 from catalog import proxy
 from catalog.access import Permission
@@ -118,7 +118,7 @@ def register(request: Request[Any, Any, Any], state: State, data: JSONBody[Asset
 def list_assets(
     request: Request[Any, Any, Any], state: State, collection: FromQuery[str | None] = None
 ) -> list[dict[str, Any]]:
-    with database(state) as session:
+    with reading(state) as session:
         query = select(proxy.ProxyAsset)
         if collection:
             query = query.where(proxy.ProxyAsset.collection == collection)
@@ -166,7 +166,7 @@ def set_policy(state: State, collection: FromPath[str], data: JSONBody[dict[str,
 
 @get("/{collection:str}", permission=Permission.CONFIGURE, sync_to_thread=True)
 def get_policy(state: State, collection: FromPath[str]) -> dict[str, Any]:
-    with database(state) as session:
+    with reading(state) as session:
         policy = proxy.dataset_policy(session, collection)
         if policy is None:
             raise NotFound(f"no proxied collection {collection!r}")

@@ -23,7 +23,6 @@ from xml.etree import ElementTree as ET  # noqa: S405  (bodies are parsed with d
 import anyio.to_thread
 from litestar import asgi
 from litestar.types import Receive, Scope, Send
-from sqlmodel import Session
 
 from api.routes.data_users import portal_secret_key
 from api.routes.portal import InvalidRange, parse_range
@@ -31,6 +30,7 @@ from api.s3_sigv4 import SignatureError, decode_aws_chunked, verify
 from catalog import multipart
 from catalog.access import Permission
 from catalog.data_users import s3_secret
+from catalog.database import read_scope
 from catalog.errors import AccessDenied, Conflict, InvalidInput, NotFound, NotYetAvailable, PdsError, QuotaExceeded
 from catalog.paths import clean_target
 from catalog.portal import Entry, Portal, PortalUser
@@ -154,7 +154,7 @@ class S3Endpoint:
         self.store: DataStore = portal.store
 
     def _secret(self, login: str) -> str | None:
-        with Session(self.portal.engine) as session:
+        with read_scope(self.portal.engine) as session:
             return s3_secret(session, login, self.server_key)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

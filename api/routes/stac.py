@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from api.auth import CHALLENGE, request_access
-from api.deps import database
+from api.deps import database, reading
 from api.proxy_auth import Unauthorized, may_read
 from api.routes.proxy import proxy_service
 from catalog import inventory, stac, stac_documents, stac_transactions
@@ -63,7 +63,7 @@ def queryables(request: Request[Any, Any, Any], state: State) -> Response[Any]:
 def list_collections(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     base = _base(request, state)
     seen = _visibility(request, state)
-    with database(state) as session:
+    with reading(state) as session:
         rows = session.exec(select(inventory.StacCollection).order_by(inventory.StacCollection.id)).all()
         collections = [
             stac_documents.collection_document(c, base, seen.auth_of(c.id)) for c in rows if c.id not in seen.hidden
@@ -80,7 +80,7 @@ def list_collections(request: Request[Any, Any, Any], state: State) -> Response[
 def read_collection(collection_id: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
     seen = _visibility(request, state)
     _require_visible(collection_id, seen.hidden)
-    with database(state) as session:
+    with reading(state) as session:
         collection = inventory.get_collection(session, collection_id)
         return _json(stac_documents.collection_document(collection, _base(request, state), seen.auth_of(collection_id)))
 
@@ -93,7 +93,7 @@ def read_collection(collection_id: FromPath[str], request: Request[Any, Any, Any
 )
 def collection_queryables(collection_id: FromPath[str], request: Request[Any, Any, Any], state: State) -> Response[Any]:
     _require_visible(collection_id, _visibility(request, state).hidden)
-    with database(state) as session:
+    with reading(state) as session:
         inventory.get_collection(session, collection_id)
     url = f"{_base(request, state)}/collections/{collection_id}/queryables"
     return _json(stac_documents.queryables(url), "application/schema+json")
@@ -118,9 +118,8 @@ class Visibility:
 
 def _visibility(request: Request[Any, Any, Any], state: State) -> Visibility:
     """Collections under a private dataset policy: hidden from callers it does not admit, protected
-    for the others. (Called before the request's own session opens: checking a password may write,
-    which an open read would block on SQLite.)"""
-    with database(state) as session:
+    for the others. (Called before the request's own session opens: checking a password may write.)"""
+    with reading(state) as session:
         private = session.exec(select(ProxyDataset).where(col(ProxyDataset.public).is_(False))).all()
         session.expunge_all()
     schemes = stac_documents.auth_schemes(state.settings.oidc_issuer)
@@ -191,7 +190,7 @@ def _query_params(request: Request[Any, Any, Any]) -> dict[str, Any]:
 def search_get(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     base = _base(request, state)
     seen = _visibility(request, state)
-    with database(state) as session:
+    with reading(state) as session:
         page = _page(
             session,
             _query_params(request),
@@ -208,7 +207,7 @@ def search_get(request: Request[Any, Any, Any], state: State) -> Response[Any]:
 def search_post(data: JSONBody[dict[str, Any]], request: Request[Any, Any, Any], state: State) -> Response[Any]:
     base = _base(request, state)
     seen = _visibility(request, state)
-    with database(state) as session:
+    with reading(state) as session:
         page = _page(session, data, get=False, base=base, self_href=f"{base}/search", method="POST", seen=seen)
     return _json(page, GEOJSON)
 
@@ -222,7 +221,7 @@ def list_items(collection_id: FromPath[str], request: Request[Any, Any, Any], st
     if "collections" in params or "ids" in params or "intersects" in params:
         raise InvalidInput("collections, ids and intersects are parameters of /search, not of a collection's items")
     seen = _visibility(request, state)
-    with database(state) as session:
+    with reading(state) as session:
         _require_visible(collection_id, seen.hidden)
         inventory.get_collection(session, collection_id)
         page = _page(
@@ -254,7 +253,7 @@ def read_item(
 ) -> Response[Any]:
     seen = _visibility(request, state)
     _require_visible(collection_id, seen.hidden)
-    with database(state) as session:
+    with reading(state) as session:
         item = inventory.get_item(session, collection_id, item_id)
         return _json(stac_documents.item_document(item, _base(request, state), seen.auth_of(collection_id)), GEOJSON)
 
@@ -420,7 +419,7 @@ def publish_destination(destination: FromPath[str], data: JSONBody[Publication],
 @get("/publications/{destination:str}", permission=Permission.READ, sync_to_thread=True)
 def read_publication(destination: FromPath[str], request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
     request_access(request).require_visible(destination)
-    with database(state) as session:
+    with reading(state) as session:
         publication = stac.get_publication(session, destination)
         if publication is None:
             raise NotFound(f"destination {destination!r} is not published")

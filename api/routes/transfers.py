@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from api.auth import request_access
-from api.deps import MAX_SECONDS, Id, OptionalId, database
+from api.deps import MAX_SECONDS, Id, OptionalId, database, reading
 from catalog import operations
 from catalog.access import Permission
 from catalog.errors import InvalidInput, NotFound
@@ -31,7 +31,7 @@ def _prefect_ui(state: State) -> str:
 @get("/transfers/{transfer_id:int}", permission=Permission.READ, sync_to_thread=True)
 def read_transfer(transfer_id: Id, request: Request[Any, Any, Any], state: State) -> DataTransferPublic:
     """A transfer with its status and the history of every status change."""
-    with database(state) as session:
+    with reading(state) as session:
         request_access(request).transfer_destination(session, transfer_id)
         return transfer_public(session, transfer_id, _prefect_ui(state))
 
@@ -61,7 +61,7 @@ def list_transfers(
             raise InvalidInput(f"unknown status {status!r}; known: {known}") from None
     if data_file_id is not None:
         query = query.where(DataTransfer.data_file_id == data_file_id)
-    with database(state) as session:
+    with reading(state) as session:
         ui = _prefect_ui(state)
         return [transfer_public(session, tid, ui) for tid in session.exec(query) if tid is not None]
 
@@ -123,7 +123,7 @@ def operate(
 
 @get("/datafiles/{data_file_id:int}", permission=Permission.READ, sync_to_thread=True)
 def read_data_file(data_file_id: Id, request: Request[Any, Any, Any], state: State) -> DataFilePublic:
-    with database(state) as session:
+    with reading(state) as session:
         request_access(request).require_data_file(session, data_file_id)
         data_file = session.get(DataFile, data_file_id)
         if data_file is None:

@@ -162,3 +162,32 @@ def test_a_host_is_detached_by_its_kind(client, site):
     r = client.delete("/destinations/site1/hosts/src1?kind=acquisition", headers=ADMIN)
     assert r.status_code == 200, r.text
     assert "src1" not in str(r.json()["hosts"]) and "h1" in str(r.json()["hosts"])
+
+
+def test_reads_answer_while_another_process_holds_the_write_lock(client, site, tmp_path):
+    """On SQLite, STAC searches, listings, the monitor and the credential checks read their snapshot:
+    a discovery pass or a mover committing does not hold them up."""
+    import sqlite3
+    import threading
+    import time
+
+    other = sqlite3.connect(tmp_path / "pds.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(20.0, other.execute, ["COMMIT"])
+    release.start()
+    try:
+        for path, headers in [
+            ("/stac/collections", {}),
+            ("/stac/search?limit=5", {}),
+            ("/transfers?limit=5", ADMIN),
+            ("/destinations/site1", ADMIN),
+            ("/hosts", ADMIN),
+        ]:
+            started = time.monotonic()
+            answer = client.get(path, headers=headers)
+            took = time.monotonic() - started
+            assert answer.status_code == 200, (path, answer.text)
+            assert took < 5.0, f"GET {path} waited {took:.1f} s for the writer"
+    finally:
+        release.cancel()
+        other.execute("COMMIT")

@@ -88,3 +88,51 @@ def test_files_of_more_than_2_gib_are_registered_whole(engine, tmp_path):
     with session_scope(engine) as session:
         assert session.get(SourceFile, file_id).size == big
         assert session.get(DataFile, file_id).size == big
+
+
+def test_a_read_scope_reads_what_was_committed_and_cannot_write(engine):
+    import pytest
+    from sqlalchemy.exc import DBAPIError
+
+    from catalog.database import read_scope
+
+    with session_scope(engine) as session:
+        session.add(DataFile(name="committed"))
+    with read_scope(engine) as session:
+        assert [f.name for f in session.exec(select(DataFile))] == ["committed"]
+    with pytest.raises(DBAPIError, match="(?i)read.?only"), read_scope(engine) as session:
+        session.add(DataFile(name="written in a read"))
+        session.flush()
+    # The pooled connection goes back to writing for the next ordinary session, and the refused row is not there.
+    with session_scope(engine) as session:
+        session.add(DataFile(name="written after"))
+    with read_scope(engine) as session:
+        assert sorted(f.name for f in session.exec(select(DataFile))) == ["committed", "written after"]
+
+
+def test_on_sqlite_a_read_does_not_wait_for_a_writer_and_a_write_does(tmp_path):
+    """WAL lets a reader read while another process holds the write lock; a writer queues for it."""
+    import sqlite3
+    import threading
+    import time
+
+    from catalog.database import make_engine, read_scope
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'pds.db'}")
+    migrate(engine)
+    with session_scope(engine) as session:
+        session.add(DataFile(name="before"))
+    other = sqlite3.connect(tmp_path / "pds.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(2.0, other.execute, ["COMMIT"]).start()
+    started = time.monotonic()
+    with read_scope(engine) as session:
+        names = [f.name for f in session.exec(select(DataFile))]
+    read_after = time.monotonic() - started
+    with session_scope(engine) as session:
+        session.add(DataFile(name="after"))
+    write_after = time.monotonic() - started
+    engine.dispose()
+    assert names == ["before"]
+    assert read_after < 1.0, f"the read waited {read_after:.2f} s for the writer"
+    assert write_after >= 1.9, f"the write did not wait for the other writer ({write_after:.2f} s)"
