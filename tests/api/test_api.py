@@ -165,8 +165,8 @@ def test_a_host_is_detached_by_its_kind(client, site):
 
 
 def test_reads_answer_while_another_process_holds_the_write_lock(client, site, tmp_path):
-    """On SQLite, STAC searches, listings, the monitor and the credential checks read their snapshot:
-    a discovery pass or a mover committing does not hold them up."""
+    """On SQLite, the health check, STAC searches, listings and the credential checks read their
+    snapshot: a discovery pass or a mover committing does not hold them up."""
     import sqlite3
     import threading
     import time
@@ -177,6 +177,7 @@ def test_reads_answer_while_another_process_holds_the_write_lock(client, site, t
     release.start()
     try:
         for path, headers in [
+            ("/health", {}),
             ("/stac/collections", {}),
             ("/stac/search?limit=5", {}),
             ("/transfers?limit=5", ADMIN),
