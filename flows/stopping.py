@@ -5,8 +5,9 @@ manager run. Ctrl-C (SIGINT) and SIGTERM both ask the flow to finish the work un
 more and end its run Completed. SIGTERM needs care: once a flow run starts, Prefect replaces the SIGTERM
 handler with one that raises `TerminationSignal` wherever the main thread is, and the run ends Crashed
 (what a Prefect worker's cancellation relies on). A flow started from its command line has no worker, so
-its body puts the command's handler back with `keep_stop_handler()`. Run by a worker (a deployment),
-Prefect's handler stays.
+its body puts the command's handler back with `keep_stop_handler()`. Until then SIGTERM is held
+(blocked, so it stays pending): one sent while Prefect starts the run is handled as soon as the body
+begins, which then ends at once. Run by a worker (a deployment), Prefect's handler stays.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def stop_on_signals(handler: StopHandler) -> None:
     _command_handler = handler
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    # Held until the flow's body: threads started meanwhile (Prefect's) inherit the block, so the
+    # signal can only be taken by the main thread once it unblocks it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 
 def keep_stop_handler() -> None:
@@ -36,3 +40,4 @@ def keep_stop_handler() -> None:
     the main thread. Prefect restores the same handler when the run ends."""
     if _command_handler is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _command_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one held meanwhile is handled now

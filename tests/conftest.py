@@ -11,7 +11,10 @@ import os
 # gcsfs picks its filesystem class when first imported; without this every call waits out a 60 s timeout.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
+import signal
+import threading
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,27 @@ from catalog.settings import Settings
 from catalog.store import DataStore
 
 SHARED_SCOPES = frozenset({"package", "module", "class"})
+
+
+def _sigint_passed_on() -> str:
+    """What a command this process starts inherits of SIGINT: ignored or blocked, it could not be
+    interrupted (a handler is not inherited)."""
+    if threading.current_thread() is not threading.main_thread():
+        return "unknown"
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    return "ignored" if ignored else "blocked" if blocked else "delivered"
+
+
+@pytest.fixture(autouse=True)
+def _sigint_left_as_found(request: pytest.FixtureRequest):
+    """Names, in the warnings summary, a test that leaves this process ignoring or blocking SIGINT:
+    every command a later test starts would inherit it."""
+    before = _sigint_passed_on()
+    yield
+    after = _sigint_passed_on()
+    if after != before and after in ("ignored", "blocked"):
+        warnings.warn(f"{request.node.nodeid} left SIGINT {after} in the test process", stacklevel=1)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -12,6 +12,12 @@ from pathlib import Path
 PDS = str(Path(sys.executable).with_name("pds"))
 
 
+def as_a_shell_starts_it() -> None:
+    """A shell starts a foreground command taking Ctrl-C, whatever the test process does with SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_while_waiting_for_the_api_is_one_line():
     # A server that takes the connection and never answers: the command waits, as on a stuck network.
     with socket.socket() as silent:
@@ -19,7 +25,11 @@ def test_ctrl_c_while_waiting_for_the_api_is_one_line():
         silent.listen()
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         command = subprocess.Popen(
-            [PDS, "--url", url, "destination", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [PDS, "--url", url, "destination", "list"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=as_a_shell_starts_it,
         )
         time.sleep(1.5)
         assert command.poll() is None, command.communicate()
@@ -38,7 +48,11 @@ def test_ctrl_c_while_the_command_starts_shows_no_traceback_of_pds():
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         for delay in [0.01 * i for i in range(2, 16)]:
             command = subprocess.Popen(
-                [PDS, "--url", url, "status", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                [PDS, "--url", url, "status", "1"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=as_a_shell_starts_it,
             )
             time.sleep(delay)
             command.send_signal(signal.SIGINT)

@@ -56,8 +56,10 @@ def test_sigterm_lets_the_transfer_on_the_wire_finish_and_ends_the_run_completed
 
 
 def flow_runs(prefect_api_url: str, flow: str, since: datetime) -> list[dict]:
-    """The runs of `flow` started since `since` (the Prefect server is shared with other tests)."""
-    body = {"flows": {"name": {"any_": [flow]}}, "flow_runs": {"start_time": {"after_": since.isoformat()}}}
+    """The runs of `flow` started from a command since `since` (the Prefect server is shared with other
+    tests, some of which serve deployments of the same flows)."""
+    runs = {"deployment_id": {"is_null_": True}, "start_time": {"after_": since.isoformat()}}
+    body = {"flows": {"name": {"any_": [flow]}}, "flow_runs": runs}
     return httpx.post(f"{prefect_api_url}/flow_runs/filter", json=body, timeout=10).raise_for_status().json()
 
 
