@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from alembic import command
@@ -15,7 +15,7 @@ from sqlmodel import Session
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 READ_ONLY = "pds_read_only"
-"""The execution option of `read_scope`'s connections."""
+"""The execution option of `read_scope`'s connections (SQLite)."""
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -87,8 +87,9 @@ def read_scope(engine: sa.Engine) -> Iterator[Session]:
     On SQLite a deferred transaction on the WAL snapshot, in which a write fails at once (see
     `_sqlite_begin`). PostgreSQL's reads never wait for writers: there it is an ordinary session
     (a READ ONLY transaction cost a third more CPU per session, measured, for no gain)."""
-    bind = engine.execution_options(**{READ_ONLY: True}) if is_sqlite(engine) else engine
-    with Session(bind, expire_on_commit=False) as session:
+    with Session(engine, expire_on_commit=False) as session:
+        if is_sqlite(engine):  # the option the begin hook reads, on the connection this session takes
+            session.connection(execution_options=cast(Any, {READ_ONLY: True}))  # a key of our own
         yield session
 
 

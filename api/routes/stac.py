@@ -118,7 +118,7 @@ class Visibility:
 
 def _visibility(request: Request[Any, Any, Any], state: State) -> Visibility:
     """Collections under a private dataset policy: hidden from callers it does not admit, protected
-    for the others. (Called before the request's own session opens: checking a password may write.)"""
+    for the others."""
     with reading(state) as session:
         private = session.exec(select(ProxyDataset).where(col(ProxyDataset.public).is_(False))).all()
         session.expunge_all()

@@ -16,6 +16,14 @@ from tests.servers._common import spawn, terminate, wait_until
 SIZE = 8 * 1024 * 1024  # about 4 s at the host's rate
 
 
+def flow_runs(prefect_api_url: str, flow: str, since: datetime) -> list[dict]:
+    """The runs of `flow` started from a command since `since` (the Prefect server is shared with other
+    tests, some of which serve deployments of the same flows)."""
+    runs = {"deployment_id": {"is_null_": True}, "start_time": {"after_": since.isoformat()}}
+    body = {"flows": {"name": {"any_": [flow]}}, "flow_runs": runs}
+    return httpx.post(f"{prefect_api_url}/flow_runs/filter", json=body, timeout=10).raise_for_status().json()
+
+
 def test_sigterm_lets_the_transfer_on_the_wire_finish_and_ends_the_run_completed(processes, tmp_path, prefect_server):
     stack, client = processes, processes.client
     site = tmp_path / "site"
@@ -24,6 +32,7 @@ def test_sigterm_lets_the_transfer_on_the_wire_finish_and_ends_the_run_completed
     client.attach_host("stopping", "stopping-disk")
     data = os.urandom(SIZE)
     (tmp_path / "big.bin").write_bytes(data)
+    since = datetime.now(UTC)
     mover = stack.start_mover("mover-sigterm")
     (transfer,) = client.push(tmp_path / "big.bin", "stopping", "big.bin")["transfers"]
     wait_until(
@@ -43,24 +52,8 @@ def test_sigterm_lets_the_transfer_on_the_wire_finish_and_ends_the_run_completed
     history = [h["to_status"] for h in sent["history"]]
     assert "Interrupted" not in history and history.count("Done") == 1, history
     assert (site / "big.bin").read_bytes() == data
-    runs = (
-        httpx.post(
-            f"{prefect_server.api_url}/flow_runs/filter",
-            json={"flow_runs": {"name": {"any_": ["mover mover-sigterm"]}}},
-            timeout=10,
-        )
-        .raise_for_status()
-        .json()
-    )
+    runs = flow_runs(prefect_server.api_url, "mover", since)
     assert [run["state"]["type"] for run in runs] == ["COMPLETED"], runs
-
-
-def flow_runs(prefect_api_url: str, flow: str, since: datetime) -> list[dict]:
-    """The runs of `flow` started from a command since `since` (the Prefect server is shared with other
-    tests, some of which serve deployments of the same flows)."""
-    runs = {"deployment_id": {"is_null_": True}, "start_time": {"after_": since.isoformat()}}
-    body = {"flows": {"name": {"any_": [flow]}}, "flow_runs": runs}
-    return httpx.post(f"{prefect_api_url}/flow_runs/filter", json=body, timeout=10).raise_for_status().json()
 
 
 @pytest.mark.parametrize(
