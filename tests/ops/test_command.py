@@ -56,7 +56,17 @@ def test_ctrl_c_while_the_command_starts_shows_no_traceback_of_pds():
             )
             time.sleep(delay)
             command.send_signal(signal.SIGINT)
-            _, err = command.communicate(timeout=30)
+            try:
+                _, err = command.communicate(timeout=15)
+            except subprocess.TimeoutExpired as lost:
+                # Python drops a KeyboardInterrupt raised inside one of importlib's callbacks ("Exception
+                # ignored"); pds takes Ctrl-C from its first line with a handler that cannot be dropped,
+                # so only the interpreter's start-up can lose one, and a second Ctrl-C ends the command.
+                assert "Exception ignored" in str(lost.stderr), f"after {delay:.2f} s: {lost.stderr!r}"
+                command.send_signal(signal.SIGINT)
+                _, err = command.communicate(timeout=30)
+                assert command.returncode == 130 and err.endswith("pds: interrupted\n"), err
+                continue
             assert "api/" not in err, f"after {delay:.2f} s:\n{err}"
             if command.returncode == 130:
                 assert err == "pds: interrupted\n"
