@@ -11,6 +11,7 @@ presign), how long a request may be held, how long cached data stays and who may
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -20,12 +21,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
 from sqlmodel import JSON, Column, Field, Session, SQLModel, col, select
 
 from catalog.errors import InvalidInput, NotFound
 from catalog.models import UTCDateTime, utcnow
+
+log = logging.getLogger(__name__)
 
 
 class ProxyMode(StrEnum):
@@ -201,14 +205,40 @@ def _save_asset(
 
 
 STALE_CACHE_FILES = "pds.proxy.stale_cache_files"
-"""`session.info` key: cache files (relative paths) of assets whose upstream changed in the session;
-`remove_stale_cache_files` deletes them once the session committed (a proxy serving an open copy
-notices the file is gone)."""
+"""`session.info` key: cache files (relative paths) of assets whose upstream changed in the session,
+deleted once the session commits (see `remove_stale_copies`)."""
+
+_CACHE_DIRS: WeakKeyDictionary[sa.Engine, Path] = WeakKeyDictionary()
 
 
-def remove_stale_cache_files(session: Session, cache_dir: Path) -> None:
-    for relative in session.info.pop(STALE_CACHE_FILES, []):
-        (cache_dir / relative).unlink(missing_ok=True)
+def remove_stale_copies(engine: sa.Engine, cache_dir: Path) -> None:
+    """From now on, every session on `engine` that changes an asset's upstream deletes the asset's
+    cached copy under `cache_dir` once the change is committed, whoever made it (a STAC transaction,
+    a harvest, a push to a published destination, a retrieval). A proxy checks its open copy's file
+    at every request: a deleted file makes it fetch the new upstream instead of serving the old bytes."""
+    _CACHE_DIRS[engine] = cache_dir
+
+
+@sa.event.listens_for(Session, "after_commit")
+def _delete_stale_copies(session: Session) -> None:
+    stale = session.info.pop(STALE_CACHE_FILES, None)
+    if not stale:
+        return
+    bind = session.get_bind()
+    cache_dir = _CACHE_DIRS.get(bind.engine if isinstance(bind, sa.Connection) else bind)
+    if cache_dir is None:
+        log.warning("cached copies %s of changed assets kept: this process was not told the proxy cache", stale)
+        return
+    for relative in stale:
+        try:
+            (cache_dir / relative).unlink(missing_ok=True)
+        except OSError as exc:  # the change is committed: say what was left, do not fail its writer
+            log.warning("could not delete the stale cached copy %s: %s", relative, exc)
+
+
+@sa.event.listens_for(Session, "after_rollback")
+def _keep_copies_of_a_rolled_back_change(session: Session) -> None:
+    session.info.pop(STALE_CACHE_FILES, None)  # the asset still names the upstream its copy holds
 
 
 def _stale(row: ProxyAsset, upstream_href: str, size: int | None, etag: str | None) -> bool:

@@ -35,7 +35,6 @@ from catalog.acquisition import Listed, ListingRule, register_listed, render_dat
 from catalog.database import session_scope
 from catalog.errors import InvalidInput
 from catalog.models import Host, utcnow
-from catalog.proxy import STALE_CACHE_FILES, remove_stale_cache_files
 from catalog.selection import Selection
 
 PAGE = 1000
@@ -219,10 +218,6 @@ def register_and_publish(engine: sa.Engine, rule: ListingRule, entries: list[Lis
             stac.publish_data_files(
                 session, rt.store, rule.destination_name, touched, public_url=rt.settings.resolved_public_url()
             )
-    if session.info.get(STALE_CACHE_FILES):
-        from tasks.runtime import runtime
-
-        remove_stale_cache_files(session, runtime().settings.resolved_proxy_cache_dir())
     return registered
 
 

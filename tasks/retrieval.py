@@ -23,7 +23,6 @@ from catalog.arrivals import announce_arrivals
 from catalog.database import read_scope, session_scope
 from catalog.events import ret_from
 from catalog.models import DataFile, DataTransfer, Destination, Host, utcnow
-from catalog.proxy import remove_stale_cache_files
 from catalog.retrieval import Fetch, record_fetch_failure, record_fetched
 from catalog.stac import harvest_stored_data_file
 from catalog.store import StoredObject
@@ -85,7 +84,6 @@ def retrieve(fetch: Fetch, retriever: str) -> bool:
             record_fetch_failure(session, fetch.data_file_id, error, by=retriever)
         if host is not None:  # the RET lines commit with the outcome they report (`catalog.outbox`)
             _ret_lines(session, fetch, host, retriever, started, duration, error)
-    remove_stale_cache_files(session, rt.settings.resolved_proxy_cache_dir())
     publishing.publish_added(rt.engine, rt.settings, retriever, outbox.added(session))
     if error:
         log.warning("retrieval of data file %s failed: %s", fetch.data_file_id, error)

@@ -8,6 +8,7 @@ from functools import lru_cache
 import sqlalchemy as sa
 
 from catalog.database import make_engine
+from catalog.proxy import remove_stale_copies
 from catalog.settings import Settings
 from catalog.store import DataStore
 
@@ -24,4 +25,6 @@ def runtime() -> Runtime:
     """Built once per process from `PDS_*` settings (a mover process lives for hours)."""
     settings = Settings()
     store = DataStore.from_settings(settings)
-    return Runtime(settings=settings, engine=make_engine(settings.resolved_database_url()), store=store)
+    engine = make_engine(settings.resolved_database_url())
+    remove_stale_copies(engine, settings.resolved_proxy_cache_dir())
+    return Runtime(settings=settings, engine=engine, store=store)

@@ -108,10 +108,7 @@ def register(request: Request[Any, Any, Any], state: State, data: JSONBody[Asset
             **fields,
         )
         view = _view(request, row)
-    # A changed upstream: its old cached copy goes once the change is committed, and the proxy (which
-    # checks the file at every request) fetches the new one instead of serving the old.
-    proxy.remove_stale_cache_files(session, state.settings.resolved_proxy_cache_dir())
-    return view
+    return view  # a changed upstream's old cached copy is gone with the commit (`proxy.remove_stale_copies`)
 
 
 @get("/", permission=Permission.CONFIGURE, sync_to_thread=True)

@@ -26,7 +26,7 @@ from api.routes.proxy import proxy_service
 from catalog import inventory, stac, stac_documents, stac_transactions
 from catalog.access import Permission
 from catalog.errors import InvalidInput, NotFound
-from catalog.proxy import ProxyDataset, remove_stale_cache_files
+from catalog.proxy import ProxyDataset
 from catalog.stac_search import SearchRequest, search, unknown_collections
 
 GEOJSON = stac_documents.GEOJSON
@@ -306,7 +306,6 @@ def create_items(
                 session, _as_written(data, state), collection_id, mode="create", public_url=public_url
             )
             answer = _json(stac_documents.item_document(row, _base(request, state)), GEOJSON, status_code=201)
-    _remove_stale(session, state)
     return answer
 
 
@@ -322,7 +321,6 @@ def replace_item(
         raise InvalidInput(f"the body's id {data.get('id')!r} is not the item {item_id!r} of the URL")
     with database(state) as session:
         answer = _replace(session, data | {"id": item_id}, collection_id, state, _base(request, state))
-    _remove_stale(session, state)
     return answer
 
 
@@ -344,7 +342,6 @@ def update_item(
         if not isinstance(patched, dict):
             raise InvalidInput("a patch of an item is a JSON object")
         answer = _replace(session, patched, collection_id, state, base)
-    _remove_stale(session, state)
     return answer
 
 
@@ -362,12 +359,6 @@ def _as_written(item: Any, state: State) -> Any:
     if not isinstance(item, dict):
         return item
     return stac_documents.unprotected(item, stac_documents.auth_schemes(state.settings.oidc_issuer))
-
-
-def _remove_stale(session: Session, state: State) -> None:
-    """Cached copies of an upstream an item no longer names go once the item naming the new one is
-    committed (the proxy notices a removed file and fetches the new upstream at the next request)."""
-    remove_stale_cache_files(session, state.settings.resolved_proxy_cache_dir())
 
 
 @delete(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from urllib.parse import urlsplit
 
 from catalog.database import session_scope
@@ -82,3 +84,47 @@ def test_a_published_items_asset_href_serves_the_pushed_bytes_through_the_proxy(
     assert served.status_code == 200 and served.content == content
     ranged = client.get(path, headers={**ADMIN, "Range": "bytes=100-199"})
     assert ranged.status_code == 206 and ranged.content == content[100:200]
+
+
+def _read_through_the_proxy(client, path, settings):
+    """GET the asset as a user would, while a thread does what the proxy fetcher flow does."""
+    app, stop = client.app, threading.Event()
+
+    def fetcher():
+        while not stop.is_set():
+            with session_scope(app.state.engine) as session:
+                jobs = claim_fetches(session, "test", 10, now=utcnow())
+            for job in jobs:
+                fetch_into_cache(app.state.engine, settings.resolved_proxy_cache_dir(), job, store=app.state.store)
+            stop.wait(0.2)
+
+    thread = threading.Thread(target=fetcher)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        answer = client.get(path, headers=ADMIN)
+        while answer.status_code == 202 and time.monotonic() < deadline:
+            time.sleep(float(answer.headers["retry-after"]))
+            answer = client.get(path, headers=ADMIN)
+        return answer
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_a_new_push_of_a_published_file_is_served_instead_of_the_cached_old_one(client, pds, settings):
+    code, _, err = pds("stac", "publish", "site1", "--collection", "scenes")
+    assert code == 0, err
+    old, new = os.urandom(150_000), os.urandom(120_000)
+    assert client.put("/portal/site1/raw/scene-3.bin", content=old, headers=ADMIN).status_code == 201
+    path = "/proxy/scenes/scene-3/data"
+    served = _read_through_the_proxy(client, path, settings)
+    assert served.status_code == 200 and served.content == old  # cached, and held open by the proxy
+
+    assert client.put("/portal/site1/raw/scene-3.bin", content=new, headers=ADMIN).status_code == 201
+    served = _read_through_the_proxy(client, path, settings)
+    assert served.status_code == 200 and served.content == new
+    # Publishing the destination again (pds stac harvest) keeps serving the newest push.
+    code, _, err = pds("stac", "harvest", "site1")
+    assert code == 0, err
+    assert _read_through_the_proxy(client, path, settings).content == new
