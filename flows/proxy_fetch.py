@@ -19,11 +19,12 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 
+import sqlalchemy as sa
 from prefect import flow, get_run_logger
 
-from catalog.database import session_scope
+from catalog.database import read_scope, session_scope
 from catalog.models import utcnow
-from catalog.proxy import FetchJob, apply_retention, claim_fetches, recover_fetches
+from catalog.proxy import FetchJob, apply_retention, claim_fetches, fetches_queued, recover_fetches
 from flows.stopping import keep_stop_handler, stop_on_signals
 from tasks.proxy_fetch import fetch_asset, give_up
 from tasks.runtime import runtime
@@ -63,7 +64,7 @@ def proxy_fetcher(name: str = "", max_runtime_seconds: float = 0, stop_when_idle
             in_flight = {f for f in in_flight if not f.done()}
             free = settings.proxy_fetcher_parallel - len(in_flight)
             jobs: list[FetchJob] = []
-            if free > 0:
+            if free > 0 and _fetches_queued(rt.engine):
                 with session_scope(rt.engine) as session:
                     jobs = claim_fetches(session, name, free, now=utcnow())
             for job in jobs:
@@ -86,6 +87,12 @@ def proxy_fetcher(name: str = "", max_runtime_seconds: float = 0, stop_when_idle
             time.sleep(settings.proxy_fetcher_poll_seconds)
     logger.info("proxy fetcher %s ends: %s", name, counts)
     return counts
+
+
+def _fetches_queued(engine: sa.Engine) -> bool:
+    # A read first: polled 20 times a second, a claim would take SQLite's write lock at each poll.
+    with read_scope(engine) as session:
+        return fetches_queued(session)
 
 
 def main(argv: list[str] | None = None) -> None:
