@@ -222,6 +222,7 @@ def claim_ids(
     """
     now = now or utcnow()
     live = live_proxy_hosts(session, stale_after=stale_after, now=now) if stale_after is not None else set()
+    full, host_blocked, capped_hosts = _blocked_destinations(session, now)
     # Plain rows, not ORM objects, joined with their files' sizes: a claim reads up to four times
     # `limit` candidates, and building an object per row was a third of the mover's CPU on small files.
     candidates: list[Any] = list(  # rows with the attributes named below
@@ -248,6 +249,7 @@ def claim_ids(
                 col(DataTransfer.scheduled_at) <= now,
                 col(DataTransfer.destination_name).in_(_dispatchable_destinations()),
                 claimable_by(proxy_host, live),
+                *_not_blocked(full, host_blocked, capped_hosts),
             )
             .order_by(*QUEUE_ORDER)
             .limit(limit * 4 + 16)
@@ -348,6 +350,71 @@ def claim_ids(
 #: The first key of the PostgreSQL advisory locks that serialise claims per host (the second is the
 #: hash of the host's name); any constant that no other user of the database takes.
 _HOST_LOCK_SPACE = 0x7064_7301
+
+
+def _blocked_destinations(session: Session, now: datetime) -> tuple[set[str], set[str], set[str]]:
+    """What cannot start now: destinations at their cap of transfers at once or outside their time
+    window (`full`); destinations whose new starts go to a host at its `max_connections`
+    (`host_blocked`); those hosts (`capped_hosts`).
+
+    A claim's candidates are the first few thousand ready transfers in queue order; a destination
+    that can take none of its own backlog would otherwise fill them, and every destination queued
+    behind it would wait until that backlog drained. Read without locks: the claim counts again
+    under its locks before it takes anything."""
+    running_rows = session.exec(
+        select(DataTransfer.destination_name, DataTransfer.host_name).where(
+            DataTransfer.status == TransferStatus.TRANSFERRING.value
+        )
+    ).all()
+    running = Counter(d for d, _ in running_rows)
+    connections = Counter(h for _, h in running_rows if h)
+    limited: sa.ColumnElement[bool] = col(Destination.window_start).is_not(None)
+    if running:
+        limited = sa.or_(limited, col(Destination.name).in_(list(running)))
+    full = {
+        d.name
+        for d in session.exec(select(Destination).where(limited))
+        if running[d.name] >= d.max_parallel_transfers or not in_window(d, now)
+    }
+    capped_hosts = (
+        {
+            h.name
+            for h in session.exec(select(Host).where(col(Host.name).in_(list(connections))))
+            if 0 < int(h.options.get("max_connections", 0) or 0) <= connections[h.name]
+        }
+        if connections
+        else set()
+    )
+    host_blocked: set[str] = set()
+    if capped_hosts:
+        serving = select(DestinationHost.destination_name).where(col(DestinationHost.host_name).in_(capped_hosts))
+        for destination in session.exec(select(Destination).where(col(Destination.name).in_(serving))):
+            if destination.name in full:
+                continue
+            names = [h.name for h in active_hosts(session, destination.name)]
+            state = session.get(DestinationState, destination.name)
+            if first_host(names, destination, state, now) in capped_hosts:
+                host_blocked.add(destination.name)
+    return full, host_blocked, capped_hosts
+
+
+def _not_blocked(full: set[str], host_blocked: set[str], capped_hosts: set[str]) -> list[Any]:
+    """Conditions leaving out the transfers that cannot start now (see `_blocked_destinations`); a
+    transfer of a host-blocked destination stays a candidate when it is to go to another host."""
+    conditions: list[Any] = []
+    if full:
+        conditions.append(col(DataTransfer.destination_name).not_in(sorted(full)))
+    if host_blocked:
+        conditions.append(
+            sa.or_(
+                col(DataTransfer.destination_name).not_in(sorted(host_blocked)),
+                sa.and_(
+                    col(DataTransfer.next_host).is_not(None),
+                    col(DataTransfer.next_host).not_in(sorted(capped_hosts)),
+                ),
+            )
+        )
+    return conditions
 
 
 def _lock_capped_hosts(session: Session, hosts: dict[str, list[Host]]) -> None:

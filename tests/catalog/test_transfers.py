@@ -64,6 +64,27 @@ def test_claim_respects_the_destination_cap_and_max_bytes(engine, store, tmp_pat
     assert len(claim_ids(engine, max_bytes=2500)) == 3  # stops once 2,500 bytes are claimed
 
 
+@pytest.mark.parametrize("blocked_by", ["its cap", "its time window", "its host's connection cap"])
+def test_a_destination_that_can_take_nothing_does_not_hold_up_the_others_queued_behind_it(
+    engine, store, tmp_path, blocked_by
+):
+    """Its backlog is longer than a claim's window of candidates (four times the claim's size)."""
+    slow = local_host("slow-host", str(tmp_path / "slow"))
+    if blocked_by == "its host's connection cap":
+        slow.options = {"max_connections": 1}
+    # A window closed now: from two hours ahead to one hour ahead, wrapping past midnight if need be.
+    later = [(utcnow() + timedelta(hours=h)).strftime("%H:%M") for h in (2, 3)]
+    window = {"window_start": later[0], "window_end": later[1]} if blocked_by == "its time window" else {}
+    destination(engine, "slow", host=slow, max_parallel_transfers=2, **window)
+    destination(engine, "other", host=local_host("other-host", str(tmp_path / "other")), max_parallel_transfers=50)
+    backlog = [push(engine, store, "slow", f"{i}.bin")[1][0] for i in range(60)]
+    behind = push(engine, store, "other", "behind.bin")[1][0]
+    first = claim_ids(engine, limit=5)  # 36 candidates
+    second = claim_ids(engine, limit=5)
+    allowed = {"its cap": 2, "its time window": 0, "its host's connection cap": 1}[blocked_by]
+    assert set(first + second) == set(backlog[:allowed]) | {behind}
+
+
 def test_portal_buckets_future_and_held_transfers_are_not_claimed(engine, store, site):
     destination(engine, "bucket")  # no dissemination host: transfers wait to be pulled
     push(engine, store, "bucket", "pulled.bin")
