@@ -646,6 +646,7 @@ def _register(
             "scheduled_at": now,
             "expires_at": expires,
             "updated_at": now,
+            "awaiting_request": rule.no_retrieval,
         },
     )
     staged.copy_into(
@@ -694,12 +695,13 @@ def _register(
             connection,
             _table(DataTransfer),
             ("id", "data_file_id", "destination_name", "target", "status", "priority")
-            + ("queued_at", "scheduled_at", "expires_at", "updated_at"),
+            + ("queued_at", "scheduled_at", "expires_at", "updated_at", "awaiting_request"),
         )
         at, until = transfers.convert("queued_at", now), transfers.convert("expires_at", expires)
         to_aliases = list(zip(planned[len(entries) :], transfer_ids[len(entries) :], strict=True))
         transfers.run(
-            (tid, i, to, target, preset, priority, at, at, until, at) for (i, to, target, priority), tid in to_aliases
+            (tid, i, to, target, preset, priority, at, at, until, at, rule.no_retrieval)
+            for (i, to, target, priority), tid in to_aliases
         )
         _history_of_created(connection, [tid for _, tid in to_aliases], now, by=by, reason=reason)
     return ids

@@ -290,6 +290,9 @@ class DataTransfer(SQLModel, table=True):
     __tablename__ = "data_transfer"
     __table_args__ = (
         sa.Index("ix_data_transfer_queue", "status", "priority", "queued_at", "id"),
+        # The retriever's queue: Preset transfers in queue order, those waiting for a request apart,
+        # so a million files registered without retrieval are never read by its claims.
+        sa.Index("ix_data_transfer_retrieval", "status", "awaiting_request", "priority", "queued_at", "id"),
         # A destination's transfers by target: the portal's lookups and its key-ordered listings
         # (it serves lookups by destination alone too, as its leading column).
         sa.Index("ix_data_transfer_destination_target", "destination_name", "target"),
@@ -305,6 +308,9 @@ class DataTransfer(SQLModel, table=True):
     scheduled_at: datetime = _created()
     """Not claimed before this time (delays, retries)."""
     expires_at: datetime | None = _time(nullable=True)
+    awaiting_request: bool = False
+    """A transfer of a file registered without retrieval, Preset until a read asks for the file
+    (`catalog.on_demand`): the retriever leaves it alone until then."""
     start_count: int = 0
     requeue_count: int = 0
     host_name: str | None = None

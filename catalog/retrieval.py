@@ -107,6 +107,7 @@ def claim_fetches(
         .join(SourceFile, col(SourceFile.data_file_id) == col(DataTransfer.data_file_id))
         .where(
             DataTransfer.status == S.PRESET.value,
+            col(DataTransfer.awaiting_request) == sa.false(),  # through `ix_data_transfer_retrieval`
             col(DataTransfer.scheduled_at) <= now,
             col(SourceFile.host_name).not_in(full),
             # An on-demand file waits for a read through the portal to ask for it (`catalog.on_demand`).

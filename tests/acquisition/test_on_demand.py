@@ -18,6 +18,7 @@ import asyncssh
 import boto3
 import httpx
 import pytest
+import sqlalchemy as sa
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from sqlmodel import Session, col, select
@@ -27,6 +28,7 @@ from catalog.data_users import DataUserSpec, create_data_user, grant, issue_s3_s
 from catalog.database import session_scope
 from catalog.events import EventLog
 from catalog.models import DataFile, DataTransfer, TransferHistory, utcnow
+from catalog.on_demand import request_fetch
 from catalog.portal import Portal
 from catalog.purge import expired_data_files, remove_data_files
 from catalog.retrieval import claim_fetches
@@ -162,6 +164,44 @@ def read_until_served(
             assert answer.json()["status"] == "pending"
         time.sleep(0.1)
     raise AssertionError(f"{path} never served: {seen[-5:]}")
+
+
+def test_the_retriever_claims_requested_files_only_and_never_reads_the_others(world):
+    """Files registered without retrieval wait for a request; the retriever's claim is answered from
+    its queue index, which keeps them apart (a million of them cost an idle poll nothing)."""
+    engine = world.rt.engine
+
+    def claim() -> list[int]:
+        with session_scope(engine) as session:
+            return [fetch.data_file_id for fetch in claim_fetches(session, "r", 10, default_per_host=4)]
+
+    def awaiting() -> dict[str, bool]:
+        with Session(engine) as session:
+            return {t.target: t.awaiting_request for t in session.exec(select(DataTransfer))}
+
+    assert awaiting() == dict.fromkeys(NAMES, True)
+    statements: list[tuple[str, object]] = []
+
+    def record(connection, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert claim() == []
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    if engine.dialect.name == "sqlite":
+        query, parameters = next((q, p) for q, p in statements if "source_file" in q and "ORDER BY" in q)
+        with engine.connect() as connection:
+            plan = [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters)]
+        assert any("ix_data_transfer_retrieval (status=? AND awaiting_request=?)" in step for step in plan), plan
+
+    wanted = world.transfer("b.bin").data_file_id
+    with session_scope(engine) as session:
+        assert request_fetch(session, wanted, by="test", reason="a read through the portal")
+    assert awaiting() == {name: name != "b.bin" for name in NAMES}
+    assert claim() == [wanted]
+    assert claim() == []
 
 
 def test_the_portal_lists_on_demand_files_and_https_reads_fetch_them_once(world, served):
