@@ -18,7 +18,6 @@ import asyncssh
 import boto3
 import httpx
 import pytest
-import sqlalchemy as sa
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from sqlmodel import Session, col, select
@@ -37,6 +36,7 @@ from catalog.transfers import expire_due
 from tasks.discovery import discover_rule
 from tasks.retrieval import retrieve
 from tests.acquisition.conftest import Source, acquisition_setup, attach_local_site, nginx_provider
+from tests.query_plans import sqlite_plan
 from tests.servers._common import wait_until
 
 PASSWORD = "pw-alice-1"
@@ -180,20 +180,9 @@ def test_the_retriever_claims_requested_files_only_and_never_reads_the_others(wo
             return {t.target: t.awaiting_request for t in session.exec(select(DataTransfer))}
 
     assert awaiting() == dict.fromkeys(NAMES, True)
-    statements: list[tuple[str, object]] = []
-
-    def record(connection, cursor, statement, parameters, context, executemany):
-        statements.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        assert claim() == []
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
+    assert claim() == []
     if engine.dialect.name == "sqlite":
-        query, parameters = next((q, p) for q, p in statements if "source_file" in q and "ORDER BY" in q)
-        with engine.connect() as connection:
-            plan = [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters)]
+        plan = sqlite_plan(engine, claim, marker="JOIN source_file")
         assert any("ix_data_transfer_retrieval (status=? AND awaiting_request=?)" in step for step in plan), plan
 
     wanted = world.transfer("b.bin").data_file_id

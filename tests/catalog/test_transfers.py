@@ -24,6 +24,7 @@ from catalog.transfers import (
     transfer_public,
 )
 from tests.factories import destination, local_host, push
+from tests.query_plans import sqlite_plan
 
 
 @pytest.fixture
@@ -222,6 +223,19 @@ def test_expired_transfers_fail_with_the_openecpds_reason(engine, store, site):
         assert expire_due(session, by="m1", now=utcnow() + timedelta(seconds=61)) == [tid]
     t = status(engine, tid)
     assert (t.status, t.error) == ("Failed", "not transferred before expiration")
+
+
+def test_expiry_reads_the_expired_waiting_transfers_only(engine, store, site):
+    """Run before every claim: through its index, whatever the number of transfers waiting."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the plan is read from SQLite's planner")
+
+    def expire() -> None:
+        with session_scope(engine) as session:
+            expire_due(session, by="m1")
+
+    plan = sqlite_plan(engine, expire, marker="expires_at <")
+    assert any("ix_data_transfer_expiry (status=? AND expires_at>? AND expires_at<?)" in step for step in plan), plan
 
 
 def test_aliases_queue_the_same_data_file_elsewhere(engine, store, site, tmp_path):
