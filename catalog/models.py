@@ -293,6 +293,8 @@ class DataTransfer(SQLModel, table=True):
         # The retriever's queue: Preset transfers in queue order, those waiting for a request apart,
         # so a million files registered without retrieval are never read by its claims.
         sa.Index("ix_data_transfer_retrieval", "status", "awaiting_request", "priority", "queued_at", "id"),
+        # A mover's claim, destination by destination (`catalog.transfers._queue_heads`).
+        sa.Index("ix_data_transfer_destination_queue", "destination_name", "status", "priority", "queued_at", "id"),
         # Expiry, checked before every claim: the waiting transfers whose lifetime ended, not all of them.
         sa.Index("ix_data_transfer_expiry", "status", "expires_at"),
         # A destination's transfers by target: the portal's lookups and its key-ordered listings

@@ -222,7 +222,10 @@ def claim_ids(
     """
     now = now or utcnow()
     live = live_proxy_hosts(session, stale_after=stale_after, now=now) if stale_after is not None else set()
-    full, host_blocked, capped_hosts = _blocked_destinations(session, now)
+    window = limit * 4 + 16
+    heads = _queue_heads(session, now, window)
+    if heads is None:
+        return []
     # Plain rows, not ORM objects, joined with their files' sizes: a claim reads up to four times
     # `limit` candidates, and building an object per row was a third of the mover's CPU on small files.
     candidates: list[Any] = list(  # rows with the attributes named below
@@ -245,14 +248,11 @@ def claim_ids(
             )
             .outerjoin(DataFile, col(DataFile.id) == DataTransfer.data_file_id)
             .where(
-                col(DataTransfer.status).in_([s.value for s in READY]),
-                col(DataTransfer.scheduled_at) <= now,
-                col(DataTransfer.destination_name).in_(_dispatchable_destinations()),
+                col(DataTransfer.id).in_(heads),  # ready and due: the heads are (and read from here)
                 claimable_by(proxy_host, live),
-                *_not_blocked(full, host_blocked, capped_hosts),
             )
             .order_by(*QUEUE_ORDER)
-            .limit(limit * 4 + 16)
+            .limit(window)
             .with_for_update(skip_locked=True, of=DataTransfer)
         )
     )
@@ -352,15 +352,26 @@ def claim_ids(
 _HOST_LOCK_SPACE = 0x7064_7301
 
 
-def _blocked_destinations(session: Session, now: datetime) -> tuple[set[str], set[str], set[str]]:
-    """What cannot start now: destinations at their cap of transfers at once or outside their time
-    window (`full`); destinations whose new starts go to a host at its `max_connections`
-    (`host_blocked`); those hosts (`capped_hosts`).
+# The columns `_queue_heads` reads, as plain table clauses: aliases of the mapped tables build a
+# proxy of every column each time (milliseconds a claim).
+_QUEUE = sa.table(
+    "data_transfer",
+    *(sa.column(c) for c in ("id", "destination_name", "status", "scheduled_at", "priority", "queued_at")),
+)
+_DESTINATIONS = sa.table("destination", sa.column("name"))
 
-    A claim's candidates are the first few thousand ready transfers in queue order; a destination
-    that can take none of its own backlog would otherwise fill them, and every destination queued
-    behind it would wait until that backlog drained. Read without locks: the claim counts again
-    under its locks before it takes anything."""
+
+def _queue_heads(session: Session, now: datetime, window: int) -> Any:
+    """The ids a claim may consider: the first ready transfers, in queue order, of each destination
+    that can take one now (active, with a dissemination host, inside its time window, under its cap
+    of transfers at once, a host of it under its `max_connections`), about as many of each as it
+    could take; None when no destination can take any.
+
+    Taken destination by destination, through `ix_data_transfer_destination_queue`: a destination's
+    backlog, however long, costs a claim no more than the transfers it could take, and never hides
+    the transfers of the destinations queued behind it (with the first few thousand ready transfers
+    of the whole queue, a destination at its cap with a longer backlog held up every other). Counted
+    without locks: the claim counts again under its locks before it takes anything."""
     running_rows = session.exec(
         select(DataTransfer.destination_name, DataTransfer.host_name).where(
             DataTransfer.status == TransferStatus.TRANSFERRING.value
@@ -368,53 +379,54 @@ def _blocked_destinations(session: Session, now: datetime) -> tuple[set[str], se
     ).all()
     running = Counter(d for d, _ in running_rows)
     connections = Counter(h for _, h in running_rows if h)
-    limited: sa.ColumnElement[bool] = col(Destination.window_start).is_not(None)
-    if running:
-        limited = sa.or_(limited, col(Destination.name).in_(list(running)))
-    full = {
-        d.name
-        for d in session.exec(select(Destination).where(limited))
-        if running[d.name] >= d.max_parallel_transfers or not in_window(d, now)
+    room = {
+        d.name: d.max_parallel_transfers - running[d.name]
+        for d in session.exec(select(Destination).where(col(Destination.name).in_(_dispatchable_destinations())))
+        if running[d.name] < d.max_parallel_transfers and in_window(d, now)
     }
-    capped_hosts = (
-        {
-            h.name
-            for h in session.exec(select(Host).where(col(Host.name).in_(list(connections))))
-            if 0 < int(h.options.get("max_connections", 0) or 0) <= connections[h.name]
-        }
-        if connections
-        else set()
+    # A destination whose hosts all have every connection they accept can take nothing either.
+    free: dict[str, int] = {}
+    links = session.exec(
+        select(DestinationHost.destination_name, Host)
+        .join(Host, col(Host.name) == col(DestinationHost.host_name))
+        .where(col(DestinationHost.destination_name).in_(sorted(room)), DestinationHost.kind == HostKind.DISSEMINATION)
+        .where(col(Host.active).is_(True))
     )
-    host_blocked: set[str] = set()
-    if capped_hosts:
-        serving = select(DestinationHost.destination_name).where(col(DestinationHost.host_name).in_(capped_hosts))
-        for destination in session.exec(select(Destination).where(col(Destination.name).in_(serving))):
-            if destination.name in full:
-                continue
-            names = [h.name for h in active_hosts(session, destination.name)]
-            state = session.get(DestinationState, destination.name)
-            if first_host(names, destination, state, now) in capped_hosts:
-                host_blocked.add(destination.name)
-    return full, host_blocked, capped_hosts
-
-
-def _not_blocked(full: set[str], host_blocked: set[str], capped_hosts: set[str]) -> list[Any]:
-    """Conditions leaving out the transfers that cannot start now (see `_blocked_destinations`); a
-    transfer of a host-blocked destination stays a candidate when it is to go to another host."""
-    conditions: list[Any] = []
-    if full:
-        conditions.append(col(DataTransfer.destination_name).not_in(sorted(full)))
-    if host_blocked:
-        conditions.append(
-            sa.or_(
-                col(DataTransfer.destination_name).not_in(sorted(host_blocked)),
-                sa.and_(
-                    col(DataTransfer.next_host).is_not(None),
-                    col(DataTransfer.next_host).not_in(sorted(capped_hosts)),
-                ),
+    for name, host in links:
+        cap = int(host.options.get("max_connections", 0) or 0)
+        free[name] = max(free.get(name, 0), cap - connections[host.name] if cap else room[name])
+    room = {name: min(left, free.get(name, 0)) for name, left in room.items() if free.get(name, 0) > 0}
+    if not room:
+        return None
+    # One range per destination and status, LIMITed to what the destination could take and a margin
+    # (transfers another mover takes first, or bound to a host at its cap); destinations with about
+    # the same room share one statement arm.
+    arms: dict[int, list[str]] = {}
+    for name, left in room.items():
+        arms.setdefault(min(window, 1 << (left + 8).bit_length()), []).append(name)
+    heads = []
+    for take, names in sorted(arms.items()):
+        for status in sorted(s.value for s in READY):  # one range per status keeps each in queue order
+            ready = _QUEUE.alias(f"ready_{status.lower()}_{take}")
+            first = (
+                sa.select(ready.c.id)
+                .where(ready.c.destination_name == _DESTINATIONS.c.name, ready.c.status == status)
+                .where(ready.c.scheduled_at <= now)
+                .order_by(ready.c.priority, ready.c.queued_at, ready.c.id)
+                .limit(take)
+                .correlate(_DESTINATIONS)
+                # Rows another mover's claim holds are passed over here (PostgreSQL), not after the
+                # LIMIT: the next ones come in their place.
+                .with_for_update(skip_locked=True)
             )
-        )
-    return conditions
+            of_each = _QUEUE.alias(f"head_{status.lower()}_{take}")
+            heads.append(
+                sa.select(of_each.c.id)
+                .select_from(_DESTINATIONS)
+                .join(of_each, of_each.c.id.in_(first))
+                .where(_DESTINATIONS.c.name.in_(sorted(names)))
+            )
+    return sa.union_all(*heads)
 
 
 def _lock_capped_hosts(session: Session, hosts: dict[str, list[Host]]) -> None:
