@@ -157,9 +157,14 @@ def parse_clock(value: str) -> time:
 
 def in_window(destination: Destination, now: datetime) -> bool:
     """Whether the destination's active time window (UTC) is open at `now`; no window: always."""
-    if not destination.window_start or not destination.window_end:
+    return window_open(destination.window_start, destination.window_end, now)
+
+
+def window_open(window_start: str | None, window_end: str | None, now: datetime) -> bool:
+    """Whether the time window from `window_start` to `window_end` (UTC, HH:MM) is open at `now`."""
+    if not window_start or not window_end:
         return True
-    start, end, current = parse_clock(destination.window_start), parse_clock(destination.window_end), now.time()
+    start, end, current = parse_clock(window_start), parse_clock(window_end), now.time()
     if start <= end:
         return start <= current < end
     return current >= start or current < end  # the window wraps past midnight

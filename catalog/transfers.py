@@ -8,6 +8,7 @@ so movers on several machines do not wait for each other).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,9 +34,10 @@ from catalog.models import (
     HostKind,
     Mover,
     TransferHistory,
+    UTCDateTime,
     utcnow,
 )
-from catalog.scheduling import QUEUE_ORDER, HostRetry, after_failure, first_host, in_window
+from catalog.scheduling import QUEUE_ORDER, HostRetry, after_failure, first_host, in_window, window_open
 from catalog.statuses import READY, TransferStatus, allowed
 
 
@@ -223,9 +225,10 @@ def claim_ids(
     now = now or utcnow()
     live = live_proxy_hosts(session, stale_after=stale_after, now=now) if stale_after is not None else set()
     window = limit * 4 + 16
-    heads = _queue_heads(session, now, window)
-    if heads is None:
+    found = _queue_heads(session, now, window)
+    if found is None:
         return []
+    heads, heads_params = found
     # Plain rows, not ORM objects, joined with their files' sizes: a claim reads up to four times
     # `limit` candidates, and building an object per row was a third of the mover's CPU on small files.
     candidates: list[Any] = list(  # rows with the attributes named below
@@ -253,7 +256,8 @@ def claim_ids(
             )
             .order_by(*QUEUE_ORDER)
             .limit(window)
-            .with_for_update(skip_locked=True, of=DataTransfer)
+            .with_for_update(skip_locked=True, of=DataTransfer),
+            heads_params,
         )
     )
     if not candidates:
@@ -356,12 +360,13 @@ _HOST_LOCK_SPACE = 0x7064_7301
 # proxy of every column each time (milliseconds a claim).
 _QUEUE = sa.table(
     "data_transfer",
-    *(sa.column(c) for c in ("id", "destination_name", "status", "scheduled_at", "priority", "queued_at")),
+    *(sa.column(c) for c in ("id", "destination_name", "status", "priority", "queued_at")),
+    sa.column("scheduled_at", UTCDateTime()),
 )
 _DESTINATIONS = sa.table("destination", sa.column("name"))
 
 
-def _queue_heads(session: Session, now: datetime, window: int) -> Any:
+def _queue_heads(session: Session, now: datetime, window: int) -> tuple[sa.CompoundSelect[Any], dict[str, Any]] | None:
     """The ids a claim may consider: the first ready transfers, in queue order, of each destination
     that can take one now (active, with a dissemination host, inside its time window, under its cap
     of transfers at once, a host of it under its `max_connections`), about as many of each as it
@@ -379,22 +384,27 @@ def _queue_heads(session: Session, now: datetime, window: int) -> Any:
     ).all()
     running = Counter(d for d, _ in running_rows)
     connections = Counter(h for _, h in running_rows if h)
+    # Plain columns, not objects: read at every poll, for every destination.
     room = {
-        d.name: d.max_parallel_transfers - running[d.name]
-        for d in session.exec(select(Destination).where(col(Destination.name).in_(_dispatchable_destinations())))
-        if running[d.name] < d.max_parallel_transfers and in_window(d, now)
+        name: most - running[name]
+        for name, most, start, end in session.exec(
+            select(
+                Destination.name, Destination.max_parallel_transfers, Destination.window_start, Destination.window_end
+            ).where(col(Destination.name).in_(_dispatchable_destinations()))
+        )
+        if running[name] < most and window_open(start, end, now)
     }
     # A destination whose hosts all have every connection they accept can take nothing either.
     free: dict[str, int] = {}
     links = session.exec(
-        select(DestinationHost.destination_name, Host)
+        select(DestinationHost.destination_name, Host.name, Host.options)
         .join(Host, col(Host.name) == col(DestinationHost.host_name))
-        .where(col(DestinationHost.destination_name).in_(sorted(room)), DestinationHost.kind == HostKind.DISSEMINATION)
-        .where(col(Host.active).is_(True))
+        .where(col(DestinationHost.kind) == HostKind.DISSEMINATION, col(Host.active).is_(True))
     )
-    for name, host in links:
-        cap = int(host.options.get("max_connections", 0) or 0)
-        free[name] = max(free.get(name, 0), cap - connections[host.name] if cap else room[name])
+    for name, host, options in links:
+        if name in room:
+            cap = int((options or {}).get("max_connections", 0) or 0)
+            free[name] = max(free.get(name, 0), cap - connections[host] if cap else room[name])
     room = {name: min(left, free.get(name, 0)) for name, left in room.items() if free.get(name, 0) > 0}
     if not room:
         return None
@@ -404,14 +414,22 @@ def _queue_heads(session: Session, now: datetime, window: int) -> Any:
     arms: dict[int, list[str]] = {}
     for name, left in room.items():
         arms.setdefault(min(window, 1 << (left + 8).bit_length()), []).append(name)
+    params: dict[str, Any] = {f"names_{take}": sorted(names) for take, names in arms.items()}
+    return _heads_statement(tuple(sorted(arms))), params | {"heads_now": now}
+
+
+@functools.lru_cache(maxsize=128)
+def _heads_statement(takes: tuple[int, ...]) -> sa.CompoundSelect[Any]:
+    """The statement of `_queue_heads` for arms of these sizes, built once (a claim is made several
+    times a second; building it took longer than running it)."""
     heads = []
-    for take, names in sorted(arms.items()):
+    for take in takes:
         for status in sorted(s.value for s in READY):  # one range per status keeps each in queue order
             ready = _QUEUE.alias(f"ready_{status.lower()}_{take}")
             first = (
                 sa.select(ready.c.id)
                 .where(ready.c.destination_name == _DESTINATIONS.c.name, ready.c.status == status)
-                .where(ready.c.scheduled_at <= now)
+                .where(ready.c.scheduled_at <= sa.bindparam("heads_now", type_=UTCDateTime()))
                 .order_by(ready.c.priority, ready.c.queued_at, ready.c.id)
                 .limit(take)
                 .correlate(_DESTINATIONS)
@@ -424,7 +442,7 @@ def _queue_heads(session: Session, now: datetime, window: int) -> Any:
                 sa.select(of_each.c.id)
                 .select_from(_DESTINATIONS)
                 .join(of_each, of_each.c.id.in_(first))
-                .where(_DESTINATIONS.c.name.in_(sorted(names)))
+                .where(_DESTINATIONS.c.name.in_(sa.bindparam(f"names_{take}", expanding=True)))
             )
     return sa.union_all(*heads)
 
