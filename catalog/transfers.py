@@ -275,13 +275,7 @@ def claim_ids(
     hosts = {name: active_hosts(session, name) for name in destinations}
     _lock_capped_hosts(session, hosts)
     states = {name: session.get(DestinationState, name) for name in destinations}
-    running_rows = session.exec(
-        select(DataTransfer.destination_name, DataTransfer.host_name).where(
-            DataTransfer.status == TransferStatus.TRANSFERRING.value
-        )
-    ).all()
-    running = Counter(d for d, _ in running_rows)
-    connections = Counter(h for _, h in running_rows if h)
+    running, connections = _transfers_running(session)
     host_caps = {h.name: int(h.options.get("max_connections", 0) or 0) for hs in hosts.values() for h in hs}
     proxied = proxy_hosts(session, list(destinations))
     claimed: list[int] = []
@@ -366,6 +360,16 @@ _QUEUE = sa.table(
 _DESTINATIONS = sa.table("destination", sa.column("name"))
 
 
+def _transfers_running(session: Session) -> tuple[Counter[str], Counter[str]]:
+    """Transfers under way: how many per destination, and how many per host (its connections)."""
+    rows = session.exec(
+        select(DataTransfer.destination_name, DataTransfer.host_name).where(
+            DataTransfer.status == TransferStatus.TRANSFERRING.value
+        )
+    ).all()
+    return Counter(d for d, _ in rows), Counter(h for _, h in rows if h)
+
+
 def _queue_heads(session: Session, now: datetime, window: int) -> tuple[sa.CompoundSelect[Any], dict[str, Any]] | None:
     """The ids a claim may consider: the first ready transfers, in queue order, of each destination
     that can take one now (active, with a dissemination host, inside its time window, under its cap
@@ -377,13 +381,7 @@ def _queue_heads(session: Session, now: datetime, window: int) -> tuple[sa.Compo
     the transfers of the destinations queued behind it (with the first few thousand ready transfers
     of the whole queue, a destination at its cap with a longer backlog held up every other). Counted
     without locks: the claim counts again under its locks before it takes anything."""
-    running_rows = session.exec(
-        select(DataTransfer.destination_name, DataTransfer.host_name).where(
-            DataTransfer.status == TransferStatus.TRANSFERRING.value
-        )
-    ).all()
-    running = Counter(d for d, _ in running_rows)
-    connections = Counter(h for _, h in running_rows if h)
+    running, connections = _transfers_running(session)
     # Plain columns, not objects: read at every poll, for every destination.
     room = {
         name: most - running[name]
