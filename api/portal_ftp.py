@@ -3,13 +3,11 @@
 Data users log in with their password. The file system (`PortalFS`) maps every FTP command onto
 `catalog.portal.Portal`, so permissions, quotas, uploads (pushes) and downloads are those of every
 other protocol; nothing touches the local disk and `..` never rises above `/`. An upload is committed
-only when its data connection ends normally while its client is still connected (a client killed
-mid-upload closes its data connection too: see `_client_gone`); a quota used up answers `552`. A
-file registered without retrieval is fetched when RETR asks for it: the command waits up to
-`fetch_wait_seconds`, then answers `450` (try again later) if the content is still on its way.
-Resuming (REST before STOR) and appending (APPE) are refused: an upload is a new data file. One
-thread per session, since each command may wait on the database. Run it with `python -m
-api.portal_ftp` (what `pds up` does).
+only when its data connection ends normally; a quota used up answers `552`. A file registered
+without retrieval is fetched when RETR asks for it: the command waits up to `fetch_wait_seconds`,
+then answers `450` (try again later) if the content is still on its way. Resuming (REST before
+STOR) and appending (APPE) are refused: an upload is a new data file. One thread per session, since
+each command may wait on the database. Run it with `python -m api.portal_ftp` (what `pds up` does).
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import socket
 import stat
 import time
 from pathlib import Path
@@ -275,44 +272,19 @@ class PortalFS(AbstractedFS):  # type: ignore[misc]  # pyftpdlib has no type hin
             yield f"{kind}{mode}   1 pds      pds      {entry.size:>12} {when} {name}\r\n".encode("utf8", "replace")
 
 
-def _client_gone(control: Any) -> bool:
-    """Whether the client has closed its end of the control connection (nothing left to read but EOF).
-
-    In stream mode an upload ends when the client closes the data connection, and a client that dies
-    mid-upload (killed, crashed, Ctrl-C) closes it too: the kernel closes a dying process's descriptors
-    in order, the control connection (opened first) before the data connection. A client that ends an
-    upload on purpose keeps the control connection open to hear the 226.
-    """
-    try:
-        probe = socket.socket(fileno=os.dup(control.socket.fileno()))
-    except OSError:
-        return True
-    try:
-        return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False  # open, and silent while it waits for the answer
-    except OSError:
-        return True  # reset
-    finally:
-        probe.close()
-
-
 class _PortalDataMixin:
-    """Commits an upload only when its data connection ended normally and its client is still there;
-    a quota used up answers 552."""
+    """Commits an upload only when its data connection ended normally; a quota used up answers 552."""
 
     file_obj: Any
     transfer_finished: bool
-    cmd_channel: Any
     _closed: bool
     _resp: Any
     _error: bool
 
     def close(self) -> None:
         if not self._closed and isinstance(self.file_obj, WriteFile) and not self.file_obj.closed:
-            complete = self.transfer_finished and not _client_gone(self.cmd_channel)
             try:
-                self.file_obj.finish(complete)
+                self.file_obj.finish(self.transfer_finished)
             except PdsError as exc:
                 self._resp = (f"451 {exc}", logger.warning)
             if self.file_obj.quota_error is not None:

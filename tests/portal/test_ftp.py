@@ -8,8 +8,6 @@ import io
 import os
 import ssl
 import subprocess
-import sys
-import time
 
 import pytest
 from sqlmodel import select
@@ -175,52 +173,3 @@ def test_after_two_puts_and_a_delete_no_older_version_shows_again(ftp_portal, wo
     assert lftp(ftp_portal, [f"get /bucket/v.bin -o {back}"]).returncode != 0
     assert not back.exists() or back.read_bytes() == b""
     assert statuses(world) == [("bucket", "v.bin", "Stopped")] * 2
-
-
-# A client that sends part of a file and is then killed: its kernel closes both its connections.
-CUT_CLIENT = """
-import ftplib, os, ssl, sys, time
-port, mode, cafile, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-if mode == "ftps":
-    client = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=cafile), timeout=30)
-    client.connect("127.0.0.1", port)
-    client.login("alice", password)
-    client.prot_p()
-else:
-    client = ftplib.FTP(timeout=30)
-    client.connect("127.0.0.1", port)
-    client.login("alice", password)
-client.voidcmd("TYPE I")
-data = client.transfercmd("STOR /bucket/cut.bin")
-data.sendall(os.urandom(256 * 1024))
-print("sent", flush=True)
-time.sleep(600)
-"""
-
-
-def test_a_client_killed_mid_upload_leaves_no_file(ftp_portal, world, tmp_path):
-    client = subprocess.Popen(
-        [sys.executable, "-c", CUT_CLIENT, str(ftp_portal.port), ftp_portal.mode, str(ftp_portal.cert), PASSWORD],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert client.stdout is not None and client.stdout.readline() == "sent\n"
-        deadline = time.monotonic() + 30
-        while statuses(world) != [("bucket", "cut.bin", "Arriving")] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert statuses(world) == [("bucket", "cut.bin", "Arriving")]
-        time.sleep(0.5)  # the server has read what was sent
-    finally:
-        client.kill()
-        client.wait()
-    deadline = time.monotonic() + 30
-    while statuses(world) == [("bucket", "cut.bin", "Arriving")] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert statuses(world) == [("bucket", "cut.bin", "Failed")]
-    assert lftp(ftp_portal, ["cls -1 /bucket/"]).stdout.strip() == ""
-    # The next upload of the same name is whole and committed as usual.
-    whole = tmp_path / "whole.bin"
-    whole.write_bytes(os.urandom(300 * 1024))
-    assert curl(ftp_portal, "-T", str(whole), url(ftp_portal, "/bucket/cut.bin")).returncode == 0
-    assert statuses(world) == [("bucket", "cut.bin", "Failed"), ("bucket", "cut.bin", "Queued")]
