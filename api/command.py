@@ -3,13 +3,12 @@ of a command — its imports, a wait for the API, a push — is one line and exi
 
 from __future__ import annotations
 
+import _signal  # the C module, ready at once: `signal` builds its enums first, a window Ctrl-C hit
 import os
-import signal
 import sys
-from types import FrameType
 
 
-def _interrupted(signum: int, frame: FrameType | None) -> None:
+def _interrupted(signum: int, frame: object) -> None:
     # Exit from the handler itself rather than raise KeyboardInterrupt: raised while an import runs one
     # of importlib's weakref callbacks, the interpreter prints "Exception ignored" and drops it, and the
     # command went on as if Ctrl-C had not been pressed (then waited on the API for minutes). Nothing a
@@ -19,7 +18,7 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 def entry() -> None:
-    signal.signal(signal.SIGINT, _interrupted)  # `pds up` puts its own in place once it supervises
+    _signal.signal(_signal.SIGINT, _interrupted)  # `pds up` puts its own in place once it supervises
     try:
         from api.cli import main
 
