@@ -29,7 +29,7 @@ from catalog.access import Permission
 from catalog.database import make_engine, migrate, session_scope
 from catalog.events import EventLog
 from catalog.portal import Portal, portal_from_settings
-from catalog.proxy import remove_stale_copies
+from catalog.proxy import delete_stale_copies_on_commit
 from catalog.settings import Settings
 from catalog.store import DataStore
 from catalog.users import ensure_user
@@ -47,7 +47,7 @@ def create_app(
     settings = settings or Settings()
     engine = engine or make_engine(settings.resolved_database_url())
     store = store or DataStore.from_settings(settings)
-    remove_stale_copies(engine, settings.resolved_proxy_cache_dir())
+    delete_stale_copies_on_commit(engine, settings.resolved_proxy_cache_dir())
 
     portal = portal or portal_from_settings(settings, engine, store, EventLog.open(settings.resolved_event_log()))
 

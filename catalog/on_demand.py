@@ -74,9 +74,8 @@ def request_fetch(session: Session, data_file_id: int, *, by: str, reason: str) 
     )
     if not changed.rowcount:
         return False
-    transfers: Any = DataTransfer.__table__  # type: ignore[attr-defined]
-    session.connection().execute(  # the retriever's claims see them from now on
-        sa.update(transfers).where(transfers.c.data_file_id == data_file_id).values(awaiting_request=False)
+    session.execute(  # the retriever's claims see them from now on
+        sa.update(DataTransfer).where(col(DataTransfer.data_file_id) == data_file_id).values(awaiting_request=False)
     )
     waiting = session.exec(
         select(DataTransfer).where(DataTransfer.data_file_id == data_file_id, DataTransfer.status == S.PRESET.value)

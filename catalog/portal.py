@@ -49,7 +49,7 @@ from catalog.portal_keys import KeyPage, list_keys
 from catalog.portal_models import ALL_OPERATIONS, Operation, PortalAccount, PortalDirectory, PortalUsage
 from catalog.portal_paths import Entry, PortalUser, TreePath, entry_of, is_temporary, parse_path
 from catalog.portal_streams import Download, Upload
-from catalog.proxy import remove_stale_copies
+from catalog.proxy import delete_stale_copies_on_commit
 from catalog.settings import Settings
 from catalog.shared_state import SharedConnectionSlots
 from catalog.statuses import TransferStatus
@@ -620,7 +620,7 @@ def portal_from_environment() -> tuple[Settings, Portal]:
     """The portal of a standalone server process (FTP, SFTP): database, store and event log from `PDS_*`."""
     settings = Settings()
     engine = make_engine(settings.resolved_database_url())
-    remove_stale_copies(engine, settings.resolved_proxy_cache_dir())
+    delete_stale_copies_on_commit(engine, settings.resolved_proxy_cache_dir())
     store = DataStore.from_settings(settings)
     return settings, portal_from_settings(settings, engine, store, EventLog.open(settings.resolved_event_log()))
 

@@ -211,12 +211,12 @@ def _save_asset(
 
 STALE_CACHE_FILES = "pds.proxy.stale_cache_files"
 """`session.info` key: cache files (relative paths) of assets whose upstream changed in the session,
-deleted once the session commits (see `remove_stale_copies`)."""
+deleted once the session commits (see `delete_stale_copies_on_commit`)."""
 
 _CACHE_DIRS: WeakKeyDictionary[sa.Engine, Path] = WeakKeyDictionary()
 
 
-def remove_stale_copies(engine: sa.Engine, cache_dir: Path) -> None:
+def delete_stale_copies_on_commit(engine: sa.Engine, cache_dir: Path) -> None:
     """From now on, every session on `engine` that changes an asset's upstream deletes the asset's
     cached copy under `cache_dir` once the change is committed, whoever made it (a STAC transaction,
     a harvest, a push to a published destination, a retrieval). A proxy checks its open copy's file

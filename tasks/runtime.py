@@ -8,7 +8,7 @@ from functools import lru_cache
 import sqlalchemy as sa
 
 from catalog.database import make_engine
-from catalog.proxy import remove_stale_copies
+from catalog.proxy import delete_stale_copies_on_commit
 from catalog.settings import Settings
 from catalog.store import DataStore
 
@@ -26,5 +26,5 @@ def runtime() -> Runtime:
     settings = Settings()
     store = DataStore.from_settings(settings)
     engine = make_engine(settings.resolved_database_url())
-    remove_stale_copies(engine, settings.resolved_proxy_cache_dir())
+    delete_stale_copies_on_commit(engine, settings.resolved_proxy_cache_dir())
     return Runtime(settings=settings, engine=engine, store=store)

@@ -108,7 +108,7 @@ def register(request: Request[Any, Any, Any], state: State, data: JSONBody[Asset
             **fields,
         )
         view = _view(request, row)
-    return view  # a changed upstream's old cached copy is gone with the commit (`proxy.remove_stale_copies`)
+    return view  # a changed upstream's cached copy went with the commit (`proxy.delete_stale_copies_on_commit`)
 
 
 @get("/", permission=Permission.CONFIGURE, sync_to_thread=True)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 
 from catalog.database import session_scope
-from catalog.proxy import get_asset, register_asset, remove_stale_copies
+from catalog.proxy import delete_stale_copies_on_commit, get_asset, register_asset
 
 OLD, NEW = "https://upstream.example/a-v1.tif", "https://upstream.example/a-v2.tif"
 
 
 def test_a_changed_upstream_deletes_the_cached_copy_once_committed_and_never_on_rollback(engine, tmp_path):
     cache = tmp_path / "cache"
-    remove_stale_copies(engine, cache)
+    delete_stale_copies_on_commit(engine, cache)
     copy = cache / "s2" / "item1" / "a"
     copy.parent.mkdir(parents=True)
     copy.write_bytes(b"bytes of v1")

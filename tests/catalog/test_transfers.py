@@ -86,6 +86,18 @@ def test_a_destination_that_can_take_nothing_does_not_hold_up_the_others_queued_
     assert set(first + second) == set(backlog[:allowed]) | {behind}
 
 
+def test_a_claim_reads_each_destinations_range_and_no_whole_queue(engine, store, site):
+    """What keeps a claim's cost to what the destinations could take: each destination's ready
+    transfers through its own range, the candidates by id, no scan of a status's whole queue."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the plan is read from SQLite's planner")
+    push(engine, store, site, "one.bin")
+    plan = sqlite_plan(engine, lambda: claim_ids(engine), marker="ready_queued")
+    assert any("ix_data_transfer_destination_queue (destination_name=? AND status=?)" in step for step in plan), plan
+    assert not any("ix_data_transfer_queue" in step or "ix_data_transfer_expiry" in step for step in plan), plan
+    assert any(step.startswith("SEARCH data_transfer USING INTEGER PRIMARY KEY") for step in plan), plan
+
+
 def test_portal_buckets_future_and_held_transfers_are_not_claimed(engine, store, site):
     destination(engine, "bucket")  # no dissemination host: transfers wait to be pulled
     push(engine, store, "bucket", "pulled.bin")
